@@ -1,0 +1,14 @@
+//! Every concrete actor of Keel, and the contract they share with the runtime.
+//!
+//! The runtime crate (`keel`) depends on this one, so the pieces an actor needs in
+//! order to live in a Keel supervision tree are defined here: the [`registry`] it
+//! reports into, the [`recorded`] wrapper that records its messages, the
+//! [`child`] contract the supervisor starts it through, the [`delay`] policy used
+//! for every restart and retry, and [`secret`] values that never print.
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod child;
+pub mod delay;
+pub mod recorded;
+pub mod registry;
+pub mod secret;

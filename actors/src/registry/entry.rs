@@ -1,0 +1,229 @@
+//! One actor's entry in the registry and the [`Probe`] it is written through.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+use super::ring::{MessageRecord, Ring};
+use super::snapshot::ActorSnapshot;
+
+/// Registration order across all registries; only relative order matters.
+static NEXT_ORDER: AtomicU64 = AtomicU64::new(0);
+
+/// What role an actor plays in the tree, which decides when it starts and stops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActorKind {
+    /// A supervisor: owns and restarts other actors.
+    Supervisor,
+    /// Owns a connection pool (PostgreSQL, Redis); starts first, stops last.
+    Resource,
+    /// A long-running service; drained before any resource stops.
+    Worker,
+    /// A run-once job hosted by the tree.
+    Task,
+}
+
+/// Where an actor is in its lifecycle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActorState {
+    /// Being spawned; `pre_start` has not returned yet.
+    Starting,
+    /// Handling messages.
+    Running,
+    /// Failed and waiting for its restart delay.
+    Restarting,
+    /// Asked to drain: finishing what it holds before it stops.
+    Draining,
+    /// Ended and will not be restarted (normal exit or shutdown).
+    Stopped,
+    /// Ended abnormally and will not be restarted.
+    Failed,
+}
+
+/// Why and when an actor last failed.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Failure {
+    /// The error or panic message.
+    pub reason: String,
+    /// When the failure was observed.
+    #[serde(with = "humantime_serde")]
+    pub at: SystemTime,
+}
+
+#[derive(Debug)]
+struct Status {
+    state: ActorState,
+    restarts: u32,
+    last_failure: Option<Failure>,
+    running_since: Option<(Instant, SystemTime)>,
+    details: BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Debug)]
+pub(super) struct Entry {
+    name: String,
+    kind: ActorKind,
+    parent: Option<String>,
+    order: u64,
+    status: Mutex<Status>,
+    messages_handled: AtomicU64,
+    ring: Mutex<Ring>,
+}
+
+impl Entry {
+    pub(super) fn new(
+        name: &str,
+        kind: ActorKind,
+        parent: Option<String>,
+        ring_capacity: usize,
+    ) -> Self {
+        Self {
+            name: name.to_owned(),
+            kind,
+            parent,
+            order: NEXT_ORDER.fetch_add(1, Ordering::Relaxed),
+            status: Mutex::new(Status {
+                state: ActorState::Starting,
+                restarts: 0,
+                last_failure: None,
+                running_since: None,
+                details: BTreeMap::new(),
+            }),
+            messages_handled: AtomicU64::new(0),
+            ring: Mutex::new(Ring::new(ring_capacity)),
+        }
+    }
+
+    pub(super) fn recent_messages(&self, limit: usize) -> Vec<MessageRecord> {
+        self.ring.lock().latest(limit)
+    }
+
+    pub(super) fn snapshot(&self) -> ActorSnapshot {
+        let status = self.status.lock();
+        ActorSnapshot {
+            name: self.name.clone(),
+            kind: self.kind,
+            parent: self.parent.clone(),
+            order: self.order,
+            state: status.state,
+            restarts: status.restarts,
+            last_failure: status.last_failure.clone(),
+            running_since: status.running_since.map(|(_, wall)| wall),
+            uptime: status.running_since.map(|(started, _)| started.elapsed()),
+            messages_handled: self.messages_handled.load(Ordering::Relaxed),
+            details: status.details.clone(),
+        }
+    }
+}
+
+/// An actor's handle on its own registry entry; cheap to clone.
+///
+/// The supervisor writes lifecycle fields (state, restarts, failures); the actor
+/// itself writes its messages (through [`crate::recorded::Recorded`]) and its
+/// actor-specific details (pool status, breaker state, lag).
+#[derive(Clone, Debug)]
+pub struct Probe {
+    entry: Arc<Entry>,
+}
+
+impl Probe {
+    pub(super) fn new(entry: Arc<Entry>) -> Self {
+        Self { entry }
+    }
+
+    /// The actor's unique name.
+    pub fn name(&self) -> &str {
+        &self.entry.name
+    }
+
+    /// The actor's kind.
+    pub fn kind(&self) -> ActorKind {
+        self.entry.kind
+    }
+
+    /// The actor's current state.
+    pub fn state(&self) -> ActorState {
+        self.entry.status.lock().state
+    }
+
+    /// Moves the actor to `state`; entering `Running` restarts the uptime clock.
+    pub fn set_state(&self, state: ActorState) {
+        let mut status = self.entry.status.lock();
+        status.running_since = match state {
+            ActorState::Running => Some((Instant::now(), SystemTime::now())),
+            _ => None,
+        };
+        status.state = state;
+    }
+
+    /// Records a failure and the restart it leads to.
+    pub fn record_restart(&self, reason: &str) {
+        let mut status = self.entry.status.lock();
+        status.restarts += 1;
+        status.state = ActorState::Restarting;
+        status.running_since = None;
+        status.last_failure = Some(Failure {
+            reason: reason.to_owned(),
+            at: SystemTime::now(),
+        });
+    }
+
+    /// Records a restart caused by a sibling's failure (one_for_all, rest_for_one):
+    /// counted as a restart, but it is not this actor's failure.
+    pub fn record_sibling_restart(&self) {
+        let mut status = self.entry.status.lock();
+        status.restarts += 1;
+        status.state = ActorState::Restarting;
+        status.running_since = None;
+    }
+
+    /// Records a failure that ends the actor for good.
+    pub fn record_final_failure(&self, reason: &str) {
+        let mut status = self.entry.status.lock();
+        status.state = ActorState::Failed;
+        status.running_since = None;
+        status.last_failure = Some(Failure {
+            reason: reason.to_owned(),
+            at: SystemTime::now(),
+        });
+    }
+
+    /// Stores the last error an actor met without failing (a refused connection
+    /// while it keeps retrying), so the operator sees the real cause.
+    pub fn record_error(&self, reason: &str) {
+        self.entry.status.lock().last_failure = Some(Failure {
+            reason: reason.to_owned(),
+            at: SystemTime::now(),
+        });
+    }
+
+    /// Sets one actor-specific detail shown next to the lifecycle fields.
+    pub fn set_detail(&self, key: &str, value: impl Into<serde_json::Value>) {
+        self.entry
+            .status
+            .lock()
+            .details
+            .insert(key.to_owned(), value.into());
+    }
+
+    /// Counts one handled message and keeps it in the ring.
+    pub fn record_message(&self, kind: &'static str, summary: String) {
+        self.record_message_with(kind, || summary);
+    }
+
+    /// Like [`Probe::record_message`], but builds the summary only when the ring
+    /// keeps messages, so a hot path pays nothing for it when recording is off.
+    pub fn record_message_with(&self, kind: &'static str, summary: impl FnOnce() -> String) {
+        self.entry.messages_handled.fetch_add(1, Ordering::Relaxed);
+        let mut ring = self.entry.ring.lock();
+        if ring.keeps_messages() {
+            ring.push(kind, summary());
+        }
+    }
+}

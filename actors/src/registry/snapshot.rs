@@ -1,0 +1,60 @@
+//! Point-in-time copies of the registry, as served to operators.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use super::entry::{ActorKind, ActorState, Failure};
+
+/// Every actor of a tree at one moment.
+#[derive(Clone, Debug, Serialize)]
+pub struct TreeSnapshot {
+    /// Actors in registration order (parents before their children).
+    pub actors: Vec<ActorSnapshot>,
+}
+
+impl TreeSnapshot {
+    /// The actor named `name`, if the tree has one.
+    pub fn actor(&self, name: &str) -> Option<&ActorSnapshot> {
+        self.actors.iter().find(|a| a.name == name)
+    }
+
+    /// The names of `parent`'s direct children, in registration order.
+    pub fn children_of(&self, parent: &str) -> Vec<&str> {
+        self.actors
+            .iter()
+            .filter(|a| a.parent.as_deref() == Some(parent))
+            .map(|a| a.name.as_str())
+            .collect()
+    }
+}
+
+/// One actor at one moment.
+#[derive(Clone, Debug, Serialize)]
+pub struct ActorSnapshot {
+    /// Unique name within the tree.
+    pub name: String,
+    /// Role in the tree.
+    pub kind: ActorKind,
+    /// The supervisor that owns it; `None` for the root.
+    pub parent: Option<String>,
+    #[serde(skip)]
+    pub(super) order: u64,
+    /// Lifecycle state.
+    pub state: ActorState,
+    /// How many times it was restarted.
+    pub restarts: u32,
+    /// The most recent failure or error it reported.
+    pub last_failure: Option<Failure>,
+    /// When the current incarnation started running.
+    #[serde(with = "humantime_serde")]
+    pub running_since: Option<SystemTime>,
+    /// How long the current incarnation has been running.
+    #[serde(with = "humantime_serde")]
+    pub uptime: Option<Duration>,
+    /// Messages handled across all incarnations.
+    pub messages_handled: u64,
+    /// Actor-specific status (pool state, breaker, lag, ...).
+    pub details: BTreeMap<String, serde_json::Value>,
+}

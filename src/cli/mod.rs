@@ -1,0 +1,82 @@
+//! The `keel` command line.
+
+mod check;
+mod run;
+mod signals;
+mod task;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, DEFAULT_PATH};
+use crate::exit_code;
+use crate::logging::{self, LogFormat};
+
+/// Keel: a supervised runtime for market-data services.
+#[derive(Debug, Parser)]
+#[command(name = "keel", version, about)]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(long, global = true, env = "KEEL_CONFIG", default_value = DEFAULT_PATH)]
+    pub config: PathBuf,
+    /// Log line format on standard error.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon until SIGTERM or SIGINT (a second SIGINT skips the drain).
+    Run,
+    /// Run one task once under the same tree; the exit code is its result
+    /// (0 ok, 1 failed, 70 the supervisor gave up, 78 bad configuration).
+    Task {
+        /// The task to run.
+        name: String,
+        /// The task's own arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Validate the configuration and print it as it takes effect, secrets redacted.
+    Check,
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.log_format);
+    let config = match Config::load(&cli.config) {
+        Ok(config) => config,
+        Err(error) => {
+            tracing::error!("{error}");
+            return ExitCode::from(exit_code::BAD_CONFIG);
+        }
+    };
+    if let Command::Check = cli.command {
+        return ExitCode::from(check::run(&config));
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!(%error, "Cannot start the async runtime.");
+            return ExitCode::from(exit_code::SUPERVISOR_GAVE_UP);
+        }
+    };
+    let code = runtime.block_on(async {
+        match cli.command {
+            Command::Run => run::run(&config).await,
+            Command::Task { name, args } => task::run(&config, &name, &args).await,
+            Command::Check => unreachable!("handled before the runtime starts"),
+        }
+    });
+    ExitCode::from(code)
+}

@@ -1,0 +1,176 @@
+//! Reading, overriding, resolving and validating a configuration file.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use toml::{Table, Value};
+
+use super::error::{ConfigError, Problem};
+use super::{env, secret_files, Config};
+
+/// The configuration every command uses when `--config` is not given.
+pub const DEFAULT_PATH: &str = "conf/keel.toml";
+
+impl Config {
+    /// Loads `path`, applies this process's `KEEL__*` environment, resolves secret
+    /// files and validates everything.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        // `vars_os`, not `vars`: a non-UTF-8 variable elsewhere must not panic us.
+        let vars = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+        Self::load_with_env(path, vars)
+    }
+
+    /// Like [`Config::load`], with the environment given explicitly.
+    pub fn load_with_env(
+        path: &Path,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path, vars)
+    }
+
+    /// Parses configuration text that came from `file`.
+    pub fn parse(
+        text: &str,
+        file: &Path,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let invalid = |problems| ConfigError::Invalid {
+            file: file.to_owned(),
+            problems,
+        };
+        let mut table: Table = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            file: file.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        let origins = env::apply(&mut table, vars).map_err(|(var, expected)| {
+            invalid(vec![Problem {
+                key: var.clone(),
+                message: format!("expected {expected}"),
+                from_env: Some(var),
+            }])
+        })?;
+        secret_files::resolve(&mut table, "").map_err(|(key, expected)| {
+            invalid(vec![problem(&origins, key, format!("expected {expected}"))])
+        })?;
+        let config: Config = serde_path_to_error::deserialize(Value::Table(table)).map_err(|e| {
+            let key = e.path().to_string();
+            let key = if key == "." { String::new() } else { key };
+            invalid(vec![problem(&origins, key, e.inner().message().to_owned())])
+        })?;
+        let problems: Vec<Problem> = config
+            .problems()
+            .into_iter()
+            .map(|(key, expected)| problem(&origins, key, format!("expected {expected}")))
+            .collect();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(invalid(problems))
+        }
+    }
+}
+
+fn problem(origins: &BTreeMap<String, String>, key: String, message: String) -> Problem {
+    Problem {
+        from_env: origins.get(&key).cloned(),
+        key,
+        message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::supervisor::Strategy;
+
+    fn parse(text: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let vars = vars.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        Config::parse(text, Path::new("conf/test.toml"), vars)
+    }
+
+    fn problems(err: ConfigError) -> Vec<Problem> {
+        match err {
+            ConfigError::Invalid { problems, .. } => problems,
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_empty_file_is_the_defaults() {
+        assert_eq!(parse("", &[]).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn values_from_the_file_and_the_environment() {
+        let config = parse(
+            "[supervisor]\nstrategy = \"rest_for_one\"\nperiod = \"2m\"",
+            &[("KEEL__SUPERVISOR__MAX_RESTARTS", "3")],
+        )
+        .unwrap();
+        assert_eq!(config.supervisor.strategy, Strategy::RestForOne);
+        assert_eq!(config.supervisor.period, Duration::from_secs(120));
+        assert_eq!(config.supervisor.max_restarts, 3);
+    }
+
+    #[test]
+    fn an_unknown_key_is_named_with_its_section() {
+        let p = problems(parse("[supervisor]\nmax_restart = 3", &[]).unwrap_err());
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].key, "supervisor");
+        assert!(p[0].message.contains("unknown field `max_restart`"), "{}", p[0]);
+        assert!(p[0].message.contains("max_restarts"), "{}", p[0]);
+    }
+
+    #[test]
+    fn a_wrong_type_names_the_key_and_what_was_expected() {
+        let p = problems(parse("[supervisor]\nmax_restarts = \"ten\"", &[]).unwrap_err());
+        assert_eq!(p[0].key, "supervisor.max_restarts");
+        assert!(p[0].message.contains("expected u32"), "{}", p[0]);
+    }
+
+    #[test]
+    fn a_bad_environment_value_names_its_variable() {
+        let err = parse("", &[("KEEL__SUPERVISOR__PERIOD", "soon")]).unwrap_err();
+        let p = problems(err);
+        assert_eq!(p[0].key, "supervisor.period");
+        assert_eq!(p[0].from_env.as_deref(), Some("KEEL__SUPERVISOR__PERIOD"));
+    }
+
+    #[test]
+    fn every_semantic_problem_is_reported_at_once() {
+        let text = "[supervisor]\nperiod = \"0s\"\n[supervisor.backoff]\nmin = \"2s\"\nmax = \"1s\"\njitter = 3.0";
+        let keys: Vec<String> = problems(parse(text, &[]).unwrap_err())
+            .into_iter()
+            .map(|p| p.key)
+            .collect();
+        assert_eq!(
+            keys,
+            ["supervisor.backoff.max", "supervisor.backoff.jitter", "supervisor.period"]
+        );
+    }
+
+    #[test]
+    fn syntax_errors_name_the_file_and_line() {
+        let err = parse("[supervisor\n", &[]).unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("conf/test.toml: not valid TOML"), "{text}");
+        assert!(text.contains("line 1"), "{text}");
+    }
+
+    #[test]
+    fn the_shipped_configurations_are_valid() {
+        for file in ["conf/keel.toml", "conf/production.example.toml"] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+            if let Err(e) = Config::load_with_env(&path, Vec::new()) {
+                panic!("{e}");
+            }
+        }
+    }
+}

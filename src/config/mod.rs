@@ -1,0 +1,64 @@
+//! Keel's configuration: one TOML file, overridden by `KEEL__SECTION__KEY`
+//! environment variables, with secrets from `*_file` keys, validated as a whole
+//! before anything starts.
+
+mod env;
+mod error;
+mod load;
+mod secret_files;
+
+pub use error::{ConfigError, Problem};
+pub use load::DEFAULT_PATH;
+
+use serde::{Deserialize, Serialize};
+
+use crate::supervisor::SupervisorConfig;
+
+/// The whole configuration. Every section has defaults, so an empty file is valid.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Restart and shutdown policy of the root supervisor.
+    #[serde(default)]
+    pub supervisor: SupervisorConfig,
+    /// What the registry keeps about each actor.
+    #[serde(default)]
+    pub registry: RegistryConfig,
+}
+
+/// The `[registry]` section.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// How many recent messages each actor keeps for inspection (0: count only).
+    #[serde(default = "default_message_ring")]
+    pub message_ring: usize,
+}
+
+fn default_message_ring() -> usize {
+    keel_actors::registry::DEFAULT_RING_CAPACITY
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        Self {
+            message_ring: default_message_ring(),
+        }
+    }
+}
+
+impl Config {
+    /// Every semantic problem in the configuration, with full keys.
+    fn problems(&self) -> Vec<(String, String)> {
+        self.supervisor
+            .problems()
+            .into_iter()
+            .map(|(key, expected)| (format!("supervisor.{key}"), expected))
+            .collect()
+    }
+
+    /// The configuration as TOML, secrets redacted (what `keel check` prints).
+    pub fn to_redacted_toml(&self) -> Result<String, toml::ser::Error> {
+        toml::to_string_pretty(self)
+    }
+}

@@ -1,0 +1,13 @@
+//! Process exit codes, following BSD `sysexits.h` where one fits.
+
+/// Clean run or clean shutdown.
+pub const OK: u8 = 0;
+/// `keel task`: the task failed and was not restarted.
+pub const TASK_FAILED: u8 = 1;
+/// The command line names something that does not exist (`EX_USAGE`).
+pub const USAGE: u8 = 64;
+/// The supervisor gave up: restart intensity exceeded, or the tree could not run
+/// (`EX_SOFTWARE`).
+pub const SUPERVISOR_GAVE_UP: u8 = 70;
+/// The configuration is unreadable or invalid (`EX_CONFIG`).
+pub const BAD_CONFIG: u8 = 78;

@@ -1,0 +1,236 @@
+//! The embedded entry point: start a tree in-process, inspect it, shut it down.
+
+use keel_actors::recorded::Recorded;
+use keel_actors::registry::{ActorKind, ActorState, Registry, TreeSnapshot};
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorRef};
+use tokio::sync::{broadcast, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::supervisor::{
+    ChildEvent, ChildSpec, ShutdownReport, Supervisor, SupervisorArgs, SupervisorConfig,
+    SupervisorMsg, TreeExit,
+};
+
+/// The root supervisor's registry name.
+pub const ROOT: &str = "root";
+
+/// How many child events a slow subscriber may fall behind before it lags.
+const EVENT_BUFFER: usize = 1024;
+
+/// Why a tree could not start at all.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The root supervisor failed in `pre_start` (e.g. two children share a name).
+    #[error("the supervision tree could not start: {0}")]
+    Spawn(#[from] ractor::SpawnErr),
+    /// The root supervisor died before it had started its children.
+    #[error("the root supervisor stopped while starting its children")]
+    RootStopped,
+}
+
+/// A tree to start: the root supervisor's policy and its children in start order.
+#[derive(Debug)]
+pub struct Runtime {
+    config: SupervisorConfig,
+    children: Vec<ChildSpec>,
+    message_ring: usize,
+}
+
+impl Runtime {
+    /// A tree supervised by `config`, with no children yet.
+    pub fn new(config: SupervisorConfig) -> Self {
+        Self {
+            config,
+            children: Vec::new(),
+            message_ring: keel_actors::registry::DEFAULT_RING_CAPACITY,
+        }
+    }
+
+    /// The tree `config` describes, ready to start.
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        Self::new(config.supervisor.clone()).message_ring(config.registry.message_ring)
+    }
+
+    /// Appends a child; children start in the order they are added.
+    pub fn child(mut self, spec: ChildSpec) -> Self {
+        self.children.push(spec);
+        self
+    }
+
+    /// How many recent messages each actor keeps (0: count only).
+    pub fn message_ring(mut self, capacity: usize) -> Self {
+        self.message_ring = capacity;
+        self
+    }
+
+    /// Starts the root supervisor and all its children in order; returns once each
+    /// child has started (or failed and been scheduled for a restart).
+    pub async fn start(self) -> Result<RuntimeHandle, StartError> {
+        let registry = Registry::new(self.message_ring);
+        // The root is registered before its children, so it never collides.
+        let probe = registry
+            .register(ROOT, ActorKind::Supervisor, None)
+            .map_err(|e| ractor::SpawnErr::StartupFailed(e.into()))?;
+        let (exit_tx, exit_rx) = watch::channel(None);
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let skip_drain = CancellationToken::new();
+        let args = SupervisorArgs {
+            config: self.config,
+            children: self.children,
+            registry: registry.clone(),
+            probe: probe.clone(),
+            skip_drain: skip_drain.clone(),
+            exit: exit_tx,
+            events: events.clone(),
+        };
+        let (root, _join) = Actor::spawn(None, Recorded::new(Supervisor, probe), args).await?;
+        match root.call(SupervisorMsg::StartChildren, None).await {
+            Ok(CallResult::Success(())) => {}
+            _ => return Err(StartError::RootStopped),
+        }
+        tracing::info!(children = registry.snapshot().actors.len() - 1, "Keel is running.");
+        Ok(RuntimeHandle {
+            root,
+            registry,
+            skip_drain,
+            exit: exit_rx,
+            events,
+        })
+    }
+}
+
+/// How a task run under [`RuntimeHandle::task_outcome`] ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TaskOutcome {
+    /// The task finished normally.
+    Succeeded,
+    /// The task failed and will not be restarted.
+    Failed(String),
+    /// The supervisor gave up on the whole tree.
+    GaveUp(String),
+}
+
+impl TaskOutcome {
+    /// The `keel task` exit code for this outcome.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            TaskOutcome::Succeeded => crate::exit_code::OK,
+            TaskOutcome::Failed(_) => crate::exit_code::TASK_FAILED,
+            TaskOutcome::GaveUp(_) => crate::exit_code::SUPERVISOR_GAVE_UP,
+        }
+    }
+}
+
+/// A running tree.
+#[derive(Debug)]
+pub struct RuntimeHandle {
+    root: ActorRef<SupervisorMsg>,
+    registry: Registry,
+    skip_drain: CancellationToken,
+    exit: watch::Receiver<Option<TreeExit>>,
+    events: broadcast::Sender<ChildEvent>,
+}
+
+impl RuntimeHandle {
+    /// A snapshot of every actor in the tree.
+    pub fn tree(&self) -> TreeSnapshot {
+        self.registry.snapshot()
+    }
+
+    /// The live registry (what the admin endpoint serves).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Every child exit from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<ChildEvent> {
+        self.events.subscribe()
+    }
+
+    /// Makes a shutdown in progress (or a later one) kill children instead of
+    /// draining them, as a second SIGINT does.
+    pub fn skip_drain(&self) {
+        self.skip_drain.cancel();
+    }
+
+    /// Drains the tree in order (workers, then resources) and stops it. If the tree
+    /// had already ended, returns the report of that ending.
+    pub async fn shutdown(&self) -> ShutdownReport {
+        if let Ok(CallResult::Success(report)) =
+            self.root.call(SupervisorMsg::Shutdown, None).await
+        {
+            let _ = self.root.get_cell().wait(None).await;
+            return report;
+        }
+        self.wait().await.report().clone()
+    }
+
+    /// Waits until the tree has ended, by shutdown or because the supervisor gave up.
+    pub async fn wait(&self) -> TreeExit {
+        let mut exit = self.exit.clone();
+        loop {
+            if let Some(ended) = exit.borrow_and_update().clone() {
+                return ended;
+            }
+            if exit.changed().await.is_err() {
+                // The supervisor is gone without saying how: it crashed (a bug).
+                return exit.borrow().clone().unwrap_or_else(|| TreeExit::GaveUp {
+                    reason: "the root supervisor crashed".into(),
+                    report: ShutdownReport::default(),
+                });
+            }
+        }
+    }
+
+    /// Waits until child `name` has ended for good (it will not be restarted) or
+    /// the tree has ended. This is how `keel task` learns its result.
+    pub async fn task_outcome(&self, name: &str) -> TaskOutcome {
+        let mut events = self.events.subscribe();
+        loop {
+            // Subscribed first, then checked: an end that happened before we
+            // subscribed shows in the registry, a later one arrives as an event.
+            if let Some(outcome) = self.settled_outcome(name) {
+                return outcome;
+            }
+            tokio::select! {
+                event = events.recv() => match event {
+                    Ok(e) if e.name == name && !e.restarting => {
+                        return match e.failure {
+                            None => TaskOutcome::Succeeded,
+                            Some(reason) => TaskOutcome::Failed(reason),
+                        };
+                    }
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => {}
+                },
+                ended = self.wait() => {
+                    return match ended {
+                        TreeExit::GaveUp { reason, .. } => TaskOutcome::GaveUp(reason),
+                        TreeExit::ShutDown { .. } => self
+                            .settled_outcome(name)
+                            .unwrap_or_else(|| TaskOutcome::Failed("shut down before it finished".into())),
+                    };
+                }
+            }
+        }
+    }
+
+    fn settled_outcome(&self, name: &str) -> Option<TaskOutcome> {
+        if let Some(TreeExit::GaveUp { reason, .. }) = self.exit.borrow().clone() {
+            return Some(TaskOutcome::GaveUp(reason));
+        }
+        let tree = self.registry.snapshot();
+        let actor = tree.actor(name)?;
+        match actor.state {
+            ActorState::Stopped if self.exit.borrow().is_none() => Some(TaskOutcome::Succeeded),
+            ActorState::Failed => Some(TaskOutcome::Failed(
+                actor
+                    .last_failure
+                    .as_ref()
+                    .map_or_else(String::new, |f| f.reason.clone()),
+            )),
+            _ => None,
+        }
+    }
+}

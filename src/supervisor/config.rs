@@ -1,0 +1,80 @@
+//! The `[supervisor]` section: strategy, restart intensity and delays, shutdown.
+
+use std::time::Duration;
+
+use keel_actors::delay::BackoffConfig;
+use serde::{Deserialize, Serialize};
+
+use super::Strategy;
+
+/// How the root supervisor restarts and stops its children.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SupervisorConfig {
+    /// Which children restart when one fails.
+    #[serde(default)]
+    pub strategy: Strategy,
+    /// More restarts than this within `period` and the supervisor gives up: it
+    /// shuts the whole tree down and the process exits with code 70.
+    #[serde(default = "default_max_restarts")]
+    pub max_restarts: u32,
+    /// The sliding window `max_restarts` is counted in.
+    #[serde(with = "humantime_serde", default = "default_period")]
+    pub period: Duration,
+    /// A child that ran this long before failing restarts with the shortest delay.
+    #[serde(with = "humantime_serde", default = "default_stable_after")]
+    pub stable_after: Duration,
+    /// How long a child may take to drain before it is killed, unless its own
+    /// specification says otherwise.
+    #[serde(with = "humantime_serde", default = "default_shutdown_timeout")]
+    pub shutdown_timeout: Duration,
+    /// Delay before each restart.
+    #[serde(default)]
+    pub backoff: BackoffConfig,
+}
+
+fn default_max_restarts() -> u32 {
+    10
+}
+fn default_period() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_stable_after() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_shutdown_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl Default for SupervisorConfig {
+    fn default() -> Self {
+        Self {
+            strategy: Strategy::default(),
+            max_restarts: default_max_restarts(),
+            period: default_period(),
+            stable_after: default_stable_after(),
+            shutdown_timeout: default_shutdown_timeout(),
+            backoff: BackoffConfig::default(),
+        }
+    }
+}
+
+impl SupervisorConfig {
+    /// Every problem with these settings, as `(key, what is expected)` pairs with
+    /// keys relative to the section.
+    pub fn problems(&self) -> Vec<(String, String)> {
+        let mut problems: Vec<(String, String)> = self
+            .backoff
+            .problems()
+            .into_iter()
+            .map(|(field, expected)| (format!("backoff.{field}"), expected))
+            .collect();
+        if self.period.is_zero() {
+            problems.push(("period".into(), "a duration above zero".into()));
+        }
+        if self.shutdown_timeout.is_zero() {
+            problems.push(("shutdown_timeout".into(), "a duration above zero".into()));
+        }
+        problems
+    }
+}

@@ -1,0 +1,23 @@
+//! The supervision tree: a root supervisor that starts its children in order,
+//! restarts them by policy, gives up when they fail too often, and drains them in
+//! reverse order on shutdown.
+//!
+//! ractor supplies the actors and the supervision links; everything OTP-like
+//! (strategies, intensity, backoff, ordered drain) is built here, because ractor's
+//! default supervisor behaviour is to stop the parent when any child ends.
+
+mod actor;
+mod config;
+mod intensity;
+mod policy;
+mod report;
+mod spec;
+mod stop;
+
+pub use actor::{ChildEvent, TreeExit};
+pub(crate) use actor::{Supervisor, SupervisorArgs, SupervisorMsg};
+pub use config::SupervisorConfig;
+pub use report::{ShutdownReport, StopOutcome, StoppedChild};
+pub use spec::{ChildSpec, Restart, Strategy};
+
+pub use keel_actors::registry::ActorKind;
