@@ -120,10 +120,10 @@ mod tests {
     }
 
     #[test]
-    fn an_unknown_key_is_named_with_its_section() {
+    fn an_unknown_key_is_named_in_full() {
         let p = problems(parse("[supervisor]\nmax_restart = 3", &[]).unwrap_err());
         assert_eq!(p.len(), 1);
-        assert_eq!(p[0].key, "supervisor");
+        assert_eq!(p[0].key, "supervisor.max_restart");
         assert!(p[0].message.contains("unknown field `max_restart`"), "{}", p[0]);
         assert!(p[0].message.contains("max_restarts"), "{}", p[0]);
     }
