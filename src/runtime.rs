@@ -89,7 +89,10 @@ impl Runtime {
             Ok(CallResult::Success(())) => {}
             _ => return Err(StartError::RootStopped),
         }
-        tracing::info!(children = registry.snapshot().actors.len() - 1, "Keel is running.");
+        tracing::info!(
+            children = registry.snapshot().actors.len() - 1,
+            "Keel is running."
+        );
         Ok(RuntimeHandle {
             root,
             registry,
@@ -157,8 +160,7 @@ impl RuntimeHandle {
     /// Drains the tree in order (workers, then resources) and stops it. If the tree
     /// had already ended, returns the report of that ending.
     pub async fn shutdown(&self) -> ShutdownReport {
-        if let Ok(CallResult::Success(report)) =
-            self.root.call(SupervisorMsg::Shutdown, None).await
+        if let Ok(CallResult::Success(report)) = self.root.call(SupervisorMsg::Shutdown, None).await
         {
             let _ = self.root.get_cell().wait(None).await;
             return report;

@@ -42,7 +42,10 @@ async fn a_permanent_child_that_panics_is_restarted_as_a_new_actor() {
     let tree = handle.tree();
     let w = tree.actor("w").unwrap();
     let failure = w.last_failure.as_ref().expect("failure recorded");
-    assert!(failure.reason.contains("w panicked on purpose"), "{failure:?}");
+    assert!(
+        failure.reason.contains("w panicked on purpose"),
+        "{failure:?}"
+    );
     assert_eq!(journal.count("w started"), 2);
     handle.shutdown().await;
 }
@@ -63,7 +66,13 @@ async fn a_permanent_child_that_returns_an_error_is_restarted() {
     })
     .await;
     let tree = handle.tree();
-    let reason = &tree.actor("w").unwrap().last_failure.as_ref().unwrap().reason;
+    let reason = &tree
+        .actor("w")
+        .unwrap()
+        .last_failure
+        .as_ref()
+        .unwrap()
+        .reason;
     assert!(reason.contains("w failed on purpose"), "{reason}");
     handle.shutdown().await;
 }
@@ -72,7 +81,8 @@ async fn a_permanent_child_that_returns_an_error_is_restarted() {
 async fn restart_types_decide_who_comes_back() {
     let journal = Journal::default();
     let (transient_ok, t_ok) = test_child(worker, "transient-ok", &journal, Behaviour::default());
-    let (transient_err, t_err) = test_child(worker, "transient-err", &journal, Behaviour::default());
+    let (transient_err, t_err) =
+        test_child(worker, "transient-err", &journal, Behaviour::default());
     let (temporary_err, tmp) = test_child(worker, "temporary-err", &journal, Behaviour::default());
     let (permanent_ok, p_ok) = test_child(worker, "permanent-ok", &journal, Behaviour::default());
     let handle = Runtime::new(fast_policy(Strategy::OneForOne))
@@ -151,7 +161,10 @@ async fn one_for_all_restarts_every_sibling_in_order() {
     let a_stop = journal.position("a stopped").unwrap();
     assert!(c_stop < a_stop);
     let lines = journal.lines();
-    let restarts: Vec<&String> = lines[a_stop..].iter().filter(|l| l.ends_with("started")).collect();
+    let restarts: Vec<&String> = lines[a_stop..]
+        .iter()
+        .filter(|l| l.ends_with("started"))
+        .collect();
     assert_eq!(restarts, ["a started", "b started", "c started"]);
     // Only the failed child carries a failure.
     assert!(handle.tree().actor("a").unwrap().last_failure.is_none());
@@ -231,7 +244,9 @@ async fn too_many_restarts_make_the_supervisor_give_up_and_drain_everything() {
     *crashing.failing_starts.lock() = u32::MAX;
     live.send(TestMsg::Panic);
 
-    let ended = tokio::time::timeout(WAIT, handle.wait()).await.expect("gave up in time");
+    let ended = tokio::time::timeout(WAIT, handle.wait())
+        .await
+        .expect("gave up in time");
     let TreeExit::GaveUp { reason, report } = ended else {
         panic!("expected the supervisor to give up, got {ended:?}");
     };
@@ -242,7 +257,10 @@ async fn too_many_restarts_make_the_supervisor_give_up_and_drain_everything() {
     // `flaky` had already ended, so there was nothing of it to stop.
     let names: Vec<&str> = report.stopped.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(names, ["steady", "db"]);
-    assert!(matches!(report.stopped[0].outcome, StopOutcome::Drained { .. }));
+    assert!(matches!(
+        report.stopped[0].outcome,
+        StopOutcome::Drained { .. }
+    ));
     assert_eq!(journal.count("steady stopped"), 1);
     assert_eq!(journal.count("db stopped"), 1);
     let tree = handle.tree();
@@ -302,7 +320,11 @@ async fn shutdown_drains_every_worker_before_any_resource() {
         .map(|l| journal.position(l).expect("resource stopped"))
         .min()
         .unwrap();
-    assert!(last_worker_stop < first_resource_stop, "{:?}", journal.lines());
+    assert!(
+        last_worker_stop < first_resource_stop,
+        "{:?}",
+        journal.lines()
+    );
     for actor in handle.tree().actors {
         assert_eq!(actor.state, ActorState::Stopped, "{}", actor.name);
     }
@@ -325,7 +347,10 @@ async fn a_drain_handles_every_queued_message_before_stopping() {
         live.send(TestMsg::Work(n));
     }
     let report = handle.shutdown().await;
-    assert!(matches!(report.stopped[0].outcome, StopOutcome::Drained { .. }));
+    assert!(matches!(
+        report.stopped[0].outcome,
+        StopOutcome::Drained { .. }
+    ));
     let lines = journal.lines();
     let did: Vec<&String> = lines.iter().filter(|l| l.starts_with("w did")).collect();
     assert_eq!(did.len(), 50, "every queued message was handled");
@@ -387,7 +412,9 @@ async fn skipping_the_drain_kills_instead_of_waiting() {
         () = eventually("drain started", WAIT, || journal.count("stuck hangs in drain") == 1) => {}
     }
     handle.skip_drain();
-    let report = tokio::time::timeout(WAIT, shutdown).await.expect("skip is immediate");
+    let report = tokio::time::timeout(WAIT, shutdown)
+        .await
+        .expect("skip is immediate");
     assert_eq!(report.stopped[0].outcome, StopOutcome::KilledOnRequest);
 }
 
@@ -406,7 +433,11 @@ async fn a_child_that_fails_to_start_does_not_block_the_tree_and_is_retried() {
         .start()
         .await
         .unwrap();
-    assert_eq!(journal.count("w started"), 1, "w started although db did not");
+    assert_eq!(
+        journal.count("w started"),
+        1,
+        "w started although db did not"
+    );
     eventually("db started on its third try", WAIT, || {
         state_of(&handle, "db") == (ActorState::Running, 2)
     })
@@ -464,7 +495,10 @@ async fn two_children_cannot_share_a_name() {
         .start()
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("`same` is already registered"), "{err}");
+    assert!(
+        err.to_string().contains("`same` is already registered"),
+        "{err}"
+    );
     assert!(journal.lines().is_empty(), "nothing started");
 }
 
@@ -479,7 +513,9 @@ async fn task_outcomes_become_exit_codes() {
         .await
         .unwrap();
     live.send(TestMsg::Exit);
-    let outcome = tokio::time::timeout(WAIT, handle.task_outcome("job")).await.unwrap();
+    let outcome = tokio::time::timeout(WAIT, handle.task_outcome("job"))
+        .await
+        .unwrap();
     assert_eq!(outcome, TaskOutcome::Succeeded);
     assert_eq!(outcome.exit_code(), 0);
     handle.shutdown().await;
@@ -492,8 +528,13 @@ async fn task_outcomes_become_exit_codes() {
         .await
         .unwrap();
     live.send(TestMsg::FailUnrecoverably);
-    let outcome = tokio::time::timeout(WAIT, handle.task_outcome("job")).await.unwrap();
-    assert!(matches!(&outcome, TaskOutcome::Failed(r) if r.contains("cannot go on")), "{outcome:?}");
+    let outcome = tokio::time::timeout(WAIT, handle.task_outcome("job"))
+        .await
+        .unwrap();
+    assert!(
+        matches!(&outcome, TaskOutcome::Failed(r) if r.contains("cannot go on")),
+        "{outcome:?}"
+    );
     assert_eq!(outcome.exit_code(), 1);
     handle.shutdown().await;
 
@@ -508,7 +549,9 @@ async fn task_outcomes_become_exit_codes() {
     let handle = Runtime::new(policy).child(t).start().await.unwrap();
     *always_failing.failing_starts.lock() = u32::MAX;
     live.send(TestMsg::Fail);
-    let outcome = tokio::time::timeout(WAIT, handle.task_outcome("job")).await.unwrap();
+    let outcome = tokio::time::timeout(WAIT, handle.task_outcome("job"))
+        .await
+        .unwrap();
     assert!(matches!(outcome, TaskOutcome::GaveUp(_)), "{outcome:?}");
     assert_eq!(outcome.exit_code(), 70);
 }

@@ -147,7 +147,10 @@ mod tests {
             for _ in 0..8 {
                 let d = b.next_delay().as_secs_f64() * 1000.0;
                 assert!(d >= base * 0.5 - 1.0, "{d} below band of {base}");
-                assert!(d <= (base * 1.5 + 1.0).min(2000.0), "{d} above band of {base}");
+                assert!(
+                    d <= (base * 1.5 + 1.0).min(2000.0),
+                    "{d} above band of {base}"
+                );
                 base = (base * 2.0).min(2000.0);
             }
         }
@@ -158,7 +161,11 @@ mod tests {
         let firsts: std::collections::HashSet<u128> = (0..50)
             .map(|_| config(0.5).sequence().next_delay().as_micros())
             .collect();
-        assert!(firsts.len() > 10, "only {} distinct first delays", firsts.len());
+        assert!(
+            firsts.len() > 10,
+            "only {} distinct first delays",
+            firsts.len()
+        );
     }
 
     #[test]

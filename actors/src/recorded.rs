@@ -86,9 +86,7 @@ where
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         self.probe
-            .record_message_with(supervision_kind(&message), || {
-                supervision_summary(&message)
-            });
+            .record_message_with(supervision_kind(&message), || supervision_summary(&message));
         self.inner
             .handle_supervisor_evt(myself, message, state)
             .await

@@ -57,11 +57,12 @@ impl Config {
         secret_files::resolve(&mut table, "").map_err(|(key, expected)| {
             invalid(vec![problem(&origins, key, format!("expected {expected}"))])
         })?;
-        let config: Config = serde_path_to_error::deserialize(Value::Table(table)).map_err(|e| {
-            let key = e.path().to_string();
-            let key = if key == "." { String::new() } else { key };
-            invalid(vec![problem(&origins, key, e.inner().message().to_owned())])
-        })?;
+        let config: Config =
+            serde_path_to_error::deserialize(Value::Table(table)).map_err(|e| {
+                let key = e.path().to_string();
+                let key = if key == "." { String::new() } else { key };
+                invalid(vec![problem(&origins, key, e.inner().message().to_owned())])
+            })?;
         let problems: Vec<Problem> = config
             .problems()
             .into_iter()
@@ -124,7 +125,11 @@ mod tests {
         let p = problems(parse("[supervisor]\nmax_restart = 3", &[]).unwrap_err());
         assert_eq!(p.len(), 1);
         assert_eq!(p[0].key, "supervisor.max_restart");
-        assert!(p[0].message.contains("unknown field `max_restart`"), "{}", p[0]);
+        assert!(
+            p[0].message.contains("unknown field `max_restart`"),
+            "{}",
+            p[0]
+        );
         assert!(p[0].message.contains("max_restarts"), "{}", p[0]);
     }
 
@@ -152,7 +157,11 @@ mod tests {
             .collect();
         assert_eq!(
             keys,
-            ["supervisor.backoff.max", "supervisor.backoff.jitter", "supervisor.period"]
+            [
+                "supervisor.backoff.max",
+                "supervisor.backoff.jitter",
+                "supervisor.period"
+            ]
         );
     }
 

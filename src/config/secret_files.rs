@@ -22,7 +22,10 @@ pub(super) fn resolve(table: &mut Table, prefix: &str) -> Result<(), (String, St
             resolve(inner, &dotted)?;
             continue;
         }
-        let Some(secret) = key.strip_suffix("_file").filter(|s| SECRET_KEYS.contains(s)) else {
+        let Some(secret) = key
+            .strip_suffix("_file")
+            .filter(|s| SECRET_KEYS.contains(s))
+        else {
             continue;
         };
         if table.contains_key(secret) {
@@ -49,7 +52,10 @@ fn read_secret(path: &Path) -> Result<String, String> {
         }
     }
     if content.is_empty() {
-        return Err(format!("a non-empty secret file, but {} is empty", path.display()));
+        return Err(format!(
+            "a non-empty secret file, but {} is empty",
+            path.display()
+        ));
     }
     Ok(content)
 }
@@ -72,8 +78,7 @@ mod tests {
 
     #[test]
     fn both_forms_at_once_are_rejected() {
-        let mut t: Table =
-            toml::from_str("[admin]\ntoken = \"a\"\ntoken_file = \"/x\"").unwrap();
+        let mut t: Table = toml::from_str("[admin]\ntoken = \"a\"\ntoken_file = \"/x\"").unwrap();
         let (key, _) = resolve(&mut t, "").unwrap_err();
         assert_eq!(key, "admin.token_file");
     }

@@ -101,9 +101,14 @@ pub(crate) struct SupervisorArgs {
 pub(crate) struct Supervisor;
 
 enum Run {
-    Running { cell: ActorCell, since: Instant },
+    Running {
+        cell: ActorCell,
+        since: Instant,
+    },
     /// Not running; `scheduled` while a restart timer is armed for it.
-    Waiting { scheduled: bool },
+    Waiting {
+        scheduled: bool,
+    },
     Done,
 }
 
@@ -138,7 +143,9 @@ impl Actor for Supervisor {
         let parent = args.probe.name().to_owned();
         let mut slots = Vec::with_capacity(args.children.len());
         for spec in args.children {
-            let probe = args.registry.register(&spec.name, spec.kind, Some(&parent))?;
+            let probe = args
+                .registry
+                .register(&spec.name, spec.kind, Some(&parent))?;
             slots.push(Slot {
                 backoff: args.config.backoff.sequence(),
                 spec,
@@ -388,8 +395,10 @@ impl SupervisorState {
         tracing::error!(%reason, "Supervisor gives up; shutting the tree down.");
         let report = self.shutdown_children().await;
         self.probe.record_final_failure(&reason);
-        self.exit
-            .send_replace(Some(TreeExit::GaveUp { reason: reason.clone(), report }));
+        self.exit.send_replace(Some(TreeExit::GaveUp {
+            reason: reason.clone(),
+            report,
+        }));
         myself.stop(Some(reason));
     }
 

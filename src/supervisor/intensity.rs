@@ -48,7 +48,10 @@ mod tests {
         assert!(!w.record(t0));
         assert!(!w.record(t0 + SEC));
         assert!(!w.record(t0 + 2 * SEC));
-        assert!(w.record(t0 + 3 * SEC), "the fourth restart within 10s exceeds 3");
+        assert!(
+            w.record(t0 + 3 * SEC),
+            "the fourth restart within 10s exceeds 3"
+        );
     }
 
     #[test]

@@ -191,12 +191,20 @@ pub mod fn_factory {
     use super::*;
 
     pub type Factory = Box<
-        dyn Fn(StartContext) -> futures::future::BoxFuture<'static, Result<ActorCell, ractor::SpawnErr>>
+        dyn Fn(
+                StartContext,
+            )
+                -> futures::future::BoxFuture<'static, Result<ActorCell, ractor::SpawnErr>>
             + Send
             + Sync,
     >;
 
-    pub(super) fn factory(name: &str, journal: Journal, behaviour: Behaviour, live: Live) -> Factory {
+    pub(super) fn factory(
+        name: &str,
+        journal: Journal,
+        behaviour: Behaviour,
+        live: Live,
+    ) -> Factory {
         let name = name.to_owned();
         Box::new(move |ctx: StartContext| {
             let actor = TestActor {

@@ -1,0 +1,150 @@
+//! The built `keel` binary: signals, exit codes, configuration errors.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const KEEL: &str = env!("CARGO_BIN_EXE_keel");
+
+fn write_config(dir: &Path, text: &str) -> std::path::PathBuf {
+    let path = dir.join("keel.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Forwards the child's stderr lines to a channel, so the test can wait for one.
+fn stderr_lines(child: &mut Child) -> mpsc::Receiver<String> {
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn wait_for_line(lines: &mpsc::Receiver<String>, needle: &str, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if line.contains(needle) => return line,
+            Ok(_) => {}
+            Err(e) => panic!("no line containing {needle:?} within {timeout:?}: {e}"),
+        }
+    }
+}
+
+fn wait_exit(child: &mut Child, timeout: Duration) -> ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("keel did not exit within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn sigterm_shuts_the_daemon_down_cleanly_within_its_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let shutdown_timeout = Duration::from_secs(2);
+    let config = write_config(dir.path(), "[supervisor]\nshutdown_timeout = \"2s\"\n");
+    let mut child = Command::new(KEEL)
+        .args(["run", "--log-format", "json", "--config"])
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = stderr_lines(&mut child);
+    let running = wait_for_line(&lines, "Keel is running.", Duration::from_secs(30));
+    assert!(running.starts_with('{'), "JSON logs: {running}");
+
+    signal(&child, "TERM");
+    let status = wait_exit(&mut child, shutdown_timeout + Duration::from_secs(3));
+    assert_eq!(status.code(), Some(0));
+    wait_for_line(&lines, "Shutdown complete.", Duration::from_secs(1));
+}
+
+#[test]
+fn a_bad_configuration_exits_78_naming_file_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "[supervisor]\nmax_restarts = -1\n");
+    for command in ["run", "check"] {
+        let output = Command::new(KEEL)
+            .args([command, "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(78), "{command}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(&config.display().to_string()), "{stderr}");
+        assert!(stderr.contains("supervisor.max_restarts"), "{stderr}");
+    }
+}
+
+#[test]
+fn a_missing_configuration_file_exits_78() {
+    let output = Command::new(KEEL)
+        .args(["check", "--config", "/nonexistent/keel.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("/nonexistent/keel.toml"), "{stderr}");
+}
+
+#[test]
+fn check_prints_the_effective_configuration_with_overrides() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "[supervisor]\nstrategy = \"one_for_all\"\n");
+    let output = Command::new(KEEL)
+        .args(["check", "--config"])
+        .arg(&config)
+        .env("KEEL__SUPERVISOR__MAX_RESTARTS", "4")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    let printed: toml::Table = toml::from_str(&String::from_utf8_lossy(&output.stdout)).unwrap();
+    assert_eq!(
+        printed["supervisor"]["strategy"].as_str(),
+        Some("one_for_all")
+    );
+    assert_eq!(printed["supervisor"]["max_restarts"].as_integer(), Some(4));
+    // Defaults are printed too, so the output is the whole effective configuration.
+    assert_eq!(
+        printed["supervisor"]["backoff"]["max"].as_str(),
+        Some("30s")
+    );
+}
+
+#[test]
+fn an_unknown_task_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let output = Command::new(KEEL)
+        .args(["task", "no-such-task", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(64));
+}
