@@ -9,6 +9,8 @@
 
 pub mod child;
 pub mod delay;
+pub mod market;
 pub mod recorded;
 pub mod registry;
+pub mod resource;
 pub mod secret;

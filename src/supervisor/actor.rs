@@ -272,6 +272,7 @@ impl SupervisorState {
             };
             match slot.spec.factory.start(ctx).await {
                 Ok(cell) => {
+                    slot.probe.set_cell(Some(cell.clone()));
                     slot.run = Run::Running {
                         cell,
                         since: Instant::now(),
@@ -296,6 +297,7 @@ impl SupervisorState {
             Run::Running { since, .. } => Some(since),
             _ => None,
         };
+        self.slots[i].probe.set_cell(None);
         if self.shutting_down {
             return;
         }
@@ -373,6 +375,7 @@ impl SupervisorState {
             match was {
                 Run::Done => continue,
                 Run::Running { cell, .. } => {
+                    sibling.probe.set_cell(None);
                     sibling.probe.set_state(ActorState::Draining);
                     stop_child(&sibling.spec.name, &cell, timeout, &self.skip_drain).await;
                 }
@@ -422,6 +425,7 @@ impl SupervisorState {
                 Run::Done => continue,
                 Run::Waiting { .. } => StopOutcome::NotRunning,
                 Run::Running { cell, .. } => {
+                    slot.probe.set_cell(None);
                     slot.probe.set_state(ActorState::Draining);
                     stop_child(&slot.spec.name, &cell, timeout, &self.skip_drain).await
                 }

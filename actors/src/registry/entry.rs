@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use parking_lot::Mutex;
+use ractor::ActorCell;
 use serde::{Deserialize, Serialize};
 
 use super::ring::{MessageRecord, Ring};
@@ -74,6 +75,7 @@ pub(super) struct Entry {
     status: Mutex<Status>,
     messages_handled: AtomicU64,
     ring: Mutex<Ring>,
+    cell: Mutex<Option<ActorCell>>,
 }
 
 impl Entry {
@@ -97,7 +99,12 @@ impl Entry {
             }),
             messages_handled: AtomicU64::new(0),
             ring: Mutex::new(Ring::new(ring_capacity)),
+            cell: Mutex::new(None),
         }
+    }
+
+    pub(super) fn cell(&self) -> Option<ActorCell> {
+        self.cell.lock().clone()
     }
 
     pub(super) fn recent_messages(&self, limit: usize) -> Vec<MessageRecord> {
@@ -210,6 +217,11 @@ impl Probe {
             .lock()
             .details
             .insert(key.to_owned(), value.into());
+    }
+
+    /// Sets (or clears) the live incarnation, so others can reach it by name.
+    pub fn set_cell(&self, cell: Option<ActorCell>) {
+        *self.entry.cell.lock() = cell;
     }
 
     /// Counts one handled message and keeps it in the ring.

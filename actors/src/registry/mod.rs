@@ -77,6 +77,11 @@ impl Registry {
         self.entries.read().get(name).cloned().map(Probe::new)
     }
 
+    /// The live incarnation of `name`, if it is running.
+    pub fn cell(&self, name: &str) -> Option<ractor::ActorCell> {
+        self.entries.read().get(name).and_then(|e| e.cell())
+    }
+
     /// A consistent-enough copy of every entry, ordered by registration.
     pub fn snapshot(&self) -> TreeSnapshot {
         let entries = self.entries.read();

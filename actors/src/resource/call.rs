@@ -1,0 +1,39 @@
+//! Request/response to a resource actor, found by name in the registry so a
+//! caller always reaches the current incarnation.
+
+use ractor::rpc::CallResult;
+use ractor::{ActorRef, RpcReplyPort};
+
+use crate::registry::Registry;
+
+use super::ResourceMsg;
+
+/// The resource actor is not running (not started yet, restarting, or stopped).
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[error("resource actor `{0}` is not running")]
+pub struct NotRunning(pub String);
+
+/// Sends the call built by `make` to the resource actor `name` and waits for its
+/// answer. No messaging timeout is set: each resource bounds its own calls
+/// (checkout timeout, retry budget, breaker).
+pub async fn call<C, T, E>(
+    registry: &Registry,
+    name: &str,
+    make: impl FnOnce(RpcReplyPort<Result<T, E>>) -> C,
+) -> Result<T, E>
+where
+    C: Send + 'static,
+    T: Send + 'static,
+    E: From<NotRunning> + Send + 'static,
+{
+    let not_running = || E::from(NotRunning(name.to_owned()));
+    let cell = registry.cell(name).ok_or_else(not_running)?;
+    let actor: ActorRef<ResourceMsg<C>> = cell.into();
+    match actor
+        .call(|reply| ResourceMsg::Call(make(reply)), None)
+        .await
+    {
+        Ok(CallResult::Success(result)) => result,
+        _ => Err(not_running()),
+    }
+}

@@ -1,0 +1,95 @@
+//! The resilient executor every PgActor call runs through.
+
+use std::sync::atomic::Ordering;
+
+use bb8::RunError;
+use futures::future::BoxFuture;
+use tokio_postgres::{Client, Transaction};
+
+use super::error::{classify, Class, PgError};
+use super::PgShared;
+
+/// Runs `work` on a pooled connection, retrying transient errors with backoff up
+/// to `max_attempts`; permanent errors return at once. After an error that may
+/// have reached the server, only `idempotent` work is retried.
+pub(super) async fn execute<T>(
+    shared: &PgShared,
+    op: &'static str,
+    idempotent: bool,
+    work: impl for<'c> Fn(&'c mut Client) -> BoxFuture<'c, Result<T, tokio_postgres::Error>>,
+) -> Result<T, PgError> {
+    let counters = &shared.counters;
+    counters.calls.fetch_add(1, Ordering::Relaxed);
+    let mut backoff = shared.config.retry_backoff.sequence();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        counters.attempts.fetch_add(1, Ordering::Relaxed);
+        let class = match shared.pool.get().await {
+            Ok(mut conn) => match work(&mut conn).await {
+                Ok(value) => {
+                    shared.availability.mark_ready();
+                    return Ok(value);
+                }
+                Err(err) => classify(&err),
+            },
+            Err(RunError::TimedOut) => Class::Transient {
+                maybe_applied: false,
+                cause: "no connection free within checkout_timeout".into(),
+            },
+            Err(RunError::User(err)) => classify(&err),
+        };
+        match class {
+            Class::Rejected { sqlstate, message } => {
+                counters.rejected.fetch_add(1, Ordering::Relaxed);
+                return Err(PgError::Rejected {
+                    op,
+                    sqlstate,
+                    message,
+                });
+            }
+            Class::Other(message) => {
+                counters.rejected.fetch_add(1, Ordering::Relaxed);
+                return Err(PgError::Other { op, message });
+            }
+            Class::Transient {
+                maybe_applied,
+                cause,
+            } => {
+                if maybe_applied {
+                    shared.availability.mark_unreachable(&cause);
+                    if !idempotent {
+                        return Err(PgError::OutcomeUnknown { op, cause });
+                    }
+                }
+                if attempt >= shared.config.max_attempts {
+                    counters.exhausted.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(op, attempts = attempt, %cause, "PostgreSQL call gave up.");
+                    return Err(PgError::Unavailable {
+                        op,
+                        attempts: attempt,
+                        last: cause,
+                    });
+                }
+                counters.retries.fetch_add(1, Ordering::Relaxed);
+                let delay = backoff.next_delay();
+                tracing::warn!(op, attempt, %cause, ?delay, "Transient PostgreSQL error; retrying.");
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+/// Opens a transaction with the configured statement timeout. `SET LOCAL` lasts
+/// only for the transaction, so it is safe behind PgBouncer's transaction pooling.
+pub(super) async fn begin<'c>(
+    client: &'c mut Client,
+    statement_timeout_ms: u128,
+) -> Result<Transaction<'c>, tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    tx.batch_execute(&format!(
+        "SET LOCAL statement_timeout = {statement_timeout_ms}"
+    ))
+    .await?;
+    Ok(tx)
+}

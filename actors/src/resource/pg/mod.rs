@@ -1,0 +1,333 @@
+//! PgActor: the PostgreSQL resource (bb8 + bb8-postgres + tokio-postgres).
+
+mod config;
+mod error;
+mod executor;
+mod migrate;
+mod ops;
+
+pub use config::PostgresConfig;
+pub use error::PgError;
+pub use migrate::{migrate, MigrateError, Migration, MIGRATIONS};
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bb8::{ErrorSink, Pool};
+use bb8_postgres::PostgresConnectionManager;
+use ractor::{ActorCell, ActorProcessingErr, RpcReplyPort, SpawnErr};
+use serde::{Deserialize, Serialize};
+use tokio_postgres::NoTls;
+
+use crate::child::{spawn_recorded, StartContext};
+use crate::delay::BackoffConfig;
+use crate::market::{Candle, Instrument, Trade};
+use crate::recorded::Recordable;
+use crate::registry::Registry;
+
+use super::{call, Availability, ConnectError, PoolStats, Resource, ResourceActor};
+
+type Reply<T> = RpcReplyPort<Result<T, PgError>>;
+
+/// Tables the janitor may prune by age.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Retained {
+    /// `trades`, by trade time.
+    Trades,
+    /// `candles`, by bucket start.
+    Candles,
+}
+
+/// The operations PgActor offers. There is deliberately no "run this SQL".
+#[derive(Debug)]
+pub enum PgCall {
+    /// Insert or update instruments.
+    UpsertInstruments(Arc<[Instrument]>, Reply<u64>),
+    /// Insert trades, ignoring ones already stored; replies with how many were new.
+    InsertTrades(Arc<[Trade]>, Reply<u64>),
+    /// Insert or replace candles.
+    UpsertCandles(Arc<[Candle]>, Reply<u64>),
+    /// Delete rows older than a time, in batches; replies with how many.
+    DeleteOlderThan(Retained, SystemTime, Reply<u64>),
+    /// One round trip to the server; replies with its latency.
+    Ping(Reply<Duration>),
+}
+
+impl Recordable for PgCall {
+    fn kind(&self) -> &'static str {
+        match self {
+            PgCall::UpsertInstruments(..) => "UpsertInstruments",
+            PgCall::InsertTrades(..) => "InsertTrades",
+            PgCall::UpsertCandles(..) => "UpsertCandles",
+            PgCall::DeleteOlderThan(..) => "DeleteOlderThan",
+            PgCall::Ping(_) => "Ping",
+        }
+    }
+
+    fn summary(&self) -> String {
+        match self {
+            PgCall::UpsertInstruments(rows, _) => format!("{} instruments", rows.len()),
+            PgCall::InsertTrades(rows, _) => format!(
+                "{} trades{}",
+                rows.len(),
+                rows.first()
+                    .map(|t| format!(", first {} #{}", t.instrument_name, t.trade_seq))
+                    .unwrap_or_default()
+            ),
+            PgCall::UpsertCandles(rows, _) => format!("{} candles", rows.len()),
+            PgCall::DeleteOlderThan(table, before, _) => {
+                format!(
+                    "{table:?} before {}",
+                    humantime::format_rfc3339_seconds(*before)
+                )
+            }
+            PgCall::Ping(_) => "ping".into(),
+        }
+    }
+}
+
+/// What the executor counts, shown in the registry and in health.
+#[derive(Debug, Default)]
+struct Counters {
+    calls: AtomicU64,
+    attempts: AtomicU64,
+    retries: AtomicU64,
+    rejected: AtomicU64,
+    exhausted: AtomicU64,
+}
+
+/// Everything a PgActor call needs.
+#[derive(Clone, Debug)]
+pub struct PgShared {
+    pool: Pool<PostgresConnectionManager<NoTls>>,
+    config: Arc<PostgresConfig>,
+    availability: Availability,
+    counters: Arc<Counters>,
+}
+
+impl PgShared {
+    fn timeout_ms(&self) -> u128 {
+        self.config.statement_timeout.as_millis()
+    }
+}
+
+/// The PostgreSQL resource: `ResourceActor<Postgres>` is PgActor.
+#[derive(Debug, Clone)]
+pub struct Postgres {
+    config: PostgresConfig,
+}
+
+impl Postgres {
+    /// A resource for `config` (validated beforehand by the configuration loader).
+    pub fn new(config: PostgresConfig) -> Self {
+        Self { config }
+    }
+
+    /// Spawns one PgActor incarnation; use as a child factory.
+    pub async fn spawn(config: PostgresConfig, ctx: StartContext) -> Result<ActorCell, SpawnErr> {
+        let args = (Self::new(config), ctx.probe.clone());
+        spawn_recorded(ResourceActor::<Postgres>::default(), args, ctx).await
+    }
+}
+
+/// Sends bb8's connection errors (refused, authentication failed, DNS) to the
+/// registry and the log, instead of leaving callers with a bare "timed out".
+#[derive(Debug, Clone)]
+struct RecordErrors(Availability);
+
+impl ErrorSink<tokio_postgres::Error> for RecordErrors {
+    fn sink(&self, error: tokio_postgres::Error) {
+        self.0.mark_unreachable(&error.to_string());
+    }
+
+    fn boxed_clone(&self) -> Box<dyn ErrorSink<tokio_postgres::Error>> {
+        Box::new(self.clone())
+    }
+}
+
+impl Resource for Postgres {
+    type Call = PgCall;
+    type Shared = PgShared;
+
+    fn open(self, availability: Availability) -> Result<PgShared, ActorProcessingErr> {
+        let driver = self.config.driver_config()?;
+        let manager = PostgresConnectionManager::new(driver, NoTls);
+        let pool = Pool::builder()
+            .max_size(self.config.max_size)
+            .connection_timeout(self.config.checkout_timeout)
+            .test_on_check_out(true)
+            .error_sink(Box::new(RecordErrors(availability.clone())))
+            .build_unchecked(manager);
+        availability
+            .probe()
+            .set_detail("max_size", self.config.max_size);
+        Ok(PgShared {
+            pool,
+            config: Arc::new(self.config),
+            availability,
+            counters: Arc::default(),
+        })
+    }
+
+    fn connect_backoff(shared: &PgShared) -> BackoffConfig {
+        shared.config.connect_backoff.clone()
+    }
+
+    async fn connect(shared: &PgShared) -> Result<(), ConnectError> {
+        let mut conn = shared.pool.get().await.map_err(|e| match e {
+            bb8::RunError::User(e) => ConnectError::Retry(e.to_string()),
+            bb8::RunError::TimedOut => ConnectError::Retry("connection timed out".into()),
+        })?;
+        match migrate(&mut conn).await {
+            Ok(_) => Ok(()),
+            Err(MigrateError::Driver(e)) if e.as_db_error().is_none() => {
+                Err(ConnectError::Retry(e.to_string()))
+            }
+            Err(e) => Err(ConnectError::Fatal(format!("schema migration failed: {e}"))),
+        }
+    }
+
+    async fn serve(shared: PgShared, call: PgCall) {
+        let ms = shared.timeout_ms();
+        match call {
+            PgCall::InsertTrades(rows, reply) => {
+                let result = executor::execute(&shared, "insert_trades", true, |c| {
+                    let rows = Arc::clone(&rows);
+                    Box::pin(async move { ops::insert_trades(c, ms, &rows).await })
+                })
+                .await;
+                let _ = reply.send(result);
+            }
+            PgCall::UpsertInstruments(rows, reply) => {
+                let result = executor::execute(&shared, "upsert_instruments", true, |c| {
+                    let rows = Arc::clone(&rows);
+                    Box::pin(async move { ops::upsert_instruments(c, ms, &rows).await })
+                })
+                .await;
+                let _ = reply.send(result);
+            }
+            PgCall::UpsertCandles(rows, reply) => {
+                let result = executor::execute(&shared, "upsert_candles", true, |c| {
+                    let rows = Arc::clone(&rows);
+                    Box::pin(async move { ops::upsert_candles(c, ms, &rows).await })
+                })
+                .await;
+                let _ = reply.send(result);
+            }
+            PgCall::DeleteOlderThan(table, before, reply) => {
+                let _ = reply.send(delete_older_than(&shared, table, before).await);
+            }
+            PgCall::Ping(reply) => {
+                let started = Instant::now();
+                let result = executor::execute(&shared, "ping", true, |c| Box::pin(ops::ping(c)))
+                    .await
+                    .map(|()| started.elapsed());
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    fn pool_stats(shared: &PgShared) -> PoolStats {
+        let state = shared.pool.state();
+        PoolStats {
+            connections: state.connections,
+            idle: state.idle_connections,
+            max_size: shared.config.max_size,
+            waited: state.statistics.get_waited,
+            timed_out: state.statistics.get_timed_out,
+        }
+    }
+
+    fn details(shared: &PgShared) -> serde_json::Value {
+        let c = &shared.counters;
+        serde_json::json!({
+            "calls": c.calls.load(Ordering::Relaxed),
+            "attempts": c.attempts.load(Ordering::Relaxed),
+            "retries": c.retries.load(Ordering::Relaxed),
+            "rejected": c.rejected.load(Ordering::Relaxed),
+            "gave_up": c.exhausted.load(Ordering::Relaxed),
+        })
+    }
+}
+
+/// Batches of `delete_batch` rows, each its own short transaction, so no lock is
+/// held for long.
+async fn delete_older_than(
+    shared: &PgShared,
+    table: Retained,
+    before: SystemTime,
+) -> Result<u64, PgError> {
+    let limit = i64::from(shared.config.delete_batch);
+    let ms = shared.timeout_ms();
+    let mut total = 0;
+    loop {
+        let n = executor::execute(shared, "delete_older_than", true, |c| {
+            Box::pin(ops::delete_batch(c, ms, table, before, limit))
+        })
+        .await?;
+        total += n;
+        if n < limit as u64 {
+            return Ok(total);
+        }
+    }
+}
+
+/// How workers reach PgActor: by name, so restarts are invisible to them.
+#[derive(Clone, Debug)]
+pub struct PgClient {
+    registry: Registry,
+    name: String,
+}
+
+impl PgClient {
+    /// A client for the PgActor registered as `name`.
+    pub fn new(registry: Registry, name: impl Into<String>) -> Self {
+        Self {
+            registry,
+            name: name.into(),
+        }
+    }
+
+    /// Inserts trades idempotently; returns how many were new.
+    pub async fn insert_trades(&self, trades: Arc<[Trade]>) -> Result<u64, PgError> {
+        call(&self.registry, &self.name, |r| {
+            PgCall::InsertTrades(trades, r)
+        })
+        .await
+    }
+
+    /// Inserts or updates instruments.
+    pub async fn upsert_instruments(&self, rows: Arc<[Instrument]>) -> Result<u64, PgError> {
+        call(&self.registry, &self.name, |r| {
+            PgCall::UpsertInstruments(rows, r)
+        })
+        .await
+    }
+
+    /// Inserts or replaces candles.
+    pub async fn upsert_candles(&self, rows: Arc<[Candle]>) -> Result<u64, PgError> {
+        call(&self.registry, &self.name, |r| {
+            PgCall::UpsertCandles(rows, r)
+        })
+        .await
+    }
+
+    /// Deletes rows of `table` older than `before`, in batches.
+    pub async fn delete_older_than(
+        &self,
+        table: Retained,
+        before: SystemTime,
+    ) -> Result<u64, PgError> {
+        call(&self.registry, &self.name, |r| {
+            PgCall::DeleteOlderThan(table, before, r)
+        })
+        .await
+    }
+
+    /// One round trip to the server.
+    pub async fn ping(&self) -> Result<Duration, PgError> {
+        call(&self.registry, &self.name, PgCall::Ping).await
+    }
+}
