@@ -12,6 +12,7 @@ pub mod exit_code;
 pub mod logging;
 mod runtime;
 pub mod supervisor;
+pub mod tree;
 
 pub use keel_actors as actors;
 pub use runtime::{Runtime, RuntimeHandle, StartError, TaskOutcome, ROOT};

@@ -47,9 +47,12 @@ impl Runtime {
         }
     }
 
-    /// The tree `config` describes, ready to start.
+    /// The tree `config` describes (resources first, then services), ready to start.
     pub fn from_config(config: &crate::config::Config) -> Self {
-        Self::new(config.supervisor.clone()).message_ring(config.registry.message_ring)
+        crate::tree::children(config).into_iter().fold(
+            Self::new(config.supervisor.clone()).message_ring(config.registry.message_ring),
+            Self::child,
+        )
     }
 
     /// Appends a child; children start in the order they are added.

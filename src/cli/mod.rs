@@ -1,6 +1,7 @@
 //! The `keel` command line.
 
 mod check;
+mod migrate;
 mod run;
 mod signals;
 mod task;
@@ -45,6 +46,8 @@ pub enum Command {
     },
     /// Validate the configuration and print it as it takes effect, secrets redacted.
     Check,
+    /// Apply pending schema migrations to PostgreSQL and exit (0 ok, 1 failed).
+    Migrate,
 }
 
 /// Runs the command line and returns the process exit code.
@@ -75,6 +78,7 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Run => run::run(&config).await,
             Command::Task { name, args } => task::run(&config, &name, &args).await,
+            Command::Migrate => migrate::run(&config).await,
             Command::Check => unreachable!("handled before the runtime starts"),
         }
     });

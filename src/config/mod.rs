@@ -12,6 +12,8 @@ pub use load::DEFAULT_PATH;
 
 use serde::{Deserialize, Serialize};
 
+use keel_actors::resource::pg::PostgresConfig;
+
 use crate::supervisor::SupervisorConfig;
 
 /// The whole configuration. Every section has defaults, so an empty file is valid.
@@ -24,6 +26,9 @@ pub struct Config {
     /// What the registry keeps about each actor.
     #[serde(default)]
     pub registry: RegistryConfig,
+    /// PgActor: the PostgreSQL pool.
+    #[serde(default)]
+    pub postgres: PostgresConfig,
 }
 
 /// The `[registry]` section.
@@ -50,10 +55,17 @@ impl Default for RegistryConfig {
 impl Config {
     /// Every semantic problem in the configuration, with full keys.
     fn problems(&self) -> Vec<(String, String)> {
-        self.supervisor
-            .problems()
+        let sections = [
+            ("supervisor", self.supervisor.problems()),
+            ("postgres", self.postgres.problems()),
+        ];
+        sections
             .into_iter()
-            .map(|(key, expected)| (format!("supervisor.{key}"), expected))
+            .flat_map(|(section, problems)| {
+                problems
+                    .into_iter()
+                    .map(move |(key, expected)| (format!("{section}.{key}"), expected))
+            })
             .collect()
     }
 
