@@ -233,3 +233,7 @@ pub fn resource(name: String, f: fn_factory::Factory) -> ChildSpec {
 pub fn task(name: String, f: fn_factory::Factory) -> ChildSpec {
     ChildSpec::task(name, f)
 }
+
+pub mod db;
+pub mod market;
+pub mod proxy;

@@ -37,3 +37,17 @@ where
         _ => Err(not_running()),
     }
 }
+
+/// The health of resource actor `name` (status, pool figures, counters).
+pub async fn health<C: Send + 'static>(
+    registry: &Registry,
+    name: &str,
+) -> Result<super::Health, NotRunning> {
+    let not_running = || NotRunning(name.to_owned());
+    let cell = registry.cell(name).ok_or_else(not_running)?;
+    let actor: ActorRef<ResourceMsg<C>> = cell.into();
+    match actor.call(ResourceMsg::Health, None).await {
+        Ok(CallResult::Success(health)) => Ok(health),
+        _ => Err(not_running()),
+    }
+}

@@ -14,4 +14,4 @@ pub mod pg;
 
 pub use actor::{ConnectError, Health, PoolStats, Resource, ResourceActor, ResourceMsg, Status};
 pub use availability::Availability;
-pub use call::{call, NotRunning};
+pub use call::{call, health, NotRunning};

@@ -26,7 +26,7 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
 }];
 
 /// Any constant works; it only has to be the same for every Keel.
-const LOCK_KEY: i64 = 0x6b65_656c_6d69_67; // "keelmig"
+const LOCK_KEY: i64 = 0x006b_6565_6c6d_6967; // "keelmig"
 
 /// Why migrating failed.
 #[derive(Debug, thiserror::Error)]

@@ -26,7 +26,7 @@ use crate::market::{Candle, Instrument, Trade};
 use crate::recorded::Recordable;
 use crate::registry::Registry;
 
-use super::{call, Availability, ConnectError, PoolStats, Resource, ResourceActor};
+use super::{call, Availability, ConnectError, NotRunning, PoolStats, Resource, ResourceActor};
 
 type Reply<T> = RpcReplyPort<Result<T, PgError>>;
 
@@ -329,5 +329,10 @@ impl PgClient {
     /// One round trip to the server.
     pub async fn ping(&self) -> Result<Duration, PgError> {
         call(&self.registry, &self.name, PgCall::Ping).await
+    }
+
+    /// Status, pool figures and the executor's counters (no I/O).
+    pub async fn health(&self) -> Result<super::Health, NotRunning> {
+        super::health::<PgCall>(&self.registry, &self.name).await
     }
 }

@@ -1,0 +1,352 @@
+//! PgActor against a real PostgreSQL (and PgBouncer in transaction pooling mode),
+//! each test in a database of its own.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::db::{TestDb, PGBOUNCER_PORT, PG_PORT};
+use common::market::{at, candle, instrument, trades};
+use common::proxy::{Mode, TcpProxy};
+use common::{eventually, fast_policy};
+use keel::actors::delay::BackoffConfig;
+use keel::actors::resource::pg::{PgClient, PgError, Postgres, PostgresConfig, Retained};
+use keel::actors::resource::Status;
+use keel::supervisor::{ChildSpec, Strategy};
+use keel::{Runtime, RuntimeHandle};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn quick_backoff() -> BackoffConfig {
+    BackoffConfig {
+        min: Duration::from_millis(10),
+        max: Duration::from_millis(100),
+        multiplier: 2.0,
+        jitter: 0.1,
+    }
+}
+
+fn pg_config(url: String) -> PostgresConfig {
+    PostgresConfig {
+        url,
+        retry_backoff: quick_backoff(),
+        connect_backoff: quick_backoff(),
+        checkout_timeout: Duration::from_secs(2),
+        connect_timeout: Duration::from_secs(2),
+        ..PostgresConfig::default()
+    }
+}
+
+async fn start(config: PostgresConfig) -> (RuntimeHandle, PgClient) {
+    let handle = Runtime::new(fast_policy(Strategy::OneForOne))
+        .child(ChildSpec::resource("pg", move |ctx| {
+            Postgres::spawn(config.clone(), ctx)
+        }))
+        .start()
+        .await
+        .unwrap();
+    let client = PgClient::new(handle.registry().clone(), "pg");
+    (handle, client)
+}
+
+fn status(handle: &RuntimeHandle) -> Option<String> {
+    let tree = handle.tree();
+    let pg = tree.actor("pg")?;
+    pg.details.get("status")?.as_str().map(str::to_owned)
+}
+
+async fn wait_ready(handle: &RuntimeHandle) {
+    eventually("pg ready", WAIT, || {
+        status(handle).as_deref() == Some("ready")
+    })
+    .await;
+}
+
+async fn count(db: &TestDb, sql: &str) -> i64 {
+    db.client().await.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+/// Every operation, checked against what the database holds afterwards.
+async fn exercise_whole_api(port: u16) {
+    let db = TestDb::create().await;
+    let mut config = pg_config(db.url(port));
+    config.delete_batch = 7;
+    let (handle, pg) = start(config).await;
+    wait_ready(&handle).await;
+
+    // Instruments: a name given twice keeps its last version.
+    let instruments: Arc<[_]> = vec![
+        instrument("BTC-PERPETUAL", true),
+        instrument("ETH-PERPETUAL", true),
+        instrument("BTC-PERPETUAL", false),
+    ]
+    .into();
+    let before = instruments.to_vec();
+    assert_eq!(
+        pg.upsert_instruments(Arc::clone(&instruments))
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(&*instruments, &before[..], "input left unchanged");
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM instruments WHERE NOT is_active").await,
+        1
+    );
+
+    // Trades: idempotent on (instrument_name, trade_seq).
+    let first: Arc<[_]> = trades("BTC-PERPETUAL", 0..50).into();
+    let kept = first.to_vec();
+    assert_eq!(pg.insert_trades(Arc::clone(&first)).await.unwrap(), 50);
+    assert_eq!(&*first, &kept[..], "input left unchanged");
+    let overlapping: Arc<[_]> = trades("BTC-PERPETUAL", 40..60).into();
+    assert_eq!(
+        pg.insert_trades(overlapping).await.unwrap(),
+        10,
+        "only new ones count"
+    );
+    assert_eq!(count(&db, "SELECT count(*) FROM trades").await, 60);
+    let row = db
+        .client()
+        .await
+        .query_one(
+            "SELECT trade_id, price, direction, iv, liquidation, ts = to_timestamp(1700000000.05)
+             FROM trades WHERE trade_seq = 5",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "BTC-PERPETUAL-5");
+    assert_eq!(row.get::<_, f64>(1), 50_002.5);
+    assert_eq!(row.get::<_, String>(2), "sell");
+    assert_eq!(row.get::<_, Option<f64>>(3), None);
+    assert_eq!(row.get::<_, Option<String>>(4).as_deref(), Some("M"));
+    assert!(row.get::<_, bool>(5), "timestamp stored to the millisecond");
+
+    // Candles: upsert replaces.
+    pg.upsert_candles(
+        vec![
+            candle("BTC-PERPETUAL", 0, 1.0),
+            candle("BTC-PERPETUAL", 1, 2.0),
+        ]
+        .into(),
+    )
+    .await
+    .unwrap();
+    pg.upsert_candles(vec![candle("BTC-PERPETUAL", 1, 3.0)].into())
+        .await
+        .unwrap();
+    assert_eq!(count(&db, "SELECT count(*) FROM candles").await, 2);
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM candles WHERE close = 3.0").await,
+        1
+    );
+
+    // Deleting by age, in batches of 7: trades 0..=29 are older than seq 30's time.
+    let cutoff = at(1_700_000_000_000 + 30 * 10);
+    assert_eq!(
+        pg.delete_older_than(Retained::Trades, cutoff)
+            .await
+            .unwrap(),
+        30
+    );
+    assert_eq!(count(&db, "SELECT min(trade_seq) FROM trades").await, 30);
+    assert_eq!(
+        pg.delete_older_than(Retained::Trades, cutoff)
+            .await
+            .unwrap(),
+        0
+    );
+    let year_2500 = at(16_725_225_600_000);
+    assert_eq!(
+        pg.delete_older_than(Retained::Candles, year_2500)
+            .await
+            .unwrap(),
+        2
+    );
+
+    assert!(pg.ping().await.is_ok());
+    let health = pg.health().await.unwrap();
+    assert_eq!(health.status, Status::Ready);
+    assert!(health.pool.connections >= 1 && health.pool.max_size == 4);
+    handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_whole_api_works_against_postgres() {
+    exercise_whole_api(PG_PORT).await;
+}
+
+#[tokio::test]
+async fn the_whole_api_works_through_pgbouncer_transaction_pooling() {
+    exercise_whole_api(PGBOUNCER_PORT).await;
+}
+
+#[tokio::test]
+async fn it_starts_while_the_database_is_down_and_becomes_ready_when_it_is_up() {
+    let db = TestDb::create().await;
+    let proxy = TcpProxy::start(PG_PORT, Mode::Down).await;
+    let (handle, pg) = start(pg_config(db.url(proxy.port))).await;
+
+    // The tree is up; PgActor is running but reports connecting, with the real cause.
+    assert_eq!(status(&handle).as_deref(), Some("connecting"));
+    eventually("the cause of the failure is recorded", WAIT, || {
+        handle
+            .tree()
+            .actor("pg")
+            .and_then(|a| a.last_failure.clone())
+            .is_some()
+    })
+    .await;
+    let cause = handle
+        .tree()
+        .actor("pg")
+        .unwrap()
+        .last_failure
+        .clone()
+        .unwrap()
+        .reason;
+    assert!(
+        !cause.contains("timed out"),
+        "the real cause, not bb8's timeout: {cause}"
+    );
+    assert_eq!(
+        handle.tree().actor("pg").unwrap().restarts,
+        0,
+        "not crash-looping"
+    );
+
+    proxy.set(Mode::Up);
+    wait_ready(&handle).await;
+    // Connecting ran the migrations.
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM keel_schema_migrations").await,
+        1
+    );
+    assert_eq!(pg.insert_trades(trades("X", 0..3).into()).await.unwrap(), 3);
+    handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn terminating_the_pools_connections_mid_load_fails_no_caller() {
+    let db = TestDb::create().await;
+    let mut config = pg_config(db.url(PG_PORT));
+    // A budget (about 0.8 s) longer than the ~0.2 s of terminations below.
+    config.max_attempts = 10;
+    let (handle, pg) = start(config).await;
+    wait_ready(&handle).await;
+
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let pg = pg.clone();
+            tokio::spawn(async move {
+                for batch in 0..25 {
+                    let start = (w * 25 + batch) * 100;
+                    pg.insert_trades(trades("LOAD", start..start + 100).into())
+                        .await?;
+                }
+                Ok::<_, PgError>(())
+            })
+        })
+        .collect();
+    let killer = {
+        let admin = db.client().await;
+        let name = db.name.clone();
+        tokio::spawn(async move {
+            let mut killed = 0_i64;
+            for _ in 0..10 {
+                let row = admin
+                    .query_one(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+                         WHERE datname = $1 AND application_name = 'keel'",
+                        &[&name],
+                    )
+                    .await
+                    .unwrap();
+                killed += row.get::<_, i64>(0);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            killed
+        })
+    };
+    for writer in writers {
+        writer
+            .await
+            .unwrap()
+            .expect("no caller sees the terminations");
+    }
+    let killed = killer.await.unwrap();
+    assert!(
+        killed > 0,
+        "the test terminated at least one pooled connection"
+    );
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM trades").await,
+        8 * 25 * 100
+    );
+    let retries = pg.health().await.unwrap().details["retries"]
+        .as_u64()
+        .unwrap();
+    assert!(retries > 0, "terminations were absorbed by retries");
+    handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_permanent_error_returns_at_once_with_its_sqlstate_and_is_not_retried() {
+    let db = TestDb::create().await;
+    let (handle, pg) = start(pg_config(db.url(PG_PORT))).await;
+    wait_ready(&handle).await;
+    let attempts = |h: &keel::actors::resource::Health| h.details["attempts"].as_u64().unwrap();
+    let before = attempts(&pg.health().await.unwrap());
+
+    // A NUL byte is not valid in PostgreSQL text: SQLSTATE 22021, a data error.
+    let mut bad = trades("BAD", 0..1);
+    bad[0].instrument_name = "BAD\0NAME".into();
+    let err = pg.insert_trades(bad.into()).await.unwrap_err();
+
+    assert_eq!(err.sqlstate(), Some("22021"), "{err}");
+    assert!(matches!(
+        err,
+        PgError::Rejected {
+            op: "insert_trades",
+            ..
+        }
+    ));
+    assert_eq!(
+        attempts(&pg.health().await.unwrap()) - before,
+        1,
+        "exactly one attempt"
+    );
+    handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn calls_while_the_database_stays_down_fail_after_the_retry_budget() {
+    let db = TestDb::create().await;
+    let proxy = TcpProxy::start(PG_PORT, Mode::Down).await;
+    let mut config = pg_config(db.url(proxy.port));
+    config.max_attempts = 3;
+    config.checkout_timeout = Duration::from_millis(300);
+    let (handle, pg) = start(config).await;
+
+    let err = pg
+        .insert_trades(trades("X", 0..1).into())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, PgError::Unavailable { attempts: 3, .. }),
+        "{err}"
+    );
+    assert_eq!(pg.health().await.unwrap().status, Status::Connecting);
+    handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_stopped_pg_actor_answers_not_running() {
+    let db = TestDb::create().await;
+    let (handle, pg) = start(pg_config(db.url(PG_PORT))).await;
+    handle.shutdown().await;
+    let err = pg.ping().await.unwrap_err();
+    assert!(matches!(err, PgError::NotRunning(_)), "{err}");
+}
