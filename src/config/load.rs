@@ -180,10 +180,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let secret = dir.path().join("pg");
         std::fs::write(&secret, "s3cret\n").unwrap();
-        let env = vec![(
-            "KEEL__POSTGRES__PASSWORD_FILE".to_owned(),
-            secret.display().to_string(),
-        )];
+        let env = vec![
+            (
+                "KEEL__POSTGRES__PASSWORD_FILE".to_owned(),
+                secret.display().to_string(),
+            ),
+            (
+                "KEEL__REDIS__PASSWORD_FILE".to_owned(),
+                secret.display().to_string(),
+            ),
+        ];
         for file in ["conf/keel.toml", "conf/production.example.toml"] {
             let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
             match Config::load_with_env(&path, env.clone()) {

@@ -13,6 +13,7 @@ pub use load::DEFAULT_PATH;
 use serde::{Deserialize, Serialize};
 
 use keel_actors::resource::pg::PostgresConfig;
+use keel_actors::resource::redis::RedisConfig;
 
 use crate::supervisor::SupervisorConfig;
 
@@ -29,6 +30,9 @@ pub struct Config {
     /// PgActor: the PostgreSQL pool.
     #[serde(default)]
     pub postgres: PostgresConfig,
+    /// RedisActor: the Redis pool and its circuit breaker.
+    #[serde(default)]
+    pub redis: RedisConfig,
 }
 
 /// The `[registry]` section.
@@ -58,6 +62,7 @@ impl Config {
         let sections = [
             ("supervisor", self.supervisor.problems()),
             ("postgres", self.postgres.problems()),
+            ("redis", self.redis.problems()),
         ];
         sections
             .into_iter()

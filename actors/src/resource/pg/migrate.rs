@@ -58,6 +58,9 @@ pub enum MigrateError {
 /// Applies pending migrations; returns the versions applied now.
 pub async fn migrate(client: &mut Client) -> Result<Vec<i32>, MigrateError> {
     let tx = client.transaction().await?;
+    // `IF NOT EXISTS` would otherwise log a NOTICE on every start.
+    tx.batch_execute("SET LOCAL client_min_messages = warning")
+        .await?;
     tx.execute_typed(
         "SELECT pg_advisory_xact_lock($1)",
         &[(&LOCK_KEY, Type::INT8)],

@@ -1,0 +1,625 @@
+//! RedisActor: the Redis resource (bb8 + bb8-redis + redis), behind a circuit
+//! breaker.
+//!
+//! No ping before each command: a broken pooled connection is caught by bb8's
+//! `test_on_check_out` (one PING per checkout; bb8-redis never marks a connection
+//! broken itself), and each checkout carries a whole pipelined batch.
+
+pub mod breaker;
+mod config;
+mod error;
+mod ops;
+mod replies;
+
+pub use breaker::{Breaker, BreakerConfig, BreakerSnapshot, BreakerState};
+pub use config::{RedisConfig, MAX_READ_BLOCK, RESPONSE_TIMEOUT};
+pub use error::RedisError;
+pub use ops::{Claimed, Delivered, Fields};
+pub use replies::StreamEntry;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bb8::{ErrorSink, Pool, RunError};
+use bb8_redis::RedisConnectionManager;
+use futures::future::BoxFuture;
+use parking_lot::Mutex;
+use ractor::{ActorCell, ActorProcessingErr, RpcReplyPort, SpawnErr};
+use redis::aio::MultiplexedConnection;
+use tokio::sync::Semaphore;
+
+use crate::child::{spawn_recorded, StartContext};
+use crate::delay::BackoffConfig;
+use crate::recorded::Recordable;
+use crate::registry::Registry;
+
+use super::{call, Availability, ConnectError, NotRunning, PoolStats, Resource, ResourceActor};
+use breaker::{Outcome, Permit};
+
+type Reply<T> = RpcReplyPort<Result<T, RedisError>>;
+
+/// The operations RedisActor offers. Stream and key names are logical: the
+/// configured prefix is added by the actor.
+#[derive(Debug)]
+pub enum RedisCall {
+    /// Appends entries to a stream in one pipelined round trip; replies with ids.
+    XaddBulk(String, Arc<[Fields]>, Reply<Vec<String>>),
+    /// Creates a consumer group (and the stream); false if it existed.
+    CreateGroup {
+        /// Stream.
+        stream: String,
+        /// Group.
+        group: String,
+        /// Answer.
+        reply: Reply<bool>,
+    },
+    /// Reads new entries for a consumer, blocking at most `read_block`.
+    ReadGroup {
+        /// Group.
+        group: String,
+        /// Consumer (unique per process).
+        consumer: String,
+        /// Streams to read.
+        streams: Vec<String>,
+        /// Entries per stream at most.
+        count: usize,
+        /// Answer: per stream, its entries.
+        reply: Reply<Vec<(String, Vec<StreamEntry>)>>,
+    },
+    /// Acknowledges entries.
+    Ack {
+        /// Stream.
+        stream: String,
+        /// Group.
+        group: String,
+        /// Entry ids.
+        ids: Vec<String>,
+        /// Answer: how many were pending.
+        reply: Reply<u64>,
+    },
+    /// Takes over entries other consumers left pending for `min_idle`.
+    AutoClaim {
+        /// Stream.
+        stream: String,
+        /// Group.
+        group: String,
+        /// The claiming consumer.
+        consumer: String,
+        /// Idle time that makes an entry claimable.
+        min_idle: Duration,
+        /// Scan start (`0-0` first, then the previous `next_start`).
+        start: String,
+        /// Entries at most.
+        count: usize,
+        /// Answer.
+        reply: Reply<Claimed>,
+    },
+    /// Removes entries older than an id.
+    TrimMinId(String, String, Reply<u64>),
+    /// Takes a lease if it is free.
+    LeaseAcquire(String, String, Duration, Reply<bool>),
+    /// Extends one's own lease.
+    LeaseRenew(String, String, Duration, Reply<bool>),
+    /// Gives one's own lease up.
+    LeaseRelease(String, String, Reply<bool>),
+    /// One round trip.
+    Ping(Reply<Duration>),
+}
+
+impl Recordable for RedisCall {
+    fn kind(&self) -> &'static str {
+        match self {
+            RedisCall::XaddBulk(..) => "XaddBulk",
+            RedisCall::CreateGroup { .. } => "CreateGroup",
+            RedisCall::ReadGroup { .. } => "ReadGroup",
+            RedisCall::Ack { .. } => "Ack",
+            RedisCall::AutoClaim { .. } => "AutoClaim",
+            RedisCall::TrimMinId(..) => "TrimMinId",
+            RedisCall::LeaseAcquire(..) => "LeaseAcquire",
+            RedisCall::LeaseRenew(..) => "LeaseRenew",
+            RedisCall::LeaseRelease(..) => "LeaseRelease",
+            RedisCall::Ping(_) => "Ping",
+        }
+    }
+
+    fn summary(&self) -> String {
+        match self {
+            RedisCall::XaddBulk(stream, entries, _) => {
+                format!("{} entries to {stream}", entries.len())
+            }
+            RedisCall::CreateGroup { stream, group, .. } => format!("group {group} on {stream}"),
+            RedisCall::ReadGroup {
+                group,
+                consumer,
+                streams,
+                count,
+                ..
+            } => {
+                format!(
+                    "{group}/{consumer} up to {count} from {}",
+                    streams.join(",")
+                )
+            }
+            RedisCall::Ack {
+                stream, group, ids, ..
+            } => {
+                format!("{} ids on {stream} for {group}", ids.len())
+            }
+            RedisCall::AutoClaim {
+                stream,
+                group,
+                consumer,
+                min_idle,
+                ..
+            } => {
+                format!("{group}/{consumer} on {stream}, idle >= {min_idle:?}")
+            }
+            RedisCall::TrimMinId(stream, id, _) => format!("{stream} below {id}"),
+            RedisCall::LeaseAcquire(key, owner, ttl, _) => format!("{key} for {owner}, {ttl:?}"),
+            RedisCall::LeaseRenew(key, owner, ttl, _) => format!("{key} for {owner}, {ttl:?}"),
+            RedisCall::LeaseRelease(key, owner, _) => format!("{key} by {owner}"),
+            RedisCall::Ping(_) => "ping".into(),
+        }
+    }
+}
+
+/// Everything a RedisActor call needs.
+#[derive(Clone, Debug)]
+pub struct RedisShared {
+    pool: Pool<RedisConnectionManager>,
+    config: Arc<RedisConfig>,
+    breaker: Arc<Mutex<Breaker>>,
+    writes: Arc<Semaphore>,
+    availability: Availability,
+}
+
+impl RedisShared {
+    fn key(&self, name: &str) -> String {
+        format!("{}{name}", self.config.key_prefix)
+    }
+
+    /// Runs one call behind the breaker: refused at once while open, and only
+    /// connection-class failures count against it.
+    async fn guarded<T>(
+        &self,
+        op: &'static str,
+        work: impl for<'c> FnOnce(
+            &'c mut MultiplexedConnection,
+        ) -> BoxFuture<'c, Result<T, redis::RedisError>>,
+    ) -> Result<T, RedisError> {
+        let admitted = self.breaker.lock().admit(Instant::now());
+        let permit = match admitted {
+            Ok(permit) => permit,
+            Err(rejected) => {
+                self.publish_breaker();
+                return Err(RedisError::CircuitOpen {
+                    op,
+                    retry_after: rejected.retry_after,
+                });
+            }
+        };
+        let result = match self.pool.get().await {
+            Ok(mut conn) => work(&mut conn)
+                .await
+                .map_err(|e| RedisError::from_driver(op, &e)),
+            Err(RunError::TimedOut) => Err(RedisError::Connection {
+                op,
+                cause: "no connection within checkout_timeout".into(),
+            }),
+            Err(RunError::User(e)) => Err(RedisError::from_driver(op, &e)),
+        };
+        let outcome = match &result {
+            Err(RedisError::Connection { cause, .. }) => {
+                self.availability.mark_unreachable(cause);
+                Outcome::Failed
+            }
+            _ => {
+                self.availability.mark_ready();
+                Outcome::Answered
+            }
+        };
+        self.breaker.lock().record(Instant::now(), permit, outcome);
+        if permit == Permit::Probe || outcome == Outcome::Failed {
+            self.publish_breaker();
+        }
+        result
+    }
+
+    fn publish_breaker(&self) {
+        let snapshot = self.breaker.lock().snapshot();
+        if let Ok(value) = serde_json::to_value(&snapshot) {
+            self.availability.probe().set_detail("breaker", value);
+        }
+    }
+}
+
+/// The Redis resource: `ResourceActor<Redis>` is RedisActor.
+#[derive(Debug, Clone)]
+pub struct Redis {
+    config: RedisConfig,
+}
+
+impl Redis {
+    /// A resource for `config` (validated beforehand by the configuration loader).
+    pub fn new(config: RedisConfig) -> Self {
+        Self { config }
+    }
+
+    /// Spawns one RedisActor incarnation; use as a child factory.
+    pub async fn spawn(config: RedisConfig, ctx: StartContext) -> Result<ActorCell, SpawnErr> {
+        let args = (Self::new(config), ctx.probe.clone());
+        spawn_recorded(ResourceActor::<Redis>::default(), args, ctx).await
+    }
+}
+
+#[derive(Debug, Clone)]
+struct RecordErrors(Availability);
+
+impl ErrorSink<redis::RedisError> for RecordErrors {
+    fn sink(&self, error: redis::RedisError) {
+        self.0.mark_unreachable(&error.to_string());
+    }
+
+    fn boxed_clone(&self) -> Box<dyn ErrorSink<redis::RedisError>> {
+        Box::new(self.clone())
+    }
+}
+
+impl Resource for Redis {
+    type Call = RedisCall;
+    type Shared = RedisShared;
+
+    fn open(self, availability: Availability) -> Result<RedisShared, ActorProcessingErr> {
+        let manager = RedisConnectionManager::new(self.config.connection_info()?)?;
+        let pool = Pool::builder()
+            .max_size(self.config.max_size)
+            .connection_timeout(self.config.checkout_timeout)
+            .test_on_check_out(true)
+            .error_sink(Box::new(RecordErrors(availability.clone())))
+            .build_unchecked(manager);
+        let shared = RedisShared {
+            pool,
+            breaker: Arc::new(Mutex::new(Breaker::new(self.config.breaker.clone()))),
+            writes: Arc::new(Semaphore::new(self.config.write_concurrency)),
+            config: Arc::new(self.config),
+            availability,
+        };
+        shared.publish_breaker();
+        Ok(shared)
+    }
+
+    fn connect_backoff(shared: &RedisShared) -> BackoffConfig {
+        shared.config.connect_backoff.clone()
+    }
+
+    async fn connect(shared: &RedisShared) -> Result<(), ConnectError> {
+        match shared.pool.get().await {
+            Ok(mut conn) => ops::ping(&mut conn)
+                .await
+                .map_err(|e| ConnectError::Retry(e.to_string())),
+            Err(RunError::User(e)) => Err(ConnectError::Retry(e.to_string())),
+            Err(RunError::TimedOut) => Err(ConnectError::Retry("connection timed out".into())),
+        }
+    }
+
+    async fn serve(shared: RedisShared, call: RedisCall) {
+        match call {
+            RedisCall::XaddBulk(stream, entries, reply) => {
+                let key = shared.key(&stream);
+                let maxlen = shared.config.stream_maxlen;
+                let result = match shared.writes.acquire().await {
+                    Ok(_permit) => {
+                        shared
+                            .guarded("xadd_bulk", |c| {
+                                Box::pin(
+                                    async move { ops::xadd_bulk(c, &key, maxlen, &entries).await },
+                                )
+                            })
+                            .await
+                    }
+                    Err(_) => Err(RedisError::NotRunning(NotRunning("redis".into()))),
+                };
+                let _ = reply.send(result);
+            }
+            RedisCall::CreateGroup {
+                stream,
+                group,
+                reply,
+            } => {
+                let key = shared.key(&stream);
+                let result = shared
+                    .guarded("create_group", |c| {
+                        Box::pin(async move { ops::create_group(c, &key, &group).await })
+                    })
+                    .await;
+                let _ = reply.send(result);
+            }
+            RedisCall::ReadGroup {
+                group,
+                consumer,
+                streams,
+                count,
+                reply,
+            } => {
+                let keys: Vec<String> = streams.iter().map(|s| shared.key(s)).collect();
+                let block = shared.config.read_block;
+                let prefix = shared.config.key_prefix.clone();
+                let result = shared
+                    .guarded("read_group", |c| {
+                        Box::pin(async move {
+                            ops::read_group(c, &group, &consumer, &keys, count, block).await
+                        })
+                    })
+                    .await
+                    .map(|streams| {
+                        streams
+                            .into_iter()
+                            .map(|(key, entries)| {
+                                let name = key.strip_prefix(&prefix).unwrap_or(&key).to_owned();
+                                (name, entries)
+                            })
+                            .collect()
+                    });
+                let _ = reply.send(result);
+            }
+            RedisCall::Ack {
+                stream,
+                group,
+                ids,
+                reply,
+            } => {
+                let key = shared.key(&stream);
+                let result = shared
+                    .guarded("ack", |c| {
+                        Box::pin(async move { ops::ack(c, &key, &group, &ids).await })
+                    })
+                    .await;
+                let _ = reply.send(result);
+            }
+            RedisCall::AutoClaim {
+                stream,
+                group,
+                consumer,
+                min_idle,
+                start,
+                count,
+                reply,
+            } => {
+                let key = shared.key(&stream);
+                let result = shared
+                    .guarded("autoclaim", |c| {
+                        Box::pin(async move {
+                            ops::autoclaim(c, &key, &group, &consumer, min_idle, &start, count)
+                                .await
+                        })
+                    })
+                    .await;
+                let _ = reply.send(result);
+            }
+            RedisCall::TrimMinId(stream, min_id, reply) => {
+                let key = shared.key(&stream);
+                let result = shared
+                    .guarded("trim_min_id", |c| {
+                        Box::pin(async move { ops::trim_min_id(c, &key, &min_id).await })
+                    })
+                    .await;
+                let _ = reply.send(result);
+            }
+            RedisCall::LeaseAcquire(key, owner, ttl, reply) => {
+                let key = shared.key(&key);
+                let result = shared
+                    .guarded("lease_acquire", |c| {
+                        Box::pin(async move { ops::lease_acquire(c, &key, &owner, ttl).await })
+                    })
+                    .await;
+                let _ = reply.send(result);
+            }
+            RedisCall::LeaseRenew(key, owner, ttl, reply) => {
+                let key = shared.key(&key);
+                let result = shared
+                    .guarded("lease_renew", |c| {
+                        Box::pin(async move { ops::lease_renew(c, &key, &owner, ttl).await })
+                    })
+                    .await;
+                let _ = reply.send(result);
+            }
+            RedisCall::LeaseRelease(key, owner, reply) => {
+                let key = shared.key(&key);
+                let result = shared
+                    .guarded("lease_release", |c| {
+                        Box::pin(async move { ops::lease_release(c, &key, &owner).await })
+                    })
+                    .await;
+                let _ = reply.send(result);
+            }
+            RedisCall::Ping(reply) => {
+                let started = Instant::now();
+                let result = shared
+                    .guarded("ping", |c| Box::pin(ops::ping(c)))
+                    .await
+                    .map(|()| started.elapsed());
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    fn pool_stats(shared: &RedisShared) -> PoolStats {
+        let state = shared.pool.state();
+        PoolStats {
+            connections: state.connections,
+            idle: state.idle_connections,
+            max_size: shared.config.max_size,
+            waited: state.statistics.get_waited,
+            timed_out: state.statistics.get_timed_out,
+        }
+    }
+
+    fn details(shared: &RedisShared) -> serde_json::Value {
+        let snapshot = shared.breaker.lock().snapshot();
+        serde_json::json!({
+            "breaker": snapshot,
+            "checkouts": shared.pool.state().statistics.get_started,
+        })
+    }
+}
+
+/// How workers reach RedisActor: by name, so restarts are invisible to them.
+#[derive(Clone, Debug)]
+pub struct RedisClient {
+    registry: Registry,
+    name: String,
+}
+
+impl RedisClient {
+    /// A client for the RedisActor registered as `name`.
+    pub fn new(registry: Registry, name: impl Into<String>) -> Self {
+        Self {
+            registry,
+            name: name.into(),
+        }
+    }
+
+    /// Appends entries to `stream` in one pipelined round trip; returns their ids.
+    pub async fn xadd_bulk(
+        &self,
+        stream: &str,
+        entries: Arc<[Fields]>,
+    ) -> Result<Vec<String>, RedisError> {
+        let stream = stream.to_owned();
+        call(&self.registry, &self.name, |r| {
+            RedisCall::XaddBulk(stream, entries, r)
+        })
+        .await
+    }
+
+    /// Creates `group` on `stream` (and the stream); false if it existed.
+    pub async fn create_group(&self, stream: &str, group: &str) -> Result<bool, RedisError> {
+        let (stream, group) = (stream.to_owned(), group.to_owned());
+        call(&self.registry, &self.name, |reply| RedisCall::CreateGroup {
+            stream,
+            group,
+            reply,
+        })
+        .await
+    }
+
+    /// New entries for `consumer` of `group` on `streams`.
+    pub async fn read_group(
+        &self,
+        group: &str,
+        consumer: &str,
+        streams: &[String],
+        count: usize,
+    ) -> Result<Vec<(String, Vec<StreamEntry>)>, RedisError> {
+        let (group, consumer, streams) = (group.to_owned(), consumer.to_owned(), streams.to_vec());
+        call(&self.registry, &self.name, |reply| RedisCall::ReadGroup {
+            group,
+            consumer,
+            streams,
+            count,
+            reply,
+        })
+        .await
+    }
+
+    /// Acknowledges `ids` on `stream` for `group`.
+    pub async fn ack(
+        &self,
+        stream: &str,
+        group: &str,
+        ids: Vec<String>,
+    ) -> Result<u64, RedisError> {
+        let (stream, group) = (stream.to_owned(), group.to_owned());
+        call(&self.registry, &self.name, |reply| RedisCall::Ack {
+            stream,
+            group,
+            ids,
+            reply,
+        })
+        .await
+    }
+
+    /// Takes over entries left pending by other consumers for at least `min_idle`.
+    pub async fn autoclaim(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        min_idle: Duration,
+        start: &str,
+        count: usize,
+    ) -> Result<Claimed, RedisError> {
+        let (stream, group, consumer, start) = (
+            stream.to_owned(),
+            group.to_owned(),
+            consumer.to_owned(),
+            start.to_owned(),
+        );
+        call(&self.registry, &self.name, |reply| RedisCall::AutoClaim {
+            stream,
+            group,
+            consumer,
+            min_idle,
+            start,
+            count,
+            reply,
+        })
+        .await
+    }
+
+    /// Removes entries of `stream` older than `min_id`.
+    pub async fn trim_min_id(&self, stream: &str, min_id: &str) -> Result<u64, RedisError> {
+        let (stream, min_id) = (stream.to_owned(), min_id.to_owned());
+        call(&self.registry, &self.name, |r| {
+            RedisCall::TrimMinId(stream, min_id, r)
+        })
+        .await
+    }
+
+    /// Takes the lease `key` for `owner` if it is free.
+    pub async fn lease_acquire(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool, RedisError> {
+        let (key, owner) = (key.to_owned(), owner.to_owned());
+        call(&self.registry, &self.name, |r| {
+            RedisCall::LeaseAcquire(key, owner, ttl, r)
+        })
+        .await
+    }
+
+    /// Extends `owner`'s lease `key`.
+    pub async fn lease_renew(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool, RedisError> {
+        let (key, owner) = (key.to_owned(), owner.to_owned());
+        call(&self.registry, &self.name, |r| {
+            RedisCall::LeaseRenew(key, owner, ttl, r)
+        })
+        .await
+    }
+
+    /// Gives `owner`'s lease `key` up.
+    pub async fn lease_release(&self, key: &str, owner: &str) -> Result<bool, RedisError> {
+        let (key, owner) = (key.to_owned(), owner.to_owned());
+        call(&self.registry, &self.name, |r| {
+            RedisCall::LeaseRelease(key, owner, r)
+        })
+        .await
+    }
+
+    /// One round trip.
+    pub async fn ping(&self) -> Result<Duration, RedisError> {
+        call(&self.registry, &self.name, RedisCall::Ping).await
+    }
+
+    /// Status, pool figures and breaker (no I/O).
+    pub async fn health(&self) -> Result<super::Health, NotRunning> {
+        super::health::<RedisCall>(&self.registry, &self.name).await
+    }
+}
