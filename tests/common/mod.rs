@@ -237,3 +237,4 @@ pub fn task(name: String, f: fn_factory::Factory) -> ChildSpec {
 pub mod db;
 pub mod market;
 pub mod proxy;
+pub mod redis;

@@ -50,7 +50,8 @@ impl RedisError {
     }
 
     pub(super) fn from_driver(op: &'static str, err: &redis::RedisError) -> Self {
-        if is_connection_class(err) {
+        let codes = server_codes(err);
+        if is_connection_class(err, &codes) {
             RedisError::Connection {
                 op,
                 cause: err.to_string(),
@@ -58,23 +59,31 @@ impl RedisError {
         } else {
             RedisError::Command {
                 op,
-                code: err.code().map(str::to_owned),
+                code: codes.into_iter().next(),
                 message: err.to_string(),
             }
         }
     }
 }
 
+/// The server's error codes: one for a plain reply, one per failed command of a
+/// pipeline (whose own `code()` is empty).
+fn server_codes(err: &redis::RedisError) -> Vec<String> {
+    err.clone()
+        .into_server_errors()
+        .map(|items| items.iter().map(|(_, e)| e.code().to_owned()).collect())
+        .unwrap_or_default()
+}
+
 /// Errors that say the server (or the way to it) is unwell, not the command.
-fn is_connection_class(err: &redis::RedisError) -> bool {
+fn is_connection_class(err: &redis::RedisError, codes: &[String]) -> bool {
     err.is_io_error()
         || err.is_timeout()
         || err.is_connection_dropped()
         || err.is_connection_refusal()
-        || matches!(
-            err.code(),
-            Some("LOADING" | "BUSY" | "TRYAGAIN" | "MASTERDOWN")
-        )
+        || codes
+            .iter()
+            .any(|c| matches!(c.as_str(), "LOADING" | "BUSY" | "TRYAGAIN" | "MASTERDOWN"))
 }
 
 #[cfg(test)]

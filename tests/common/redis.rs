@@ -1,0 +1,120 @@
+//! Redis for tests: a key prefix of the test's own (keys deleted afterwards), and
+//! a private redis-server the test may stop and start.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+pub const REDIS_PORT: u16 = 6379;
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A prefix no other test uses; its keys are deleted when this is dropped.
+pub struct TestPrefix {
+    pub prefix: String,
+    port: u16,
+}
+
+impl TestPrefix {
+    pub fn new() -> Self {
+        Self::on(REDIS_PORT)
+    }
+
+    pub fn on(port: u16) -> Self {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let prefix = format!(
+            "keel-test:{}:{}:{nanos}:",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        Self { prefix, port }
+    }
+
+    /// A direct connection for the test's own checks.
+    pub fn connection(&self) -> redis::Connection {
+        redis::Client::open(format!("redis://127.0.0.1:{}/0", self.port))
+            .and_then(|c| c.get_connection())
+            .expect("Redis on 127.0.0.1 (run scripts/up)")
+    }
+}
+
+impl Drop for TestPrefix {
+    fn drop(&mut self) {
+        let Ok(mut conn) = redis::Client::open(format!("redis://127.0.0.1:{}/0", self.port))
+            .and_then(|c| c.get_connection())
+        else {
+            return;
+        };
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}*", self.prefix))
+            .query(&mut conn)
+            .unwrap_or_default();
+        if !keys.is_empty() {
+            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut conn);
+        }
+    }
+}
+
+/// A redis-server of this test's own, on a port of its own.
+pub struct PrivateRedis {
+    pub port: u16,
+    process: Option<Child>,
+}
+
+impl PrivateRedis {
+    pub fn start() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap();
+        let mut redis = Self {
+            port,
+            process: None,
+        };
+        redis.resume();
+        redis
+    }
+
+    /// Starts the server (again) on the same port and waits until it answers.
+    pub fn resume(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (scripts/up)");
+        self.process = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let pong = redis::Client::open(format!("redis://127.0.0.1:{}/0", self.port))
+                .and_then(|c| c.get_connection())
+                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
+            if pong.is_ok() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "private redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills the server, as a crash or an operator would.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.process.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
