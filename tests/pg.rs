@@ -350,3 +350,20 @@ async fn a_stopped_pg_actor_answers_not_running() {
     let err = pg.ping().await.unwrap_err();
     assert!(matches!(err, PgError::NotRunning(_)), "{err}");
 }
+
+#[tokio::test]
+async fn the_statement_timeout_reaches_the_server_and_is_not_retried() {
+    let db = TestDb::create().await;
+    let mut config = pg_config(db.url(PGBOUNCER_PORT));
+    config.statement_timeout = Duration::from_millis(1);
+    let (handle, pg) = start(config).await;
+    wait_ready(&handle).await;
+    let err = pg
+        .insert_trades(trades("SLOW", 0..50_000).into())
+        .await
+        .unwrap_err();
+    // 57014 query_canceled: set per transaction, so it holds behind PgBouncer too.
+    assert_eq!(err.sqlstate(), Some("57014"), "{err}");
+    assert_eq!(count(&db, "SELECT count(*) FROM trades").await, 0);
+    handle.shutdown().await;
+}

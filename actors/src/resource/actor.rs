@@ -250,7 +250,12 @@ async fn connect_loop<R: Resource>(
             Err(ConnectError::Retry(cause)) => {
                 availability.mark_unreachable(&cause);
                 let delay = backoff.next_delay();
-                tracing::debug!(resource = %availability.probe().name(), %cause, ?delay, "Connect attempt failed.");
+                // One line per attempt; the growing delay bounds the volume.
+                tracing::warn!(
+                    resource = %availability.probe().name(), %cause,
+                    retry_in = %humantime::format_duration(delay),
+                    "Cannot reach the server; retrying."
+                );
                 tokio::select! {
                     () = cancel.cancelled() => return,
                     () = tokio::time::sleep(delay) => {}

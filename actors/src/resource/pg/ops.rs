@@ -1,66 +1,126 @@
-//! The SQL behind each PgActor operation. Every statement is sent with
-//! `execute_typed`/`query_typed` (unnamed statements only), so nothing outlives
-//! its checkout and PgBouncer's transaction pooling works.
+//! The SQL behind each PgActor operation. Statements are sent with
+//! `execute_typed`/`batch_execute` (unnamed), and the one named statement a COPY
+//! needs is closed inside its own transaction, so nothing outlives a checkout and
+//! PgBouncer's transaction pooling works.
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Type;
-use tokio_postgres::Client;
+use tokio_postgres::{Client, Transaction};
 
 use crate::market::{Candle, Instrument, Trade};
 
 use super::executor::begin;
 use super::Retained;
 
-const INSERT_TRADES: &str = "\
+const COPY_TRADES: &str = "\
+COPY trades (instrument_name, trade_seq, trade_id, ts, price, amount, direction,
+             tick_direction, mark_price, index_price, iv, liquidation)
+FROM STDIN BINARY";
+
+const STAGE_TRADES: &str = "\
+CREATE TEMP TABLE keel_trades_stage (
+    instrument_name text, trade_seq int8, trade_id text, ts timestamptz, price float8,
+    amount float8, direction text, tick_direction int2, mark_price float8,
+    index_price float8, iv float8, liquidation text
+) ON COMMIT DROP";
+
+const COPY_STAGE: &str = "\
+COPY keel_trades_stage (instrument_name, trade_seq, trade_id, ts, price, amount, direction,
+                        tick_direction, mark_price, index_price, iv, liquidation)
+FROM STDIN BINARY";
+
+const MERGE_STAGE: &str = "\
 INSERT INTO trades (instrument_name, trade_seq, trade_id, ts, price, amount, direction,
                     tick_direction, mark_price, index_price, iv, liquidation)
-SELECT * FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::timestamptz[], $5::float8[],
-                     $6::float8[], $7::text[], $8::int2[], $9::float8[], $10::float8[],
-                     $11::float8[], $12::text[])
+SELECT instrument_name, trade_seq, trade_id, ts, price, amount, direction, tick_direction,
+       mark_price, index_price, iv, liquidation
+FROM keel_trades_stage
 ON CONFLICT (instrument_name, trade_seq) DO NOTHING";
 
-/// Inserts trades in one statement; returns how many were new.
+const TRADE_COLUMNS: [Type; 12] = [
+    Type::TEXT,
+    Type::INT8,
+    Type::TEXT,
+    Type::TIMESTAMPTZ,
+    Type::FLOAT8,
+    Type::FLOAT8,
+    Type::TEXT,
+    Type::INT2,
+    Type::FLOAT8,
+    Type::FLOAT8,
+    Type::FLOAT8,
+    Type::TEXT,
+];
+
+/// Inserts trades idempotently; returns how many were new.
+///
+/// The common case has no duplicates, so the batch is first copied straight into
+/// `trades` (binary COPY, as fast as PostgreSQL takes rows). Only when that hits a
+/// unique violation (a resubscribe or a redelivery sent some trades again) is the
+/// batch copied into a staging table and merged with `INSERT ... ON CONFLICT DO
+/// NOTHING`. Each runs in a transaction of its own; the COPY statement and the
+/// staging table die with it.
 pub(super) async fn insert_trades(
     client: &mut Client,
     timeout_ms: u128,
     trades: &[Trade],
 ) -> Result<u64, tokio_postgres::Error> {
-    let names: Vec<&str> = trades.iter().map(|t| t.instrument_name.as_str()).collect();
-    let seqs: Vec<i64> = trades.iter().map(|t| t.trade_seq).collect();
-    let ids: Vec<&str> = trades.iter().map(|t| t.trade_id.as_str()).collect();
-    let times: Vec<SystemTime> = trades.iter().map(|t| t.timestamp).collect();
-    let prices: Vec<f64> = trades.iter().map(|t| t.price).collect();
-    let amounts: Vec<f64> = trades.iter().map(|t| t.amount).collect();
-    let directions: Vec<&str> = trades.iter().map(|t| t.direction.as_str()).collect();
-    let ticks: Vec<i16> = trades.iter().map(|t| t.tick_direction).collect();
-    let marks: Vec<f64> = trades.iter().map(|t| t.mark_price).collect();
-    let indexes: Vec<f64> = trades.iter().map(|t| t.index_price).collect();
-    let ivs: Vec<Option<f64>> = trades.iter().map(|t| t.iv).collect();
-    let liquidations: Vec<Option<&str>> = trades.iter().map(|t| t.liquidation.as_deref()).collect();
-    let tx = begin(client, timeout_ms).await?;
-    let inserted = tx
-        .execute_typed(
-            INSERT_TRADES,
-            &[
-                (&names, Type::TEXT_ARRAY),
-                (&seqs, Type::INT8_ARRAY),
-                (&ids, Type::TEXT_ARRAY),
-                (&times, Type::TIMESTAMPTZ_ARRAY),
-                (&prices, Type::FLOAT8_ARRAY),
-                (&amounts, Type::FLOAT8_ARRAY),
-                (&directions, Type::TEXT_ARRAY),
-                (&ticks, Type::INT2_ARRAY),
-                (&marks, Type::FLOAT8_ARRAY),
-                (&indexes, Type::FLOAT8_ARRAY),
-                (&ivs, Type::FLOAT8_ARRAY),
-                (&liquidations, Type::TEXT_ARRAY),
-            ],
-        )
-        .await?;
-    tx.commit().await?;
-    Ok(inserted)
+    if trades.is_empty() {
+        return Ok(0);
+    }
+    let direct = {
+        let tx = begin(client, timeout_ms).await?;
+        match copy_rows(&tx, COPY_TRADES, trades).await {
+            Ok(n) => tx.commit().await.map(|()| n),
+            // Dropping `tx` rolls the partial COPY back.
+            Err(e) => Err(e),
+        }
+    };
+    match direct {
+        Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+            let tx = begin(client, timeout_ms).await?;
+            tx.batch_execute(STAGE_TRADES).await?;
+            copy_rows(&tx, COPY_STAGE, trades).await?;
+            let inserted = tx.execute_typed(MERGE_STAGE, &[]).await?;
+            tx.commit().await?;
+            Ok(inserted)
+        }
+        other => other,
+    }
+}
+
+async fn copy_rows(
+    tx: &Transaction<'_>,
+    copy: &str,
+    trades: &[Trade],
+) -> Result<u64, tokio_postgres::Error> {
+    let sink = tx.copy_in(copy).await?;
+    let writer = BinaryCopyInWriter::new(sink, &TRADE_COLUMNS);
+    futures::pin_mut!(writer);
+    for t in trades {
+        writer
+            .as_mut()
+            .write(&[
+                &t.instrument_name,
+                &t.trade_seq,
+                &t.trade_id,
+                &t.timestamp,
+                &t.price,
+                &t.amount,
+                &t.direction.as_str(),
+                &t.tick_direction,
+                &t.mark_price,
+                &t.index_price,
+                &t.iv,
+                &t.liquidation,
+            ])
+            .await?;
+    }
+    writer.finish().await
 }
 
 const UPSERT_INSTRUMENTS: &str = "\
