@@ -9,6 +9,7 @@
 
 pub mod child;
 pub mod delay;
+pub mod deribit;
 pub mod market;
 pub mod recorded;
 pub mod registry;

@@ -3,6 +3,7 @@
 mod config;
 mod error;
 mod executor;
+mod manager;
 mod migrate;
 mod ops;
 
@@ -101,7 +102,7 @@ struct Counters {
 /// Everything a PgActor call needs.
 #[derive(Clone, Debug)]
 pub struct PgShared {
-    pool: Pool<PostgresConnectionManager<NoTls>>,
+    pool: Pool<manager::PgManager>,
     config: Arc<PostgresConfig>,
     availability: Availability,
     counters: Arc<Counters>,
@@ -110,6 +111,12 @@ pub struct PgShared {
 impl PgShared {
     fn timeout_ms(&self) -> u128 {
         self.config.statement_timeout.as_millis()
+    }
+
+    /// The client-side bound on one attempt: the server aborts a statement at
+    /// `statement_timeout`, so anything much longer is a wedged connection.
+    fn attempt_limit(&self) -> Duration {
+        self.config.statement_timeout * 2 + Duration::from_secs(5)
     }
 }
 
@@ -153,7 +160,7 @@ impl Resource for Postgres {
 
     fn open(self, availability: Availability) -> Result<PgShared, ActorProcessingErr> {
         let driver = self.config.driver_config()?;
-        let manager = PostgresConnectionManager::new(driver, NoTls);
+        let manager = manager::PgManager(PostgresConnectionManager::new(driver, NoTls));
         let pool = Pool::builder()
             .max_size(self.config.max_size)
             .connection_timeout(self.config.checkout_timeout)

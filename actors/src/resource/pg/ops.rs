@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Type;
 use tokio_postgres::{Client, Transaction};
 
@@ -56,14 +55,28 @@ const TRADE_COLUMNS: [Type; 12] = [
     Type::TEXT,
 ];
 
+/// Serializes writers of the same instruments for the rest of the transaction
+/// (sorted, so two writers never wait on each other in a cycle).
+const LOCK_INSTRUMENTS: &str = "\
+SELECT count(pg_advisory_xact_lock(hashtextextended(name, 7308)))
+FROM (SELECT DISTINCT unnest($1::text[]) AS name ORDER BY 1) AS names";
+
+/// How many of the batch's `(instrument, trade_seq)` ranges are already stored.
+const COUNT_STORED: &str = "\
+SELECT count(*) FROM trades t
+JOIN unnest($1::text[], $2::int8[], $3::int8[]) AS r(name, lo, hi)
+  ON t.instrument_name = r.name AND t.trade_seq BETWEEN r.lo AND r.hi";
+
 /// Inserts trades idempotently; returns how many were new.
 ///
-/// The common case has no duplicates, so the batch is first copied straight into
-/// `trades` (binary COPY, as fast as PostgreSQL takes rows). Only when that hits a
-/// unique violation (a resubscribe or a redelivery sent some trades again) is the
-/// batch copied into a staging table and merged with `INSERT ... ON CONFLICT DO
-/// NOTHING`. Each runs in a transaction of its own; the COPY statement and the
-/// staging table die with it.
+/// The transaction first locks the batch's instruments against other writers,
+/// then checks whether any of the batch is already stored. Usually none is, and
+/// the batch is copied straight into `trades` (binary COPY, as fast as PostgreSQL
+/// takes rows); under the lock no other writer can add a duplicate meanwhile, so
+/// the COPY cannot fail on one. When some trades are already there (a resubscribe
+/// or a redelivery sent them again) the batch is copied into a staging table and
+/// merged with `INSERT ... ON CONFLICT DO NOTHING`. A COPY is never left to fail
+/// half-way on purpose: behind PgBouncer that leaves the protocol out of step.
 pub(super) async fn insert_trades(
     client: &mut Client,
     timeout_ms: u128,
@@ -72,25 +85,42 @@ pub(super) async fn insert_trades(
     if trades.is_empty() {
         return Ok(0);
     }
-    let direct = {
-        let tx = begin(client, timeout_ms).await?;
-        match copy_rows(&tx, COPY_TRADES, trades).await {
-            Ok(n) => tx.commit().await.map(|()| n),
-            // Dropping `tx` rolls the partial COPY back.
-            Err(e) => Err(e),
-        }
-    };
-    match direct {
-        Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
-            let tx = begin(client, timeout_ms).await?;
-            tx.batch_execute(STAGE_TRADES).await?;
-            copy_rows(&tx, COPY_STAGE, trades).await?;
-            let inserted = tx.execute_typed(MERGE_STAGE, &[]).await?;
-            tx.commit().await?;
-            Ok(inserted)
-        }
-        other => other,
+    let mut ranges: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
+    for t in trades {
+        let range = ranges
+            .entry(t.instrument_name.as_str())
+            .or_insert((t.trade_seq, t.trade_seq));
+        range.0 = range.0.min(t.trade_seq);
+        range.1 = range.1.max(t.trade_seq);
     }
+    let names: Vec<&str> = ranges.keys().copied().collect();
+    let lows: Vec<i64> = ranges.values().map(|r| r.0).collect();
+    let highs: Vec<i64> = ranges.values().map(|r| r.1).collect();
+
+    let tx = begin(client, timeout_ms).await?;
+    tx.query_typed(LOCK_INSTRUMENTS, &[(&names, Type::TEXT_ARRAY)])
+        .await?;
+    let stored: i64 = tx
+        .query_typed(
+            COUNT_STORED,
+            &[
+                (&names, Type::TEXT_ARRAY),
+                (&lows, Type::INT8_ARRAY),
+                (&highs, Type::INT8_ARRAY),
+            ],
+        )
+        .await?
+        .first()
+        .map_or(Ok(0), |row| row.try_get(0))?;
+    let inserted = if stored == 0 {
+        copy_rows(&tx, COPY_TRADES, trades).await?
+    } else {
+        tx.batch_execute(STAGE_TRADES).await?;
+        copy_rows(&tx, COPY_STAGE, trades).await?;
+        tx.execute_typed(MERGE_STAGE, &[]).await?
+    };
+    tx.commit().await?;
+    Ok(inserted)
 }
 
 async fn copy_rows(

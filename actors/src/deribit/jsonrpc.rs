@@ -1,0 +1,343 @@
+//! JSON-RPC 2.0 envelopes as Deribit uses them.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+use super::codes;
+
+/// A request id: any JSON value (numbers and strings such as `"auth_<uuid>"` are
+/// common), echoed unchanged.
+pub type Id = Value;
+
+/// Why a frame could not be understood.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// Not JSON at all.
+    #[error("frame is not JSON: {0}")]
+    NotJson(String),
+    /// JSON, but not a JSON-RPC message Keel knows.
+    #[error("frame is not a JSON-RPC message: {0}")]
+    Malformed(&'static str),
+}
+
+/// A request from a client.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    /// Always `"2.0"`.
+    pub jsonrpc: String,
+    /// Echoed in the response.
+    pub id: Id,
+    /// e.g. `public/subscribe`.
+    pub method: String,
+    /// Named parameters.
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub params: Value,
+}
+
+impl Request {
+    /// A request with named parameters.
+    pub fn new(id: impl Into<Id>, method: &str, params: Value) -> Self {
+        Self {
+            jsonrpc: "2.0".into(),
+            id: id.into(),
+            method: method.into(),
+            params,
+        }
+    }
+}
+
+/// A JSON-RPC error object.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, thiserror::Error)]
+#[error("{code} {message}")]
+pub struct RpcError {
+    /// Deribit or JSON-RPC code (see [`codes`]).
+    pub code: i64,
+    /// snake_case message.
+    pub message: String,
+    /// Details (`reason`, `param`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
+}
+
+impl RpcError {
+    /// An error with the standard message for `code`.
+    pub fn new(code: i64) -> Self {
+        Self {
+            code,
+            message: codes::message(code).into(),
+            data: None,
+        }
+    }
+
+    /// Adds a reason (and the offending parameter, if any).
+    pub fn because(mut self, reason: impl Into<String>, param: Option<&str>) -> Self {
+        let mut data = serde_json::Map::new();
+        data.insert("reason".into(), Value::String(reason.into()));
+        if let Some(param) = param {
+            data.insert("param".into(), Value::String(param.into()));
+        }
+        self.data = Some(Value::Object(data));
+        self
+    }
+}
+
+/// Server timing fields carried by every response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timing {
+    /// When the request arrived (µs since the epoch).
+    #[serde(rename = "usIn")]
+    pub us_in: u64,
+    /// When the response left (µs since the epoch).
+    #[serde(rename = "usOut")]
+    pub us_out: u64,
+    /// `usOut - usIn`.
+    #[serde(rename = "usDiff")]
+    pub us_diff: u64,
+    /// Whether this is a test network.
+    pub testnet: bool,
+}
+
+/// A response to one request.
+#[derive(Clone, Debug)]
+pub struct Response {
+    /// The request's id.
+    pub id: Id,
+    /// The result, or the error.
+    pub outcome: Result<Box<RawValue>, RpcError>,
+    /// Timing fields (Deribit always sends them).
+    pub timing: Option<Timing>,
+}
+
+#[derive(Serialize)]
+struct ResponseOut<'a> {
+    jsonrpc: &'static str,
+    id: &'a Id,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a RpcError>,
+    #[serde(rename = "usIn", skip_serializing_if = "Option::is_none")]
+    us_in: Option<u64>,
+    #[serde(rename = "usOut", skip_serializing_if = "Option::is_none")]
+    us_out: Option<u64>,
+    #[serde(rename = "usDiff", skip_serializing_if = "Option::is_none")]
+    us_diff: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    testnet: Option<bool>,
+}
+
+impl Response {
+    /// The response as sent on the wire.
+    pub fn to_json(&self) -> String {
+        let (result, error) = match &self.outcome {
+            Ok(result) => (Some(result.as_ref()), None),
+            Err(error) => (None, Some(error)),
+        };
+        let out = ResponseOut {
+            jsonrpc: "2.0",
+            id: &self.id,
+            result,
+            error,
+            us_in: self.timing.map(|t| t.us_in),
+            us_out: self.timing.map(|t| t.us_out),
+            us_diff: self.timing.map(|t| t.us_diff),
+            testnet: self.timing.map(|t| t.testnet),
+        };
+        // Serializing plain data with string keys cannot fail.
+        serde_json::to_string(&out).unwrap_or_default()
+    }
+
+    /// The result decoded as `T`.
+    pub fn result<T: serde::de::DeserializeOwned>(&self) -> Result<T, ResultError> {
+        match &self.outcome {
+            Ok(raw) => {
+                serde_json::from_str(raw.get()).map_err(|e| ResultError::Shape(e.to_string()))
+            }
+            Err(error) => Err(ResultError::Rpc(error.clone())),
+        }
+    }
+}
+
+/// Why a response's result could not be had.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ResultError {
+    /// The server answered with an error.
+    #[error("server error: {0}")]
+    Rpc(RpcError),
+    /// The result is not of the expected shape.
+    #[error("unexpected result: {0}")]
+    Shape(String),
+}
+
+/// A notification (a message without an id).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Notification {
+    /// `subscription` or `heartbeat`.
+    pub method: String,
+    /// The payload.
+    pub params: Value,
+}
+
+/// Everything a Deribit server sends.
+#[derive(Clone, Debug)]
+pub enum ServerFrame {
+    /// The answer to a request.
+    Response(Response),
+    /// Data on a subscribed channel; `data` is decoded by the channel's payload type.
+    Subscription {
+        /// Channel name.
+        channel: String,
+        /// The undecoded payload.
+        data: Box<RawValue>,
+    },
+    /// `heartbeat` with `type: heartbeat`.
+    Heartbeat,
+    /// `heartbeat` with `type: test_request`: answer with `public/test`.
+    TestRequest,
+    /// Any other notification.
+    Other(Notification),
+}
+
+#[derive(Deserialize)]
+struct RawFrame {
+    #[serde(default)]
+    id: Option<Id>,
+    #[serde(default)]
+    method: Option<String>,
+    #[serde(default)]
+    params: Option<Box<RawValue>>,
+    #[serde(default)]
+    result: Option<Box<RawValue>>,
+    #[serde(default)]
+    error: Option<RpcError>,
+    // Spelled out: `flatten` cannot carry the RawValue fields above.
+    #[serde(default, rename = "usIn")]
+    us_in: Option<u64>,
+    #[serde(default, rename = "usOut")]
+    us_out: Option<u64>,
+    #[serde(default, rename = "usDiff")]
+    us_diff: Option<u64>,
+    #[serde(default)]
+    testnet: Option<bool>,
+}
+
+impl RawFrame {
+    fn timing(&self) -> Option<Timing> {
+        Some(Timing {
+            us_in: self.us_in?,
+            us_out: self.us_out?,
+            us_diff: self.us_diff?,
+            testnet: self.testnet?,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct RawSubscription {
+    channel: String,
+    data: Box<RawValue>,
+}
+
+#[derive(Deserialize)]
+struct RawHeartbeat {
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+/// Parses one text frame from a Deribit server.
+pub fn parse_server_frame(text: &str) -> Result<ServerFrame, FrameError> {
+    let frame: RawFrame = serde_json::from_str(text).map_err(|e| {
+        if e.is_data() {
+            FrameError::Malformed("fields of the wrong type")
+        } else {
+            FrameError::NotJson(e.to_string())
+        }
+    })?;
+    let timing = frame.timing();
+    if let Some(id) = frame.id {
+        let outcome = match (frame.result, frame.error) {
+            (_, Some(error)) => Err(error),
+            (Some(result), None) => Ok(result),
+            (None, None) => {
+                return Err(FrameError::Malformed("a response without result or error"))
+            }
+        };
+        return Ok(ServerFrame::Response(Response {
+            id,
+            outcome,
+            timing,
+        }));
+    }
+    let method = frame
+        .method
+        .ok_or(FrameError::Malformed("neither id nor method"))?;
+    let params = frame
+        .params
+        .ok_or(FrameError::Malformed("a notification without params"))?;
+    match method.as_str() {
+        "subscription" => {
+            let sub: RawSubscription = serde_json::from_str(params.get())
+                .map_err(|_| FrameError::Malformed("a subscription without channel and data"))?;
+            Ok(ServerFrame::Subscription {
+                channel: sub.channel,
+                data: sub.data,
+            })
+        }
+        "heartbeat" => {
+            let beat: RawHeartbeat = serde_json::from_str(params.get())
+                .map_err(|_| FrameError::Malformed("a heartbeat without type"))?;
+            match beat.kind.as_str() {
+                "heartbeat" => Ok(ServerFrame::Heartbeat),
+                "test_request" => Ok(ServerFrame::TestRequest),
+                _ => Err(FrameError::Malformed("an unknown heartbeat type")),
+            }
+        }
+        _ => Ok(ServerFrame::Other(Notification {
+            method,
+            params: serde_json::from_str(params.get()).unwrap_or(Value::Null),
+        })),
+    }
+}
+
+/// Parses one request from a client; the error carries the id to answer with
+/// (`null` when none could be read) and the JSON-RPC error to send.
+pub fn parse_request(text: &str) -> Result<Request, (Id, RpcError)> {
+    let value: Value = serde_json::from_str(text).map_err(|e| {
+        (
+            Value::Null,
+            RpcError::new(codes::PARSE_ERROR).because(e.to_string(), None),
+        )
+    })?;
+    let id = value.get("id").cloned().unwrap_or(Value::Null);
+    let invalid = |why: &str| {
+        (
+            id.clone(),
+            RpcError::new(codes::INVALID_REQUEST).because(why, None),
+        )
+    };
+    let object = value
+        .as_object()
+        .ok_or_else(|| invalid("a request must be an object"))?;
+    if !object.contains_key("id") {
+        return Err(invalid("a request must carry an id"));
+    }
+    let method = object
+        .get("method")
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid("a request must name a method"))?;
+    let params = object.get("params").cloned().unwrap_or(Value::Null);
+    if !(params.is_object() || params.is_null()) {
+        return Err((
+            id.clone(),
+            RpcError::new(codes::INVALID_PARAMS)
+                .because("params must be an object", Some("params")),
+        ));
+    }
+    Ok(Request {
+        jsonrpc: "2.0".into(),
+        id,
+        method: method.to_owned(),
+        params,
+    })
+}

@@ -1,0 +1,15 @@
+//! Deribit API v2 as Keel speaks it: JSON-RPC envelopes, channel names, error
+//! codes and payloads, shared by the receiver (client) and `keel sim` (server).
+//!
+//! Parsing never panics: a malformed frame is a [`FrameError`].
+
+pub mod channel;
+pub mod codes;
+mod jsonrpc;
+pub mod model;
+
+pub use channel::{Channel, Interval};
+pub use jsonrpc::{
+    parse_request, parse_server_frame, FrameError, Id, Notification, Request, Response, RpcError,
+    ServerFrame, Timing,
+};
