@@ -15,3 +15,4 @@ pub mod recorded;
 pub mod registry;
 pub mod resource;
 pub mod secret;
+pub mod sim;
