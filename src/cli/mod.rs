@@ -4,6 +4,7 @@ mod check;
 mod migrate;
 mod run;
 mod signals;
+mod sim;
 mod task;
 
 use std::path::PathBuf;
@@ -48,6 +49,8 @@ pub enum Command {
     Check,
     /// Apply pending schema migrations to PostgreSQL and exit (0 ok, 1 failed).
     Migrate,
+    /// Run the local Deribit-compatible exchange (settings from `[sim]`, flags win).
+    Sim(sim::SimArgs),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -79,6 +82,7 @@ pub fn main() -> ExitCode {
             Command::Run => run::run(&config).await,
             Command::Task { name, args } => task::run(&config, &name, &args).await,
             Command::Migrate => migrate::run(&config).await,
+            Command::Sim(args) => sim::run(&config.sim, args).await,
             Command::Check => unreachable!("handled before the runtime starts"),
         }
     });

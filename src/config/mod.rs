@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use keel_actors::resource::pg::PostgresConfig;
 use keel_actors::resource::redis::RedisConfig;
+use keel_actors::sim::SimConfig;
 
 use crate::supervisor::SupervisorConfig;
 
@@ -33,6 +34,9 @@ pub struct Config {
     /// RedisActor: the Redis pool and its circuit breaker.
     #[serde(default)]
     pub redis: RedisConfig,
+    /// `keel sim`, the local exchange.
+    #[serde(default)]
+    pub sim: SimConfig,
 }
 
 /// The `[registry]` section.
@@ -63,6 +67,7 @@ impl Config {
             ("supervisor", self.supervisor.problems()),
             ("postgres", self.postgres.problems()),
             ("redis", self.redis.problems()),
+            ("sim", self.sim.problems()),
         ];
         sections
             .into_iter()

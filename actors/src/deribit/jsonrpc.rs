@@ -112,6 +112,8 @@ pub struct Response {
 #[derive(Serialize)]
 struct ResponseOut<'a> {
     jsonrpc: &'static str,
+    // Deribit's HTTP responses carry no id; WebSocket ones echo the request's.
+    #[serde(skip_serializing_if = "Value::is_null")]
     id: &'a Id,
     #[serde(skip_serializing_if = "Option::is_none")]
     result: Option<&'a RawValue>,

@@ -13,3 +13,6 @@ pub use jsonrpc::{
     parse_request, parse_server_frame, FrameError, Id, Notification, Request, Response, RpcError,
     ServerFrame, Timing,
 };
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,95 @@
+//! `keel sim`: run the local Deribit-compatible exchange.
+
+use std::net::SocketAddr;
+
+use keel_actors::secret::Secret;
+use keel_actors::sim::{self, SimConfig};
+
+use super::signals::ShutdownSignals;
+use crate::exit_code;
+
+/// Flags that override the `[sim]` section.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct SimArgs {
+    /// Address to listen on (WebSocket `/ws/api/v2`, HTTP `/api/v2/public/...`, `/sim/...`).
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Seed: the same seed and instruments give the same trades.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Comma-separated instrument names (default: BTC and ETH perpetuals, futures, options).
+    #[arg(long, value_delimiter = ',')]
+    pub instruments: Option<Vec<String>>,
+    /// Trades generated per second, across instruments.
+    #[arg(long)]
+    pub trades_per_sec: Option<f64>,
+    /// API key id accepted by `public/auth`.
+    #[arg(long, requires = "client_secret")]
+    pub client_id: Option<String>,
+    /// Its secret (or KEEL_SIM_CLIENT_SECRET).
+    #[arg(
+        long,
+        env = "KEEL_SIM_CLIENT_SECRET",
+        hide_env_values = true,
+        requires = "client_id"
+    )]
+    pub client_secret: Option<String>,
+}
+
+impl SimArgs {
+    fn apply(self, mut config: SimConfig) -> SimConfig {
+        if let Some(listen) = self.listen {
+            config.listen = listen;
+        }
+        if let Some(seed) = self.seed {
+            config.seed = seed;
+        }
+        if let Some(instruments) = self.instruments {
+            config.instruments = instruments;
+        }
+        if let Some(rate) = self.trades_per_sec {
+            config.trades_per_sec = rate;
+        }
+        if let Some(id) = self.client_id {
+            config.client_id = Some(id);
+        }
+        if let Some(secret) = self.client_secret {
+            config.client_secret = Some(Secret::new(secret));
+        }
+        config
+    }
+}
+
+pub(super) async fn run(base: &SimConfig, args: SimArgs) -> u8 {
+    let config = args.apply(base.clone());
+    let problems = config.problems();
+    if !problems.is_empty() {
+        for (key, expected) in problems {
+            tracing::error!(key = %format!("sim.{key}"), %expected, "Invalid simulator setting.");
+        }
+        return exit_code::BAD_CONFIG;
+    }
+    let mut signals = match ShutdownSignals::install() {
+        Ok(signals) => signals,
+        Err(error) => {
+            tracing::error!(%error, "Cannot install signal handlers.");
+            return exit_code::SUPERVISOR_GAVE_UP;
+        }
+    };
+    let handle = match sim::start(config).await {
+        Ok(handle) => handle,
+        Err(error) => {
+            tracing::error!(%error, "The simulator could not start.");
+            return exit_code::BAD_CONFIG;
+        }
+    };
+    tracing::info!(
+        ws = %handle.ws_url(), http = %handle.http_url(),
+        instruments = %handle.instruments().join(","),
+        "keel sim is running."
+    );
+    let signal = signals.next().await;
+    tracing::info!(signal, "Stopping the simulator.");
+    handle.stop().await;
+    exit_code::OK
+}
