@@ -235,6 +235,7 @@ pub fn task(name: String, f: fn_factory::Factory) -> ChildSpec {
 }
 
 pub mod db;
+pub mod deribit;
 pub mod market;
 pub mod proxy;
 pub mod redis;

@@ -112,9 +112,10 @@ pub struct Response {
 #[derive(Serialize)]
 struct ResponseOut<'a> {
     jsonrpc: &'static str,
-    // Deribit's HTTP responses carry no id; WebSocket ones echo the request's.
-    #[serde(skip_serializing_if = "Value::is_null")]
-    id: &'a Id,
+    // Deribit's HTTP responses carry no id; WebSocket ones echo the request's
+    // (`null` for a request whose id could not be read).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a Id>,
     #[serde(skip_serializing_if = "Option::is_none")]
     result: Option<&'a RawValue>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -130,15 +131,24 @@ struct ResponseOut<'a> {
 }
 
 impl Response {
-    /// The response as sent on the wire.
+    /// The response as sent over a WebSocket.
     pub fn to_json(&self) -> String {
+        self.encode(true)
+    }
+
+    /// The response as an HTTP body: the same, without an id.
+    pub fn to_http_json(&self) -> String {
+        self.encode(false)
+    }
+
+    fn encode(&self, with_id: bool) -> String {
         let (result, error) = match &self.outcome {
             Ok(result) => (Some(result.as_ref()), None),
             Err(error) => (None, Some(error)),
         };
         let out = ResponseOut {
             jsonrpc: "2.0",
-            id: &self.id,
+            id: with_id.then_some(&self.id),
             result,
             error,
             us_in: self.timing.map(|t| t.us_in),
@@ -201,9 +211,14 @@ pub enum ServerFrame {
     Other(Notification),
 }
 
+/// A field that is present counts, even as `null` (an error's `"id": null`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
 #[derive(Deserialize)]
 struct RawFrame {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     id: Option<Id>,
     #[serde(default)]
     method: Option<String>,

@@ -86,7 +86,7 @@ async fn public(
             testnet: true,
         }),
     }
-    .to_json();
+    .to_http_json();
     (status, [("content-type", "application/json")], body).into_response()
 }
 

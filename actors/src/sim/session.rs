@@ -277,11 +277,11 @@ impl Session {
                 } else {
                     self.awaiting_test = false;
                 }
-                methods::call(&self.exchange, method, params).unwrap_or_else(|| Ok(Value::Null))
+                methods::call(&self.exchange, method, params).unwrap_or(Ok(Value::Null))
             }
             "public/auth" => {
-                let result = methods::call(&self.exchange, method, params)
-                    .unwrap_or_else(|| Ok(Value::Null));
+                let result =
+                    methods::call(&self.exchange, method, params).unwrap_or(Ok(Value::Null));
                 if result.is_ok() {
                     self.authenticated = true;
                 }
