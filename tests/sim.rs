@@ -560,7 +560,7 @@ async fn disconnect_stall_and_duplicate_faults_are_seen_by_clients() {
     )
     .await;
     let mut seen: Vec<i64> = Vec::new();
-    let mut read_some = |data: String, seen: &mut Vec<i64>| {
+    let read_some = |data: String, seen: &mut Vec<i64>| {
         let trades: Vec<PublicTrade> = serde_json::from_str(&data).unwrap();
         seen.extend(trades.iter().map(|t| t.trade_seq));
     };
