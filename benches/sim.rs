@@ -17,7 +17,12 @@ use tokio_tungstenite::tungstenite::Message;
 
 const TARGET: f64 = 200_000.0;
 const MEASURE: Duration = Duration::from_secs(4);
-const INSTRUMENTS: [&str; 4] = ["BTC-PERPETUAL", "ETH-PERPETUAL", "BTC-25DEC26", "ETH-25DEC26"];
+const INSTRUMENTS: [&str; 4] = [
+    "BTC-PERPETUAL",
+    "ETH-PERPETUAL",
+    "BTC-25DEC26",
+    "ETH-25DEC26",
+];
 
 /// Reads notifications for `MEASURE` after a warm-up; returns trades per second.
 async fn count_trades(url: &str, prelude: Vec<String>) -> f64 {
@@ -29,7 +34,9 @@ async fn count_trades(url: &str, prelude: Vec<String>) -> f64 {
     let mut counting_since = None;
     let mut trades = 0usize;
     while let Some(Ok(message)) = ws.next().await {
-        let Message::Text(text) = message else { continue };
+        let Message::Text(text) = message else {
+            continue;
+        };
         let Ok(ServerFrame::Subscription { data, .. }) = parse_server_frame(text.as_str()) else {
             continue;
         };
@@ -54,7 +61,9 @@ async fn raw_server() -> String {
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             tokio::spawn(async move {
-                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else { return };
+                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                    return;
+                };
                 // A 1 ms tick at the target rate carries about 50 trades per instrument.
                 let trades: Vec<PublicTrade> = (0..50)
                     .map(|i| PublicTrade {
@@ -104,7 +113,10 @@ async fn main() {
     })
     .await
     .unwrap();
-    let channels: Vec<String> = INSTRUMENTS.iter().map(|i| format!("trades.{i}.raw")).collect();
+    let channels: Vec<String> = INSTRUMENTS
+        .iter()
+        .map(|i| format!("trades.{i}.raw"))
+        .collect();
     let prelude = vec![
         r#"{"jsonrpc":"2.0","id":1,"method":"public/auth","params":{"grant_type":"client_credentials","client_id":"bench","client_secret":"bench"}}"#.to_owned(),
         serde_json::json!({"jsonrpc":"2.0","id":2,"method":"public/subscribe","params":{"channels": channels}}).to_string(),
@@ -115,11 +127,20 @@ async fn main() {
 
     println!("keel sim: trades generated, serialized and delivered to one raw subscriber ({} instruments, asked for 400,000/s)", INSTRUMENTS.len());
     println!("  sim:  {delivered:>12.0} trades/s");
-    println!("  raw:  {raw:>12.0} trades/s (bare WebSocket server, pre-serialized frames, same client)");
+    println!(
+        "  raw:  {raw:>12.0} trades/s (bare WebSocket server, pre-serialized frames, same client)"
+    );
     println!("  ratio sim/raw: {:.2}", delivered / raw);
     println!(
         "  target >= {TARGET:.0} trades/s: {}",
-        if delivered >= TARGET { "met" } else { "NOT met" }
+        if delivered >= TARGET {
+            "met"
+        } else {
+            "NOT met"
+        }
     );
-    println!("  connections closed as too slow during the run: {}", stats.closed_slow);
+    println!(
+        "  connections closed as too slow during the run: {}",
+        stats.closed_slow
+    );
 }

@@ -4,6 +4,9 @@ mod candle;
 mod instrument;
 mod trade;
 
+mod gap;
+pub use gap::Gap;
+
 pub use candle::{Candle, Resolution};
 pub use instrument::Instrument;
 pub use trade::{Direction, Trade};

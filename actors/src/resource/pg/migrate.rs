@@ -19,11 +19,18 @@ pub struct Migration {
 }
 
 /// Every migration Keel knows, in order.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "market_data",
-    sql: include_str!("migrations/V001__market_data.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "market_data",
+        sql: include_str!("migrations/V001__market_data.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "trade_gaps",
+        sql: include_str!("migrations/V002__trade_gaps.sql"),
+    },
+];
 
 /// Any constant works; it only has to be the same for every Keel.
 const LOCK_KEY: i64 = 0x006b_6565_6c6d_6967; // "keelmig"

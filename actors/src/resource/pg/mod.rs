@@ -23,7 +23,7 @@ use tokio_postgres::NoTls;
 
 use crate::child::{spawn_recorded, StartContext};
 use crate::delay::BackoffConfig;
-use crate::market::{Candle, Instrument, Trade};
+use crate::market::{Candle, Gap, Instrument, Trade};
 use crate::recorded::Recordable;
 use crate::registry::Registry;
 
@@ -54,6 +54,14 @@ pub enum PgCall {
     DeleteOlderThan(Retained, SystemTime, Reply<u64>),
     /// One round trip to the server; replies with its latency.
     Ping(Reply<Duration>),
+    /// Records missing trade ranges (idempotent).
+    RecordGaps(Arc<[Gap]>, Reply<u64>),
+    /// Every recorded gap.
+    ListGaps(Reply<Vec<Gap>>),
+    /// Deletes a repaired gap.
+    ClearGap(Gap, Reply<u64>),
+    /// The highest stored `trade_seq` of an instrument.
+    MaxSeq(String, Reply<Option<i64>>),
 }
 
 impl Recordable for PgCall {
@@ -64,6 +72,10 @@ impl Recordable for PgCall {
             PgCall::UpsertCandles(..) => "UpsertCandles",
             PgCall::DeleteOlderThan(..) => "DeleteOlderThan",
             PgCall::Ping(_) => "Ping",
+            PgCall::RecordGaps(..) => "RecordGaps",
+            PgCall::ListGaps(_) => "ListGaps",
+            PgCall::ClearGap(..) => "ClearGap",
+            PgCall::MaxSeq(..) => "MaxSeq",
         }
     }
 
@@ -85,6 +97,12 @@ impl Recordable for PgCall {
                 )
             }
             PgCall::Ping(_) => "ping".into(),
+            PgCall::RecordGaps(gaps, _) => format!("{} gaps", gaps.len()),
+            PgCall::ListGaps(_) => "list gaps".into(),
+            PgCall::ClearGap(g, _) => {
+                format!("{} {}..={}", g.instrument_name, g.from_seq, g.to_seq)
+            }
+            PgCall::MaxSeq(name, _) => name.clone(),
         }
     }
 }
@@ -226,6 +244,36 @@ impl Resource for Postgres {
             PgCall::DeleteOlderThan(table, before, reply) => {
                 let _ = reply.send(delete_older_than(&shared, table, before).await);
             }
+            PgCall::RecordGaps(gaps, reply) => {
+                let result = executor::execute(&shared, "record_gaps", true, |c| {
+                    let gaps = Arc::clone(&gaps);
+                    Box::pin(async move { ops::record_gaps(c, ms, &gaps).await })
+                })
+                .await;
+                let _ = reply.send(result);
+            }
+            PgCall::ListGaps(reply) => {
+                let result =
+                    executor::execute(&shared, "list_gaps", true, |c| Box::pin(ops::list_gaps(c)))
+                        .await;
+                let _ = reply.send(result);
+            }
+            PgCall::ClearGap(gap, reply) => {
+                let result = executor::execute(&shared, "clear_gap", true, |c| {
+                    let gap = gap.clone();
+                    Box::pin(async move { ops::clear_gap(c, &gap).await })
+                })
+                .await;
+                let _ = reply.send(result);
+            }
+            PgCall::MaxSeq(name, reply) => {
+                let result = executor::execute(&shared, "max_seq", true, |c| {
+                    let name = name.clone();
+                    Box::pin(async move { ops::max_seq(c, &name).await })
+                })
+                .await;
+                let _ = reply.send(result);
+            }
             PgCall::Ping(reply) => {
                 let started = Instant::now();
                 let result = executor::execute(&shared, "ping", true, |c| Box::pin(ops::ping(c)))
@@ -336,6 +384,27 @@ impl PgClient {
     /// One round trip to the server.
     pub async fn ping(&self) -> Result<Duration, PgError> {
         call(&self.registry, &self.name, PgCall::Ping).await
+    }
+
+    /// Records missing trade ranges.
+    pub async fn record_gaps(&self, gaps: Arc<[Gap]>) -> Result<u64, PgError> {
+        call(&self.registry, &self.name, |r| PgCall::RecordGaps(gaps, r)).await
+    }
+
+    /// Every recorded gap.
+    pub async fn list_gaps(&self) -> Result<Vec<Gap>, PgError> {
+        call(&self.registry, &self.name, PgCall::ListGaps).await
+    }
+
+    /// Deletes a repaired gap.
+    pub async fn clear_gap(&self, gap: Gap) -> Result<u64, PgError> {
+        call(&self.registry, &self.name, |r| PgCall::ClearGap(gap, r)).await
+    }
+
+    /// The highest stored `trade_seq` of `instrument`.
+    pub async fn max_seq(&self, instrument: &str) -> Result<Option<i64>, PgError> {
+        let name = instrument.to_owned();
+        call(&self.registry, &self.name, |r| PgCall::MaxSeq(name, r)).await
     }
 
     /// Status, pool figures and the executor's counters (no I/O).

@@ -10,7 +10,7 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::Type;
 use tokio_postgres::{Client, Transaction};
 
-use crate::market::{Candle, Instrument, Trade};
+use crate::market::{Candle, Gap, Instrument, Trade};
 
 use super::executor::begin;
 use super::Retained;
@@ -306,4 +306,81 @@ pub(super) async fn delete_batch(
 /// One round trip.
 pub(super) async fn ping(client: &mut Client) -> Result<(), tokio_postgres::Error> {
     client.batch_execute("SELECT 1").await
+}
+
+/// Records gaps (idempotent: the same range twice is one row).
+pub(super) async fn record_gaps(
+    client: &mut Client,
+    timeout_ms: u128,
+    gaps: &[Gap],
+) -> Result<u64, tokio_postgres::Error> {
+    let names: Vec<&str> = gaps.iter().map(|g| g.instrument_name.as_str()).collect();
+    let froms: Vec<i64> = gaps.iter().map(|g| g.from_seq).collect();
+    let tos: Vec<i64> = gaps.iter().map(|g| g.to_seq).collect();
+    let tx = begin(client, timeout_ms).await?;
+    let n = tx
+        .execute_typed(
+            "INSERT INTO trade_gaps (instrument_name, from_seq, to_seq)
+             SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[])
+             ON CONFLICT DO NOTHING",
+            &[
+                (&names, Type::TEXT_ARRAY),
+                (&froms, Type::INT8_ARRAY),
+                (&tos, Type::INT8_ARRAY),
+            ],
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(n)
+}
+
+/// Every recorded gap, oldest first.
+pub(super) async fn list_gaps(client: &mut Client) -> Result<Vec<Gap>, tokio_postgres::Error> {
+    let rows = client
+        .query_typed(
+            "SELECT instrument_name, from_seq, to_seq FROM trade_gaps
+             ORDER BY instrument_name, from_seq",
+            &[],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Gap {
+                instrument_name: r.try_get(0)?,
+                from_seq: r.try_get(1)?,
+                to_seq: r.try_get(2)?,
+            })
+        })
+        .collect()
+}
+
+/// Deletes one repaired gap.
+pub(super) async fn clear_gap(
+    client: &mut Client,
+    gap: &Gap,
+) -> Result<u64, tokio_postgres::Error> {
+    client
+        .execute_typed(
+            "DELETE FROM trade_gaps WHERE instrument_name = $1 AND from_seq = $2 AND to_seq = $3",
+            &[
+                (&gap.instrument_name, Type::TEXT),
+                (&gap.from_seq, Type::INT8),
+                (&gap.to_seq, Type::INT8),
+            ],
+        )
+        .await
+}
+
+/// The highest stored `trade_seq` of an instrument.
+pub(super) async fn max_seq(
+    client: &mut Client,
+    instrument: &str,
+) -> Result<Option<i64>, tokio_postgres::Error> {
+    let row = client
+        .query_typed_one(
+            "SELECT max(trade_seq) FROM trades WHERE instrument_name = $1",
+            &[(&instrument, Type::TEXT)],
+        )
+        .await?;
+    row.try_get(0)
 }

@@ -63,6 +63,8 @@ pub enum RedisCall {
         streams: Vec<String>,
         /// Entries per stream at most.
         count: usize,
+        /// `>` for new entries, `0` for the consumer's own pending ones.
+        from: String,
         /// Answer: per stream, its entries.
         reply: Reply<Vec<(String, Vec<StreamEntry>)>>,
     },
@@ -104,6 +106,8 @@ pub enum RedisCall {
     LeaseRelease(String, String, Reply<bool>),
     /// One round trip.
     Ping(Reply<Duration>),
+    /// The newest entry of a stream.
+    LastEntry(String, Reply<Option<StreamEntry>>),
 }
 
 impl Recordable for RedisCall {
@@ -119,6 +123,7 @@ impl Recordable for RedisCall {
             RedisCall::LeaseRenew(..) => "LeaseRenew",
             RedisCall::LeaseRelease(..) => "LeaseRelease",
             RedisCall::Ping(_) => "Ping",
+            RedisCall::LastEntry(..) => "LastEntry",
         }
     }
 
@@ -159,6 +164,7 @@ impl Recordable for RedisCall {
             RedisCall::LeaseRenew(key, owner, ttl, _) => format!("{key} for {owner}, {ttl:?}"),
             RedisCall::LeaseRelease(key, owner, _) => format!("{key} by {owner}"),
             RedisCall::Ping(_) => "ping".into(),
+            RedisCall::LastEntry(stream, _) => stream.clone(),
         }
     }
 }
@@ -339,6 +345,7 @@ impl Resource for Redis {
                 consumer,
                 streams,
                 count,
+                from,
                 reply,
             } => {
                 let keys: Vec<String> = streams.iter().map(|s| shared.key(s)).collect();
@@ -347,7 +354,7 @@ impl Resource for Redis {
                 let result = shared
                     .guarded("read_group", |c| {
                         Box::pin(async move {
-                            ops::read_group(c, &group, &consumer, &keys, count, block).await
+                            ops::read_group(c, &group, &consumer, &keys, count, block, &from).await
                         })
                     })
                     .await
@@ -432,6 +439,15 @@ impl Resource for Redis {
                     .await;
                 let _ = reply.send(result);
             }
+            RedisCall::LastEntry(stream, reply) => {
+                let key = shared.key(&stream);
+                let result = shared
+                    .guarded("last_entry", |c| {
+                        Box::pin(async move { ops::last_entry(c, &key).await })
+                    })
+                    .await;
+                let _ = reply.send(result);
+            }
             RedisCall::Ping(reply) => {
                 let started = Instant::now();
                 let result = shared
@@ -511,13 +527,42 @@ impl RedisClient {
         streams: &[String],
         count: usize,
     ) -> Result<Vec<(String, Vec<StreamEntry>)>, RedisError> {
-        let (group, consumer, streams) = (group.to_owned(), consumer.to_owned(), streams.to_vec());
+        self.read_group_from(group, consumer, streams, count, ">")
+            .await
+    }
+
+    /// Entries for `consumer` from `from`: `>` for new ones, `0` for its own
+    /// pending ones (read but never acknowledged before a restart).
+    pub async fn read_group_from(
+        &self,
+        group: &str,
+        consumer: &str,
+        streams: &[String],
+        count: usize,
+        from: &str,
+    ) -> Result<Vec<(String, Vec<StreamEntry>)>, RedisError> {
+        let (group, consumer, streams, from) = (
+            group.to_owned(),
+            consumer.to_owned(),
+            streams.to_vec(),
+            from.to_owned(),
+        );
         call(&self.registry, &self.name, |reply| RedisCall::ReadGroup {
             group,
             consumer,
             streams,
             count,
+            from,
             reply,
+        })
+        .await
+    }
+
+    /// The newest entry of `stream`.
+    pub async fn last_entry(&self, stream: &str) -> Result<Option<StreamEntry>, RedisError> {
+        let stream = stream.to_owned();
+        call(&self.registry, &self.name, |r| {
+            RedisCall::LastEntry(stream, r)
         })
         .await
     }

@@ -75,7 +75,8 @@ pub(super) async fn create_group(
     }
 }
 
-/// `XREADGROUP GROUP g c COUNT n BLOCK ms STREAMS k... >...`: new entries only.
+/// `XREADGROUP GROUP g c COUNT n BLOCK ms STREAMS k... id...`: with `>`, new
+/// entries; with `0`, the consumer's own pending entries (after a restart).
 pub(super) async fn read_group(
     conn: &mut MultiplexedConnection,
     group: &str,
@@ -83,6 +84,7 @@ pub(super) async fn read_group(
     keys: &[String],
     count: usize,
     block: Duration,
+    from: &str,
 ) -> Result<Vec<(String, Vec<StreamEntry>)>, DriverError> {
     let mut cmd = redis::cmd("XREADGROUP");
     cmd.arg("GROUP")
@@ -95,7 +97,7 @@ pub(super) async fn read_group(
         .arg("STREAMS")
         .arg(keys);
     for _ in keys {
-        cmd.arg(">");
+        cmd.arg(from);
     }
     let reply: Value = cmd.query_async(conn).await?;
     replies::streams(reply)
@@ -256,4 +258,20 @@ pub(super) async fn lease_release(
 /// One round trip.
 pub(super) async fn ping(conn: &mut MultiplexedConnection) -> Result<(), DriverError> {
     redis::cmd("PING").query_async(conn).await
+}
+
+/// The newest entry of a stream (`XREVRANGE key + - COUNT 1`).
+pub(super) async fn last_entry(
+    conn: &mut MultiplexedConnection,
+    key: &str,
+) -> Result<Option<StreamEntry>, DriverError> {
+    let reply: Value = redis::cmd("XREVRANGE")
+        .arg(key)
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1)
+        .query_async(conn)
+        .await?;
+    Ok(replies::entries(reply)?.into_iter().next())
 }
