@@ -34,7 +34,7 @@ pub enum StartError {
 pub struct Runtime {
     config: SupervisorConfig,
     children: Vec<ChildSpec>,
-    message_ring: usize,
+    registry: Registry,
 }
 
 impl Runtime {
@@ -43,16 +43,22 @@ impl Runtime {
         Self {
             config,
             children: Vec::new(),
-            message_ring: keel_actors::registry::DEFAULT_RING_CAPACITY,
+            registry: Registry::default(),
         }
+    }
+
+    /// The registry the tree will report into; children that reach other
+    /// actors by name (workers reaching resources) are built with it.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 
     /// The tree `config` describes (resources first, then services), ready to start.
     pub fn from_config(config: &crate::config::Config) -> Self {
-        crate::tree::children(config).into_iter().fold(
-            Self::new(config.supervisor.clone()).message_ring(config.registry.message_ring),
-            Self::child,
-        )
+        let runtime =
+            Self::new(config.supervisor.clone()).message_ring(config.registry.message_ring);
+        let children = crate::tree::children(config, runtime.registry());
+        children.into_iter().fold(runtime, Self::child)
     }
 
     /// Appends a child; children start in the order they are added.
@@ -62,15 +68,15 @@ impl Runtime {
     }
 
     /// How many recent messages each actor keeps (0: count only).
-    pub fn message_ring(mut self, capacity: usize) -> Self {
-        self.message_ring = capacity;
+    pub fn message_ring(self, capacity: usize) -> Self {
+        self.registry.set_ring_capacity(capacity);
         self
     }
 
     /// Starts the root supervisor and all its children in order; returns once each
     /// child has started (or failed and been scheduled for a restart).
     pub async fn start(self) -> Result<RuntimeHandle, StartError> {
-        let registry = Registry::new(self.message_ring);
+        let registry = self.registry;
         // The root is registered before its children, so it never collides.
         let probe = registry
             .register(ROOT, ActorKind::Supervisor, None)

@@ -2,6 +2,12 @@
 
 use keel_actors::resource::pg::Postgres;
 use keel_actors::resource::redis::Redis;
+use keel_actors::service::distributor::{Distributor, DistributorArgs};
+use keel_actors::service::gaps::{GapRepair, GapRepairArgs};
+use keel_actors::service::receiver::{Continuity, Receiver, ReceiverArgs};
+use keel_actors::sim::SimActor;
+
+use keel_actors::registry::Registry;
 
 use crate::config::Config;
 use crate::supervisor::ChildSpec;
@@ -10,11 +16,80 @@ use crate::supervisor::ChildSpec;
 pub const PG: &str = "pg";
 /// RedisActor's registry name.
 pub const REDIS: &str = "redis";
+/// The embedded simulator's registry name.
+pub const SIM: &str = "sim";
+/// The receiver's registry name.
+pub const RECEIVER: &str = "receiver";
+/// The distributor's registry name.
+pub const DISTRIBUTOR: &str = "distributor";
+/// The gap repair task's registry name.
+pub const GAP_REPAIR: &str = "backfill-gaps";
 
 /// Every child `config` asks for, in start order: resources before the services
 /// that use them.
-pub fn children(config: &Config) -> Vec<ChildSpec> {
-    vec![resources::postgres(config), resources::redis(config)]
+pub fn children(config: &Config, registry: &Registry) -> Vec<ChildSpec> {
+    let mut children = vec![resources::postgres(config), resources::redis(config)];
+    if config.sim.in_daemon {
+        let sim = config.sim.clone();
+        children.push(ChildSpec::resource(SIM, move |ctx| {
+            SimActor::spawn(sim.clone(), ctx)
+        }));
+    }
+    // The distributor starts before the receiver, so a shutdown stops the
+    // producer first and the consumer last.
+    if config.distributor.enabled {
+        let args = DistributorArgs {
+            config: config.distributor.clone(),
+            instruments: config.receiver.instruments.clone(),
+            registry: registry.clone(),
+            redis: REDIS.into(),
+            pg: PG.into(),
+        };
+        children.push(ChildSpec::worker(DISTRIBUTOR, move |ctx| {
+            Distributor::spawn(args.clone(), ctx)
+        }));
+    }
+    if config.receiver.enabled {
+        let args = ReceiverArgs {
+            config: config.receiver.clone(),
+            registry: registry.clone(),
+            redis: REDIS.into(),
+            pg: PG.into(),
+            continuity: Continuity::default(),
+        };
+        children.push(ChildSpec::worker(RECEIVER, move |ctx| {
+            Receiver::spawn(args.clone(), ctx)
+        }));
+    }
+    children
+}
+
+/// The resources plus the one task `name`, for `keel task`; `None` for a task
+/// this build does not have.
+pub fn task(
+    config: &Config,
+    registry: &Registry,
+    name: &str,
+    args: &[String],
+) -> Option<Result<Vec<ChildSpec>, String>> {
+    let spec = match (name, args) {
+        ("backfill", [flag]) if flag == "--gaps" => {
+            let args = GapRepairArgs {
+                registry: registry.clone(),
+                pg: PG.into(),
+                http_url: config.backfill.http_url.clone(),
+                instruments: config.receiver.instruments.clone(),
+            };
+            ChildSpec::task(GAP_REPAIR, move |ctx| GapRepair::spawn(args.clone(), ctx))
+        }
+        ("backfill", _) => return Some(Err("usage: keel task backfill --gaps".into())),
+        _ => return None,
+    };
+    Some(Ok(vec![
+        resources::postgres(config),
+        resources::redis(config),
+        spec,
+    ]))
 }
 
 mod resources {

@@ -15,4 +15,5 @@ pub mod recorded;
 pub mod registry;
 pub mod resource;
 pub mod secret;
+pub mod service;
 pub mod sim;

@@ -1,19 +1,64 @@
-//! `keel task NAME`: one run-once task under the same tree as the daemon.
+//! `keel task NAME`: one run-once task under the same tree as the daemon (the
+//! resources plus that task); the exit code is the task's result.
 
 use crate::config::Config;
-use crate::exit_code;
+use crate::runtime::Runtime;
+use crate::{exit_code, tree, TaskOutcome};
 
-/// The tasks this build can run. Each arrives with its service (backfill, janitor,
-/// instruments); `RuntimeHandle::task_outcome` already turns a task's end into
-/// this command's exit code.
-const TASKS: &[&str] = &[];
+use super::signals::ShutdownSignals;
 
-pub(super) async fn run(_config: &Config, name: &str, _args: &[String]) -> u8 {
-    let known = if TASKS.is_empty() {
-        "none in this build".to_owned()
-    } else {
-        TASKS.join(", ")
+/// The tasks this build can run, for the usage message.
+const TASKS: &str = "backfill --gaps";
+
+pub(super) async fn run(config: &Config, name: &str, args: &[String]) -> u8 {
+    let runtime =
+        Runtime::new(config.supervisor.clone()).message_ring(config.registry.message_ring);
+    let specs = match tree::task(config, runtime.registry(), name, args) {
+        Some(Ok(specs)) => specs,
+        Some(Err(usage)) => {
+            tracing::error!(task = %name, %usage, "Bad task arguments.");
+            return exit_code::USAGE;
+        }
+        None => {
+            tracing::error!(task = %name, known = TASKS, "Unknown task.");
+            return exit_code::USAGE;
+        }
     };
-    tracing::error!(task = %name, %known, "Unknown task.");
-    exit_code::USAGE
+    let Some(task) = specs.last().map(|s| s.name.clone()) else {
+        return exit_code::USAGE;
+    };
+    let mut signals = match ShutdownSignals::install() {
+        Ok(signals) => signals,
+        Err(error) => {
+            tracing::error!(%error, "Cannot install signal handlers.");
+            return exit_code::SUPERVISOR_GAVE_UP;
+        }
+    };
+    let handle = match specs
+        .into_iter()
+        .fold(runtime, Runtime::child)
+        .start()
+        .await
+    {
+        Ok(handle) => handle,
+        Err(error) => {
+            tracing::error!(%error, "The task's tree could not start.");
+            return exit_code::SUPERVISOR_GAVE_UP;
+        }
+    };
+    let outcome = tokio::select! {
+        outcome = handle.task_outcome(&task) => outcome,
+        signal = signals.next() => {
+            tracing::warn!(signal, %task, "Interrupted; stopping the task (it can be run again).");
+            TaskOutcome::Failed(format!("interrupted by {signal}"))
+        }
+    };
+    handle.shutdown().await;
+    match &outcome {
+        TaskOutcome::Succeeded => tracing::info!(%task, "Task finished."),
+        TaskOutcome::Failed(reason) | TaskOutcome::GaveUp(reason) => {
+            tracing::error!(%task, %reason, "Task failed.")
+        }
+    }
+    outcome.exit_code()
 }

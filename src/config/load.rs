@@ -180,19 +180,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let secret = dir.path().join("pg");
         std::fs::write(&secret, "s3cret\n").unwrap();
-        let env = vec![
+        let env = |names: &[&str]| -> Vec<(String, String)> {
+            names
+                .iter()
+                .map(|n| (n.to_string(), secret.display().to_string()))
+                .collect()
+        };
+        let files = [
+            ("conf/keel.toml", env(&[])),
             (
-                "KEEL__POSTGRES__PASSWORD_FILE".to_owned(),
-                secret.display().to_string(),
-            ),
-            (
-                "KEEL__REDIS__PASSWORD_FILE".to_owned(),
-                secret.display().to_string(),
+                "conf/production.example.toml",
+                env(&[
+                    "KEEL__POSTGRES__PASSWORD_FILE",
+                    "KEEL__REDIS__PASSWORD_FILE",
+                    "KEEL__RECEIVER__CLIENT_SECRET_FILE",
+                ]),
             ),
         ];
-        for file in ["conf/keel.toml", "conf/production.example.toml"] {
+        for (file, vars) in files {
             let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
-            match Config::load_with_env(&path, env.clone()) {
+            match Config::load_with_env(&path, vars) {
                 Ok(config) => {
                     let printed = config.to_redacted_toml().unwrap();
                     assert!(!printed.contains("s3cret"), "{printed}");

@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use keel_actors::resource::pg::PostgresConfig;
 use keel_actors::resource::redis::RedisConfig;
+use keel_actors::service::distributor::DistributorConfig;
+use keel_actors::service::receiver::ReceiverConfig;
 use keel_actors::sim::SimConfig;
 
 use crate::supervisor::SupervisorConfig;
@@ -37,6 +39,36 @@ pub struct Config {
     /// `keel sim`, the local exchange.
     #[serde(default)]
     pub sim: SimConfig,
+    /// The receiver: exchange WebSocket to Redis.
+    #[serde(default)]
+    pub receiver: ReceiverConfig,
+    /// The distributor: Redis to PostgreSQL.
+    #[serde(default)]
+    pub distributor: DistributorConfig,
+    /// History repair.
+    #[serde(default)]
+    pub backfill: BackfillConfig,
+}
+
+/// The `[backfill]` section.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackfillConfig {
+    /// The exchange's HTTP base URL (`https://www.deribit.com` in production).
+    #[serde(default = "default_http_url")]
+    pub http_url: String,
+}
+
+fn default_http_url() -> String {
+    "http://127.0.0.1:8765".into()
+}
+
+impl Default for BackfillConfig {
+    fn default() -> Self {
+        Self {
+            http_url: default_http_url(),
+        }
+    }
 }
 
 /// The `[registry]` section.
@@ -68,6 +100,8 @@ impl Config {
             ("postgres", self.postgres.problems()),
             ("redis", self.redis.problems()),
             ("sim", self.sim.problems()),
+            ("receiver", self.receiver.problems()),
+            ("distributor", self.distributor.problems()),
         ];
         sections
             .into_iter()

@@ -5,6 +5,7 @@
 
 pub mod channel;
 pub mod codes;
+pub mod http;
 mod jsonrpc;
 pub mod model;
 

@@ -14,6 +14,7 @@ pub use ring::MessageRecord;
 pub use snapshot::{ActorSnapshot, TreeSnapshot};
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
@@ -27,7 +28,7 @@ pub const DEFAULT_RING_CAPACITY: usize = 64;
 #[derive(Clone, Debug)]
 pub struct Registry {
     entries: Arc<RwLock<BTreeMap<String, Arc<Entry>>>>,
-    ring_capacity: usize,
+    ring_capacity: Arc<AtomicUsize>,
 }
 
 impl Default for Registry {
@@ -47,8 +48,13 @@ impl Registry {
     pub fn new(ring_capacity: usize) -> Self {
         Self {
             entries: Arc::default(),
-            ring_capacity,
+            ring_capacity: Arc::new(AtomicUsize::new(ring_capacity)),
         }
+    }
+
+    /// How many recent messages actors registered from now on keep.
+    pub fn set_ring_capacity(&self, ring_capacity: usize) {
+        self.ring_capacity.store(ring_capacity, Ordering::Relaxed);
     }
 
     /// Adds an actor and returns the probe it reports through.
@@ -66,7 +72,7 @@ impl Registry {
             name,
             kind,
             parent.map(str::to_owned),
-            self.ring_capacity,
+            self.ring_capacity.load(Ordering::Relaxed),
         ));
         entries.insert(name.to_owned(), Arc::clone(&entry));
         Ok(Probe::new(entry))

@@ -64,6 +64,10 @@ impl Default for RateLimits {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SimConfig {
+    /// Whether `keel run` hosts the simulator as a supervised child (the local
+    /// default; never in production).
+    #[serde(default)]
+    pub in_daemon: bool,
     /// Where it listens (WebSocket, HTTP and `/sim/` on one port).
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
@@ -112,6 +116,7 @@ fn default_min_heartbeat() -> Duration {
 impl Default for SimConfig {
     fn default() -> Self {
         Self {
+            in_daemon: false,
             listen: default_listen(),
             seed: default_seed(),
             instruments: Vec::new(),

@@ -6,6 +6,7 @@
 //! faults on `POST /sim/faults`. It is what every integration test and benchmark
 //! of Keel runs against.
 
+mod actor;
 mod auth;
 mod catalog;
 mod config;
@@ -19,6 +20,7 @@ mod rng;
 mod server;
 mod session;
 
+pub use actor::SimActor;
 pub use auth::signature;
 pub use config::{RateLimits, SimConfig};
 pub use exchange::{InstrumentStats, SimStats};

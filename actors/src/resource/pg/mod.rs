@@ -62,6 +62,8 @@ pub enum PgCall {
     ClearGap(Gap, Reply<u64>),
     /// The highest stored `trade_seq` of an instrument.
     MaxSeq(String, Reply<Option<i64>>),
+    /// Holes in an instrument's stored `trade_seq`s.
+    FindHoles(String, Reply<Vec<Gap>>),
 }
 
 impl Recordable for PgCall {
@@ -76,6 +78,7 @@ impl Recordable for PgCall {
             PgCall::ListGaps(_) => "ListGaps",
             PgCall::ClearGap(..) => "ClearGap",
             PgCall::MaxSeq(..) => "MaxSeq",
+            PgCall::FindHoles(..) => "FindHoles",
         }
     }
 
@@ -102,7 +105,7 @@ impl Recordable for PgCall {
             PgCall::ClearGap(g, _) => {
                 format!("{} {}..={}", g.instrument_name, g.from_seq, g.to_seq)
             }
-            PgCall::MaxSeq(name, _) => name.clone(),
+            PgCall::MaxSeq(name, _) | PgCall::FindHoles(name, _) => name.clone(),
         }
     }
 }
@@ -274,6 +277,14 @@ impl Resource for Postgres {
                 .await;
                 let _ = reply.send(result);
             }
+            PgCall::FindHoles(name, reply) => {
+                let result = executor::execute(&shared, "find_holes", true, |c| {
+                    let name = name.clone();
+                    Box::pin(async move { ops::find_holes(c, &name).await })
+                })
+                .await;
+                let _ = reply.send(result);
+            }
             PgCall::Ping(reply) => {
                 let started = Instant::now();
                 let result = executor::execute(&shared, "ping", true, |c| Box::pin(ops::ping(c)))
@@ -405,6 +416,12 @@ impl PgClient {
     pub async fn max_seq(&self, instrument: &str) -> Result<Option<i64>, PgError> {
         let name = instrument.to_owned();
         call(&self.registry, &self.name, |r| PgCall::MaxSeq(name, r)).await
+    }
+
+    /// Holes in `instrument`'s stored `trade_seq`s.
+    pub async fn find_holes(&self, instrument: &str) -> Result<Vec<Gap>, PgError> {
+        let name = instrument.to_owned();
+        call(&self.registry, &self.name, |r| PgCall::FindHoles(name, r)).await
     }
 
     /// Status, pool figures and the executor's counters (no I/O).

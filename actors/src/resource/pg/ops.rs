@@ -371,6 +371,31 @@ pub(super) async fn clear_gap(
         .await
 }
 
+/// Holes in an instrument's stored `trade_seq`s, whatever their cause.
+pub(super) async fn find_holes(
+    client: &mut Client,
+    instrument: &str,
+) -> Result<Vec<Gap>, tokio_postgres::Error> {
+    let rows = client
+        .query_typed(
+            "SELECT trade_seq + 1, next_seq - 1 FROM (
+                 SELECT trade_seq, lead(trade_seq) OVER (ORDER BY trade_seq) AS next_seq
+                 FROM trades WHERE instrument_name = $1) s
+             WHERE next_seq > trade_seq + 1",
+            &[(&instrument, Type::TEXT)],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Gap {
+                instrument_name: instrument.to_owned(),
+                from_seq: r.try_get(0)?,
+                to_seq: r.try_get(1)?,
+            })
+        })
+        .collect()
+}
+
 /// The highest stored `trade_seq` of an instrument.
 pub(super) async fn max_seq(
     client: &mut Client,

@@ -1,0 +1,219 @@
+//! Gap repair (`keel task backfill --gaps`): fills every recorded trade gap, every
+//! hole in the stored sequence, and the tail between the newest stored trade and
+//! the exchange's newest, from the exchange's history paged by `trade_seq`, then
+//! clears what it repaired.
+//!
+//! Resumable: inserts are idempotent and a gap is cleared only once filled, so a
+//! killed run is simply run again.
+
+use std::time::Duration;
+
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SpawnErr};
+
+use crate::child::{spawn_recorded, StartContext};
+use crate::delay::BackoffConfig;
+use crate::deribit::http::{HttpClient, HttpError};
+use crate::deribit::model::TradesPage;
+use crate::market::{Gap, Trade};
+use crate::recorded::Recordable;
+use crate::registry::{Probe, Registry};
+use crate::resource::pg::PgClient;
+
+/// Trades per history request (Deribit's maximum).
+const PAGE: usize = 1000;
+/// Attempts at one page while the exchange says "too many requests".
+const RATE_LIMIT_ATTEMPTS: u32 = 8;
+
+/// What gap repair is started with.
+#[derive(Clone, Debug)]
+pub struct GapRepairArgs {
+    /// The tree's registry.
+    pub registry: Registry,
+    /// PgActor's name.
+    pub pg: String,
+    /// The exchange's HTTP base URL.
+    pub http_url: String,
+    /// Instruments whose tail is checked against the exchange.
+    pub instruments: Vec<String>,
+}
+
+/// Messages gap repair handles.
+#[derive(Debug)]
+pub enum GapRepairMsg {
+    /// The work finished, with how many trades it stored, or failed.
+    Finished(Result<u64, String>),
+}
+
+impl Recordable for GapRepairMsg {
+    fn kind(&self) -> &'static str {
+        "Finished"
+    }
+
+    fn summary(&self) -> String {
+        match self {
+            GapRepairMsg::Finished(Ok(n)) => format!("repaired, {n} trades stored"),
+            GapRepairMsg::Finished(Err(e)) => e.clone(),
+        }
+    }
+}
+
+/// The gap repair task.
+#[derive(Debug, Default)]
+pub struct GapRepair;
+
+impl GapRepair {
+    /// Spawns the task; use as a child factory.
+    pub async fn spawn(args: GapRepairArgs, ctx: StartContext) -> Result<ActorCell, SpawnErr> {
+        let args = (args, ctx.probe.clone());
+        spawn_recorded(GapRepair, args, ctx).await
+    }
+}
+
+impl Actor for GapRepair {
+    type Msg = GapRepairMsg;
+    type State = ();
+    type Arguments = (GapRepairArgs, Probe);
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<GapRepairMsg>,
+        (args, probe): (GapRepairArgs, Probe),
+    ) -> Result<(), ActorProcessingErr> {
+        tokio::spawn(async move {
+            let result = repair(&args, &probe).await.map_err(|e| e.to_string());
+            let _ = myself.cast(GapRepairMsg::Finished(result));
+        });
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<GapRepairMsg>,
+        message: GapRepairMsg,
+        _: &mut (),
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            GapRepairMsg::Finished(Ok(stored)) => {
+                tracing::info!(stored, "Gap repair finished.");
+                myself.stop(Some("done".into()));
+                Ok(())
+            }
+            GapRepairMsg::Finished(Err(reason)) => Err(reason.into()),
+        }
+    }
+}
+
+/// Why a repair run failed (the supervisor retries it).
+#[derive(Debug, thiserror::Error)]
+enum RepairError {
+    #[error(transparent)]
+    Pg(#[from] crate::resource::pg::PgError),
+    #[error(transparent)]
+    Exchange(#[from] HttpError),
+}
+
+async fn repair(args: &GapRepairArgs, probe: &Probe) -> Result<u64, RepairError> {
+    let pg = PgClient::new(args.registry.clone(), &args.pg);
+    let exchange = HttpClient::new(&args.http_url, Duration::from_secs(30))?;
+    let mut gaps = pg.list_gaps().await?;
+    for instrument in &args.instruments {
+        // Holes nobody recorded (a Redis that lost entries, say) are found in the
+        // table itself.
+        gaps.extend(pg.find_holes(instrument).await?);
+        let newest: TradesPage = call(&exchange, instrument, None, None, 1, "desc").await?;
+        let (Some(newest), Some(stored)) = (newest.trades.first(), pg.max_seq(instrument).await?)
+        else {
+            continue;
+        };
+        if newest.trade_seq > stored {
+            gaps.push(Gap {
+                instrument_name: instrument.clone(),
+                from_seq: stored + 1,
+                to_seq: newest.trade_seq,
+            });
+        }
+    }
+    gaps.sort();
+    gaps.dedup();
+    let total = gaps.len();
+    let mut stored = 0;
+    for (done, gap) in gaps.into_iter().enumerate() {
+        stored += fill(&exchange, &pg, &gap).await?;
+        // Tail gaps were never recorded; deleting them is a no-op.
+        pg.clear_gap(gap.clone()).await?;
+        probe.set_detail(
+            "progress",
+            serde_json::json!({"gaps_done": done + 1, "gaps": total, "trades_stored": stored}),
+        );
+        tracing::info!(instrument = %gap.instrument_name, from = gap.from_seq, to = gap.to_seq, done = done + 1, total, "Gap repaired.");
+    }
+    Ok(stored)
+}
+
+/// Pages through `gap` by `trade_seq`; returns how many trades were new.
+async fn fill(exchange: &HttpClient, pg: &PgClient, gap: &Gap) -> Result<u64, RepairError> {
+    let mut next = gap.from_seq;
+    let mut stored = 0;
+    while next <= gap.to_seq {
+        let page = call(
+            exchange,
+            &gap.instrument_name,
+            Some(next),
+            Some(gap.to_seq),
+            PAGE,
+            "asc",
+        )
+        .await?;
+        let trades: Vec<Trade> = page
+            .trades
+            .iter()
+            .filter_map(|t| t.to_trade().ok())
+            .collect();
+        let Some(last) = page.trades.last().map(|t| t.trade_seq) else {
+            tracing::error!(instrument = %gap.instrument_name, from = next, to = gap.to_seq,
+                "The exchange no longer has these trades; they cannot be repaired.");
+            break;
+        };
+        stored += pg.insert_trades(trades.into()).await?;
+        next = last + 1;
+    }
+    Ok(stored)
+}
+
+/// `get_last_trades_by_instrument`, backing off while the exchange says 10028.
+async fn call(
+    exchange: &HttpClient,
+    instrument: &str,
+    start_seq: Option<i64>,
+    end_seq: Option<i64>,
+    count: usize,
+    sorting: &str,
+) -> Result<TradesPage, HttpError> {
+    let mut params = vec![
+        ("instrument_name", instrument.to_owned()),
+        ("count", count.to_string()),
+        ("sorting", sorting.to_owned()),
+    ];
+    if let Some(s) = start_seq {
+        params.push(("start_seq", s.to_string()));
+    }
+    if let Some(e) = end_seq {
+        params.push(("end_seq", e.to_string()));
+    }
+    let mut backoff = BackoffConfig::default().sequence();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match exchange
+            .public("get_last_trades_by_instrument", &params)
+            .await
+        {
+            Err(e) if e.is_rate_limit() && attempt < RATE_LIMIT_ATTEMPTS => {
+                let delay = backoff.next_delay();
+                tracing::warn!(?delay, "The exchange asks to slow down; waiting.");
+                tokio::time::sleep(delay).await;
+            }
+            other => return other,
+        }
+    }
+}

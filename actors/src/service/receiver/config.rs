@@ -1,0 +1,146 @@
+//! The `[receiver]` section.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::secret::Secret;
+
+/// How the receiver connects to the exchange and hands trades to Redis.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiverConfig {
+    /// Whether the daemon runs a receiver.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// The exchange's WebSocket endpoint.
+    #[serde(default = "default_url")]
+    pub url: String,
+    /// Instruments whose trades are received.
+    #[serde(default = "default_instruments")]
+    pub instruments: Vec<String>,
+    /// `raw` (needs credentials), `100ms` or `agg2`.
+    #[serde(default = "default_interval")]
+    pub interval: String,
+    /// Also follow each instrument's order book (continuity checked, resynchronised on gaps).
+    #[serde(default)]
+    pub book: bool,
+    /// API key id, when the exchange wants authentication.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// Its secret (or `client_secret_file`, or `KEEL__RECEIVER__CLIENT_SECRET`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<Secret>,
+    /// `public/set_heartbeat` interval; a connection that hears nothing for twice
+    /// this long is considered dead.
+    #[serde(with = "humantime_serde", default = "default_heartbeat")]
+    pub heartbeat: Duration,
+    /// No data frame (heartbeats do not count) for this long and the connection
+    /// is considered stalled.
+    #[serde(with = "humantime_serde", default = "default_stall")]
+    pub stall_timeout: Duration,
+    /// Time allowed to connect and subscribe.
+    #[serde(with = "humantime_serde", default = "default_connect")]
+    pub connect_timeout: Duration,
+    /// Entries per Redis write.
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    /// A partial batch waits at most this long.
+    #[serde(with = "humantime_serde", default = "default_linger")]
+    pub linger: Duration,
+    /// Entries held while Redis is unreachable; beyond it the oldest trades are
+    /// dropped and recorded as gaps.
+    #[serde(default = "default_buffer")]
+    pub buffer_limit: usize,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_url() -> String {
+    "ws://127.0.0.1:8765/ws/api/v2".into()
+}
+fn default_instruments() -> Vec<String> {
+    vec!["BTC-PERPETUAL".into(), "ETH-PERPETUAL".into()]
+}
+fn default_interval() -> String {
+    "100ms".into()
+}
+fn default_heartbeat() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_stall() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_connect() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_batch() -> usize {
+    1000
+}
+fn default_linger() -> Duration {
+    Duration::from_millis(20)
+}
+fn default_buffer() -> usize {
+    200_000
+}
+
+impl Default for ReceiverConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            url: default_url(),
+            instruments: default_instruments(),
+            interval: default_interval(),
+            book: false,
+            client_id: None,
+            client_secret: None,
+            heartbeat: default_heartbeat(),
+            stall_timeout: default_stall(),
+            connect_timeout: default_connect(),
+            batch_size: default_batch(),
+            linger: default_linger(),
+            buffer_limit: default_buffer(),
+        }
+    }
+}
+
+impl ReceiverConfig {
+    /// Every problem, as `(key, what is expected)`.
+    pub fn problems(&self) -> Vec<(String, String)> {
+        let mut p = Vec::new();
+        if !(self.url.starts_with("ws://") || self.url.starts_with("wss://")) {
+            p.push(("url".into(), "a ws:// or wss:// URL".into()));
+        }
+        if !matches!(self.interval.as_str(), "raw" | "100ms" | "agg2") {
+            p.push(("interval".into(), "raw, 100ms or agg2".into()));
+        }
+        if self.interval == "raw" && self.client_id.is_none() {
+            p.push((
+                "interval".into(),
+                "100ms or agg2 without credentials (raw needs client_id)".into(),
+            ));
+        }
+        if self.client_id.is_some() != self.client_secret.is_some() {
+            p.push((
+                "client_secret".into(),
+                "client_id and client_secret together".into(),
+            ));
+        }
+        if self.heartbeat.as_secs() < 1 {
+            p.push(("heartbeat".into(), "at least 1s".into()));
+        }
+        for (key, n) in [
+            ("batch_size", self.batch_size),
+            ("buffer_limit", self.buffer_limit),
+        ] {
+            if n == 0 {
+                p.push((key.into(), "at least 1".into()));
+            }
+        }
+        if self.buffer_limit < self.batch_size {
+            p.push(("buffer_limit".into(), "at least batch_size".into()));
+        }
+        p
+    }
+}

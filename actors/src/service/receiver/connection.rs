@@ -1,0 +1,300 @@
+//! One connection to the exchange: handshake, subscriptions, and a read loop
+//! that never waits on downstream work. It returns why it ended; the receiver
+//! then fails and the supervisor reconnects with backoff.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tokio::time::{sleep_until, timeout, Instant};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+
+use super::continuity::{Continuity, Verdict};
+use super::outbox::{Outbox, Pending};
+use super::ReceiverConfig;
+use crate::deribit::model::{BookUpdate, PublicTrade};
+use crate::deribit::{parse_server_frame, Channel, Request, ServerFrame};
+use crate::registry::Probe;
+use crate::service::streams;
+
+/// Counters shown in the registry.
+#[derive(Debug, Default)]
+pub(super) struct Counters {
+    pub(super) frames: AtomicU64,
+    pub(super) trades: AtomicU64,
+    pub(super) malformed: AtomicU64,
+    pub(super) gaps: AtomicU64,
+    pub(super) book_resyncs: AtomicU64,
+    pub(super) last_data_ms: AtomicU64,
+}
+
+/// Answers queued for the writer; a full queue means the socket is stuck.
+const WRITE_QUEUE: usize = 256;
+
+pub(super) struct Connection {
+    pub(super) config: ReceiverConfig,
+    pub(super) outbox: Arc<Outbox>,
+    pub(super) continuity: Continuity,
+    pub(super) counters: Arc<Counters>,
+    pub(super) probe: Probe,
+}
+
+fn request(id: u64, method: &str, params: Value) -> String {
+    serde_json::to_string(&Request::new(id, method, params)).unwrap_or_default()
+}
+
+impl Connection {
+    fn channels(&self) -> Vec<String> {
+        let mut channels: Vec<String> = self
+            .config
+            .instruments
+            .iter()
+            .map(|i| format!("trades.{i}.{}", self.config.interval))
+            .collect();
+        if self.config.book {
+            channels.extend(
+                self.config
+                    .instruments
+                    .iter()
+                    .map(|i| format!("book.{i}.100ms")),
+            );
+        }
+        channels
+    }
+
+    /// Runs until the connection fails (the reason) or `stop` fires (`Ok`).
+    pub(super) async fn run(&self, stop: CancellationToken) -> Result<(), String> {
+        let cfg = &self.config;
+        let (ws, _) = timeout(
+            cfg.connect_timeout,
+            tokio_tungstenite::connect_async(cfg.url.as_str()),
+        )
+        .await
+        .map_err(|_| {
+            format!(
+                "no connection to {} within {:?}",
+                cfg.url, cfg.connect_timeout
+            )
+        })?
+        .map_err(|e| format!("cannot connect to {}: {e}", cfg.url))?;
+        let (mut sink, mut source) = ws.split();
+        let (to_writer, mut writer_queue) = mpsc::channel::<String>(WRITE_QUEUE);
+        let writer = tokio::spawn(async move {
+            while let Some(text) = writer_queue.recv().await {
+                if sink.send(Message::Text(text.into())).await.is_err() {
+                    return;
+                }
+            }
+            let _ = sink.close().await;
+        });
+        let result = self.session(&mut source, &to_writer, stop).await;
+        drop(to_writer);
+        let _ = writer.await;
+        result
+    }
+
+    async fn session<S>(
+        &self,
+        source: &mut S,
+        out: &mpsc::Sender<String>,
+        stop: CancellationToken,
+    ) -> Result<(), String>
+    where
+        S: futures::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+    {
+        let cfg = &self.config;
+        let send = |text: String| {
+            out.try_send(text)
+                .map_err(|_| "the socket stopped taking writes".to_owned())
+        };
+        let mut next_id = 1u64;
+        let mut expect: HashMap<u64, &'static str> = HashMap::new();
+        let mut ask =
+            |method: &'static str, params: Value, expect: &mut HashMap<u64, &'static str>| {
+                let id = next_id;
+                next_id += 1;
+                expect.insert(id, method);
+                send(request(id, method, params))
+            };
+        ask(
+            "public/hello",
+            json!({"client_name": "keel", "client_version": env!("CARGO_PKG_VERSION")}),
+            &mut expect,
+        )?;
+        ask(
+            "public/set_heartbeat",
+            json!({"interval": cfg.heartbeat.as_secs()}),
+            &mut expect,
+        )?;
+        if let (Some(id), Some(secret)) = (&cfg.client_id, &cfg.client_secret) {
+            ask(
+                "public/auth",
+                json!({"grant_type": "client_credentials", "client_id": id, "client_secret": secret.expose()}),
+                &mut expect,
+            )?;
+        }
+        let subscribe = if cfg.client_id.is_some() {
+            "private/subscribe"
+        } else {
+            "public/subscribe"
+        };
+        ask(subscribe, json!({"channels": self.channels()}), &mut expect)?;
+        self.probe.set_detail("connection", "subscribing");
+
+        let now = Instant::now();
+        let mut data_deadline = now + cfg.connect_timeout + cfg.stall_timeout;
+        let mut beat_deadline = now + cfg.connect_timeout + cfg.heartbeat * 2;
+        let mut books: HashMap<String, i64> = HashMap::new();
+        loop {
+            let frame = tokio::select! {
+                () = stop.cancelled() => return Ok(()),
+                () = sleep_until(data_deadline) => return Err(format!("no data for {:?}", cfg.stall_timeout)),
+                () = sleep_until(beat_deadline) => return Err("missed heartbeats".into()),
+                frame = source.next() => frame,
+            };
+            let text = match frame {
+                Some(Ok(Message::Text(text))) => text,
+                Some(Ok(Message::Close(_))) | None => {
+                    return Err("the exchange closed the connection".into())
+                }
+                Some(Err(e)) => return Err(format!("connection lost: {e}")),
+                Some(Ok(_)) => continue,
+            };
+            self.counters.frames.fetch_add(1, Ordering::Relaxed);
+            let frame = match parse_server_frame(text.as_str()) {
+                Ok(frame) => frame,
+                Err(error) => {
+                    self.counters.malformed.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%error, "Malformed frame from the exchange; ignored.");
+                    continue;
+                }
+            };
+            match frame {
+                ServerFrame::TestRequest | ServerFrame::Heartbeat => {
+                    beat_deadline = Instant::now() + cfg.heartbeat * 2;
+                    if matches!(frame, ServerFrame::TestRequest) {
+                        send(request(0, "public/test", json!({})))?;
+                    }
+                }
+                ServerFrame::Response(response) => {
+                    let id = response.id.as_u64().unwrap_or(0);
+                    if let (Some(method), Err(error)) = (expect.remove(&id), &response.outcome) {
+                        return Err(format!("{method} refused: {error}"));
+                    }
+                    if expect.is_empty() {
+                        self.probe.set_detail("connection", "streaming");
+                    }
+                }
+                ServerFrame::Subscription { channel, data } => {
+                    data_deadline = Instant::now() + cfg.stall_timeout;
+                    self.counters.last_data_ms.store(
+                        crate::deribit::model::to_ms(std::time::SystemTime::now()),
+                        Ordering::Relaxed,
+                    );
+                    if channel.starts_with("trades.") {
+                        self.on_trades(data.get());
+                    } else if channel.starts_with("book.") {
+                        if let Some(resync) = self.on_book(&channel, data.get(), &mut books) {
+                            send(request(
+                                0,
+                                "public/unsubscribe",
+                                json!({"channels": [resync]}),
+                            ))?;
+                            send(request(
+                                0,
+                                "public/subscribe",
+                                json!({"channels": [resync]}),
+                            ))?;
+                        }
+                    }
+                }
+                ServerFrame::Other(_) => {}
+            }
+        }
+    }
+
+    fn on_trades(&self, data: &str) {
+        let trades: Vec<PublicTrade> = match serde_json::from_str(data) {
+            Ok(trades) => trades,
+            Err(error) => {
+                self.counters.malformed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%error, "Trades payload of the wrong shape; ignored.");
+                return;
+            }
+        };
+        let mut entries = Vec::with_capacity(trades.len());
+        let mut gaps = Vec::new();
+        for trade in &trades {
+            match self
+                .continuity
+                .check(&trade.instrument_name, trade.trade_seq)
+            {
+                Verdict::Next | Verdict::Repeat => {}
+                Verdict::After(gap) => {
+                    tracing::warn!(instrument = %gap.instrument_name, from = gap.from_seq, to = gap.to_seq, "Trade gap; recorded for repair.");
+                    gaps.push(gap);
+                }
+            }
+            entries.push(Pending {
+                instrument: trade.instrument_name.clone(),
+                seq: trade.trade_seq,
+                fields: streams::encode(trade),
+            });
+        }
+        self.counters
+            .trades
+            .fetch_add(entries.len() as u64, Ordering::Relaxed);
+        self.counters
+            .gaps
+            .fetch_add(gaps.len() as u64, Ordering::Relaxed);
+        let dropped = self.outbox.push(entries, gaps);
+        if dropped > 0 {
+            tracing::warn!(
+                dropped,
+                "Redis backlog over its limit; oldest trades dropped and recorded as gaps."
+            );
+        }
+    }
+
+    /// Checks `change_id` continuity; returns the channel to resubscribe on a gap.
+    fn on_book(
+        &self,
+        channel: &str,
+        data: &str,
+        last: &mut HashMap<String, i64>,
+    ) -> Option<String> {
+        let Ok(update) = serde_json::from_str::<BookUpdate>(data) else {
+            self.counters.malformed.fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
+        if update.kind == "snapshot" {
+            last.insert(channel.to_owned(), update.change_id);
+            return None;
+        }
+        match last.get(channel) {
+            Some(prev) if update.prev_change_id == Some(*prev) => {
+                last.insert(channel.to_owned(), update.change_id);
+                None
+            }
+            // Changes before our snapshot arrived are ignored until it does.
+            None => None,
+            Some(_) => {
+                last.remove(channel);
+                self.counters.book_resyncs.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(
+                    channel,
+                    "Book gap; resubscribing that instrument for a new snapshot."
+                );
+                channel.parse::<Channel>().ok().map(|c| c.to_string())
+            }
+        }
+    }
+}
+
+/// How long to wait between attempts when Redis or PostgreSQL refuse the publisher.
+pub(super) const PUBLISH_RETRY: Duration = Duration::from_millis(200);

@@ -1,0 +1,35 @@
+//! How trades travel through Redis: one stream per instrument, one entry per
+//! trade, the exchange's JSON for the trade in field `t`.
+
+use crate::deribit::model::PublicTrade;
+use crate::market::Trade;
+use crate::resource::redis::{Fields, StreamEntry};
+
+/// The field holding a trade's JSON.
+pub const TRADE_FIELD: &str = "t";
+
+/// `trades:{instrument}`.
+pub fn trade_stream(instrument: &str) -> String {
+    format!("trades:{instrument}")
+}
+
+/// Where entries that cannot be stored go, with the reason.
+pub const DEAD_LETTER_STREAM: &str = "trades:dead";
+
+/// One trade as a stream entry.
+pub fn encode(trade: &PublicTrade) -> Fields {
+    let json = serde_json::to_vec(trade).unwrap_or_default();
+    vec![(TRADE_FIELD.to_owned(), json)]
+}
+
+/// An entry back into a trade Keel can store.
+pub fn decode(entry: &StreamEntry) -> Result<Trade, String> {
+    let raw = entry
+        .field(TRADE_FIELD)
+        .ok_or_else(|| format!("entry {} has no `{TRADE_FIELD}` field", entry.id))?;
+    let trade: PublicTrade =
+        serde_json::from_slice(raw).map_err(|e| format!("entry {}: not a trade: {e}", entry.id))?;
+    trade
+        .to_trade()
+        .map_err(|e| format!("entry {}: {e}", entry.id))
+}
