@@ -2,7 +2,9 @@
 
 use keel_actors::resource::pg::Postgres;
 use keel_actors::resource::redis::Redis;
-use keel_actors::service::distributor::{Distributor, DistributorArgs};
+use keel_actors::service::analyzer::{Analyzer, FoldCandles};
+use keel_actors::service::consumer::ConsumerArgs;
+use keel_actors::service::distributor::{Distributor, StoreTrades};
 use keel_actors::service::gaps::{GapRepair, GapRepairArgs};
 use keel_actors::service::receiver::{Continuity, Receiver, ReceiverArgs};
 use keel_actors::sim::SimActor;
@@ -22,6 +24,8 @@ pub const SIM: &str = "sim";
 pub const RECEIVER: &str = "receiver";
 /// The distributor's registry name.
 pub const DISTRIBUTOR: &str = "distributor";
+/// The analyzer's registry name.
+pub const ANALYZER: &str = "analyzer";
 /// The gap repair task's registry name.
 pub const GAP_REPAIR: &str = "backfill-gaps";
 
@@ -38,8 +42,9 @@ pub fn children(config: &Config, registry: &Registry) -> Vec<ChildSpec> {
     // The distributor starts before the receiver, so a shutdown stops the
     // producer first and the consumer last.
     if config.distributor.enabled {
-        let args = DistributorArgs {
+        let args = ConsumerArgs {
             config: config.distributor.clone(),
+            sink: StoreTrades,
             instruments: config.receiver.instruments.clone(),
             registry: registry.clone(),
             redis: REDIS.into(),
@@ -47,6 +52,21 @@ pub fn children(config: &Config, registry: &Registry) -> Vec<ChildSpec> {
         };
         children.push(ChildSpec::worker(DISTRIBUTOR, move |ctx| {
             Distributor::spawn(args.clone(), ctx)
+        }));
+    }
+    if config.analyzer.enabled {
+        let args = ConsumerArgs {
+            config: config.analyzer.clone(),
+            sink: FoldCandles {
+                resolutions: config.candles.minutes(),
+            },
+            instruments: config.receiver.instruments.clone(),
+            registry: registry.clone(),
+            redis: REDIS.into(),
+            pg: PG.into(),
+        };
+        children.push(ChildSpec::worker(ANALYZER, move |ctx| {
+            Analyzer::spawn(args.clone(), ctx)
         }));
     }
     if config.receiver.enabled {
@@ -79,6 +99,7 @@ pub fn task(
                 pg: PG.into(),
                 http_url: config.backfill.http_url.clone(),
                 instruments: config.receiver.instruments.clone(),
+                resolutions: config.candles.minutes(),
             };
             ChildSpec::task(GAP_REPAIR, move |ctx| GapRepair::spawn(args.clone(), ctx))
         }

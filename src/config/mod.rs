@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use keel_actors::resource::pg::PostgresConfig;
 use keel_actors::resource::redis::RedisConfig;
-use keel_actors::service::distributor::DistributorConfig;
+use keel_actors::service::analyzer::CandlesConfig;
+use keel_actors::service::consumer::ConsumerConfig;
 use keel_actors::service::receiver::ReceiverConfig;
 use keel_actors::sim::SimConfig;
 
@@ -44,7 +45,13 @@ pub struct Config {
     pub receiver: ReceiverConfig,
     /// The distributor: Redis to PostgreSQL.
     #[serde(default)]
-    pub distributor: DistributorConfig,
+    pub distributor: ConsumerConfig,
+    /// The analyzer: Redis to candles.
+    #[serde(default)]
+    pub analyzer: ConsumerConfig,
+    /// Which candles are maintained.
+    #[serde(default)]
+    pub candles: CandlesConfig,
     /// History repair.
     #[serde(default)]
     pub backfill: BackfillConfig,
@@ -102,6 +109,7 @@ impl Config {
             ("sim", self.sim.problems()),
             ("receiver", self.receiver.problems()),
             ("distributor", self.distributor.problems()),
+            ("analyzer", self.analyzer.problems()),
         ];
         sections
             .into_iter()

@@ -6,7 +6,8 @@
 //! Resumable: inserts are idempotent and a gap is cleared only once filled, so a
 //! killed run is simply run again.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SpawnErr};
 
@@ -35,6 +36,8 @@ pub struct GapRepairArgs {
     pub http_url: String,
     /// Instruments whose tail is checked against the exchange.
     pub instruments: Vec<String>,
+    /// Candle resolutions (minutes) recomputed over repaired spans.
+    pub resolutions: Arc<[i32]>,
 }
 
 /// Messages gap repair handles.
@@ -138,7 +141,14 @@ async fn repair(args: &GapRepairArgs, probe: &Probe) -> Result<u64, RepairError>
     let total = gaps.len();
     let mut stored = 0;
     for (done, gap) in gaps.into_iter().enumerate() {
-        stored += fill(&exchange, &pg, &gap).await?;
+        let (new, span) = fill(&exchange, &pg, &gap).await?;
+        stored += new;
+        // Candles folded in before these trades arrived are rebuilt from the table.
+        if let Some((from, to)) = span {
+            let resolutions = Arc::clone(&args.resolutions);
+            pg.recompute_candles(&gap.instrument_name, from, to, resolutions)
+                .await?;
+        }
         // Tail gaps were never recorded; deleting them is a no-op.
         pg.clear_gap(gap.clone()).await?;
         probe.set_detail(
@@ -150,10 +160,15 @@ async fn repair(args: &GapRepairArgs, probe: &Probe) -> Result<u64, RepairError>
     Ok(stored)
 }
 
-/// Pages through `gap` by `trade_seq`; returns how many trades were new.
-async fn fill(exchange: &HttpClient, pg: &PgClient, gap: &Gap) -> Result<u64, RepairError> {
+/// The times of the first and last trade a repair stored.
+type Span = Option<(SystemTime, SystemTime)>;
+
+/// Pages through `gap` by `trade_seq`; returns how many trades were new and the
+/// time span they cover.
+async fn fill(exchange: &HttpClient, pg: &PgClient, gap: &Gap) -> Result<(u64, Span), RepairError> {
     let mut next = gap.from_seq;
     let mut stored = 0;
+    let mut span: Span = None;
     while next <= gap.to_seq {
         let page = call(
             exchange,
@@ -174,10 +189,16 @@ async fn fill(exchange: &HttpClient, pg: &PgClient, gap: &Gap) -> Result<u64, Re
                 "The exchange no longer has these trades; they cannot be repaired.");
             break;
         };
+        for t in &trades {
+            span = Some(match span {
+                None => (t.timestamp, t.timestamp),
+                Some((lo, hi)) => (lo.min(t.timestamp), hi.max(t.timestamp)),
+            });
+        }
         stored += pg.insert_trades(trades.into()).await?;
         next = last + 1;
     }
-    Ok(stored)
+    Ok((stored, span))
 }
 
 /// `get_last_trades_by_instrument`, backing off while the exchange says 10028.

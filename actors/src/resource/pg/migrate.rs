@@ -30,6 +30,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "trade_gaps",
         sql: include_str!("migrations/V002__trade_gaps.sql"),
     },
+    Migration {
+        version: 3,
+        name: "candle_progress",
+        sql: include_str!("migrations/V003__candle_progress.sql"),
+    },
 ];
 
 /// Any constant works; it only has to be the same for every Keel.

@@ -64,6 +64,10 @@ pub enum PgCall {
     MaxSeq(String, Reply<Option<i64>>),
     /// Holes in an instrument's stored `trade_seq`s.
     FindHoles(String, Reply<Vec<Gap>>),
+    /// Folds trades into candles of these resolutions (minutes), each trade once.
+    FoldCandles(Arc<[Trade]>, Arc<[i32]>, Reply<u64>),
+    /// Recomputes candles of an instrument over a time span from `trades`.
+    RecomputeCandles(String, SystemTime, SystemTime, Arc<[i32]>, Reply<u64>),
 }
 
 impl Recordable for PgCall {
@@ -79,6 +83,8 @@ impl Recordable for PgCall {
             PgCall::ClearGap(..) => "ClearGap",
             PgCall::MaxSeq(..) => "MaxSeq",
             PgCall::FindHoles(..) => "FindHoles",
+            PgCall::FoldCandles(..) => "FoldCandles",
+            PgCall::RecomputeCandles(..) => "RecomputeCandles",
         }
     }
 
@@ -106,6 +112,14 @@ impl Recordable for PgCall {
                 format!("{} {}..={}", g.instrument_name, g.from_seq, g.to_seq)
             }
             PgCall::MaxSeq(name, _) | PgCall::FindHoles(name, _) => name.clone(),
+            PgCall::FoldCandles(trades, resolutions, _) => {
+                format!("{} trades into {:?}", trades.len(), resolutions)
+            }
+            PgCall::RecomputeCandles(name, from, to, _, _) => format!(
+                "{name} {}..{}",
+                crate::market::describe_time(*from),
+                crate::market::describe_time(*to)
+            ),
         }
     }
 }
@@ -285,6 +299,24 @@ impl Resource for Postgres {
                 .await;
                 let _ = reply.send(result);
             }
+            PgCall::FoldCandles(trades, resolutions, reply) => {
+                let result = executor::execute(&shared, "fold_candles", true, |c| {
+                    let (trades, resolutions) = (Arc::clone(&trades), Arc::clone(&resolutions));
+                    Box::pin(async move { ops::fold_candles(c, ms, &trades, &resolutions).await })
+                })
+                .await;
+                let _ = reply.send(result);
+            }
+            PgCall::RecomputeCandles(name, from, to, resolutions, reply) => {
+                let result = executor::execute(&shared, "recompute_candles", true, |c| {
+                    let (name, resolutions) = (name.clone(), Arc::clone(&resolutions));
+                    Box::pin(async move {
+                        ops::recompute_candles(c, ms, &name, from, to, &resolutions).await
+                    })
+                })
+                .await;
+                let _ = reply.send(result);
+            }
             PgCall::Ping(reply) => {
                 let started = Instant::now();
                 let result = executor::execute(&shared, "ping", true, |c| Box::pin(ops::ping(c)))
@@ -422,6 +454,33 @@ impl PgClient {
     pub async fn find_holes(&self, instrument: &str) -> Result<Vec<Gap>, PgError> {
         let name = instrument.to_owned();
         call(&self.registry, &self.name, |r| PgCall::FindHoles(name, r)).await
+    }
+
+    /// Folds trades into candles of `resolutions` (minutes), each trade once.
+    pub async fn fold_candles(
+        &self,
+        trades: Arc<[Trade]>,
+        resolutions: Arc<[i32]>,
+    ) -> Result<u64, PgError> {
+        call(&self.registry, &self.name, |r| {
+            PgCall::FoldCandles(trades, resolutions, r)
+        })
+        .await
+    }
+
+    /// Recomputes `instrument`'s candles over `[from, to]` from the stored trades.
+    pub async fn recompute_candles(
+        &self,
+        instrument: &str,
+        from: SystemTime,
+        to: SystemTime,
+        resolutions: Arc<[i32]>,
+    ) -> Result<u64, PgError> {
+        let name = instrument.to_owned();
+        call(&self.registry, &self.name, |r| {
+            PgCall::RecomputeCandles(name, from, to, resolutions, r)
+        })
+        .await
     }
 
     /// Status, pool figures and the executor's counters (no I/O).

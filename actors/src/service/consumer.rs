@@ -1,0 +1,383 @@
+//! A consumer of the trade streams through a consumer group: the distributor
+//! (trades → PostgreSQL) and the analyzer (trades → candles) are this actor with
+//! different sinks.
+//!
+//! Each `Poll` reads one batch (its own pending entries first after a restart,
+//! then claims from dead consumers when due, else new entries), hands the
+//! trades to the sink, and acknowledges only after the sink committed. An entry
+//! that cannot be parsed, or was delivered too often, goes to the dead-letter
+//! stream with its reason and is acknowledged: it never blocks the group. A
+//! drain lets the `Poll` in hand finish (read, commit, acknowledge), then the
+//! mailbox refuses the next one and the actor stops.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SpawnErr};
+use serde::{Deserialize, Serialize};
+
+use crate::child::{spawn_recorded, StartContext};
+use crate::market::Trade;
+use crate::recorded::Recordable;
+use crate::registry::{Probe, Registry};
+use crate::resource::pg::PgClient;
+use crate::resource::redis::{Fields, RedisClient, StreamEntry};
+use crate::service::streams;
+
+/// The `[distributor]` and `[analyzer]` sections.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumerConfig {
+    /// Whether the daemon runs this service.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Consumer group name; empty: the service's name.
+    #[serde(default)]
+    pub group: String,
+    /// Consumer name; empty: `{hostname}-{pid}`, unique per process.
+    #[serde(default)]
+    pub consumer: String,
+    /// Entries per stream per read.
+    #[serde(default = "default_batch")]
+    pub batch: usize,
+    /// Entries pending this long with another consumer are claimed.
+    #[serde(with = "humantime_serde", default = "default_min_idle")]
+    pub claim_min_idle: Duration,
+    /// How often to look for such entries.
+    #[serde(with = "humantime_serde", default = "default_claim_every")]
+    pub claim_every: Duration,
+    /// Deliveries after which an entry is dead-lettered.
+    #[serde(default = "default_max_deliveries")]
+    pub max_deliveries: u64,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_batch() -> usize {
+    1000
+}
+fn default_min_idle() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_claim_every() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_max_deliveries() -> u64 {
+    5
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            group: String::new(),
+            consumer: String::new(),
+            batch: default_batch(),
+            claim_min_idle: default_min_idle(),
+            claim_every: default_claim_every(),
+            max_deliveries: default_max_deliveries(),
+        }
+    }
+}
+
+impl ConsumerConfig {
+    /// Every problem, as `(key, what is expected)`.
+    pub fn problems(&self) -> Vec<(String, String)> {
+        let mut p = Vec::new();
+        if self.batch == 0 {
+            p.push(("batch".into(), "at least 1".into()));
+        }
+        if self.max_deliveries == 0 {
+            p.push(("max_deliveries".into(), "at least 1".into()));
+        }
+        p
+    }
+
+    /// The consumer name: configured, or unique to this process.
+    pub fn consumer_name(&self) -> String {
+        if !self.consumer.is_empty() {
+            return self.consumer.clone();
+        }
+        let host = std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "keel".into());
+        format!("{host}-{}", std::process::id())
+    }
+}
+
+/// Where a consumer's trades go. `store` must be idempotent: entries are
+/// redelivered after a failure, and acknowledged only once it returned `Ok`.
+pub trait TradeSink: Clone + Send + Sync + std::fmt::Debug + 'static {
+    /// What the registry calls this service.
+    const NAME: &'static str;
+
+    /// Stores (or folds in) a batch.
+    fn store(
+        &self,
+        pg: &PgClient,
+        trades: Vec<Trade>,
+    ) -> impl std::future::Future<Output = Result<u64, ActorProcessingErr>> + Send;
+}
+
+/// What a consumer is started with.
+#[derive(Clone, Debug)]
+pub struct ConsumerArgs<S> {
+    /// Settings.
+    pub config: ConsumerConfig,
+    /// Where its trades go.
+    pub sink: S,
+    /// Instruments whose streams it reads.
+    pub instruments: Vec<String>,
+    /// The tree's registry.
+    pub registry: Registry,
+    /// RedisActor's name.
+    pub redis: String,
+    /// PgActor's name.
+    pub pg: String,
+}
+
+/// Messages a consumer handles.
+#[derive(Debug)]
+pub enum ConsumerMsg {
+    /// Read, store and acknowledge one batch, then poll again.
+    Poll,
+}
+
+impl Recordable for ConsumerMsg {
+    fn kind(&self) -> &'static str {
+        "Poll"
+    }
+
+    fn summary(&self) -> String {
+        "read, store, acknowledge one batch".into()
+    }
+}
+
+/// The consumer actor.
+#[derive(Debug)]
+pub struct TradeConsumer<S>(std::marker::PhantomData<fn() -> S>);
+
+impl<S> Default for TradeConsumer<S> {
+    fn default() -> Self {
+        Self(std::marker::PhantomData)
+    }
+}
+
+/// Its state.
+#[derive(Debug)]
+pub struct ConsumerState<S> {
+    sink: S,
+    config: ConsumerConfig,
+    consumer: String,
+    streams: Vec<String>,
+    redis: RedisClient,
+    pg: PgClient,
+    probe: Probe,
+    own_pending_done: bool,
+    last_claim: Option<Instant>,
+    claim_cursor: BTreeMap<String, String>,
+    stored: u64,
+    duplicates: u64,
+    dead_lettered: u64,
+}
+
+impl<S: TradeSink> TradeConsumer<S> {
+    /// Spawns one incarnation; use as a child factory.
+    pub async fn spawn(args: ConsumerArgs<S>, ctx: StartContext) -> Result<ActorCell, SpawnErr> {
+        let args = (args, ctx.probe.clone());
+        spawn_recorded(Self::default(), args, ctx).await
+    }
+}
+
+impl<S: TradeSink> Actor for TradeConsumer<S> {
+    type Msg = ConsumerMsg;
+    type State = ConsumerState<S>;
+    type Arguments = (ConsumerArgs<S>, Probe);
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<ConsumerMsg>,
+        (mut args, probe): (ConsumerArgs<S>, Probe),
+    ) -> Result<ConsumerState<S>, ActorProcessingErr> {
+        let consumer = args.config.consumer_name();
+        if args.config.group.is_empty() {
+            args.config.group = S::NAME.to_owned();
+        }
+        probe.set_detail("consumer", consumer.clone());
+        probe.set_detail("group", args.config.group.clone());
+        myself.cast(ConsumerMsg::Poll)?;
+        Ok(ConsumerState {
+            sink: args.sink,
+            streams: args
+                .instruments
+                .iter()
+                .map(|i| streams::trade_stream(i))
+                .collect(),
+            redis: RedisClient::new(args.registry.clone(), &args.redis),
+            pg: PgClient::new(args.registry, &args.pg),
+            config: args.config,
+            consumer,
+            probe,
+            own_pending_done: false,
+            last_claim: None,
+            claim_cursor: BTreeMap::new(),
+            stored: 0,
+            duplicates: 0,
+            dead_lettered: 0,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<ConsumerMsg>,
+        ConsumerMsg::Poll: ConsumerMsg,
+        state: &mut ConsumerState<S>,
+    ) -> Result<(), ActorProcessingErr> {
+        state.poll().await?;
+        // Refused once a drain has begun: the batch in hand was the last.
+        let _ = myself.cast(ConsumerMsg::Poll);
+        Ok(())
+    }
+}
+
+/// An entry and how often it has been delivered (0: unknown, first read).
+type Delivery = (String, StreamEntry, u64);
+
+impl<S: TradeSink> ConsumerState<S> {
+    async fn poll(&mut self) -> Result<(), ActorProcessingErr> {
+        for stream in &self.streams {
+            // Idempotent: also recreates a group lost with a Redis restart.
+            self.redis.create_group(stream, &self.config.group).await?;
+        }
+        let batch = self.next_batch().await?;
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut trades: Vec<Trade> = Vec::with_capacity(batch.len());
+        let mut acks: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut dead: Vec<(String, Fields)> = Vec::new();
+        for (stream, entry, deliveries) in batch {
+            let verdict = if deliveries > self.config.max_deliveries {
+                Err(format!("delivered {deliveries} times"))
+            } else {
+                streams::decode(&entry)
+            };
+            match verdict {
+                Ok(trade) => trades.push(trade),
+                Err(reason) => {
+                    tracing::warn!(%stream, id = %entry.id, %reason, "Entry dead-lettered.");
+                    let mut fields = entry.fields.clone();
+                    fields.push(("stream".into(), stream.clone().into_bytes()));
+                    fields.push(("id".into(), entry.id.clone().into_bytes()));
+                    fields.push(("reason".into(), reason.into_bytes()));
+                    dead.push((stream.clone(), fields));
+                }
+            }
+            acks.entry(stream).or_default().push(entry.id);
+        }
+        if !dead.is_empty() {
+            let fields: Arc<[Fields]> = dead.iter().map(|(_, f)| f.clone()).collect();
+            self.redis
+                .xadd_bulk(streams::DEAD_LETTER_STREAM, fields)
+                .await?;
+            self.dead_lettered += dead.len() as u64;
+        }
+        if !trades.is_empty() {
+            let count = trades.len() as u64;
+            let new = self.sink.store(&self.pg, trades).await?;
+            self.stored += new;
+            self.duplicates += count.saturating_sub(new);
+        }
+        // Acknowledged only now: what is not committed is redelivered.
+        for (stream, ids) in acks {
+            self.redis.ack(&stream, &self.config.group, ids).await?;
+        }
+        self.probe.set_detail(
+            S::NAME,
+            serde_json::json!({
+                "stored": self.stored,
+                "duplicates": self.duplicates,
+                "dead_lettered": self.dead_lettered,
+            }),
+        );
+        Ok(())
+    }
+
+    async fn next_batch(&mut self) -> Result<Vec<Delivery>, ActorProcessingErr> {
+        let group = self.config.group.clone();
+        if !self.own_pending_done {
+            let read = self
+                .redis
+                .read_group_from(
+                    &group,
+                    &self.consumer,
+                    &self.streams,
+                    self.config.batch,
+                    "0",
+                )
+                .await?;
+            let batch = flatten(read, 2);
+            if batch.is_empty() {
+                self.own_pending_done = true;
+            } else {
+                return Ok(batch);
+            }
+        }
+        let due = self
+            .last_claim
+            .is_none_or(|at| at.elapsed() >= self.config.claim_every);
+        if due {
+            self.last_claim = Some(Instant::now());
+            let mut claimed = Vec::new();
+            for stream in &self.streams {
+                let cursor = self
+                    .claim_cursor
+                    .get(stream)
+                    .cloned()
+                    .unwrap_or_else(|| "0-0".into());
+                let result = self
+                    .redis
+                    .autoclaim(
+                        stream,
+                        &group,
+                        &self.consumer,
+                        self.config.claim_min_idle,
+                        &cursor,
+                        self.config.batch,
+                    )
+                    .await?;
+                self.claim_cursor.insert(stream.clone(), result.next_start);
+                claimed.extend(
+                    result
+                        .entries
+                        .into_iter()
+                        .map(|d| (stream.clone(), d.entry, d.deliveries)),
+                );
+            }
+            if !claimed.is_empty() {
+                tracing::info!(
+                    claimed = claimed.len(),
+                    "Claimed entries left pending by another consumer."
+                );
+                return Ok(claimed);
+            }
+        }
+        let read = self
+            .redis
+            .read_group(&group, &self.consumer, &self.streams, self.config.batch)
+            .await?;
+        Ok(flatten(read, 1))
+    }
+}
+
+fn flatten(read: Vec<(String, Vec<StreamEntry>)>, deliveries: u64) -> Vec<Delivery> {
+    read.into_iter()
+        .flat_map(|(stream, entries)| {
+            entries
+                .into_iter()
+                .map(move |e| (stream.clone(), e, deliveries))
+        })
+        .collect()
+}
