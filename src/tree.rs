@@ -5,8 +5,11 @@ use keel_actors::resource::redis::Redis;
 use keel_actors::service::analyzer::{Analyzer, FoldCandles};
 use keel_actors::service::consumer::ConsumerArgs;
 use keel_actors::service::distributor::{Distributor, StoreTrades};
-use keel_actors::service::gaps::{GapRepair, GapRepairArgs};
+use keel_actors::service::gaps::GapRepair;
+use keel_actors::service::instruments::InstrumentSync;
+use keel_actors::service::janitor::Janitor;
 use keel_actors::service::receiver::{Continuity, Receiver, ReceiverArgs};
+use keel_actors::service::task::RunOnce;
 use keel_actors::sim::SimActor;
 
 use keel_actors::registry::Registry;
@@ -28,6 +31,13 @@ pub const DISTRIBUTOR: &str = "distributor";
 pub const ANALYZER: &str = "analyzer";
 /// The gap repair task's registry name.
 pub const GAP_REPAIR: &str = "backfill-gaps";
+/// The instrument sync task's registry name.
+pub const INSTRUMENTS: &str = "instruments";
+/// The janitor task's registry name.
+pub const JANITOR: &str = "janitor";
+
+/// Every task `keel task` knows, as typed on the command line.
+pub const TASKS: &str = "backfill --gaps, instruments, janitor";
 
 /// Every child `config` asks for, in start order: resources before the services
 /// that use them.
@@ -94,16 +104,38 @@ pub fn task(
 ) -> Option<Result<Vec<ChildSpec>, String>> {
     let spec = match (name, args) {
         ("backfill", [flag]) if flag == "--gaps" => {
-            let args = GapRepairArgs {
+            let work = GapRepair {
                 registry: registry.clone(),
                 pg: PG.into(),
                 http_url: config.backfill.http_url.clone(),
                 instruments: config.receiver.instruments.clone(),
                 resolutions: config.candles.minutes(),
             };
-            ChildSpec::task(GAP_REPAIR, move |ctx| GapRepair::spawn(args.clone(), ctx))
+            ChildSpec::task(GAP_REPAIR, move |ctx| RunOnce::spawn(work.clone(), ctx))
         }
         ("backfill", _) => return Some(Err("usage: keel task backfill --gaps".into())),
+        ("instruments", []) => {
+            let work = InstrumentSync {
+                config: config.instruments.clone(),
+                registry: registry.clone(),
+                pg: PG.into(),
+                http_url: config.backfill.http_url.clone(),
+            };
+            ChildSpec::task(INSTRUMENTS, move |ctx| RunOnce::spawn(work.clone(), ctx))
+        }
+        ("janitor", []) => {
+            let work = Janitor {
+                config: config.janitor.clone(),
+                instruments: config.receiver.instruments.clone(),
+                registry: registry.clone(),
+                pg: PG.into(),
+                redis: REDIS.into(),
+            };
+            ChildSpec::task(JANITOR, move |ctx| RunOnce::spawn(work.clone(), ctx))
+        }
+        ("instruments" | "janitor", _) => {
+            return Some(Err(format!("usage: keel task {name} (no arguments)")))
+        }
         _ => return None,
     };
     Some(Ok(vec![

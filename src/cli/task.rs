@@ -3,12 +3,10 @@
 
 use crate::config::Config;
 use crate::runtime::Runtime;
+use crate::tree::TASKS;
 use crate::{exit_code, tree, TaskOutcome};
 
 use super::signals::ShutdownSignals;
-
-/// The tasks this build can run, for the usage message.
-const TASKS: &str = "backfill --gaps";
 
 pub(super) async fn run(config: &Config, name: &str, args: &[String]) -> u8 {
     let runtime =

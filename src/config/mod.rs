@@ -16,6 +16,8 @@ use keel_actors::resource::pg::PostgresConfig;
 use keel_actors::resource::redis::RedisConfig;
 use keel_actors::service::analyzer::CandlesConfig;
 use keel_actors::service::consumer::ConsumerConfig;
+use keel_actors::service::instruments::InstrumentsConfig;
+use keel_actors::service::janitor::JanitorConfig;
 use keel_actors::service::receiver::ReceiverConfig;
 use keel_actors::sim::SimConfig;
 
@@ -55,6 +57,12 @@ pub struct Config {
     /// History repair.
     #[serde(default)]
     pub backfill: BackfillConfig,
+    /// Instrument sync.
+    #[serde(default)]
+    pub instruments: InstrumentsConfig,
+    /// Retention.
+    #[serde(default)]
+    pub janitor: JanitorConfig,
 }
 
 /// The `[backfill]` section.

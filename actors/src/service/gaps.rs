@@ -9,14 +9,11 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SpawnErr};
-
-use crate::child::{spawn_recorded, StartContext};
+use super::task::TaskWork;
 use crate::delay::BackoffConfig;
 use crate::deribit::http::{HttpClient, HttpError};
 use crate::deribit::model::TradesPage;
 use crate::market::{Gap, Trade};
-use crate::recorded::Recordable;
 use crate::registry::{Probe, Registry};
 use crate::resource::pg::PgClient;
 
@@ -25,9 +22,9 @@ const PAGE: usize = 1000;
 /// Attempts at one page while the exchange says "too many requests".
 const RATE_LIMIT_ATTEMPTS: u32 = 8;
 
-/// What gap repair is started with.
+/// Gap repair's settings; the task is `RunOnce<GapRepair>`.
 #[derive(Clone, Debug)]
-pub struct GapRepairArgs {
+pub struct GapRepair {
     /// The tree's registry.
     pub registry: Registry,
     /// PgActor's name.
@@ -40,69 +37,12 @@ pub struct GapRepairArgs {
     pub resolutions: Arc<[i32]>,
 }
 
-/// Messages gap repair handles.
-#[derive(Debug)]
-pub enum GapRepairMsg {
-    /// The work finished, with how many trades it stored, or failed.
-    Finished(Result<u64, String>),
-}
-
-impl Recordable for GapRepairMsg {
-    fn kind(&self) -> &'static str {
-        "Finished"
-    }
-
-    fn summary(&self) -> String {
-        match self {
-            GapRepairMsg::Finished(Ok(n)) => format!("repaired, {n} trades stored"),
-            GapRepairMsg::Finished(Err(e)) => e.clone(),
-        }
-    }
-}
-
-/// The gap repair task.
-#[derive(Debug, Default)]
-pub struct GapRepair;
-
-impl GapRepair {
-    /// Spawns the task; use as a child factory.
-    pub async fn spawn(args: GapRepairArgs, ctx: StartContext) -> Result<ActorCell, SpawnErr> {
-        let args = (args, ctx.probe.clone());
-        spawn_recorded(GapRepair, args, ctx).await
-    }
-}
-
-impl Actor for GapRepair {
-    type Msg = GapRepairMsg;
-    type State = ();
-    type Arguments = (GapRepairArgs, Probe);
-
-    async fn pre_start(
-        &self,
-        myself: ActorRef<GapRepairMsg>,
-        (args, probe): (GapRepairArgs, Probe),
-    ) -> Result<(), ActorProcessingErr> {
-        tokio::spawn(async move {
-            let result = repair(&args, &probe).await.map_err(|e| e.to_string());
-            let _ = myself.cast(GapRepairMsg::Finished(result));
-        });
-        Ok(())
-    }
-
-    async fn handle(
-        &self,
-        myself: ActorRef<GapRepairMsg>,
-        message: GapRepairMsg,
-        _: &mut (),
-    ) -> Result<(), ActorProcessingErr> {
-        match message {
-            GapRepairMsg::Finished(Ok(stored)) => {
-                tracing::info!(stored, "Gap repair finished.");
-                myself.stop(Some("done".into()));
-                Ok(())
-            }
-            GapRepairMsg::Finished(Err(reason)) => Err(reason.into()),
-        }
+impl TaskWork for GapRepair {
+    async fn run(self, probe: Probe) -> Result<String, String> {
+        repair(&self, &probe)
+            .await
+            .map(|stored| format!("gaps repaired, {stored} trades stored"))
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -115,7 +55,7 @@ enum RepairError {
     Exchange(#[from] HttpError),
 }
 
-async fn repair(args: &GapRepairArgs, probe: &Probe) -> Result<u64, RepairError> {
+async fn repair(args: &GapRepair, probe: &Probe) -> Result<u64, RepairError> {
     let pg = PgClient::new(args.registry.clone(), &args.pg);
     let exchange = HttpClient::new(&args.http_url, Duration::from_secs(30))?;
     let mut gaps = pg.list_gaps().await?;

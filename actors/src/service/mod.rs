@@ -4,5 +4,8 @@ pub mod analyzer;
 pub mod consumer;
 pub mod distributor;
 pub mod gaps;
+pub mod instruments;
+pub mod janitor;
 pub mod receiver;
 pub mod streams;
+pub mod task;

@@ -68,6 +68,17 @@ pub enum PgCall {
     FoldCandles(Arc<[Trade]>, Arc<[i32]>, Reply<u64>),
     /// Recomputes candles of an instrument over a time span from `trades`.
     RecomputeCandles(String, SystemTime, SystemTime, Arc<[i32]>, Reply<u64>),
+    /// Marks a currency's instruments of some kinds that were not listed inactive.
+    DeactivateInstruments {
+        /// Base currency.
+        currency: String,
+        /// Kinds the listing covered.
+        kinds: Vec<String>,
+        /// Names still listed.
+        keep: Vec<String>,
+        /// Answer: how many were deactivated.
+        reply: Reply<u64>,
+    },
 }
 
 impl Recordable for PgCall {
@@ -85,6 +96,7 @@ impl Recordable for PgCall {
             PgCall::FindHoles(..) => "FindHoles",
             PgCall::FoldCandles(..) => "FoldCandles",
             PgCall::RecomputeCandles(..) => "RecomputeCandles",
+            PgCall::DeactivateInstruments { .. } => "DeactivateInstruments",
         }
     }
 
@@ -106,6 +118,14 @@ impl Recordable for PgCall {
                 )
             }
             PgCall::Ping(_) => "ping".into(),
+            PgCall::DeactivateInstruments {
+                currency,
+                kinds,
+                keep,
+                ..
+            } => {
+                format!("{currency} {kinds:?}, keeping {}", keep.len())
+            }
             PgCall::RecordGaps(gaps, _) => format!("{} gaps", gaps.len()),
             PgCall::ListGaps(_) => "list gaps".into(),
             PgCall::ClearGap(g, _) => {
@@ -317,6 +337,21 @@ impl Resource for Postgres {
                 .await;
                 let _ = reply.send(result);
             }
+            PgCall::DeactivateInstruments {
+                currency,
+                kinds,
+                keep,
+                reply,
+            } => {
+                let result = executor::execute(&shared, "deactivate_instruments", true, |c| {
+                    let (currency, kinds, keep) = (currency.clone(), kinds.clone(), keep.clone());
+                    Box::pin(async move {
+                        ops::deactivate_instruments(c, &currency, &kinds, &keep).await
+                    })
+                })
+                .await;
+                let _ = reply.send(result);
+            }
             PgCall::Ping(reply) => {
                 let started = Instant::now();
                 let result = executor::execute(&shared, "ping", true, |c| Box::pin(ops::ping(c)))
@@ -479,6 +514,25 @@ impl PgClient {
         let name = instrument.to_owned();
         call(&self.registry, &self.name, |r| {
             PgCall::RecomputeCandles(name, from, to, resolutions, r)
+        })
+        .await
+    }
+
+    /// Marks `currency`'s instruments of `kinds` not in `keep` inactive.
+    pub async fn deactivate_instruments(
+        &self,
+        currency: &str,
+        kinds: Vec<String>,
+        keep: Vec<String>,
+    ) -> Result<u64, PgError> {
+        let currency = currency.to_owned();
+        call(&self.registry, &self.name, |reply| {
+            PgCall::DeactivateInstruments {
+                currency,
+                kinds,
+                keep,
+                reply,
+            }
         })
         .await
     }

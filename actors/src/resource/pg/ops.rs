@@ -537,3 +537,24 @@ pub(super) async fn recompute_candles(
     tx.commit().await?;
     Ok(n)
 }
+
+/// Marks `currency`'s instruments of `kinds` that are not in `keep` inactive.
+pub(super) async fn deactivate_instruments(
+    client: &mut Client,
+    currency: &str,
+    kinds: &[String],
+    keep: &[String],
+) -> Result<u64, tokio_postgres::Error> {
+    client
+        .execute_typed(
+            "UPDATE instruments SET is_active = false, updated_at = now()
+             WHERE base_currency = $1 AND kind = ANY($2) AND is_active
+               AND NOT (instrument_name = ANY($3))",
+            &[
+                (&currency, Type::TEXT),
+                (&kinds, Type::TEXT_ARRAY),
+                (&keep, Type::TEXT_ARRAY),
+            ],
+        )
+        .await
+}

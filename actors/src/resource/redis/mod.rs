@@ -14,7 +14,7 @@ mod replies;
 pub use breaker::{Breaker, BreakerConfig, BreakerSnapshot, BreakerState};
 pub use config::{RedisConfig, MAX_READ_BLOCK, RESPONSE_TIMEOUT};
 pub use error::RedisError;
-pub use ops::{Claimed, Delivered, Fields};
+pub use ops::{Claimed, Delivered, Fields, GroupProgress};
 pub use replies::StreamEntry;
 
 use std::sync::Arc;
@@ -108,6 +108,8 @@ pub enum RedisCall {
     Ping(Reply<Duration>),
     /// The newest entry of a stream.
     LastEntry(String, Reply<Option<StreamEntry>>),
+    /// Every consumer group's progress on a stream.
+    GroupProgress(String, Reply<Vec<GroupProgress>>),
 }
 
 impl Recordable for RedisCall {
@@ -124,6 +126,7 @@ impl Recordable for RedisCall {
             RedisCall::LeaseRelease(..) => "LeaseRelease",
             RedisCall::Ping(_) => "Ping",
             RedisCall::LastEntry(..) => "LastEntry",
+            RedisCall::GroupProgress(..) => "GroupProgress",
         }
     }
 
@@ -164,7 +167,7 @@ impl Recordable for RedisCall {
             RedisCall::LeaseRenew(key, owner, ttl, _) => format!("{key} for {owner}, {ttl:?}"),
             RedisCall::LeaseRelease(key, owner, _) => format!("{key} by {owner}"),
             RedisCall::Ping(_) => "ping".into(),
-            RedisCall::LastEntry(stream, _) => stream.clone(),
+            RedisCall::LastEntry(stream, _) | RedisCall::GroupProgress(stream, _) => stream.clone(),
         }
     }
 }
@@ -448,6 +451,15 @@ impl Resource for Redis {
                     .await;
                 let _ = reply.send(result);
             }
+            RedisCall::GroupProgress(stream, reply) => {
+                let key = shared.key(&stream);
+                let result = shared
+                    .guarded("group_progress", |c| {
+                        Box::pin(async move { ops::group_progress(c, &key).await })
+                    })
+                    .await;
+                let _ = reply.send(result);
+            }
             RedisCall::Ping(reply) => {
                 let started = Instant::now();
                 let result = shared
@@ -554,6 +566,15 @@ impl RedisClient {
             count,
             from,
             reply,
+        })
+        .await
+    }
+
+    /// Every consumer group's progress on `stream`.
+    pub async fn group_progress(&self, stream: &str) -> Result<Vec<GroupProgress>, RedisError> {
+        let stream = stream.to_owned();
+        call(&self.registry, &self.name, |r| {
+            RedisCall::GroupProgress(stream, r)
         })
         .await
     }

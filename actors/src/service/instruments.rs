@@ -1,0 +1,94 @@
+//! Instrument sync (`keel task instruments`): the exchange's listing for the
+//! configured currencies and kinds, bulk-upserted; an instrument that is no
+//! longer listed (expired, delisted) is marked inactive, never deleted.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::task::TaskWork;
+use crate::deribit::http::HttpClient;
+use crate::deribit::model::InstrumentInfo;
+use crate::market::Instrument;
+use crate::registry::{Probe, Registry};
+use crate::resource::pg::PgClient;
+
+/// The `[instruments]` section.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstrumentsConfig {
+    /// Currencies whose instruments are synced.
+    #[serde(default = "default_currencies")]
+    pub currencies: Vec<String>,
+    /// Kinds synced (`future`, `option`, `spot`, ...).
+    #[serde(default = "default_kinds")]
+    pub kinds: Vec<String>,
+}
+
+fn default_currencies() -> Vec<String> {
+    vec!["BTC".into(), "ETH".into()]
+}
+fn default_kinds() -> Vec<String> {
+    vec!["future".into(), "option".into()]
+}
+
+impl Default for InstrumentsConfig {
+    fn default() -> Self {
+        Self {
+            currencies: default_currencies(),
+            kinds: default_kinds(),
+        }
+    }
+}
+
+/// The sync's settings; the task is `RunOnce<InstrumentSync>`.
+#[derive(Clone, Debug)]
+pub struct InstrumentSync {
+    /// What to sync.
+    pub config: InstrumentsConfig,
+    /// The tree's registry.
+    pub registry: Registry,
+    /// PgActor's name.
+    pub pg: String,
+    /// The exchange's HTTP base URL.
+    pub http_url: String,
+}
+
+impl TaskWork for InstrumentSync {
+    async fn run(self, probe: Probe) -> Result<String, String> {
+        let exchange =
+            HttpClient::new(&self.http_url, Duration::from_secs(30)).map_err(|e| e.to_string())?;
+        let pg = PgClient::new(self.registry.clone(), &self.pg);
+        let (mut upserted, mut deactivated) = (0, 0);
+        for currency in &self.config.currencies {
+            let listed: Vec<InstrumentInfo> = exchange
+                .public(
+                    "get_instruments",
+                    &[("currency", currency.clone()), ("expired", "false".into())],
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            let wanted: Vec<Instrument> = listed
+                .iter()
+                .filter(|i| self.config.kinds.contains(&i.kind))
+                .map(InstrumentInfo::to_instrument)
+                .collect();
+            let keep: Vec<String> = wanted.iter().map(|i| i.instrument_name.clone()).collect();
+            upserted += pg
+                .upsert_instruments(wanted.into())
+                .await
+                .map_err(|e| e.to_string())?;
+            deactivated += pg
+                .deactivate_instruments(currency, self.config.kinds.clone(), keep)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        probe.set_detail(
+            "last_run",
+            serde_json::json!({"upserted": upserted, "deactivated": deactivated}),
+        );
+        Ok(format!(
+            "{upserted} instruments upserted, {deactivated} marked inactive"
+        ))
+    }
+}

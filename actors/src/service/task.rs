@@ -1,0 +1,83 @@
+//! The shape every run-once task shares: start the work, stop normally when it
+//! succeeds (the task is done), fail when it does not (the supervisor retries
+//! it with backoff, up to the tree's restart intensity).
+
+use std::future::Future;
+
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SpawnErr};
+
+use crate::child::{spawn_recorded, StartContext};
+use crate::recorded::Recordable;
+use crate::registry::Probe;
+
+/// One task's work.
+pub trait TaskWork: Clone + Send + Sync + std::fmt::Debug + 'static {
+    /// Does the work; returns a summary of what it did, or why it failed.
+    fn run(self, probe: Probe) -> impl Future<Output = Result<String, String>> + Send;
+}
+
+/// Messages a task handles.
+#[derive(Debug)]
+pub enum TaskMsg {
+    /// The work ended.
+    Finished(Result<String, String>),
+}
+
+impl Recordable for TaskMsg {
+    fn kind(&self) -> &'static str {
+        "Finished"
+    }
+
+    fn summary(&self) -> String {
+        match self {
+            TaskMsg::Finished(Ok(done)) => done.clone(),
+            TaskMsg::Finished(Err(why)) => why.clone(),
+        }
+    }
+}
+
+/// A task actor running `W` once.
+#[derive(Debug)]
+pub struct RunOnce<W>(std::marker::PhantomData<fn() -> W>);
+
+impl<W: TaskWork> RunOnce<W> {
+    /// Spawns the task; use as a child factory.
+    pub async fn spawn(work: W, ctx: StartContext) -> Result<ActorCell, SpawnErr> {
+        let args = (work, ctx.probe.clone());
+        spawn_recorded(Self(std::marker::PhantomData), args, ctx).await
+    }
+}
+
+impl<W: TaskWork> Actor for RunOnce<W> {
+    type Msg = TaskMsg;
+    type State = ();
+    type Arguments = (W, Probe);
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<TaskMsg>,
+        (work, probe): (W, Probe),
+    ) -> Result<(), ActorProcessingErr> {
+        tokio::spawn(async move {
+            let result = work.run(probe).await;
+            let _ = myself.cast(TaskMsg::Finished(result));
+        });
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<TaskMsg>,
+        TaskMsg::Finished(result): TaskMsg,
+        _: &mut (),
+    ) -> Result<(), ActorProcessingErr> {
+        match result {
+            Ok(done) => {
+                tracing::info!(%done, "Task finished.");
+                myself.stop(Some(done));
+                Ok(())
+            }
+            Err(why) => Err(why.into()),
+        }
+    }
+}

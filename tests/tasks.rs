@@ -1,0 +1,215 @@
+//! The run-once tasks against real servers: instrument sync and the janitor.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use common::db::{TestDb, PG_PORT};
+use common::market::{at, trades};
+use common::redis::{TestPrefix, REDIS_PORT};
+use common::{eventually, fast_policy};
+use keel::actors::resource::pg::{PgClient, PostgresConfig};
+use keel::actors::resource::redis::{Fields, RedisClient, RedisConfig};
+use keel::actors::service::receiver::ReceiverConfig;
+use keel::actors::sim::{self, SimConfig, SimHandle};
+use keel::config::{BackfillConfig, Config};
+use keel::supervisor::Strategy;
+use keel::{tree, Runtime, TaskOutcome};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn config(db: &TestDb, prefix: &TestPrefix, sim: Option<&SimHandle>) -> Config {
+    Config {
+        supervisor: fast_policy(Strategy::OneForOne),
+        postgres: PostgresConfig {
+            url: db.url(PG_PORT),
+            ..PostgresConfig::default()
+        },
+        redis: RedisConfig {
+            url: format!("redis://127.0.0.1:{REDIS_PORT}/0"),
+            key_prefix: prefix.prefix.clone(),
+            ..RedisConfig::default()
+        },
+        receiver: ReceiverConfig {
+            instruments: vec!["BTC-PERPETUAL".into()],
+            ..ReceiverConfig::default()
+        },
+        backfill: BackfillConfig {
+            http_url: sim.map_or_else(|| "http://127.0.0.1:9".into(), SimHandle::http_url),
+        },
+        ..Config::default()
+    }
+}
+
+/// Runs `keel task NAME` in-process; returns how it ended.
+async fn run_task(config: &Config, name: &str) -> TaskOutcome {
+    let runtime = Runtime::new(config.supervisor.clone());
+    let specs = tree::task(config, runtime.registry(), name, &[])
+        .unwrap()
+        .unwrap();
+    let task = specs.last().unwrap().name.clone();
+    let handle = specs
+        .into_iter()
+        .fold(runtime, Runtime::child)
+        .start()
+        .await
+        .unwrap();
+    let outcome = tokio::time::timeout(WAIT, handle.task_outcome(&task))
+        .await
+        .unwrap();
+    handle.shutdown().await;
+    outcome
+}
+
+async fn count(db: &TestDb, sql: &str) -> i64 {
+    db.client().await.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+#[tokio::test]
+async fn instrument_sync_upserts_the_listing_and_deactivates_what_disappeared() {
+    let db = TestDb::create().await;
+    let prefix = TestPrefix::new();
+    let sim = sim::start(SimConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let config = config(&db, &prefix, Some(&sim));
+    assert_eq!(
+        run_task(&config, "instruments").await,
+        TaskOutcome::Succeeded
+    );
+    // The simulator lists 7: both perpetuals and BTC/ETH futures and options.
+    let listed = sim.instruments().len() as i64;
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM instruments WHERE is_active").await,
+        listed
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM instruments WHERE kind = 'option'"
+        )
+        .await,
+        2
+    );
+
+    // An instrument the exchange no longer lists is kept, but inactive.
+    db.client()
+        .await
+        .batch_execute(
+            "INSERT INTO instruments VALUES ('BTC-27DEC19', 'future', 'BTC', 'USD', 2.5, 10, 10,
+             now() - interval '2 years', now() - interval '1 year', true, NULL, NULL, now())",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        run_task(&config, "instruments").await,
+        TaskOutcome::Succeeded
+    );
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM instruments WHERE instrument_name = 'BTC-27DEC19' AND NOT is_active").await,
+        1
+    );
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM instruments WHERE is_active").await,
+        listed
+    );
+    // A third run changes nothing.
+    assert_eq!(
+        run_task(&config, "instruments").await,
+        TaskOutcome::Succeeded
+    );
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM instruments").await,
+        listed + 1
+    );
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn the_janitor_keeps_what_is_young_or_still_needed_and_running_it_twice_is_harmless() {
+    let db = TestDb::create().await;
+    let prefix = TestPrefix::new();
+    let config = config(&db, &prefix, None);
+    // A tree with the resources only, to set the scene through the actors.
+    let mut scene = config.clone();
+    scene.receiver.enabled = false;
+    scene.distributor.enabled = false;
+    scene.analyzer.enabled = false;
+    let handle = Runtime::from_config(&scene).start().await.unwrap();
+    let pg = PgClient::new(handle.registry().clone(), tree::PG);
+    let redis = RedisClient::new(handle.registry().clone(), tree::REDIS);
+    eventually("pg ready", WAIT, || {
+        handle
+            .tree()
+            .actor(tree::PG)
+            .and_then(|a| a.details.get("status").cloned())
+            == Some("ready".into())
+    })
+    .await;
+
+    // 100 old trades (2023) and 10 from now.
+    pg.insert_trades(trades("BTC-PERPETUAL", 0..100).into())
+        .await
+        .unwrap();
+    let mut young = trades("BTC-PERPETUAL", 100..110);
+    for t in &mut young {
+        t.timestamp = SystemTime::now();
+    }
+    pg.insert_trades(young.into()).await.unwrap();
+    let mut old_candle = common::market::candle("BTC-PERPETUAL", 0, 1.0);
+    old_candle.bucket = at(1_500_000_000_000);
+    pg.upsert_candles(vec![old_candle].into()).await.unwrap();
+
+    // A stream both groups have read; the analyzer still has entries pending.
+    let stream = "trades:BTC-PERPETUAL";
+    let entries: Vec<Fields> = (0..10)
+        .map(|i| vec![("t".to_owned(), vec![b'0' + i as u8])])
+        .collect();
+    let ids = redis.xadd_bulk(stream, Arc::from(entries)).await.unwrap();
+    for group in ["distributor", "analyzer"] {
+        redis.create_group(stream, group).await.unwrap();
+        let read = redis
+            .read_group(group, "c", &[stream.to_owned()], 100)
+            .await
+            .unwrap();
+        assert_eq!(read[0].1.len(), 10);
+    }
+    redis.ack(stream, "distributor", ids.clone()).await.unwrap();
+    redis
+        .ack(stream, "analyzer", ids[..6].to_vec())
+        .await
+        .unwrap();
+    handle.shutdown().await;
+
+    assert_eq!(run_task(&config, "janitor").await, TaskOutcome::Succeeded);
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM trades").await,
+        10,
+        "only the young trades remain"
+    );
+    assert_eq!(count(&db, "SELECT min(trade_seq) FROM trades").await, 100);
+    assert_eq!(count(&db, "SELECT count(*) FROM candles").await, 0);
+    let mut conn = prefix.connection();
+    let key = format!("{}{stream}", prefix.prefix);
+    let left: Vec<(String, Vec<(String, Vec<u8>)>)> = redis::cmd("XRANGE")
+        .arg(&key)
+        .arg("-")
+        .arg("+")
+        .query(&mut conn)
+        .unwrap();
+    let left_ids: Vec<&str> = left.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(
+        left_ids,
+        ids[6..].iter().map(String::as_str).collect::<Vec<_>>(),
+        "entries pending for the analyzer stay"
+    );
+
+    assert_eq!(run_task(&config, "janitor").await, TaskOutcome::Succeeded);
+    assert_eq!(count(&db, "SELECT count(*) FROM trades").await, 10);
+    let again: u64 = redis::cmd("XLEN").arg(&key).query(&mut conn).unwrap();
+    assert_eq!(again, 4);
+}
