@@ -19,6 +19,9 @@ use keel::{tree, Runtime, TaskOutcome};
 
 const WAIT: Duration = Duration::from_secs(20);
 
+/// An `XRANGE` reply entry: id and field/value pairs.
+type RangeEntry = (String, Vec<(String, Vec<u8>)>);
+
 fn config(db: &TestDb, prefix: &TestPrefix, sim: Option<&SimHandle>) -> Config {
     Config {
         supervisor: fast_policy(Strategy::OneForOne),
@@ -195,7 +198,7 @@ async fn the_janitor_keeps_what_is_young_or_still_needed_and_running_it_twice_is
     assert_eq!(count(&db, "SELECT count(*) FROM candles").await, 0);
     let mut conn = prefix.connection();
     let key = format!("{}{stream}", prefix.prefix);
-    let left: Vec<(String, Vec<(String, Vec<u8>)>)> = redis::cmd("XRANGE")
+    let left: Vec<RangeEntry> = redis::cmd("XRANGE")
         .arg(&key)
         .arg("-")
         .arg("+")
