@@ -9,6 +9,7 @@ use keel_actors::service::gaps::GapRepair;
 use keel_actors::service::instruments::InstrumentSync;
 use keel_actors::service::janitor::Janitor;
 use keel_actors::service::receiver::{Continuity, Receiver, ReceiverArgs};
+use keel_actors::service::scheduler::{Job, Scheduler, SchedulerArgs};
 use keel_actors::service::task::RunOnce;
 use keel_actors::sim::SimActor;
 
@@ -35,6 +36,8 @@ pub const GAP_REPAIR: &str = "backfill-gaps";
 pub const INSTRUMENTS: &str = "instruments";
 /// The janitor task's registry name.
 pub const JANITOR: &str = "janitor";
+/// The scheduler's registry name.
+pub const SCHEDULER: &str = "scheduler";
 
 /// Every task `keel task` knows, as typed on the command line.
 pub const TASKS: &str = "backfill --gaps, instruments, janitor";
@@ -89,6 +92,43 @@ pub fn children(config: &Config, registry: &Registry) -> Vec<ChildSpec> {
         };
         children.push(ChildSpec::worker(RECEIVER, move |ctx| {
             Receiver::spawn(args.clone(), ctx)
+        }));
+    }
+    if config.schedule.enabled {
+        let schedule = &config.schedule;
+        let jobs: Vec<Job> = [
+            (
+                "instruments",
+                &[][..],
+                schedule.instruments_every,
+                schedule.instruments_at_boot,
+            ),
+            ("janitor", &[][..], schedule.janitor_every, false),
+            (
+                "backfill",
+                &["--gaps".to_owned()][..],
+                schedule.gap_repair_every,
+                false,
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(name, args, every, at_boot)| {
+            let spec = task(config, registry, name, args)?.ok()?.pop()?;
+            Some(Job {
+                name: spec.name,
+                every,
+                at_boot,
+                factory: spec.factory,
+            })
+        })
+        .collect();
+        let args = SchedulerArgs {
+            jobs,
+            registry: registry.clone(),
+            task_shutdown_timeout: schedule.task_shutdown_timeout,
+        };
+        children.push(ChildSpec::worker(SCHEDULER, move |ctx| {
+            Scheduler::spawn(args.clone(), ctx)
         }));
     }
     children

@@ -216,3 +216,63 @@ async fn the_janitor_keeps_what_is_young_or_still_needed_and_running_it_twice_is
     let again: u64 = redis::cmd("XLEN").arg(&key).query(&mut conn).unwrap();
     assert_eq!(again, 4);
 }
+
+#[tokio::test]
+async fn the_daemon_schedules_its_tasks_and_shows_them_under_the_scheduler() {
+    let db = TestDb::create().await;
+    let prefix = TestPrefix::new();
+    let sim = sim::start(SimConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let mut config = config(&db, &prefix, Some(&sim));
+    config.receiver.enabled = false;
+    config.distributor.enabled = false;
+    config.analyzer.enabled = false;
+    config.schedule.janitor_every = Duration::from_millis(100);
+    let handle = Runtime::from_config(&config).start().await.unwrap();
+
+    // Instruments are synced at boot.
+    let listed = sim.instruments().len() as i64;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let synced = db
+            .client()
+            .await
+            .query_one("SELECT count(*) FROM instruments", &[])
+            .await
+            .map(|r| r.get::<_, i64>(0))
+            .unwrap_or(0);
+        if synced == listed {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "instruments never synced"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The janitor runs again and again, each run recorded in its entry.
+    eventually("three janitor runs", WAIT, || {
+        handle
+            .tree()
+            .actor(tree::JANITOR)
+            .is_some_and(|a| a.messages_handled >= 3)
+    })
+    .await;
+    let tree_now = handle.tree();
+    for task in [tree::INSTRUMENTS, tree::JANITOR, tree::GAP_REPAIR] {
+        let actor = tree_now.actor(task).expect("registered");
+        assert_eq!(actor.parent.as_deref(), Some(tree::SCHEDULER), "{task}");
+        assert!(
+            actor.last_failure.is_none(),
+            "{task}: {:?}",
+            actor.last_failure
+        );
+    }
+    let report = handle.shutdown().await;
+    assert!(report.killed().next().is_none());
+    sim.stop().await;
+}

@@ -19,6 +19,7 @@ use keel_actors::service::consumer::ConsumerConfig;
 use keel_actors::service::instruments::InstrumentsConfig;
 use keel_actors::service::janitor::JanitorConfig;
 use keel_actors::service::receiver::ReceiverConfig;
+use keel_actors::service::scheduler::ScheduleConfig;
 use keel_actors::sim::SimConfig;
 
 use crate::supervisor::SupervisorConfig;
@@ -63,6 +64,9 @@ pub struct Config {
     /// Retention.
     #[serde(default)]
     pub janitor: JanitorConfig,
+    /// When `keel run` runs the tasks.
+    #[serde(default)]
+    pub schedule: ScheduleConfig,
 }
 
 /// The `[backfill]` section.

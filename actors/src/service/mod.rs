@@ -7,5 +7,6 @@ pub mod gaps;
 pub mod instruments;
 pub mod janitor;
 pub mod receiver;
+pub mod scheduler;
 pub mod streams;
 pub mod task;

@@ -25,36 +25,46 @@ pub(super) async fn execute<T>(
     loop {
         attempt += 1;
         counters.attempts.fetch_add(1, Ordering::Relaxed);
-        let class = match shared.pool.get().await {
-            Ok(mut conn) => {
-                let outcome = tokio::time::timeout(shared.attempt_limit(), work(&mut conn)).await;
-                match outcome {
-                    Ok(Ok(value)) => {
-                        shared.availability.mark_ready();
-                        return Ok(value);
-                    }
-                    // Whatever state the connection is in now, nobody else gets it.
-                    Ok(Err(err)) => {
-                        conn.poison();
-                        classify(&err)
-                    }
-                    Err(_elapsed) => {
-                        conn.poison();
-                        Class::Transient {
-                            maybe_applied: true,
-                            cause: format!(
-                                "no answer within {} (connection discarded)",
-                                humantime::format_duration(shared.attempt_limit())
-                            ),
+        // Before the first connect applied the schema, a statement would fail
+        // for a reason that is only a matter of time.
+        let class = if !shared.schema_ready(shared.config.checkout_timeout).await {
+            Class::Transient {
+                maybe_applied: false,
+                cause: "not connected yet (schema not applied)".into(),
+            }
+        } else {
+            match shared.pool.get().await {
+                Ok(mut conn) => {
+                    let outcome =
+                        tokio::time::timeout(shared.attempt_limit(), work(&mut conn)).await;
+                    match outcome {
+                        Ok(Ok(value)) => {
+                            shared.availability.mark_ready();
+                            return Ok(value);
+                        }
+                        // Whatever state the connection is in now, nobody else gets it.
+                        Ok(Err(err)) => {
+                            conn.poison();
+                            classify(&err)
+                        }
+                        Err(_elapsed) => {
+                            conn.poison();
+                            Class::Transient {
+                                maybe_applied: true,
+                                cause: format!(
+                                    "no answer within {} (connection discarded)",
+                                    humantime::format_duration(shared.attempt_limit())
+                                ),
+                            }
                         }
                     }
                 }
+                Err(RunError::TimedOut) => Class::Transient {
+                    maybe_applied: false,
+                    cause: "no connection free within checkout_timeout".into(),
+                },
+                Err(RunError::User(err)) => classify(&err),
             }
-            Err(RunError::TimedOut) => Class::Transient {
-                maybe_applied: false,
-                cause: "no connection free within checkout_timeout".into(),
-            },
-            Err(RunError::User(err)) => classify(&err),
         };
         match class {
             Class::Rejected { sqlstate, message } => {

@@ -158,6 +158,8 @@ struct Counters {
 #[derive(Clone, Debug)]
 pub struct PgShared {
     pool: Pool<manager::PgManager>,
+    /// Set once the first connect applied the schema; calls wait for it.
+    schema_ready: Arc<tokio::sync::watch::Sender<bool>>,
     config: Arc<PostgresConfig>,
     availability: Availability,
     counters: Arc<Counters>,
@@ -166,6 +168,14 @@ pub struct PgShared {
 impl PgShared {
     fn timeout_ms(&self) -> u128 {
         self.config.statement_timeout.as_millis()
+    }
+
+    /// Waits (at most `limit`) until the first connect has applied the schema;
+    /// false when it has not.
+    async fn schema_ready(&self, limit: Duration) -> bool {
+        let mut ready = self.schema_ready.subscribe();
+        let waited = tokio::time::timeout(limit, ready.wait_for(|r| *r)).await;
+        matches!(waited, Ok(Ok(_)))
     }
 
     /// The client-side bound on one attempt: the server aborts a statement at
@@ -227,6 +237,7 @@ impl Resource for Postgres {
             .set_detail("max_size", self.config.max_size);
         Ok(PgShared {
             pool,
+            schema_ready: Arc::new(tokio::sync::watch::channel(false).0),
             config: Arc::new(self.config),
             availability,
             counters: Arc::default(),
@@ -243,7 +254,10 @@ impl Resource for Postgres {
             bb8::RunError::TimedOut => ConnectError::Retry("connection timed out".into()),
         })?;
         match migrate(&mut conn).await {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                shared.schema_ready.send_replace(true);
+                Ok(())
+            }
             Err(MigrateError::Driver(e)) if e.as_db_error().is_none() => {
                 Err(ConnectError::Retry(e.to_string()))
             }
