@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::db::{TestDb, PG_PORT};
@@ -23,6 +24,16 @@ use keel::{tree, Runtime, RuntimeHandle, TaskOutcome};
 
 const INSTRUMENTS: [&str; 2] = ["BTC-PERPETUAL", "ETH-PERPETUAL"];
 const WAIT: Duration = Duration::from_secs(30);
+
+/// `XPENDING key group`: count, smallest id, greatest id, per-consumer counts.
+type PendingSummary = (
+    u64,
+    Option<String>,
+    Option<String>,
+    Option<Vec<(String, String)>>,
+);
+/// An `XRANGE` reply entry: id and field/value pairs.
+type RangeEntry = (String, Vec<(String, Vec<u8>)>);
 
 fn quick() -> BackoffConfig {
     BackoffConfig {
@@ -366,5 +377,98 @@ async fn every_trade_is_stored_exactly_once_through_faults_restarts_and_outages(
         }
         assert!(compared > 0);
     }
+    sim.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_shutdown_under_load_loses_nothing_and_leaves_nothing_pending() {
+    let db = TestDb::create().await;
+    let redis = PrivateRedis::start();
+    let prefix = TestPrefix::on(redis.port);
+    let sim = sim::start(SimConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        instruments: INSTRUMENTS.iter().map(|s| s.to_string()).collect(),
+        trades_per_sec: 0.0,
+        client_id: Some("keel".into()),
+        client_secret: Some(Secret::new("secret")),
+        min_heartbeat: Duration::from_secs(1),
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let mut config = config(&db, &redis, &prefix, &sim);
+    config.schedule.enabled = false;
+    let handle = Runtime::from_config(&config).start().await.unwrap();
+    eventually("pg ready", WAIT, || {
+        detail(&handle, tree::PG, "status").is_some_and(|s| s == "ready")
+    })
+    .await;
+    eventually("receiver streaming", WAIT, || {
+        detail(&handle, tree::RECEIVER, "connection").is_some_and(|c| c == "streaming")
+    })
+    .await;
+    sim.set_rate(5_000.0);
+    flows(&db, 3_000).await;
+
+    // Shut down mid-stream: the receiver stops reading and flushes, then the
+    // consumers finish the batch in hand, then the resources close.
+    let report = handle.shutdown().await;
+    sim.set_rate(0.0);
+    assert!(report.killed().next().is_none(), "{report:?}");
+    let names: Vec<&str> = report.stopped.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(
+        &names[..3],
+        [tree::RECEIVER, tree::ANALYZER, tree::DISTRIBUTOR]
+    );
+
+    let mut conn = prefix.connection();
+    let mut last_published = BTreeMap::new();
+    for instrument in INSTRUMENTS {
+        let key = format!(
+            "{}{}",
+            prefix.prefix,
+            keel::actors::service::streams::trade_stream(instrument)
+        );
+        let pending: PendingSummary = redis::cmd("XPENDING")
+            .arg(&key)
+            .arg("distributor")
+            .query(&mut conn)
+            .unwrap();
+        assert_eq!(
+            pending.0, 0,
+            "{instrument}: nothing delivered and left unacknowledged"
+        );
+        let newest: Vec<RangeEntry> = redis::cmd("XREVRANGE")
+            .arg(&key)
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query(&mut conn)
+            .unwrap();
+        let trade: serde_json::Value = serde_json::from_slice(&newest[0].1[0].1).unwrap();
+        last_published.insert(instrument, trade["trade_seq"].as_i64().unwrap());
+    }
+
+    // A new tree stores what the stream still holds; nothing needs repair.
+    config.receiver.enabled = false;
+    let handle = Runtime::from_config(&config).start().await.unwrap();
+    for instrument in INSTRUMENTS {
+        let last = last_published[instrument];
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while stored(&db, instrument).await.2 < last {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{instrument}: the stream's trades were not stored"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            stored(&db, instrument).await,
+            (last, 1, last),
+            "{instrument}: 1..={last}, each once"
+        );
+    }
+    handle.shutdown().await;
     sim.stop().await;
 }
