@@ -1,8 +1,10 @@
 //! Which children a configuration puts in the tree, and their registry names.
 
+use keel_actors::market::Resolution;
 use keel_actors::resource::pg::Postgres;
 use keel_actors::resource::redis::Redis;
 use keel_actors::service::analyzer::{Analyzer, FoldCandles};
+use keel_actors::service::candles::CandleBackfill;
 use keel_actors::service::consumer::ConsumerArgs;
 use keel_actors::service::distributor::{Distributor, StoreTrades};
 use keel_actors::service::gaps::GapRepair;
@@ -12,6 +14,7 @@ use keel_actors::service::receiver::{Continuity, Receiver, ReceiverArgs};
 use keel_actors::service::scheduler::{Job, Scheduler, SchedulerArgs};
 use keel_actors::service::task::RunOnce;
 use keel_actors::sim::SimActor;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use keel_actors::registry::Registry;
 
@@ -32,6 +35,8 @@ pub const DISTRIBUTOR: &str = "distributor";
 pub const ANALYZER: &str = "analyzer";
 /// The gap repair task's registry name.
 pub const GAP_REPAIR: &str = "backfill-gaps";
+/// The candle backfill task's registry name.
+pub const CANDLE_BACKFILL: &str = "backfill-candles";
 /// The instrument sync task's registry name.
 pub const INSTRUMENTS: &str = "instruments";
 /// The janitor task's registry name.
@@ -40,7 +45,40 @@ pub const JANITOR: &str = "janitor";
 pub const SCHEDULER: &str = "scheduler";
 
 /// Every task `keel task` knows, as typed on the command line.
-pub const TASKS: &str = "backfill --gaps, instruments, janitor";
+pub const TASKS: &str = "backfill --gaps, backfill --instrument X --from T --to T [--resolution R], instruments, janitor";
+
+const BACKFILL_USAGE: &str = "usage: keel task backfill --gaps | --instrument NAME --from TIME --to TIME [--resolution 1m|5m|1h|1d] (TIME: RFC 3339 or ms since the epoch)";
+
+/// `--instrument X --from T --to T [--resolution R]`.
+fn candle_range(args: &[String]) -> Result<(String, SystemTime, SystemTime, Resolution), String> {
+    let (mut instrument, mut from, mut to) = (None, None, None);
+    let mut resolution = Resolution::minutes(1);
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let value = it
+            .next()
+            .ok_or_else(|| format!("{flag} needs a value; {BACKFILL_USAGE}"))?;
+        match flag.as_str() {
+            "--instrument" => instrument = Some(value.clone()),
+            "--from" => from = Some(parse_time(value)?),
+            "--to" => to = Some(parse_time(value)?),
+            "--resolution" => resolution = Some(Resolution::try_from(value.clone())?),
+            other => return Err(format!("unknown flag {other}; {BACKFILL_USAGE}")),
+        }
+    }
+    match (instrument, from, to, resolution) {
+        (Some(i), Some(f), Some(t), Some(r)) if f <= t => Ok((i, f, t, r)),
+        (Some(_), Some(_), Some(_), Some(_)) => Err("--from must not be after --to".into()),
+        _ => Err(BACKFILL_USAGE.into()),
+    }
+}
+
+fn parse_time(text: &str) -> Result<SystemTime, String> {
+    if let Ok(ms) = text.parse::<u64>() {
+        return Ok(UNIX_EPOCH + Duration::from_millis(ms));
+    }
+    humantime::parse_rfc3339_weak(text).map_err(|e| format!("`{text}` is not a time: {e}"))
+}
 
 /// Every child `config` asks for, in start order: resources before the services
 /// that use them.
@@ -153,7 +191,24 @@ pub fn task(
             };
             ChildSpec::task(GAP_REPAIR, move |ctx| RunOnce::spawn(work.clone(), ctx))
         }
-        ("backfill", _) => return Some(Err("usage: keel task backfill --gaps".into())),
+        ("backfill", args) => {
+            let (instrument, from, to, resolution) = match candle_range(args) {
+                Ok(range) => range,
+                Err(why) => return Some(Err(why)),
+            };
+            let work = CandleBackfill {
+                instrument,
+                from,
+                to,
+                resolution,
+                registry: registry.clone(),
+                pg: PG.into(),
+                http_url: config.backfill.http_url.clone(),
+            };
+            ChildSpec::task(CANDLE_BACKFILL, move |ctx| {
+                RunOnce::spawn(work.clone(), ctx)
+            })
+        }
         ("instruments", []) => {
             let work = InstrumentSync {
                 config: config.instruments.clone(),
@@ -196,5 +251,31 @@ mod resources {
     pub(super) fn redis(config: &Config) -> ChildSpec {
         let redis = config.redis.clone();
         ChildSpec::resource(REDIS, move |ctx| Redis::spawn(redis.clone(), ctx))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(text: &str) -> Vec<String> {
+        text.split_whitespace().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn candle_ranges_parse_and_bad_ones_say_why() {
+        let (i, f, t, r) = candle_range(&args("--instrument BTC-PERPETUAL --from 2024-01-01T00:00:00Z --to 1704153600000 --resolution 5m")).unwrap();
+        assert_eq!(i, "BTC-PERPETUAL");
+        assert_eq!(f, UNIX_EPOCH + Duration::from_secs(1_704_067_200));
+        assert_eq!(t, UNIX_EPOCH + Duration::from_secs(1_704_153_600));
+        assert_eq!(r.as_minutes(), 5);
+        for bad in [
+            "--instrument X",
+            "--instrument X --from soon --to 1",
+            "--instrument X --from 5 --to 1",
+            "--bogus 1",
+        ] {
+            assert!(candle_range(&args(bad)).is_err(), "{bad}");
+        }
     }
 }

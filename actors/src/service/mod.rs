@@ -1,6 +1,7 @@
 //! The market-data services, each a supervised worker or task.
 
 pub mod analyzer;
+pub mod candles;
 pub mod consumer;
 pub mod distributor;
 pub mod gaps;

@@ -49,7 +49,8 @@ pub enum PgCall {
     /// Insert trades, ignoring ones already stored; replies with how many were new.
     InsertTrades(Arc<[Trade]>, Reply<u64>),
     /// Insert or replace candles.
-    UpsertCandles(Arc<[Candle]>, Reply<u64>),
+    /// (`true` when they come from the exchange's chart data, not folded trades.)
+    UpsertCandles(Arc<[Candle]>, bool, Reply<u64>),
     /// Delete rows older than a time, in batches; replies with how many.
     DeleteOlderThan(Retained, SystemTime, Reply<u64>),
     /// One round trip to the server; replies with its latency.
@@ -110,7 +111,15 @@ impl Recordable for PgCall {
                     .map(|t| format!(", first {} #{}", t.instrument_name, t.trade_seq))
                     .unwrap_or_default()
             ),
-            PgCall::UpsertCandles(rows, _) => format!("{} candles", rows.len()),
+            PgCall::UpsertCandles(rows, from_exchange, _) => format!(
+                "{} candles{}",
+                rows.len(),
+                if *from_exchange {
+                    " from the exchange"
+                } else {
+                    ""
+                }
+            ),
             PgCall::DeleteOlderThan(table, before, _) => {
                 format!(
                     "{table:?} before {}",
@@ -284,10 +293,10 @@ impl Resource for Postgres {
                 .await;
                 let _ = reply.send(result);
             }
-            PgCall::UpsertCandles(rows, reply) => {
+            PgCall::UpsertCandles(rows, from_exchange, reply) => {
                 let result = executor::execute(&shared, "upsert_candles", true, |c| {
                     let rows = Arc::clone(&rows);
-                    Box::pin(async move { ops::upsert_candles(c, ms, &rows).await })
+                    Box::pin(async move { ops::upsert_candles(c, ms, &rows, from_exchange).await })
                 })
                 .await;
                 let _ = reply.send(result);
@@ -456,7 +465,16 @@ impl PgClient {
     /// Inserts or replaces candles.
     pub async fn upsert_candles(&self, rows: Arc<[Candle]>) -> Result<u64, PgError> {
         call(&self.registry, &self.name, |r| {
-            PgCall::UpsertCandles(rows, r)
+            PgCall::UpsertCandles(rows, false, r)
+        })
+        .await
+    }
+
+    /// Inserts or replaces candles taken from the exchange's chart data; the
+    /// analyzer never folds trades on top of them.
+    pub async fn upsert_exchange_candles(&self, rows: Arc<[Candle]>) -> Result<u64, PgError> {
+        call(&self.registry, &self.name, |r| {
+            PgCall::UpsertCandles(rows, true, r)
         })
         .await
     }

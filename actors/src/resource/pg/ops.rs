@@ -218,18 +218,23 @@ pub(super) async fn upsert_instruments(
 
 const UPSERT_CANDLES: &str = "\
 INSERT INTO candles (instrument_name, resolution_minutes, bucket, open, high, low, close,
-                     volume, trades)
-SELECT * FROM UNNEST($1::text[], $2::int4[], $3::timestamptz[], $4::float8[], $5::float8[],
-                     $6::float8[], $7::float8[], $8::float8[], $9::int8[])
+                     volume, trades, last_trade_seq)
+SELECT n, r, b, o, h, l, c, v, t, $10
+FROM UNNEST($1::text[], $2::int4[], $3::timestamptz[], $4::float8[], $5::float8[],
+            $6::float8[], $7::float8[], $8::float8[], $9::int8[]) AS x(n, r, b, o, h, l, c, v, t)
 ON CONFLICT (instrument_name, resolution_minutes, bucket) DO UPDATE SET
     open = excluded.open, high = excluded.high, low = excluded.low, close = excluded.close,
-    volume = excluded.volume, trades = excluded.trades, updated_at = now()";
+    volume = excluded.volume, trades = excluded.trades,
+    last_trade_seq = excluded.last_trade_seq, updated_at = now()";
 
 /// Inserts or replaces candles; a bucket given twice keeps its last version.
+/// `exchange_sourced` candles get a `last_trade_seq` no trade reaches, so the
+/// analyzer never folds trades on top of them.
 pub(super) async fn upsert_candles(
     client: &mut Client,
     timeout_ms: u128,
     candles: &[Candle],
+    exchange_sourced: bool,
 ) -> Result<u64, tokio_postgres::Error> {
     let unique: BTreeMap<(&str, u32, SystemTime), &Candle> = candles
         .iter()
@@ -257,6 +262,7 @@ pub(super) async fn upsert_candles(
     let closes: Vec<f64> = rows.iter().map(|c| c.close).collect();
     let volumes: Vec<f64> = rows.iter().map(|c| c.volume).collect();
     let counts: Vec<i64> = rows.iter().map(|c| c.trades).collect();
+    let last_seq: i64 = if exchange_sourced { i64::MAX } else { 0 };
     let tx = begin(client, timeout_ms).await?;
     let n = tx
         .execute_typed(
@@ -271,6 +277,7 @@ pub(super) async fn upsert_candles(
                 (&closes, Type::FLOAT8_ARRAY),
                 (&volumes, Type::FLOAT8_ARRAY),
                 (&counts, Type::INT8_ARRAY),
+                (&last_seq, Type::INT8),
             ],
         )
         .await?;
