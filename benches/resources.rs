@@ -7,19 +7,19 @@
 //! Needs PostgreSQL and Redis on loopback (`scripts/up`). Run: `cargo bench --bench resources`.
 
 use std::sync::Arc;
+mod common;
+
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use keel::actors::market::{Direction, Trade};
+use common::{connect, raw_copy, raw_xadd, trades, BATCH};
+
+use keel::actors::market::Trade;
 use keel::actors::resource::pg::{PgClient, Postgres, PostgresConfig};
 use keel::actors::resource::redis::{Fields, Redis, RedisClient, RedisConfig};
 use keel::supervisor::{ChildSpec, SupervisorConfig};
 use keel::Runtime;
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::types::Type;
-use tokio_postgres::{Client, NoTls};
 
 const ROWS: usize = 200_000;
-const BATCH: usize = 5_000;
 const ENTRIES: usize = 200_000;
 const ENTRY_BATCH: usize = 1_000;
 /// Rounds per path, interleaved, after one untimed warm-up; the best counts (the
@@ -27,123 +27,11 @@ const ENTRY_BATCH: usize = 1_000;
 const ROUNDS: usize = 5;
 const TARGET: f64 = 0.8;
 
-fn trades(n: usize) -> Vec<Trade> {
-    (0..n)
-        .map(|i| Trade {
-            instrument_name: format!("BENCH-{}", i % 8),
-            trade_seq: i as i64,
-            trade_id: format!("t{i}"),
-            timestamp: UNIX_EPOCH + Duration::from_millis(1_700_000_000_000 + i as u64),
-            price: 50_000.0 + (i % 100) as f64,
-            amount: 10.0,
-            direction: if i % 2 == 0 {
-                Direction::Buy
-            } else {
-                Direction::Sell
-            },
-            tick_direction: (i % 4) as i16,
-            mark_price: 50_000.5,
-            index_price: 49_999.5,
-            iv: None,
-            liquidation: None,
-        })
-        .collect()
-}
-
-async fn connect(db: &str) -> Client {
-    let (client, conn) = tokio_postgres::connect(
-        &format!("host=127.0.0.1 port=5432 user=postgres dbname={db}"),
-        NoTls,
-    )
-    .await
-    .expect("PostgreSQL on 127.0.0.1:5432 (run scripts/up)");
-    tokio::spawn(conn);
-    client
-}
-
-/// Raw driver baseline: binary COPY of the same rows, batch by batch.
-async fn raw_copy(client: &Client, rows: &[Trade]) -> Duration {
-    let types = [
-        Type::TEXT,
-        Type::INT8,
-        Type::TEXT,
-        Type::TIMESTAMPTZ,
-        Type::FLOAT8,
-        Type::FLOAT8,
-        Type::TEXT,
-        Type::INT2,
-        Type::FLOAT8,
-        Type::FLOAT8,
-        Type::FLOAT8,
-        Type::TEXT,
-    ];
-    let started = Instant::now();
-    for batch in rows.chunks(BATCH) {
-        let sink = client
-            .copy_in(
-                "COPY trades (instrument_name, trade_seq, trade_id, ts, price, amount, direction,
-                              tick_direction, mark_price, index_price, iv, liquidation)
-                 FROM STDIN BINARY",
-            )
-            .await
-            .unwrap();
-        let writer = BinaryCopyInWriter::new(sink, &types);
-        futures::pin_mut!(writer);
-        for t in batch {
-            writer
-                .as_mut()
-                .write(&[
-                    &t.instrument_name,
-                    &t.trade_seq,
-                    &t.trade_id,
-                    &t.timestamp,
-                    &t.price,
-                    &t.amount,
-                    &t.direction.as_str(),
-                    &t.tick_direction,
-                    &t.mark_price,
-                    &t.index_price,
-                    &t.iv,
-                    &t.liquidation,
-                ])
-                .await
-                .unwrap();
-        }
-        writer.finish().await.unwrap();
-    }
-    started.elapsed()
-}
-
 /// Keel's path: PgClient -> PgActor -> executor -> UNNEST INSERT ... ON CONFLICT.
 async fn keel_insert(pg: &PgClient, batches: &[Arc<[Trade]>]) -> Duration {
     let started = Instant::now();
     for batch in batches {
         pg.insert_trades(Arc::clone(batch)).await.unwrap();
-    }
-    started.elapsed()
-}
-
-async fn raw_xadd(
-    conn: &mut redis::aio::MultiplexedConnection,
-    key: &str,
-    batches: &[Arc<[Fields]>],
-) -> Duration {
-    let started = Instant::now();
-    for batch in batches {
-        let mut pipe = redis::pipe();
-        for fields in batch.iter() {
-            let cmd = pipe
-                .cmd("XADD")
-                .arg(key)
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(10_000_000)
-                .arg("*");
-            for (name, value) in fields {
-                cmd.arg(name).arg(value.as_slice());
-            }
-        }
-        let _: Vec<String> = pipe.query_async(conn).await.unwrap();
     }
     started.elapsed()
 }

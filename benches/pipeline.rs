@@ -1,0 +1,230 @@
+//! End to end on one machine: `keel sim` → Keel (the real binary, its own
+//! process) → Redis → PostgreSQL. Reports sustained trades/s to committed rows,
+//! the p50/p99 latency from trade timestamp to committed row at 20,000 trades/s,
+//! Keel's peak RSS, and, from the same run, raw pipelined XADD and raw COPY rates
+//! as the ceiling. Targets: >= 50,000 trades/s; p99 < 250 ms and RSS < 100 MiB
+//! at 20,000/s. Run: `cargo bench --bench pipeline`.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::{connect, raw_copy, raw_xadd, trades};
+use keel::actors::resource::redis::Fields;
+use keel::actors::secret::Secret;
+use keel::actors::sim::{self, SimConfig, SimHandle};
+
+const INSTRUMENTS: [&str; 2] = ["BTC-PERPETUAL", "ETH-PERPETUAL"];
+const WINDOW: Duration = Duration::from_secs(10);
+const WARMUP: Duration = Duration::from_secs(3);
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+async fn stored(db: &tokio_postgres::Client) -> i64 {
+    db.query_one("SELECT count(*) FROM trades", &[])
+        .await
+        .map_or(0, |r| r.get(0))
+}
+
+fn generated(sim: &SimHandle) -> i64 {
+    sim.stats()
+        .instruments
+        .values()
+        .map(|i| i.last_trade_seq)
+        .sum()
+}
+
+/// Runs `rate` for WARMUP + WINDOW; returns (committed rows/s, generated/s, peak RSS KiB).
+async fn phase(
+    sim: &SimHandle,
+    db: &tokio_postgres::Client,
+    keel: &Child,
+    rate: f64,
+) -> (f64, f64, u64, u64, u64) {
+    sim.set_rate(rate);
+    tokio::time::sleep(WARMUP).await;
+    let (rows0, gen0, t0) = (stored(db).await, generated(sim), Instant::now());
+    let start_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let mut peak = 0;
+    while t0.elapsed() < WINDOW {
+        peak = peak.max(rss_kib(keel.id()));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let (rows1, gen1) = (stored(db).await, generated(sim));
+    let end_ms = start_ms + (secs * 1000.0) as i64;
+    let row = db
+        .query_one(
+            "SELECT coalesce(percentile_cont(0.5) WITHIN GROUP (ORDER BY lat), 0)::int8,
+                    coalesce(percentile_cont(0.99) WITHIN GROUP (ORDER BY lat), 0)::int8
+             FROM (SELECT extract(epoch FROM stored_at - ts) * 1000 AS lat FROM trades
+                   WHERE ts >= to_timestamp($1::int8 / 1000.0) AND ts < to_timestamp($2::int8 / 1000.0)) s",
+            &[&start_ms, &end_ms],
+        )
+        .await
+        .unwrap();
+    (
+        (rows1 - rows0) as f64 / secs,
+        (gen1 - gen0) as f64 / secs,
+        peak,
+        row.get::<_, i64>(0) as u64,
+        row.get::<_, i64>(1) as u64,
+    )
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let analyzer = std::env::var("KEEL_BENCH_ANALYZER").is_ok_and(|v| v == "1");
+    let tag = format!(
+        "{}_{}",
+        std::process::id(),
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() % 100_000)
+    );
+    let db_name = format!("keel_bench_e2e_{tag}");
+    let admin = connect("postgres").await;
+    admin
+        .batch_execute(&format!("CREATE DATABASE {db_name}"))
+        .await
+        .unwrap();
+    let prefix = format!("keel-bench-e2e:{tag}:");
+
+    let sim = sim::start(SimConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        instruments: INSTRUMENTS.iter().map(|s| s.to_string()).collect(),
+        trades_per_sec: 0.0,
+        client_id: Some("bench".into()),
+        client_secret: Some(Secret::new("bench")),
+        history_limit: 2_000_000,
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+
+    let dir = std::env::temp_dir().join(format!("keel-bench-{tag}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("keel.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[postgres]
+url = "postgres://postgres@127.0.0.1:5432/{db_name}"
+[redis]
+key_prefix = "{prefix}"
+stream_maxlen = 10000000
+[receiver]
+url = "{ws}"
+instruments = ["BTC-PERPETUAL", "ETH-PERPETUAL"]
+interval = "raw"
+client_id = "bench"
+client_secret = "bench"
+batch_size = 2000
+linger = "5ms"
+[distributor]
+batch = 5000
+[analyzer]
+enabled = false
+[schedule]
+enabled = false
+"#,
+            ws = sim.ws_url()
+        ),
+    )
+    .unwrap();
+    let mut keel = Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        // KEEL_BENCH_ANALYZER=1 measures the daemon with candles being built too.
+        .env("KEEL__ANALYZER__ENABLED", analyzer.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let db = connect(&db_name).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sim.stats().subscriptions < INSTRUMENTS.len() {
+        assert!(Instant::now() < deadline, "Keel never subscribed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let (max_rows, max_gen, max_rss, _, _) = phase(&sim, &db, &keel, 80_000.0).await;
+    sim.set_rate(0.0);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (rows, gen, rss, p50, p99) = phase(&sim, &db, &keel, 20_000.0).await;
+    sim.set_rate(0.0);
+    let _ = Command::new("kill")
+        .args(["-TERM", &keel.id().to_string()])
+        .status();
+    let _ = keel.wait();
+
+    // Raw ceilings from the same run: COPY into the same table shape, pipelined XADD.
+    let rows_for_copy = trades(200_000);
+    db.batch_execute("TRUNCATE trades").await.unwrap();
+    let copy = 200_000.0 / raw_copy(&db, &rows_for_copy).await.as_secs_f64();
+    let entries: Vec<Fields> = rows_for_copy
+        .iter()
+        .map(|t| {
+            vec![(
+                "t".to_owned(),
+                serde_json::to_vec(&(t.trade_seq, &t.instrument_name, t.price)).unwrap(),
+            )]
+        })
+        .collect();
+    let batches: Vec<Arc<[Fields]>> = entries.chunks(1000).map(Arc::from).collect();
+    let mut conn = redis::Client::open("redis://127.0.0.1:6379/0")
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let xadd = 200_000.0
+        / raw_xadd(&mut conn, &format!("{prefix}raw"), &batches)
+            .await
+            .as_secs_f64();
+
+    println!(
+        "end to end: keel sim -> keel run (own process) -> Redis -> PostgreSQL, {} instruments, analyzer {}",
+        INSTRUMENTS.len(),
+        if analyzer { "on (1m, 5m, 1h candles)" } else { "off (KEEL_BENCH_ANALYZER=1 turns it on)" }
+    );
+    println!("  asked 80,000/s: generated {max_gen:>8.0}/s, committed {max_rows:>8.0} rows/s (target >= 50,000: {}), peak RSS {:.1} MiB",
+        if max_rows >= 50_000.0 { "met" } else { "NOT met" }, max_rss as f64 / 1024.0);
+    println!("  asked 20,000/s: generated {gen:>8.0}/s, committed {rows:>8.0} rows/s, latency trade->row p50 {p50} ms, p99 {p99} ms (target < 250: {}), peak RSS {:.1} MiB (target < 100: {})",
+        if p99 < 250 { "met" } else { "NOT met" }, rss as f64 / 1024.0, if rss < 100 * 1024 { "met" } else { "NOT met" });
+    println!("  raw ceilings, same run: binary COPY {copy:>8.0} rows/s, pipelined XADD {xadd:>8.0} entries/s");
+    println!(
+        "  ratios: committed/COPY {:.2}, committed/XADD {:.2}",
+        max_rows / copy,
+        max_rows / xadd
+    );
+
+    sim.stop().await;
+    drop(db);
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap_or_default();
+    if !keys.is_empty() {
+        let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
+    }
+    let _ = admin
+        .batch_execute(&format!("DROP DATABASE {db_name} WITH (FORCE)"))
+        .await;
+    let _ = std::fs::remove_dir_all(dir);
+}
