@@ -46,9 +46,12 @@ fn config(db: &TestDb, prefix: &TestPrefix, sim: Option<&SimHandle>) -> Config {
 }
 
 /// Runs `keel task NAME` in-process; returns how it ended.
-async fn run_task(config: &Config, name: &str) -> TaskOutcome {
+async fn run_task(config: &Config, command: &str) -> TaskOutcome {
     let runtime = Runtime::new(config.supervisor.clone());
-    let specs = tree::task(config, runtime.registry(), name, &[])
+    let mut words = command.split_whitespace();
+    let name = words.next().unwrap_or_default();
+    let args: Vec<String> = words.map(str::to_owned).collect();
+    let specs = tree::task(config, runtime.registry(), name, &args)
         .unwrap()
         .unwrap();
     let task = specs.last().unwrap().name.clone();
@@ -274,5 +277,77 @@ async fn the_daemon_schedules_its_tasks_and_shows_them_under_the_scheduler() {
     }
     let report = handle.shutdown().await;
     assert!(report.killed().next().is_none());
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn gap_repair_backs_off_when_the_exchange_says_too_many_requests() {
+    let db = TestDb::create().await;
+    let prefix = TestPrefix::new();
+    let mut sim_config = SimConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        instruments: vec!["BTC-PERPETUAL".into()],
+        trades_per_sec: 3_000.0,
+        ..SimConfig::default()
+    };
+    // Two requests' worth of credits, refilled at two requests per second.
+    sim_config.rate_limits.enabled = true;
+    sim_config.rate_limits.max_credits = 1_000;
+    sim_config.rate_limits.refill_per_sec = 1_000;
+    let sim = sim::start(sim_config).await.unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while sim.stats().instruments["BTC-PERPETUAL"].last_trade_seq < 3_000 {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sim.set_rate(0.0);
+    let last = sim.stats().instruments["BTC-PERPETUAL"].last_trade_seq;
+    let config = config(&db, &prefix, Some(&sim));
+
+    // Trade 1 stored, everything after it missing: several pages to fetch.
+    let mut scene = config.clone();
+    scene.receiver.enabled = false;
+    scene.distributor.enabled = false;
+    scene.analyzer.enabled = false;
+    scene.schedule.enabled = false;
+    let handle = Runtime::from_config(&scene).start().await.unwrap();
+    let pg = PgClient::new(handle.registry().clone(), tree::PG);
+    let mut first = trades("BTC-PERPETUAL", 1..2);
+    first[0].trade_id = "1000000001".into();
+    pg.insert_trades(first.into()).await.unwrap();
+    handle.shutdown().await;
+
+    assert_eq!(
+        run_task(&config, "backfill --gaps").await,
+        TaskOutcome::Succeeded
+    );
+    let (stored, max) = {
+        let row = db
+            .client()
+            .await
+            .query_one("SELECT count(*), max(trade_seq) FROM trades", &[])
+            .await
+            .unwrap();
+        (row.get::<_, i64>(0), row.get::<_, i64>(1))
+    };
+    assert_eq!(
+        (stored, max),
+        (last, last),
+        "every page fetched despite 10028s"
+    );
+    assert!(
+        sim.stats().rate_limited > 0,
+        "the exchange did refuse some requests"
+    );
+    let (status, body) = {
+        let r = reqwest::get(format!("{}/api/v2/public/test", sim.http_url()))
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    };
+    assert!(
+        status == 200 || (status == 429 && body.contains("10028")),
+        "{status} {body}"
+    );
     sim.stop().await;
 }

@@ -75,6 +75,7 @@ pub(super) struct Counters {
     pub(super) subscriptions: AtomicUsize,
     pub(super) notifications: AtomicU64,
     pub(super) closed_slow: AtomicU64,
+    pub(super) rate_limited: AtomicU64,
     faults: Mutex<BTreeMap<&'static str, u64>>,
 }
 
@@ -95,6 +96,8 @@ pub(super) struct Exchange {
     duplicates: AtomicU32,
     /// Access tokens handed out by `public/auth`.
     pub(super) tokens: Mutex<HashMap<String, String>>,
+    /// Credits of the HTTP API (one pool: the simulator's clients share an address).
+    http_credits: Mutex<(f64, Instant)>,
     pub(super) started: Instant,
 }
 
@@ -111,6 +114,8 @@ pub struct SimStats {
     pub notifications: u64,
     /// Connections closed for falling behind.
     pub closed_slow: u64,
+    /// Requests answered with 10028.
+    pub rate_limited: u64,
     /// Faults injected, by kind.
     pub faults: BTreeMap<&'static str, u64>,
     /// Current generation rate.
@@ -159,12 +164,37 @@ impl Exchange {
             stall_until_ms: AtomicU64::new(0),
             duplicates: AtomicU32::new(0),
             tokens: Mutex::new(HashMap::new()),
+            http_credits: Mutex::new((config.rate_limits.max_credits as f64, Instant::now())),
             started: Instant::now(),
             names,
             index,
             venues,
             config,
         })
+    }
+
+    /// Takes an HTTP request's credits; false when the pool is exhausted.
+    pub(super) fn spend_http(&self, method: &str) -> bool {
+        let limits = &self.config.rate_limits;
+        if !limits.enabled {
+            return true;
+        }
+        let mut pool = self.http_credits.lock();
+        let now = Instant::now();
+        let refill = now.duration_since(pool.1).as_secs_f64() * limits.refill_per_sec as f64;
+        pool.0 = (pool.0 + refill).min(limits.max_credits as f64);
+        pool.1 = now;
+        let cost = if method.ends_with("get_instruments") {
+            limits.instruments_cost
+        } else {
+            limits.request_cost
+        } as f64;
+        if pool.0 < cost {
+            self.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        pool.0 -= cost;
+        true
     }
 
     pub(super) fn instrument(&self, name: &str) -> Option<usize> {
@@ -255,6 +285,7 @@ impl Exchange {
             subscriptions: self.counters.subscriptions.load(Ordering::Relaxed),
             notifications: self.counters.notifications.load(Ordering::Relaxed),
             closed_slow: self.counters.closed_slow.load(Ordering::Relaxed),
+            rate_limited: self.counters.rate_limited.load(Ordering::Relaxed),
             faults: self.counters.faults.lock().clone(),
             trades_per_sec: self.rate.lock().per_sec,
         }

@@ -60,16 +60,21 @@ async fn public(
             .collect(),
     );
     let full = format!("public/{method}");
-    let outcome = match methods::call(&app.exchange, &full, &params) {
-        Some(result) => result,
-        None => {
-            Err(RpcError::new(codes::METHOD_NOT_FOUND).because(format!("no method `{full}`"), None))
-        }
-    };
-    let status = if outcome.is_ok() {
-        StatusCode::OK
-    } else {
-        StatusCode::BAD_REQUEST
+    let limited = !app.exchange.spend_http(&full);
+    let outcome =
+        if limited {
+            Err(RpcError::new(codes::TOO_MANY_REQUESTS))
+        } else {
+            match methods::call(&app.exchange, &full, &params) {
+                Some(result) => result,
+                None => Err(RpcError::new(codes::METHOD_NOT_FOUND)
+                    .because(format!("no method `{full}`"), None)),
+            }
+        };
+    let status = match &outcome {
+        Ok(_) => StatusCode::OK,
+        Err(_) if limited => StatusCode::TOO_MANY_REQUESTS,
+        Err(_) => StatusCode::BAD_REQUEST,
     };
     let outcome = outcome.and_then(|v| {
         serde_json::value::to_raw_value(&v)

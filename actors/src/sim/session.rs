@@ -173,6 +173,10 @@ impl Session {
             Err((id, error)) => return self.reply(tx, id, us_in, Err(error)).await,
         };
         if self.rate_limit_next || !self.spend(&request.method) {
+            self.exchange
+                .counters
+                .rate_limited
+                .fetch_add(1, Ordering::Relaxed);
             self.reply(
                 tx,
                 request.id,
