@@ -2,6 +2,7 @@
 
 mod check;
 mod migrate;
+mod progress;
 mod run;
 mod signals;
 mod sim;

@@ -44,6 +44,9 @@ pub(super) async fn run(config: &Config, name: &str, args: &[String]) -> u8 {
             return exit_code::SUPERVISOR_GAVE_UP;
         }
     };
+    // A bar on a terminal; the task logs its progress either way.
+    let bar = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        .then(|| super::progress::follow(handle.registry().clone(), task.clone()));
     let outcome = tokio::select! {
         outcome = handle.task_outcome(&task) => outcome,
         signal = signals.next() => {
@@ -51,6 +54,10 @@ pub(super) async fn run(config: &Config, name: &str, args: &[String]) -> u8 {
             TaskOutcome::Failed(format!("interrupted by {signal}"))
         }
     };
+    if let Some(bar) = bar {
+        bar.abort();
+        let _ = bar.await;
+    }
     handle.shutdown().await;
     match &outcome {
         TaskOutcome::Succeeded => tracing::info!(%task, "Task finished."),

@@ -101,7 +101,7 @@ impl TaskWork for CandleBackfill {
             }
             probe.set_detail(
                 "progress",
-                serde_json::json!({"at_ms": page_end, "until_ms": end, "candles": stored}),
+                serde_json::json!({"from_ms": start, "at_ms": page_end, "until_ms": end, "candles": stored}),
             );
             tracing::info!(instrument = %self.instrument, until = page_end, candles = stored, "Backfill page stored.");
             cursor = page_end + 1;
