@@ -351,3 +351,92 @@ async fn gap_repair_backs_off_when_the_exchange_says_too_many_requests() {
     );
     sim.stop().await;
 }
+
+#[tokio::test]
+async fn candle_backfill_stores_the_exchanges_closed_bars_only() {
+    let db = TestDb::create().await;
+    let prefix = TestPrefix::new();
+    let sim = sim::start(SimConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        instruments: vec!["BTC-PERPETUAL".into()],
+        trades_per_sec: 200.0,
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let config = config(&db, &prefix, Some(&sim));
+    let started = SystemTime::now();
+    // Bars close on the minute: wait (polling) until the first one has.
+    let first_bucket_end = {
+        let ms = started
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        ms - ms % 60_000 + 60_000
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(75);
+    while (SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64)
+        < first_bucket_end + 200
+    {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let from = first_bucket_end - 120_000;
+    let to = first_bucket_end + 30_000;
+    let command =
+        format!("backfill --instrument BTC-PERPETUAL --from {from} --to {to} --resolution 1m");
+    assert_eq!(run_task(&config, &command).await, TaskOutcome::Succeeded);
+
+    let rows = db
+        .client()
+        .await
+        .query(
+            "SELECT (extract(epoch FROM bucket) * 1000)::int8, open, high, low, close, volume, trades, last_trade_seq
+             FROM candles WHERE instrument_name = 'BTC-PERPETUAL' AND resolution_minutes = 1 ORDER BY bucket",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(!rows.is_empty(), "the closed bar was stored");
+    let url = format!(
+        "{}/api/v2/public/get_tradingview_chart_data?instrument_name=BTC-PERPETUAL&start_timestamp={from}&end_timestamp={to}&resolution=1",
+        sim.http_url()
+    );
+    let body: serde_json::Value =
+        serde_json::from_str(&reqwest::get(url).await.unwrap().text().await.unwrap()).unwrap();
+    let chart: keel::actors::deribit::model::TradingViewChart =
+        serde_json::from_value(body["result"].clone()).unwrap();
+    for row in &rows {
+        let tick = row.get::<_, i64>(0) as u64;
+        // The bar starting at first_bucket_end was still open when the task ran.
+        assert!(tick < first_bucket_end, "only closed bars: {tick}");
+        let i = chart.ticks.iter().position(|t| *t == tick).unwrap();
+        let ours: (f64, f64, f64, f64, f64) =
+            (row.get(1), row.get(2), row.get(3), row.get(4), row.get(5));
+        assert_eq!(
+            ours,
+            (
+                chart.open[i],
+                chart.high[i],
+                chart.low[i],
+                chart.close[i],
+                chart.volume[i]
+            )
+        );
+        assert_eq!(row.get::<_, i64>(6), 0, "exchange-sourced: no trade count");
+        assert_eq!(
+            row.get::<_, i64>(7),
+            i64::MAX,
+            "the analyzer never folds into it"
+        );
+    }
+    assert_eq!(
+        rows.last().map(|r| r.get::<_, i64>(0) as u64),
+        Some(first_bucket_end - 60_000),
+        "the newest closed bar is the last one stored"
+    );
+    sim.stop().await;
+}
