@@ -8,6 +8,7 @@ pub mod codes;
 pub mod http;
 mod jsonrpc;
 pub mod model;
+pub mod tls;
 
 pub use channel::{Channel, Interval};
 pub use jsonrpc::{

@@ -70,6 +70,7 @@ impl Connection {
     /// Runs until the connection fails (the reason) or `stop` fires (`Ok`).
     pub(super) async fn run(&self, stop: CancellationToken) -> Result<(), String> {
         let cfg = &self.config;
+        crate::deribit::tls::ensure_provider();
         let (ws, _) = timeout(
             cfg.connect_timeout,
             tokio_tungstenite::connect_async(cfg.url.as_str()),

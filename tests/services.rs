@@ -1,0 +1,228 @@
+//! Service behaviours the conservation test does not single out: dead letters,
+//! book resynchronisation, refused subscriptions.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::db::{TestDb, PG_PORT};
+use common::redis::{TestPrefix, REDIS_PORT};
+use common::{eventually, fast_policy};
+use keel::actors::deribit::model::PublicTrade;
+use keel::actors::resource::pg::PostgresConfig;
+use keel::actors::resource::redis::{Fields, RedisClient, RedisConfig};
+use keel::actors::secret::Secret;
+use keel::actors::service::receiver::ReceiverConfig;
+use keel::actors::service::streams;
+use keel::actors::sim::{self, Fault, SimConfig, SimHandle};
+use keel::config::Config;
+use keel::supervisor::Strategy;
+use keel::{tree, Runtime, RuntimeHandle};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// `XPENDING key group`: count, smallest id, greatest id, per-consumer counts.
+type PendingSummary = (
+    u64,
+    Option<String>,
+    Option<String>,
+    Option<Vec<(String, String)>>,
+);
+/// An `XRANGE` reply entry: id and field/value pairs.
+type RangeEntry = (String, Vec<(String, Vec<u8>)>);
+
+fn config(db: &TestDb, prefix: &TestPrefix, sim: Option<&SimHandle>) -> Config {
+    let mut supervisor = fast_policy(Strategy::OneForOne);
+    supervisor.max_restarts = 100;
+    Config {
+        supervisor,
+        postgres: PostgresConfig {
+            url: db.url(PG_PORT),
+            ..PostgresConfig::default()
+        },
+        redis: RedisConfig {
+            url: format!("redis://127.0.0.1:{REDIS_PORT}/0"),
+            key_prefix: prefix.prefix.clone(),
+            ..RedisConfig::default()
+        },
+        receiver: ReceiverConfig {
+            url: sim.map_or_else(|| "ws://127.0.0.1:9/ws/api/v2".into(), SimHandle::ws_url),
+            instruments: vec!["BTC-PERPETUAL".into()],
+            heartbeat: Duration::from_secs(1),
+            stall_timeout: Duration::from_secs(5),
+            ..ReceiverConfig::default()
+        },
+        ..Config::default()
+    }
+}
+
+fn detail(handle: &RuntimeHandle, actor: &str, key: &str) -> Option<serde_json::Value> {
+    handle.tree().actor(actor)?.details.get(key).cloned()
+}
+
+async fn sim() -> SimHandle {
+    sim::start(SimConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        instruments: vec!["BTC-PERPETUAL".into()],
+        trades_per_sec: 200.0,
+        client_id: Some("k".into()),
+        client_secret: Some(Secret::new("s")),
+        min_heartbeat: Duration::from_secs(1),
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn entries_that_cannot_be_stored_go_to_the_dead_letter_stream_and_never_block_the_group() {
+    let db = TestDb::create().await;
+    let prefix = TestPrefix::new();
+    let mut config = config(&db, &prefix, None);
+    config.receiver.enabled = false;
+    config.analyzer.enabled = false;
+    config.schedule.enabled = false;
+    let handle = Runtime::from_config(&config).start().await.unwrap();
+    let redis = RedisClient::new(handle.registry().clone(), tree::REDIS);
+    let trade = |seq: i64| PublicTrade {
+        trade_seq: seq,
+        trade_id: seq.to_string(),
+        timestamp: 1_700_000_000_000 + seq as u64,
+        tick_direction: 0,
+        price: 100.0,
+        mark_price: 100.0,
+        index_price: 100.0,
+        instrument_name: "BTC-PERPETUAL".into(),
+        direction: "buy".into(),
+        amount: 1.0,
+        contracts: None,
+        iv: None,
+        liquidation: None,
+        block_trade_id: None,
+    };
+    let mut sideways = trade(3);
+    sideways.direction = "sideways".into();
+    let entries: Vec<Fields> = vec![
+        streams::encode(&trade(1)),
+        vec![("t".into(), b"{not json".to_vec())],
+        streams::encode(&trade(2)),
+        streams::encode(&sideways),
+        vec![("other".into(), b"no trade field".to_vec())],
+        streams::encode(&trade(4)),
+    ];
+    redis
+        .xadd_bulk(&streams::trade_stream("BTC-PERPETUAL"), Arc::from(entries))
+        .await
+        .unwrap();
+
+    let client = db.client().await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let stored: i64 = client
+            .query_one("SELECT count(*) FROM trades", &[])
+            .await
+            .map(|r| r.get(0))
+            .unwrap_or(0);
+        if stored == 3 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "good entries were not stored"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eventually("dead letters counted", WAIT, || {
+        detail(&handle, tree::DISTRIBUTOR, "distributor").is_some_and(|d| d["dead_lettered"] == 3)
+    })
+    .await;
+    let mut conn = prefix.connection();
+    let dead: Vec<RangeEntry> = redis::cmd("XRANGE")
+        .arg(format!("{}{}", prefix.prefix, streams::DEAD_LETTER_STREAM))
+        .arg("-")
+        .arg("+")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(dead.len(), 3);
+    for (_, fields) in &dead {
+        let field = |name: &str| {
+            fields
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        };
+        assert!(field("reason").is_some_and(|r| !r.is_empty()));
+        assert_eq!(field("stream").as_deref(), Some("trades:BTC-PERPETUAL"));
+    }
+    let pending: PendingSummary = redis::cmd("XPENDING")
+        .arg(format!("{}trades:BTC-PERPETUAL", prefix.prefix))
+        .arg("distributor")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(
+        pending.0, 0,
+        "everything acknowledged, the bad entries included"
+    );
+    assert_eq!(
+        handle.tree().actor(tree::DISTRIBUTOR).unwrap().restarts,
+        0,
+        "bad entries never crash it"
+    );
+    handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_book_gap_resubscribes_that_book_without_a_reconnect() {
+    let db = TestDb::create().await;
+    let prefix = TestPrefix::new();
+    let sim = sim().await;
+    let mut config = config(&db, &prefix, Some(&sim));
+    config.receiver.book = true;
+    config.schedule.enabled = false;
+    let handle = Runtime::from_config(&config).start().await.unwrap();
+    eventually("streaming", WAIT, || {
+        detail(&handle, tree::RECEIVER, "connection").is_some_and(|c| c == "streaming")
+    })
+    .await;
+    // Let the first book snapshot arrive, then skip a change_id.
+    eventually("book flowing", WAIT, || {
+        detail(&handle, tree::RECEIVER, "receiver").is_some_and(|r| r["frames"].as_u64() > Some(20))
+    })
+    .await;
+    sim.inject(&Fault::BookGap { instrument: None }).unwrap();
+    eventually("book resynchronised", WAIT, || {
+        detail(&handle, tree::RECEIVER, "receiver")
+            .is_some_and(|r| r["book_resyncs"].as_u64() >= Some(1))
+    })
+    .await;
+    assert_eq!(
+        handle.tree().actor(tree::RECEIVER).unwrap().restarts,
+        0,
+        "only the book was resubscribed"
+    );
+    handle.shutdown().await;
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn a_refused_subscription_fails_the_receiver_and_the_supervisor_retries() {
+    let db = TestDb::create().await;
+    let prefix = TestPrefix::new();
+    let sim = sim().await;
+    let mut config = config(&db, &prefix, Some(&sim));
+    config.receiver.instruments = vec!["NOPE-PERPETUAL".into()];
+    config.schedule.enabled = false;
+    let handle = Runtime::from_config(&config).start().await.unwrap();
+    eventually("receiver restarted after the refusal", WAIT, || {
+        handle.tree().actor(tree::RECEIVER).is_some_and(|a| {
+            a.restarts >= 2
+                && a.last_failure
+                    .as_ref()
+                    .is_some_and(|f| f.reason.contains("refused"))
+        })
+    })
+    .await;
+    handle.shutdown().await;
+    sim.stop().await;
+}
