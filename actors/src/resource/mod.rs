@@ -11,6 +11,7 @@ mod actor;
 mod availability;
 mod call;
 pub mod pg;
+mod pool;
 pub mod redis;
 
 pub use actor::{ConnectError, Health, PoolStats, Resource, ResourceActor, ResourceMsg, Status};

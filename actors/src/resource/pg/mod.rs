@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use bb8::{ErrorSink, Pool};
+use bb8::Pool;
 use bb8_postgres::PostgresConnectionManager;
 use ractor::{ActorCell, ActorProcessingErr, RpcReplyPort, SpawnErr};
 use serde::{Deserialize, Serialize};
@@ -213,21 +213,6 @@ impl Postgres {
     }
 }
 
-/// Sends bb8's connection errors (refused, authentication failed, DNS) to the
-/// registry and the log, instead of leaving callers with a bare "timed out".
-#[derive(Debug, Clone)]
-struct RecordErrors(Availability);
-
-impl ErrorSink<tokio_postgres::Error> for RecordErrors {
-    fn sink(&self, error: tokio_postgres::Error) {
-        self.0.mark_unreachable(&error.to_string());
-    }
-
-    fn boxed_clone(&self) -> Box<dyn ErrorSink<tokio_postgres::Error>> {
-        Box::new(self.clone())
-    }
-}
-
 impl Resource for Postgres {
     type Call = PgCall;
     type Shared = PgShared;
@@ -239,7 +224,7 @@ impl Resource for Postgres {
             .max_size(self.config.max_size)
             .connection_timeout(self.config.checkout_timeout)
             .test_on_check_out(true)
-            .error_sink(Box::new(RecordErrors(availability.clone())))
+            .error_sink(Box::new(super::pool::RecordErrors(availability.clone())))
             .build_unchecked(manager);
         availability
             .probe()
@@ -386,14 +371,7 @@ impl Resource for Postgres {
     }
 
     fn pool_stats(shared: &PgShared) -> PoolStats {
-        let state = shared.pool.state();
-        PoolStats {
-            connections: state.connections,
-            idle: state.idle_connections,
-            max_size: shared.config.max_size,
-            waited: state.statistics.get_waited,
-            timed_out: state.statistics.get_timed_out,
-        }
+        super::pool::stats(shared.pool.state(), shared.config.max_size)
     }
 
     fn details(shared: &PgShared) -> serde_json::Value {

@@ -20,7 +20,7 @@ pub use replies::StreamEntry;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bb8::{ErrorSink, Pool, RunError};
+use bb8::{Pool, RunError};
 use bb8_redis::RedisConnectionManager;
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
@@ -261,19 +261,6 @@ impl Redis {
     }
 }
 
-#[derive(Debug, Clone)]
-struct RecordErrors(Availability);
-
-impl ErrorSink<redis::RedisError> for RecordErrors {
-    fn sink(&self, error: redis::RedisError) {
-        self.0.mark_unreachable(&error.to_string());
-    }
-
-    fn boxed_clone(&self) -> Box<dyn ErrorSink<redis::RedisError>> {
-        Box::new(self.clone())
-    }
-}
-
 impl Resource for Redis {
     type Call = RedisCall;
     type Shared = RedisShared;
@@ -284,7 +271,7 @@ impl Resource for Redis {
             .max_size(self.config.max_size)
             .connection_timeout(self.config.checkout_timeout)
             .test_on_check_out(true)
-            .error_sink(Box::new(RecordErrors(availability.clone())))
+            .error_sink(Box::new(super::pool::RecordErrors(availability.clone())))
             .build_unchecked(manager);
         let shared = RedisShared {
             pool,
@@ -472,14 +459,7 @@ impl Resource for Redis {
     }
 
     fn pool_stats(shared: &RedisShared) -> PoolStats {
-        let state = shared.pool.state();
-        PoolStats {
-            connections: state.connections,
-            idle: state.idle_connections,
-            max_size: shared.config.max_size,
-            waited: state.statistics.get_waited,
-            timed_out: state.statistics.get_timed_out,
-        }
+        super::pool::stats(shared.pool.state(), shared.config.max_size)
     }
 
     fn details(shared: &RedisShared) -> serde_json::Value {
