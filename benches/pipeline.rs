@@ -141,6 +141,8 @@ batch = 5000
 enabled = false
 [schedule]
 enabled = false
+[admin]
+enabled = false
 "#,
             ws = sim.ws_url()
         ),

@@ -6,6 +6,7 @@
 //! here as [`actors`].
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod exit_code;

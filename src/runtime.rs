@@ -166,6 +166,24 @@ impl RuntimeHandle {
         self.skip_drain.cancel();
     }
 
+    /// Drains child `name` and starts it again now (as an operator asks).
+    pub async fn restart(&self, name: &str) -> Result<(), crate::supervisor::RestartRefused> {
+        let name = name.to_owned();
+        match self
+            .root
+            .call(|reply| SupervisorMsg::RestartChild(name, reply), None)
+            .await
+        {
+            Ok(CallResult::Success(result)) => result,
+            _ => Err(crate::supervisor::RestartRefused::ShuttingDown),
+        }
+    }
+
+    /// Whether the tree has ended (shut down, or the supervisor gave up).
+    pub fn has_ended(&self) -> bool {
+        self.exit.borrow().is_some()
+    }
+
     /// Drains the tree in order (workers, then resources) and stops it. If the tree
     /// had already ended, returns the report of that ending.
     pub async fn shutdown(&self) -> ShutdownReport {

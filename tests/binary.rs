@@ -66,7 +66,10 @@ fn signal(child: &Child, name: &str) {
 fn sigterm_shuts_the_daemon_down_cleanly_within_its_deadline() {
     let dir = tempfile::tempdir().unwrap();
     let shutdown_timeout = Duration::from_secs(2);
-    let config = write_config(dir.path(), "[supervisor]\nshutdown_timeout = \"2s\"\n");
+    let config = write_config(
+        dir.path(),
+        "[supervisor]\nshutdown_timeout = \"2s\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+    );
     let mut child = Command::new(KEEL)
         .args(["run", "--log-format", "json", "--config"])
         .arg(&config)

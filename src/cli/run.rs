@@ -23,13 +23,35 @@ pub(super) async fn run(config: &Config) -> u8 {
             return exit_code::SUPERVISOR_GAVE_UP;
         }
     };
+    let handle = std::sync::Arc::new(handle);
+    let admin = if config.admin.enabled {
+        match crate::admin::AdminServer::start(&config.admin, std::sync::Arc::clone(&handle)).await
+        {
+            Ok(admin) => Some(admin),
+            Err(error) => {
+                tracing::error!(%error, "Admin endpoint could not start; shutting down.");
+                shut_down(&handle, &mut signals).await;
+                return exit_code::BAD_CONFIG;
+            }
+        }
+    } else {
+        None
+    };
+    let admin_shutdown = admin
+        .as_ref()
+        .map(|a| std::sync::Arc::clone(&a.shutdown_requested));
     tokio::select! {
         signal = signals.next() => {
             tracing::info!(signal, "Shutting down: draining workers, then resources.");
         }
+        () = async { match &admin_shutdown { Some(n) => n.notified().await, None => std::future::pending().await } } => {
+            tracing::info!("Shutting down on an admin request: draining workers, then resources.");
+        }
         ended = handle.wait() => return exit_code_of(&ended),
     }
-    shut_down(&handle, &mut signals).await
+    let code = shut_down(&handle, &mut signals).await;
+    drop(admin);
+    code
 }
 
 /// Drains the tree; a SIGINT meanwhile makes the rest of the shutdown skip the drain.

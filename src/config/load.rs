@@ -194,6 +194,7 @@ mod tests {
                     "KEEL__POSTGRES__PASSWORD_FILE",
                     "KEEL__REDIS__PASSWORD_FILE",
                     "KEEL__RECEIVER__CLIENT_SECRET_FILE",
+                    "KEEL__ADMIN__TOKEN_FILE",
                 ]),
             ),
         ];

@@ -67,6 +67,9 @@ pub struct Config {
     /// When `keel run` runs the tasks.
     #[serde(default)]
     pub schedule: ScheduleConfig,
+    /// The admin endpoint.
+    #[serde(default)]
+    pub admin: crate::admin::AdminConfig,
 }
 
 /// The `[backfill]` section.
@@ -122,6 +125,7 @@ impl Config {
             ("receiver", self.receiver.problems()),
             ("distributor", self.distributor.problems()),
             ("analyzer", self.analyzer.problems()),
+            ("admin", self.admin.problems()),
         ];
         sections
             .into_iter()

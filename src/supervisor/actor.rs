@@ -27,6 +27,19 @@ pub(crate) enum SupervisorMsg {
     RestartDue(Vec<usize>),
     /// Drain the whole tree in order and stop; replies with the report.
     Shutdown(RpcReplyPort<ShutdownReport>),
+    /// Restart one child now (drained, then started again); replies how it went.
+    RestartChild(String, RpcReplyPort<Result<(), RestartRefused>>),
+}
+
+/// Why a restart on request was not done.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RestartRefused {
+    /// No child has that name.
+    #[error("no child named `{0}`")]
+    Unknown(String),
+    /// The tree is shutting down.
+    #[error("the tree is shutting down")]
+    ShuttingDown,
 }
 
 impl Recordable for SupervisorMsg {
@@ -35,6 +48,7 @@ impl Recordable for SupervisorMsg {
             SupervisorMsg::StartChildren(_) => "StartChildren",
             SupervisorMsg::RestartDue(_) => "RestartDue",
             SupervisorMsg::Shutdown(_) => "Shutdown",
+            SupervisorMsg::RestartChild(..) => "RestartChild",
         }
     }
 
@@ -43,6 +57,7 @@ impl Recordable for SupervisorMsg {
             SupervisorMsg::StartChildren(_) => "start every child in order".into(),
             SupervisorMsg::RestartDue(slots) => format!("restart children at {slots:?}"),
             SupervisorMsg::Shutdown(_) => "drain the tree and stop".into(),
+            SupervisorMsg::RestartChild(name, _) => format!("restart `{name}` on request"),
         }
     }
 }
@@ -188,6 +203,10 @@ impl Actor for Supervisor {
                     }
                 }
                 state.start_pending(&myself, &slots).await;
+            }
+            SupervisorMsg::RestartChild(name, reply) => {
+                let result = state.restart_on_request(&myself, &name).await;
+                let _ = reply.send(result);
             }
             SupervisorMsg::Shutdown(reply) => {
                 let report = state.shutdown_children().await;
@@ -392,6 +411,35 @@ impl SupervisorState {
             .filter(|&j| matches!(self.slots[j].run, Run::Waiting { scheduled: true }))
             .collect();
         myself.send_after(delay, move || SupervisorMsg::RestartDue(due));
+    }
+
+    /// Drains child `name` and starts it again at once, as an operator asked.
+    async fn restart_on_request(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        name: &str,
+    ) -> Result<(), RestartRefused> {
+        if self.shutting_down {
+            return Err(RestartRefused::ShuttingDown);
+        }
+        let i = self
+            .slots
+            .iter()
+            .position(|s| s.spec.name == name)
+            .ok_or_else(|| RestartRefused::Unknown(name.to_owned()))?;
+        let timeout = self.timeout_of(i);
+        let slot = &mut self.slots[i];
+        if let Run::Running { cell, .. } =
+            mem::replace(&mut slot.run, Run::Waiting { scheduled: false })
+        {
+            slot.probe.set_cell(None);
+            slot.probe.set_state(ActorState::Draining);
+            stop_child(&slot.spec.name, &cell, timeout, &self.skip_drain).await;
+        }
+        slot.probe.record_restart("restarted on request");
+        tracing::info!(child = %name, "Restarting child on request.");
+        self.start_pending(myself, &[i]).await;
+        Ok(())
     }
 
     async fn give_up(&mut self, myself: &ActorRef<SupervisorMsg>, reason: String) {

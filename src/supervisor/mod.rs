@@ -14,7 +14,7 @@ mod report;
 mod spec;
 mod stop;
 
-pub use actor::{ChildEvent, TreeExit};
+pub use actor::{ChildEvent, RestartRefused, TreeExit};
 pub(crate) use actor::{Supervisor, SupervisorArgs, SupervisorMsg};
 pub use config::SupervisorConfig;
 pub use report::{ShutdownReport, StopOutcome, StoppedChild};

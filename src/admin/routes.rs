@@ -1,0 +1,180 @@
+//! The admin routes.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::middleware;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use keel_actors::registry::{ActorKind, ActorState};
+use keel_actors::secret::Secret;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::Notify;
+
+use crate::supervisor::RestartRefused;
+use crate::RuntimeHandle;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub(super) struct App {
+    pub(super) handle: Arc<RuntimeHandle>,
+    pub(super) token: Option<Secret>,
+    pub(super) shutdown_requested: Arc<Notify>,
+    pub(super) shutting_down: Arc<AtomicBool>,
+}
+
+/// Most messages one request returns.
+const MAX_LIMIT: usize = 1000;
+
+pub(super) fn error(status: StatusCode, message: &str) -> (StatusCode, Json<Value>) {
+    (status, Json(json!({ "error": message })))
+}
+
+pub(super) fn router(app: App) -> Router {
+    let protected = Router::new()
+        .route("/readyz", get(readyz))
+        .route("/api/tree", get(tree))
+        .route("/api/actors/{name}", get(actor))
+        .route("/api/actors/{name}/messages", get(messages))
+        .route("/api/actors/{name}/restart", post(restart))
+        .route("/api/shutdown", post(shutdown))
+        .route_layer(middleware::from_fn_with_state(
+            app.clone(),
+            super::auth::require_token,
+        ));
+    Router::new()
+        .route(
+            "/healthz",
+            get(|| async { Json(json!({ "status": "ok" })) }),
+        )
+        .merge(protected)
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
+        .method_not_allowed_fallback(|| async {
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed on this route",
+            )
+        })
+        .layer(axum::extract::DefaultBodyLimit::max(16 * 1024))
+        .with_state(app)
+}
+
+/// 200 when every resource is ready and every permanent worker runs; else 503
+/// with a reason per actor.
+async fn readyz(State(app): State<App>) -> Response {
+    let mut reasons = BTreeMap::new();
+    for actor in app.handle.tree().actors {
+        match actor.kind {
+            ActorKind::Resource => {
+                let status = actor
+                    .details
+                    .get("status")
+                    .and_then(Value::as_str)
+                    .unwrap_or("running");
+                if actor.state != ActorState::Running {
+                    reasons.insert(actor.name, format!("{:?}", actor.state).to_lowercase());
+                } else if status != "ready" && status != "running" {
+                    reasons.insert(actor.name, status.to_owned());
+                }
+            }
+            ActorKind::Worker if actor.state != ActorState::Running => {
+                reasons.insert(actor.name, format!("{:?}", actor.state).to_lowercase());
+            }
+            _ => {}
+        }
+    }
+    if reasons.is_empty() {
+        Json(json!({ "ready": true })).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "ready": false, "not_ready": reasons })),
+        )
+            .into_response()
+    }
+}
+
+async fn tree(State(app): State<App>) -> Response {
+    let tree = app.handle.tree();
+    let actors: Vec<Value> = tree
+        .actors
+        .iter()
+        .map(|a| {
+            let mut v = serde_json::to_value(a).unwrap_or(Value::Null);
+            if let Value::Object(map) = &mut v {
+                map.insert("children".into(), json!(tree.children_of(&a.name)));
+            }
+            v
+        })
+        .collect();
+    Json(json!({ "actors": actors })).into_response()
+}
+
+async fn actor(State(app): State<App>, Path(name): Path<String>) -> Response {
+    match app.handle.tree().actor(&name) {
+        Some(a) => Json(a.clone()).into_response(),
+        None => error(StatusCode::NOT_FOUND, &format!("no actor named `{name}`")).into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Limit {
+    limit: Option<String>,
+}
+
+async fn messages(
+    State(app): State<App>,
+    Path(name): Path<String>,
+    query: Result<Query<Limit>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let limit = match query.map(|Query(q)| q.limit) {
+        Ok(None) => 50,
+        Ok(Some(text)) => match text.parse::<usize>() {
+            Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
+            _ => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("limit must be a number from 1 to {MAX_LIMIT}"),
+                )
+                .into_response()
+            }
+        },
+        Err(_) => {
+            return error(StatusCode::BAD_REQUEST, "the only parameter is limit").into_response()
+        }
+    };
+    match app.handle.registry().messages(&name, limit) {
+        Some(messages) => Json(json!({ "actor": name, "messages": messages })).into_response(),
+        None => error(StatusCode::NOT_FOUND, &format!("no actor named `{name}`")).into_response(),
+    }
+}
+
+async fn restart(State(app): State<App>, Path(name): Path<String>) -> Response {
+    match app.handle.restart(&name).await {
+        Ok(()) => Json(json!({ "restarted": name })).into_response(),
+        Err(RestartRefused::Unknown(_)) => {
+            error(StatusCode::NOT_FOUND, &format!("no child named `{name}`")).into_response()
+        }
+        Err(RestartRefused::ShuttingDown) => {
+            error(StatusCode::CONFLICT, "the tree is shutting down").into_response()
+        }
+    }
+}
+
+async fn shutdown(State(app): State<App>) -> Response {
+    if app.shutting_down.swap(true, Ordering::AcqRel) || app.handle.has_ended() {
+        return error(StatusCode::CONFLICT, "a shutdown is already in progress").into_response();
+    }
+    app.shutdown_requested.notify_one();
+    (
+        StatusCode::ACCEPTED,
+        Json(json!({ "shutting_down": true, "as": "SIGTERM" })),
+    )
+        .into_response()
+}

@@ -1,0 +1,177 @@
+//! The admin endpoint over real HTTP against a real tree.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use keel::actors::secret::Secret;
+use keel::admin::{AdminConfig, AdminServer};
+use keel::supervisor::Strategy;
+use keel::Runtime;
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(10);
+const TOKEN: &str = "s3cret-admin-token";
+
+async fn start() -> (Arc<keel::RuntimeHandle>, AdminServer, Live) {
+    let journal = Journal::default();
+    let (db, _) = test_child(resource, "db", &journal, Behaviour::default());
+    let (w, live) = test_child(worker, "w", &journal, Behaviour::default());
+    let handle = Arc::new(
+        Runtime::new(fast_policy(Strategy::OneForOne))
+            .child(db)
+            .child(w)
+            .start()
+            .await
+            .unwrap(),
+    );
+    let config = AdminConfig {
+        enabled: true,
+        listen: "127.0.0.1:0".parse().unwrap(),
+        token: Some(Secret::new(TOKEN)),
+    };
+    let admin = AdminServer::start(&config, Arc::clone(&handle))
+        .await
+        .unwrap();
+    (handle, admin, live)
+}
+
+async fn call(admin: &AdminServer, method: &str, path: &str, token: Option<&str>) -> (u16, Value) {
+    let client = reqwest::Client::new();
+    let url = format!("http://{}{path}", admin.addr());
+    let mut request = match method {
+        "POST" => client.post(url),
+        "DELETE" => client.delete(url),
+        _ => client.get(url),
+    };
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let body = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&body).unwrap_or(Value::String(body)),
+    )
+}
+
+#[tokio::test]
+async fn every_route_needs_the_token_except_healthz() {
+    let (handle, admin, _) = start().await;
+    assert_eq!(call(&admin, "GET", "/healthz", None).await.0, 200);
+    for (method, path) in [
+        ("GET", "/readyz"),
+        ("GET", "/api/tree"),
+        ("GET", "/api/actors/w"),
+        ("GET", "/api/actors/w/messages"),
+        ("POST", "/api/actors/w/restart"),
+        ("POST", "/api/shutdown"),
+    ] {
+        for token in [None, Some("wrong")] {
+            let (status, body) = call(&admin, method, path, token).await;
+            assert_eq!(status, 401, "{method} {path} with {token:?}");
+            assert!(body["error"].is_string());
+            assert!(!body.to_string().contains(TOKEN));
+        }
+    }
+    assert_eq!(call(&admin, "GET", "/api/tree", Some(TOKEN)).await.0, 200);
+    handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_tree_actors_messages_and_readiness() {
+    let (handle, admin, live) = start().await;
+    for n in 0..3 {
+        live.send(TestMsg::Work(n));
+    }
+    eventually("handled", WAIT, || {
+        handle.tree().actor("w").unwrap().messages_handled == 3
+    })
+    .await;
+    let (status, tree) = call(&admin, "GET", "/api/tree", Some(TOKEN)).await;
+    assert_eq!(status, 200);
+    let actors = tree["actors"].as_array().unwrap();
+    let names: Vec<&str> = actors.iter().map(|a| a["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["root", "db", "w"]);
+    assert_eq!(actors[0]["children"], serde_json::json!(["db", "w"]));
+    assert_eq!(actors[2]["state"], "running");
+    assert_eq!(actors[2]["messages_handled"], 3);
+
+    let (status, one) = call(&admin, "GET", "/api/actors/db", Some(TOKEN)).await;
+    assert_eq!((status, one["kind"].as_str()), (200, Some("resource")));
+    let (status, messages) =
+        call(&admin, "GET", "/api/actors/w/messages?limit=2", Some(TOKEN)).await;
+    assert_eq!(status, 200);
+    let summaries: Vec<&str> = messages["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["summary"].as_str().unwrap())
+        .collect();
+    assert_eq!(summaries, ["work item 1", "work item 2"]);
+    assert_eq!(call(&admin, "GET", "/readyz", Some(TOKEN)).await.0, 200);
+    handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_restart_through_the_api_is_seen_in_the_tree() {
+    let (handle, admin, live) = start().await;
+    let before = live.id();
+    let (status, body) = call(&admin, "POST", "/api/actors/w/restart", Some(TOKEN)).await;
+    assert_eq!((status, body["restarted"].as_str()), (200, Some("w")));
+    let (_, one) = call(&admin, "GET", "/api/actors/w", Some(TOKEN)).await;
+    assert_eq!(one["restarts"], 1);
+    assert_eq!(one["state"], "running");
+    assert_eq!(one["last_failure"]["reason"], "restarted on request");
+    assert_ne!(live.id(), before, "a new incarnation");
+    assert_eq!(
+        call(&admin, "POST", "/api/actors/nope/restart", Some(TOKEN))
+            .await
+            .0,
+        404
+    );
+    handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_requests_get_json_errors_and_change_nothing() {
+    let (handle, admin, _) = start().await;
+    for (method, path, expected) in [
+        ("GET", "/api/actors/nope", 404),
+        ("GET", "/api/actors/nope/messages", 404),
+        ("GET", "/api/actors/w/messages?limit=zero", 400),
+        ("GET", "/api/actors/w/messages?limit=100000", 400),
+        ("GET", "/api/actors/w/messages?color=red", 400),
+        ("GET", "/no/such/route", 404),
+        ("DELETE", "/api/tree", 405),
+        ("GET", "/api/shutdown", 405),
+    ] {
+        let (status, body) = call(&admin, method, path, Some(TOKEN)).await;
+        assert_eq!(status, expected, "{method} {path}: {body}");
+        assert!(body["error"].is_string(), "{method} {path}: {body}");
+    }
+    assert_eq!(handle.tree().actor("w").unwrap().restarts, 0);
+    // A shutdown through the API is accepted once, then refused as in progress.
+    let (status, _) = call(&admin, "POST", "/api/shutdown", Some(TOKEN)).await;
+    assert_eq!(status, 202);
+    assert_eq!(
+        call(&admin, "POST", "/api/shutdown", Some(TOKEN)).await.0,
+        409
+    );
+    handle.shutdown().await;
+}
+
+#[test]
+fn a_public_address_without_a_token_is_refused() {
+    let open = AdminConfig {
+        enabled: true,
+        listen: "0.0.0.0:9600".parse().unwrap(),
+        token: None,
+    };
+    assert_eq!(open.problems()[0].0, "token");
+    let local = AdminConfig::default();
+    assert!(local.problems().is_empty());
+}
