@@ -175,3 +175,51 @@ fn a_public_address_without_a_token_is_refused() {
     let local = AdminConfig::default();
     assert!(local.problems().is_empty());
 }
+
+#[tokio::test]
+async fn the_message_stream_delivers_messages_as_they_happen() {
+    let (handle, admin, live) = start().await;
+    live.send(TestMsg::Work(99));
+    eventually("before", WAIT, || {
+        handle.tree().actor("w").unwrap().messages_handled == 1
+    })
+    .await;
+    let mut response = reqwest::Client::new()
+        .get(format!(
+            "http://{}/api/actors/w/messages/stream",
+            admin.addr()
+        ))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    assert!(response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    for n in 0..3 {
+        live.send(TestMsg::Work(n));
+    }
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !seen.contains("work item 2") {
+        let chunk = tokio::time::timeout_at(deadline, response.chunk())
+            .await
+            .expect("events in time");
+        seen.push_str(&String::from_utf8_lossy(
+            &chunk.unwrap().expect("stream open"),
+        ));
+    }
+    let (a, b) = (
+        seen.find("work item 0").unwrap(),
+        seen.find("work item 2").unwrap(),
+    );
+    assert!(a < b, "in order");
+    assert!(
+        !seen.contains("work item 99"),
+        "only what happened after subscribing"
+    );
+    assert!(seen.contains("event: message"));
+    handle.shutdown().await;
+}

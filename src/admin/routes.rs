@@ -7,9 +7,11 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::middleware;
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use futures::StreamExt as _;
 use keel_actors::registry::{ActorKind, ActorState};
 use keel_actors::secret::Secret;
 use serde::Deserialize;
@@ -41,6 +43,7 @@ pub(super) fn router(app: App) -> Router {
         .route("/api/tree", get(tree))
         .route("/api/actors/{name}", get(actor))
         .route("/api/actors/{name}/messages", get(messages))
+        .route("/api/actors/{name}/messages/stream", get(tail))
         .route("/api/actors/{name}/restart", post(restart))
         .route("/api/shutdown", post(shutdown))
         .route_layer(middleware::from_fn_with_state(
@@ -153,6 +156,40 @@ async fn messages(
         Some(messages) => Json(json!({ "actor": name, "messages": messages })).into_response(),
         None => error(StatusCode::NOT_FOUND, &format!("no actor named `{name}`")).into_response(),
     }
+}
+
+/// `GET /api/actors/{name}/messages/stream`: each new message as a Server-Sent
+/// Event (`data:` its JSON), from now on.
+async fn tail(State(app): State<App>, Path(name): Path<String>) -> Response {
+    let registry = app.handle.registry().clone();
+    let Some(start) = registry
+        .messages(&name, 1)
+        .map(|m| m.last().map_or(0, |r| r.seq))
+    else {
+        return error(StatusCode::NOT_FOUND, &format!("no actor named `{name}`")).into_response();
+    };
+    let events = futures::stream::unfold(
+        (registry, name, start),
+        |(registry, name, last)| async move {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            let fresh = registry.messages_after(&name, last)?;
+            let next = fresh.last().map_or(last, |r| r.seq);
+            let events: Vec<Result<Event, std::convert::Infallible>> = fresh
+                .iter()
+                .map(|r| {
+                    Ok(Event::default()
+                        .event("message")
+                        .json_data(r)
+                        .unwrap_or_default())
+                })
+                .collect();
+            Some((futures::stream::iter(events), (registry, name, next)))
+        },
+    )
+    .flatten();
+    Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response()
 }
 
 async fn restart(State(app): State<App>, Path(name): Path<String>) -> Response {

@@ -107,6 +107,10 @@ impl Entry {
         self.cell.lock().clone()
     }
 
+    pub(super) fn messages_after(&self, seq: u64) -> Vec<MessageRecord> {
+        self.ring.lock().after(seq)
+    }
+
     pub(super) fn recent_messages(&self, limit: usize) -> Vec<MessageRecord> {
         self.ring.lock().latest(limit)
     }
@@ -232,10 +236,10 @@ impl Probe {
     /// Like [`Probe::record_message`], but builds the summary only when the ring
     /// keeps messages, so a hot path pays nothing for it when recording is off.
     pub fn record_message_with(&self, kind: &'static str, summary: impl FnOnce() -> String) {
-        self.entry.messages_handled.fetch_add(1, Ordering::Relaxed);
+        let seq = self.entry.messages_handled.fetch_add(1, Ordering::Relaxed) + 1;
         let mut ring = self.entry.ring.lock();
         if ring.keeps_messages() {
-            ring.push(kind, summary());
+            ring.push(seq, kind, summary());
         }
     }
 }

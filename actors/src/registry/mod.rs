@@ -96,6 +96,11 @@ impl Registry {
         TreeSnapshot { actors }
     }
 
+    /// The messages of one actor recorded after `seq`, oldest first.
+    pub fn messages_after(&self, name: &str, seq: u64) -> Option<Vec<MessageRecord>> {
+        self.entries.read().get(name).map(|e| e.messages_after(seq))
+    }
+
     /// The `limit` most recent messages of one actor, oldest first.
     pub fn messages(&self, name: &str, limit: usize) -> Option<Vec<MessageRecord>> {
         self.entries

@@ -11,6 +11,9 @@ const MAX_SUMMARY_CHARS: usize = 240;
 /// One handled message as the operator sees it.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct MessageRecord {
+    /// Its number among the messages the actor handled (1 = the first), so a
+    /// follower can ask for what came after the last one it saw.
+    pub seq: u64,
     /// When the actor started handling it.
     #[serde(with = "humantime_serde")]
     pub at: SystemTime,
@@ -38,7 +41,7 @@ impl Ring {
         self.capacity > 0
     }
 
-    pub(super) fn push(&mut self, kind: &'static str, mut summary: String) {
+    pub(super) fn push(&mut self, seq: u64, kind: &'static str, mut summary: String) {
         if self.capacity == 0 {
             return;
         }
@@ -50,10 +53,19 @@ impl Ring {
             summary.push('…');
         }
         self.records.push_back(MessageRecord {
+            seq,
             at: SystemTime::now(),
             kind,
             summary,
         });
+    }
+
+    pub(super) fn after(&self, seq: u64) -> Vec<MessageRecord> {
+        self.records
+            .iter()
+            .filter(|r| r.seq > seq)
+            .cloned()
+            .collect()
     }
 
     pub(super) fn latest(&self, limit: usize) -> Vec<MessageRecord> {
@@ -69,7 +81,7 @@ mod tests {
     #[test]
     fn long_summaries_are_cut_on_a_char_boundary() {
         let mut ring = Ring::new(2);
-        ring.push("Frame", "é".repeat(1000));
+        ring.push(1, "Frame", "é".repeat(1000));
         let kept = &ring.latest(1)[0].summary;
         assert_eq!(kept.chars().count(), MAX_SUMMARY_CHARS + 1);
         assert!(kept.ends_with('…'));
