@@ -69,6 +69,8 @@ async fn every_route_needs_the_token_except_healthz() {
         ("GET", "/api/actors/w/messages"),
         ("POST", "/api/actors/w/restart"),
         ("POST", "/api/shutdown"),
+        ("GET", "/metrics"),
+        ("GET", "/api/actors/w/messages/stream"),
     ] {
         for token in [None, Some("wrong")] {
             let (status, body) = call(&admin, method, path, token).await;
@@ -221,5 +223,46 @@ async fn the_message_stream_delivers_messages_as_they_happen() {
         "only what happened after subscribing"
     );
     assert!(seen.contains("event: message"));
+    handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn metrics_follow_the_prometheus_text_format() {
+    let (handle, admin, _) = start().await;
+    call(&admin, "POST", "/api/actors/w/restart", Some(TOKEN)).await;
+    let response = reqwest::Client::new()
+        .get(format!("http://{}/metrics", admin.addr()))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert!(response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
+    let text = response.text().await.unwrap();
+    assert!(
+        text.contains("keel_actor_restarts_total{actor=\"w\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("keel_actor_state{actor=\"w\",state=\"running\"} 1"));
+    let mut typed = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            assert!(name.starts_with("keel_"), "{name}");
+            assert_eq!(
+                name.ends_with("_total"),
+                kind == "counter",
+                "{name} is a {kind}"
+            );
+            typed.insert(name.to_owned(), kind.to_owned());
+        } else if !line.starts_with("# HELP ") {
+            let (series, value) = line.rsplit_once(' ').expect("name{labels} value");
+            value.parse::<f64>().unwrap_or_else(|_| panic!("{line}"));
+            let name = series.split('{').next().unwrap();
+            assert!(typed.contains_key(name), "{name} sampled before its TYPE");
+        }
+    }
     handle.shutdown().await;
 }

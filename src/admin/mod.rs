@@ -5,6 +5,7 @@
 //! to a non-loopback address without one is refused at start.
 
 mod auth;
+mod metrics;
 mod routes;
 
 use std::net::SocketAddr;

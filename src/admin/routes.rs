@@ -46,6 +46,7 @@ pub(super) fn router(app: App) -> Router {
         .route("/api/actors/{name}/messages/stream", get(tail))
         .route("/api/actors/{name}/restart", post(restart))
         .route("/api/shutdown", post(shutdown))
+        .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(
             app.clone(),
             super::auth::require_token,
@@ -100,6 +101,14 @@ async fn readyz(State(app): State<App>) -> Response {
         )
             .into_response()
     }
+}
+
+async fn metrics(State(app): State<App>) -> Response {
+    (
+        [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
+        super::metrics::render(&app.handle.tree()),
+    )
+        .into_response()
 }
 
 async fn tree(State(app): State<App>) -> Response {

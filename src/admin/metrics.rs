@@ -1,0 +1,241 @@
+//! `GET /metrics`: the registry in Prometheus text format. Names live under
+//! `keel_`, counters end in `_total`, and every label set is bounded (actor
+//! names, the six states, breaker states).
+
+use std::fmt::Write as _;
+
+use keel_actors::registry::{ActorState, TreeSnapshot};
+use serde_json::Value;
+
+const STATES: [(ActorState, &str); 6] = [
+    (ActorState::Starting, "starting"),
+    (ActorState::Running, "running"),
+    (ActorState::Restarting, "restarting"),
+    (ActorState::Draining, "draining"),
+    (ActorState::Stopped, "stopped"),
+    (ActorState::Failed, "failed"),
+];
+
+/// Label values are actor names; escape them as the format requires anyway.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+struct Family<'a> {
+    out: &'a mut String,
+}
+
+impl Family<'_> {
+    fn header(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.out, "# HELP {name} {help}");
+        let _ = writeln!(self.out, "# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        let labels: Vec<String> = labels
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+            .collect();
+        let _ = writeln!(self.out, "{name}{{{}}} {value}", labels.join(","));
+    }
+}
+
+/// Every metric Keel exposes, from one registry snapshot.
+pub(super) fn render(tree: &TreeSnapshot) -> String {
+    let mut out = String::new();
+    let mut f = Family { out: &mut out };
+    f.header(
+        "keel_actor_restarts_total",
+        "counter",
+        "Times each actor was restarted.",
+    );
+    for a in &tree.actors {
+        f.sample(
+            "keel_actor_restarts_total",
+            &[("actor", &a.name)],
+            f64::from(a.restarts),
+        );
+    }
+    f.header(
+        "keel_actor_messages_handled_total",
+        "counter",
+        "Messages each actor handled.",
+    );
+    for a in &tree.actors {
+        f.sample(
+            "keel_actor_messages_handled_total",
+            &[("actor", &a.name)],
+            a.messages_handled as f64,
+        );
+    }
+    f.header(
+        "keel_actor_state",
+        "gauge",
+        "1 for each actor's current state, 0 for the others.",
+    );
+    for a in &tree.actors {
+        for (state, label) in STATES {
+            f.sample(
+                "keel_actor_state",
+                &[("actor", &a.name), ("state", label)],
+                f64::from(u8::from(a.state == state)),
+            );
+        }
+    }
+    f.header(
+        "keel_actor_uptime_seconds",
+        "gauge",
+        "Seconds the current incarnation has been running.",
+    );
+    for a in &tree.actors {
+        f.sample(
+            "keel_actor_uptime_seconds",
+            &[("actor", &a.name)],
+            a.uptime.map_or(0.0, |d| d.as_secs_f64()),
+        );
+    }
+    let detail =
+        |name: &str, key: &str| -> Option<Value> { tree.actor(name)?.details.get(key).cloned() };
+    let number = |v: &Value, key: &str| v.get(key).and_then(Value::as_f64);
+
+    let breakers: Vec<(&str, Value)> = tree
+        .actors
+        .iter()
+        .filter_map(|a| Some((a.name.as_str(), detail(&a.name, "breaker")?)))
+        .collect();
+    if !breakers.is_empty() {
+        f.header(
+            "keel_redis_breaker_state",
+            "gauge",
+            "1 for the circuit breaker's current state.",
+        );
+        for (actor, b) in &breakers {
+            for state in ["closed", "open", "half_open"] {
+                let current = b.get("state").and_then(Value::as_str) == Some(state);
+                f.sample(
+                    "keel_redis_breaker_state",
+                    &[("actor", actor), ("state", state)],
+                    f64::from(u8::from(current)),
+                );
+            }
+        }
+        f.header(
+            "keel_redis_breaker_transitions_total",
+            "counter",
+            "Circuit breaker state changes.",
+        );
+        for (actor, b) in &breakers {
+            f.sample(
+                "keel_redis_breaker_transitions_total",
+                &[("actor", actor)],
+                number(b, "transitions").unwrap_or(0.0),
+            );
+        }
+        f.header(
+            "keel_redis_breaker_rejected_calls_total",
+            "counter",
+            "Calls refused while the circuit was open.",
+        );
+        for (actor, b) in &breakers {
+            f.sample(
+                "keel_redis_breaker_rejected_calls_total",
+                &[("actor", actor)],
+                number(b, "rejected").unwrap_or(0.0),
+            );
+        }
+    }
+    let receivers: Vec<(&str, Value)> = tree
+        .actors
+        .iter()
+        .filter_map(|a| Some((a.name.as_str(), detail(&a.name, "receiver")?)))
+        .collect();
+    for (metric, key, kind, help) in [
+        (
+            "keel_receiver_frames_total",
+            "frames",
+            "counter",
+            "Frames read from the exchange.",
+        ),
+        (
+            "keel_receiver_trades_total",
+            "trades",
+            "counter",
+            "Trades read from the exchange.",
+        ),
+        (
+            "keel_receiver_malformed_frames_total",
+            "malformed_frames",
+            "counter",
+            "Frames that could not be parsed.",
+        ),
+        (
+            "keel_receiver_gaps_total",
+            "gaps_detected",
+            "counter",
+            "Trade sequence gaps recorded.",
+        ),
+        (
+            "keel_receiver_book_resyncs_total",
+            "book_resyncs",
+            "counter",
+            "Order books resubscribed after a gap.",
+        ),
+        (
+            "keel_receiver_buffered_entries",
+            "buffered",
+            "gauge",
+            "Trades waiting for Redis.",
+        ),
+        (
+            "keel_receiver_dropped_entries_total",
+            "dropped",
+            "counter",
+            "Trades dropped over the buffer limit (recorded as gaps).",
+        ),
+    ] {
+        if receivers.is_empty() {
+            break;
+        }
+        f.header(metric, kind, help);
+        for (actor, r) in &receivers {
+            f.sample(metric, &[("actor", actor)], number(r, key).unwrap_or(0.0));
+        }
+    }
+    let consumers: Vec<(&str, Value)> = tree
+        .actors
+        .iter()
+        .filter_map(|a| {
+            let v = detail(&a.name, "distributor").or_else(|| detail(&a.name, "analyzer"))?;
+            Some((a.name.as_str(), v))
+        })
+        .collect();
+    for (metric, key, help) in [
+        (
+            "keel_consumer_rows_written_total",
+            "stored",
+            "Rows a stream consumer wrote (new rows only).",
+        ),
+        (
+            "keel_consumer_duplicates_total",
+            "duplicates",
+            "Entries whose rows were already stored.",
+        ),
+        (
+            "keel_consumer_dead_lettered_total",
+            "dead_lettered",
+            "Entries sent to the dead-letter stream.",
+        ),
+    ] {
+        if consumers.is_empty() {
+            break;
+        }
+        f.header(metric, "counter", help);
+        for (actor, c) in &consumers {
+            f.sample(metric, &[("actor", actor)], number(c, key).unwrap_or(0.0));
+        }
+    }
+    out
+}
