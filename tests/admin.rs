@@ -266,3 +266,74 @@ async fn metrics_follow_the_prometheus_text_format() {
     }
     handle.shutdown().await;
 }
+
+fn ctl(admin: &AdminServer, token: &str, args: &[&str]) -> (i32, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args([
+            "ctl",
+            "--admin-url",
+            &format!("http://{}", admin.addr()),
+            "--token",
+            token,
+        ])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keel_ctl_draws_the_tree_shows_messages_and_restarts() {
+    let (handle, admin, live) = start().await;
+    live.send(TestMsg::Work(7));
+    eventually("handled", WAIT, || {
+        handle.tree().actor("w").unwrap().messages_handled == 1
+    })
+    .await;
+    let admin = Arc::new(admin);
+    let run = |args: Vec<&'static str>, token: &'static str| {
+        let admin = Arc::clone(&admin);
+        tokio::task::spawn_blocking(move || ctl(&admin, token, &args))
+    };
+    let (code, tree) = run(vec!["tree"], TOKEN).await.unwrap();
+    assert_eq!(code, 0);
+    assert_eq!(
+        tree.lines().collect::<Vec<_>>(),
+        [
+            "root (supervisor) running",
+            "├── db (resource) running",
+            "└── w (worker) running"
+        ]
+    );
+    let (code, messages) = run(vec!["messages", "w", "--limit", "5"], TOKEN)
+        .await
+        .unwrap();
+    assert_eq!(code, 0);
+    assert!(messages.contains("Work work item 7"), "{messages}");
+    let (code, _) = run(vec!["restart", "w"], TOKEN).await.unwrap();
+    assert_eq!(code, 0);
+    assert_eq!(handle.tree().actor("w").unwrap().restarts, 1);
+    assert_eq!(run(vec!["restart", "nope"], TOKEN).await.unwrap().0, 1);
+    assert_eq!(run(vec!["tree"], "wrong").await.unwrap().0, 77);
+    handle.shutdown().await;
+    drop(admin);
+    // Nothing listens any more.
+    let gone = AdminConfig {
+        enabled: true,
+        listen: "127.0.0.1:9".parse().unwrap(),
+        token: None,
+    };
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args([
+            "ctl",
+            "--admin-url",
+            &format!("http://{}", gone.listen),
+            "tree",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(69));
+}

@@ -1,6 +1,7 @@
 //! The `keel` command line.
 
 mod check;
+mod ctl;
 mod migrate;
 mod progress;
 mod run;
@@ -52,6 +53,8 @@ pub enum Command {
     Migrate,
     /// Run the local Deribit-compatible exchange (settings from `[sim]`, flags win).
     Sim(sim::SimArgs),
+    /// Inspect and control a running daemon through its admin endpoint.
+    Ctl(ctl::CtlArgs),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -84,6 +87,7 @@ pub fn main() -> ExitCode {
             Command::Task { name, args } => task::run(&config, &name, &args).await,
             Command::Migrate => migrate::run(&config).await,
             Command::Sim(args) => sim::run(&config.sim, args).await,
+            Command::Ctl(args) => ctl::run(&config, args).await,
             Command::Check => unreachable!("handled before the runtime starts"),
         }
     });

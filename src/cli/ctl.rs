@@ -1,0 +1,233 @@
+//! `keel ctl`: the admin API from a terminal.
+
+use serde_json::Value;
+
+use crate::config::Config;
+use crate::exit_code;
+
+/// Where the daemon's admin endpoint is, and how to talk to it.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CtlArgs {
+    /// Admin base URL (default: from `[admin] listen`).
+    #[arg(long)]
+    pub admin_url: Option<String>,
+    /// Bearer token (default: `[admin] token`, or KEEL_ADMIN_TOKEN).
+    #[arg(long, env = "KEEL_ADMIN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// What to do.
+    #[command(subcommand)]
+    pub action: CtlAction,
+}
+
+/// `keel ctl` actions.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum CtlAction {
+    /// Draw the supervision tree.
+    Tree,
+    /// An actor's recent messages; `--follow` keeps printing new ones.
+    Messages {
+        /// The actor.
+        name: String,
+        /// How many recent messages.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Keep printing messages as they happen.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Restart an actor now.
+    Restart {
+        /// The actor.
+        name: String,
+    },
+    /// Shut the daemon down gracefully (as SIGTERM).
+    Shutdown,
+}
+
+/// The daemon cannot be reached (`EX_UNAVAILABLE`).
+const UNAVAILABLE: u8 = 69;
+/// The token was refused (`EX_NOPERM`).
+const NO_PERMISSION: u8 = 77;
+
+struct Client {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Client {
+    async fn send(&self, method: reqwest::Method, path: &str) -> Result<reqwest::Response, u8> {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.map_err(|e| {
+            eprintln!("keel ctl: cannot reach {}: {e}", self.base);
+            UNAVAILABLE
+        })?;
+        match response.status().as_u16() {
+            401 => {
+                eprintln!(
+                    "keel ctl: the daemon refused the token (set --token or KEEL_ADMIN_TOKEN)"
+                );
+                Err(NO_PERMISSION)
+            }
+            code if code >= 400 => {
+                let text = response.text().await.unwrap_or_default();
+                let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+                eprintln!(
+                    "keel ctl: {}",
+                    body["error"].as_str().unwrap_or("request failed")
+                );
+                Err(exit_code::TASK_FAILED)
+            }
+            _ => Ok(response),
+        }
+    }
+
+    async fn json(&self, method: reqwest::Method, path: &str) -> Result<Value, u8> {
+        let response = self.send(method, path).await?;
+        let text = response.text().await.unwrap_or_default();
+        serde_json::from_str(&text).map_err(|e| {
+            eprintln!("keel ctl: unexpected answer: {e}");
+            exit_code::TASK_FAILED
+        })
+    }
+}
+
+pub(super) async fn run(config: &Config, args: CtlArgs) -> u8 {
+    let client = Client {
+        base: args
+            .admin_url
+            .unwrap_or_else(|| format!("http://{}", config.admin.listen))
+            .trim_end_matches('/')
+            .to_owned(),
+        token: args
+            .token
+            .or_else(|| config.admin.token.as_ref().map(|t| t.expose().to_owned())),
+        http: reqwest::Client::new(),
+    };
+    let result = match args.action {
+        CtlAction::Tree => tree(&client).await,
+        CtlAction::Messages {
+            name,
+            limit,
+            follow,
+        } => messages(&client, &name, limit, follow).await,
+        CtlAction::Restart { name } => client
+            .json(
+                reqwest::Method::POST,
+                &format!("/api/actors/{name}/restart"),
+            )
+            .await
+            .map(|_| println!("restarted {name}")),
+        CtlAction::Shutdown => client
+            .json(reqwest::Method::POST, "/api/shutdown")
+            .await
+            .map(|_| println!("shutting down")),
+    };
+    match result {
+        Ok(()) => exit_code::OK,
+        Err(code) => code,
+    }
+}
+
+async fn tree(client: &Client) -> Result<(), u8> {
+    let tree = client.json(reqwest::Method::GET, "/api/tree").await?;
+    let actors = tree["actors"].as_array().cloned().unwrap_or_default();
+    fn line(a: &Value) -> String {
+        let mut text = format!(
+            "{} ({}) {}",
+            a["name"].as_str().unwrap_or("?"),
+            a["kind"].as_str().unwrap_or("?"),
+            a["state"].as_str().unwrap_or("?")
+        );
+        if a["restarts"].as_u64().unwrap_or(0) > 0 {
+            text.push_str(&format!(", {} restarts", a["restarts"]));
+        }
+        if let Some(status) = a["details"]["status"].as_str() {
+            text.push_str(&format!(" [{status}]"));
+        }
+        if let Some(breaker) = a["details"]["breaker"]["state"].as_str() {
+            text.push_str(&format!(" [breaker {breaker}]"));
+        }
+        if let Some(reason) = a["last_failure"]["reason"].as_str() {
+            text.push_str(&format!(" — last failure: {reason}"));
+        }
+        text
+    }
+    fn draw(a: &Value, prefix: &str, out: &mut Vec<String>, actors: &[Value]) {
+        let children: Vec<&str> = a["children"]
+            .as_array()
+            .map_or(Vec::new(), |c| c.iter().filter_map(Value::as_str).collect());
+        for (i, child) in children.iter().enumerate() {
+            let last = i + 1 == children.len();
+            let Some(c) = actors.iter().find(|x| x["name"] == *child) else {
+                continue;
+            };
+            out.push(format!(
+                "{prefix}{}{}",
+                if last { "└── " } else { "├── " },
+                line(c)
+            ));
+            draw(
+                c,
+                &format!("{prefix}{}", if last { "    " } else { "│   " }),
+                out,
+                actors,
+            );
+        }
+    }
+    let mut out = Vec::new();
+    for root in actors.iter().filter(|a| a["parent"].is_null()) {
+        out.push(line(root));
+        draw(root, "", &mut out, &actors);
+    }
+    println!("{}", out.join("\n"));
+    Ok(())
+}
+
+fn print_message(m: &Value) {
+    println!(
+        "{} {} {}",
+        m["at"].as_str().unwrap_or("?"),
+        m["kind"].as_str().unwrap_or("?"),
+        m["summary"].as_str().unwrap_or("")
+    );
+}
+
+async fn messages(client: &Client, name: &str, limit: usize, follow: bool) -> Result<(), u8> {
+    let recent = client
+        .json(
+            reqwest::Method::GET,
+            &format!("/api/actors/{name}/messages?limit={}", limit.clamp(1, 1000)),
+        )
+        .await?;
+    recent["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .for_each(print_message);
+    if !follow {
+        return Ok(());
+    }
+    let mut response = client
+        .send(
+            reqwest::Method::GET,
+            &format!("/api/actors/{name}/messages/stream"),
+        )
+        .await?;
+    let mut pending = String::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        pending.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = pending.find("\n\n") {
+            let event: String = pending.drain(..end + 2).collect();
+            for data in event.lines().filter_map(|l| l.strip_prefix("data: ")) {
+                if let Ok(m) = serde_json::from_str::<Value>(data) {
+                    print_message(&m);
+                }
+            }
+        }
+    }
+    Ok(())
+}
