@@ -440,3 +440,56 @@ async fn candle_backfill_stores_the_exchanges_closed_bars_only() {
     );
     sim.stop().await;
 }
+
+#[tokio::test]
+async fn a_task_run_through_the_admin_api_is_started_by_the_scheduler() {
+    let db = TestDb::create().await;
+    let prefix = TestPrefix::new();
+    let mut config = config(&db, &prefix, None);
+    config.receiver.enabled = false;
+    config.distributor.enabled = false;
+    config.analyzer.enabled = false;
+    config.schedule.instruments_at_boot = false;
+    let handle = Arc::new(Runtime::from_config(&config).start().await.unwrap());
+    let admin = keel::admin::AdminServer::start(
+        &keel::admin::AdminConfig {
+            enabled: true,
+            listen: "127.0.0.1:0".parse().unwrap(),
+            token: None,
+        },
+        Arc::clone(&handle),
+    )
+    .await
+    .unwrap();
+    let post = |path: &str| {
+        let url = format!("http://{}{path}", admin.addr());
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(
+        handle.tree().actor(tree::JANITOR).unwrap().messages_handled,
+        0
+    );
+    assert_eq!(post("/api/tasks/janitor/run").await, 202);
+    eventually("the janitor ran", WAIT, || {
+        handle
+            .tree()
+            .actor(tree::JANITOR)
+            .is_some_and(|a| a.messages_handled == 1)
+    })
+    .await;
+    assert_eq!(post("/api/tasks/nope/run").await, 404);
+    handle.shutdown().await;
+    assert_eq!(
+        post("/api/tasks/janitor/run").await,
+        409,
+        "no scheduler once shut down"
+    );
+}

@@ -46,6 +46,7 @@ pub(super) fn router(app: App) -> Router {
         .route("/api/actors/{name}/messages/stream", get(tail))
         .route("/api/actors/{name}/restart", post(restart))
         .route("/api/shutdown", post(shutdown))
+        .route("/api/tasks/{name}/run", post(run_task))
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(
             app.clone(),
@@ -209,6 +210,24 @@ async fn restart(State(app): State<App>, Path(name): Path<String>) -> Response {
         }
         Err(RestartRefused::ShuttingDown) => {
             error(StatusCode::CONFLICT, "the tree is shutting down").into_response()
+        }
+    }
+}
+
+async fn run_task(State(app): State<App>, Path(name): Path<String>) -> Response {
+    use keel_actors::service::scheduler::{run_now, RunRefused};
+    match run_now(app.handle.registry(), crate::tree::SCHEDULER, &name).await {
+        Ok(()) => (StatusCode::ACCEPTED, Json(json!({ "started": name }))).into_response(),
+        Err(RunRefused::Unknown(_)) => {
+            error(StatusCode::NOT_FOUND, &format!("no task named `{name}`")).into_response()
+        }
+        Err(RunRefused::Running(_)) => error(
+            StatusCode::CONFLICT,
+            &format!("`{name}` is already running"),
+        )
+        .into_response(),
+        Err(RunRefused::NoScheduler) => {
+            error(StatusCode::CONFLICT, "no scheduler is running").into_response()
         }
     }
 }

@@ -105,16 +105,50 @@ pub struct SchedulerArgs {
 pub enum SchedulerMsg {
     /// Job `n` is due.
     Due(usize),
+    /// Run the named task now, as an operator asked.
+    RunNow(String, ractor::RpcReplyPort<Result<(), RunRefused>>),
+}
+
+/// Why a run on request was not started.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RunRefused {
+    /// No scheduled task has that name.
+    #[error("no task named `{0}`")]
+    Unknown(String),
+    /// A run of it is in progress.
+    #[error("`{0}` is already running")]
+    Running(String),
+    /// No scheduler runs (or it is restarting).
+    #[error("the scheduler is not running")]
+    NoScheduler,
+}
+
+/// Asks the scheduler registered as `scheduler` to run `task` now.
+pub async fn run_now(registry: &Registry, scheduler: &str, task: &str) -> Result<(), RunRefused> {
+    let cell = registry.cell(scheduler).ok_or(RunRefused::NoScheduler)?;
+    let actor: ActorRef<SchedulerMsg> = cell.into();
+    let task = task.to_owned();
+    match actor
+        .call(|reply| SchedulerMsg::RunNow(task, reply), None)
+        .await
+    {
+        Ok(ractor::rpc::CallResult::Success(result)) => result,
+        _ => Err(RunRefused::NoScheduler),
+    }
 }
 
 impl Recordable for SchedulerMsg {
     fn kind(&self) -> &'static str {
-        "Due"
+        match self {
+            SchedulerMsg::Due(_) => "Due",
+            SchedulerMsg::RunNow(..) => "RunNow",
+        }
     }
 
     fn summary(&self) -> String {
         match self {
             SchedulerMsg::Due(n) => format!("job {n} due"),
+            SchedulerMsg::RunNow(name, _) => format!("run `{name}` on request"),
         }
     }
 }
@@ -183,13 +217,32 @@ impl Actor for Scheduler {
     async fn handle(
         &self,
         myself: ActorRef<SchedulerMsg>,
-        SchedulerMsg::Due(n): SchedulerMsg,
+        message: SchedulerMsg,
         state: &mut SchedulerState,
     ) -> Result<(), ActorProcessingErr> {
+        let n = match message {
+            SchedulerMsg::Due(n) => {
+                if let Some(slot) = state.slots.get(n) {
+                    myself.send_after(slot.job.every, move || SchedulerMsg::Due(n));
+                }
+                n
+            }
+            SchedulerMsg::RunNow(name, reply) => {
+                let Some(n) = state.slots.iter().position(|s| s.job.name == name) else {
+                    let _ = reply.send(Err(RunRefused::Unknown(name)));
+                    return Ok(());
+                };
+                if state.slots[n].running.is_some() {
+                    let _ = reply.send(Err(RunRefused::Running(name)));
+                    return Ok(());
+                }
+                let _ = reply.send(Ok(()));
+                n
+            }
+        };
         let Some(slot) = state.slots.get_mut(n) else {
             return Ok(());
         };
-        myself.send_after(slot.job.every, move || SchedulerMsg::Due(n));
         if slot.running.is_some() {
             tracing::info!(task = %slot.job.name, "Previous run still going; skipping this one.");
             return Ok(());
