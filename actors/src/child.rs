@@ -94,3 +94,18 @@ impl Error for Unrecoverable {
         Some(self.source.as_ref())
     }
 }
+
+/// Spawns an actor whose arguments are its settings plus its own registry probe
+/// (resources, services, tasks), recorded like every Keel actor.
+pub async fn spawn_with_probe<A, T>(
+    actor: A,
+    settings: T,
+    ctx: StartContext,
+) -> Result<ActorCell, SpawnErr>
+where
+    A: Actor<Arguments = (T, Probe)>,
+    A::Msg: Recordable,
+{
+    let probe = ctx.probe.clone();
+    spawn_recorded(actor, (settings, probe), ctx).await
+}

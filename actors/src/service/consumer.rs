@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SpawnErr};
 use serde::{Deserialize, Serialize};
 
-use crate::child::{spawn_recorded, StartContext};
+use crate::child::{spawn_with_probe, StartContext};
 use crate::market::Trade;
 use crate::recorded::Recordable;
 use crate::registry::{Probe, Registry};
@@ -186,8 +186,7 @@ pub struct ConsumerState<S> {
 impl<S: TradeSink> TradeConsumer<S> {
     /// Spawns one incarnation; use as a child factory.
     pub async fn spawn(args: ConsumerArgs<S>, ctx: StartContext) -> Result<ActorCell, SpawnErr> {
-        let args = (args, ctx.probe.clone());
-        spawn_recorded(Self::default(), args, ctx).await
+        spawn_with_probe(Self::default(), args, ctx).await
     }
 }
 

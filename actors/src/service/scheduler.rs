@@ -9,7 +9,7 @@ use std::time::Duration;
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SpawnErr, SupervisionEvent};
 use serde::{Deserialize, Serialize};
 
-use crate::child::{spawn_recorded, ChildFactory, StartContext};
+use crate::child::{spawn_with_probe, ChildFactory, StartContext};
 use crate::recorded::Recordable;
 use crate::registry::{ActorKind, ActorState, Probe, Registry};
 
@@ -172,8 +172,7 @@ pub struct Scheduler;
 impl Scheduler {
     /// Spawns the scheduler; use as a child factory.
     pub async fn spawn(args: SchedulerArgs, ctx: StartContext) -> Result<ActorCell, SpawnErr> {
-        let args = (args, ctx.probe.clone());
-        spawn_recorded(Scheduler, args, ctx).await
+        spawn_with_probe(Scheduler, args, ctx).await
     }
 }
 

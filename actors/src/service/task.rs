@@ -6,7 +6,7 @@ use std::future::Future;
 
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SpawnErr};
 
-use crate::child::{spawn_recorded, StartContext};
+use crate::child::{spawn_with_probe, StartContext};
 use crate::recorded::Recordable;
 use crate::registry::Probe;
 
@@ -43,8 +43,7 @@ pub struct RunOnce<W>(std::marker::PhantomData<fn() -> W>);
 impl<W: TaskWork> RunOnce<W> {
     /// Spawns the task; use as a child factory.
     pub async fn spawn(work: W, ctx: StartContext) -> Result<ActorCell, SpawnErr> {
-        let args = (work, ctx.probe.clone());
-        spawn_recorded(Self(std::marker::PhantomData), args, ctx).await
+        spawn_with_probe(Self(std::marker::PhantomData), work, ctx).await
     }
 }
 

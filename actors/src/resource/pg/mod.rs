@@ -21,7 +21,7 @@ use ractor::{ActorCell, ActorProcessingErr, RpcReplyPort, SpawnErr};
 use serde::{Deserialize, Serialize};
 use tokio_postgres::NoTls;
 
-use crate::child::{spawn_recorded, StartContext};
+use crate::child::{spawn_with_probe, StartContext};
 use crate::delay::BackoffConfig;
 use crate::market::{Candle, Gap, Instrument, Trade};
 use crate::recorded::Recordable;
@@ -208,8 +208,7 @@ impl Postgres {
 
     /// Spawns one PgActor incarnation; use as a child factory.
     pub async fn spawn(config: PostgresConfig, ctx: StartContext) -> Result<ActorCell, SpawnErr> {
-        let args = (Self::new(config), ctx.probe.clone());
-        spawn_recorded(ResourceActor::<Postgres>::default(), args, ctx).await
+        spawn_with_probe(ResourceActor::<Postgres>::default(), Self::new(config), ctx).await
     }
 }
 

@@ -28,7 +28,7 @@ use ractor::{ActorCell, ActorProcessingErr, RpcReplyPort, SpawnErr};
 use redis::aio::MultiplexedConnection;
 use tokio::sync::Semaphore;
 
-use crate::child::{spawn_recorded, StartContext};
+use crate::child::{spawn_with_probe, StartContext};
 use crate::delay::BackoffConfig;
 use crate::recorded::Recordable;
 use crate::registry::Registry;
@@ -256,8 +256,7 @@ impl Redis {
 
     /// Spawns one RedisActor incarnation; use as a child factory.
     pub async fn spawn(config: RedisConfig, ctx: StartContext) -> Result<ActorCell, SpawnErr> {
-        let args = (Self::new(config), ctx.probe.clone());
-        spawn_recorded(ResourceActor::<Redis>::default(), args, ctx).await
+        spawn_with_probe(ResourceActor::<Redis>::default(), Self::new(config), ctx).await
     }
 }
 

@@ -23,7 +23,7 @@ use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SpawnErr};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::child::{spawn_recorded, StartContext};
+use crate::child::{spawn_with_probe, StartContext};
 use crate::recorded::Recordable;
 use crate::registry::{Probe, Registry};
 use crate::resource::pg::PgClient;
@@ -93,8 +93,7 @@ impl Drop for ReceiverState {
 impl Receiver {
     /// Spawns one receiver incarnation; use as a child factory.
     pub async fn spawn(args: ReceiverArgs, ctx: StartContext) -> Result<ActorCell, SpawnErr> {
-        let args = (args, ctx.probe.clone());
-        spawn_recorded(Receiver, args, ctx).await
+        spawn_with_probe(Receiver, args, ctx).await
     }
 }
 
