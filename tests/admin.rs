@@ -317,6 +317,8 @@ async fn keel_ctl_draws_the_tree_shows_messages_and_restarts() {
     assert_eq!(code, 0);
     assert_eq!(handle.tree().actor("w").unwrap().restarts, 1);
     assert_eq!(run(vec!["restart", "nope"], TOKEN).await.unwrap().0, 1);
+    // This tree has no scheduler: the daemon answers 409 and ctl says so.
+    assert_eq!(run(vec!["run", "janitor"], TOKEN).await.unwrap().0, 1);
     assert_eq!(run(vec!["tree"], "wrong").await.unwrap().0, 77);
     handle.shutdown().await;
     drop(admin);
@@ -336,4 +338,40 @@ async fn keel_ctl_draws_the_tree_shows_messages_and_restarts() {
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(69));
+}
+
+#[tokio::test]
+async fn the_openapi_document_lists_every_route() {
+    let (handle, admin, _) = start().await;
+    let (status, doc) = call(&admin, "GET", "/api/openapi.json", Some(TOKEN)).await;
+    assert_eq!(status, 200);
+    assert_eq!(doc["openapi"], "3.0.3");
+    let paths = doc["paths"].as_object().unwrap();
+    for (method, path) in [
+        ("get", "/healthz"),
+        ("get", "/readyz"),
+        ("get", "/api/tree"),
+        ("get", "/api/actors/{name}"),
+        ("get", "/api/actors/{name}/messages"),
+        ("get", "/api/actors/{name}/messages/stream"),
+        ("post", "/api/actors/{name}/restart"),
+        ("post", "/api/tasks/{name}/run"),
+        ("post", "/api/shutdown"),
+        ("get", "/metrics"),
+    ] {
+        assert!(
+            paths[path][method]["responses"].is_object(),
+            "{method} {path}"
+        );
+        // Every documented route answers (with a real name where it takes one).
+        let concrete = path.replace("{name}", "w");
+        if method == "get" && !concrete.ends_with("/stream") {
+            assert_ne!(
+                call(&admin, "GET", &concrete, Some(TOKEN)).await.0,
+                404,
+                "{concrete}"
+            );
+        }
+    }
+    handle.shutdown().await;
 }

@@ -6,6 +6,7 @@
 
 mod auth;
 mod metrics;
+mod openapi;
 mod routes;
 
 use std::net::SocketAddr;

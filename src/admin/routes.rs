@@ -48,6 +48,10 @@ pub(super) fn router(app: App) -> Router {
         .route("/api/shutdown", post(shutdown))
         .route("/api/tasks/{name}/run", post(run_task))
         .route("/metrics", get(metrics))
+        .route(
+            "/api/openapi.json",
+            get(|| async { Json(super::openapi::document()) }),
+        )
         .route_layer(middleware::from_fn_with_state(
             app.clone(),
             super::auth::require_token,

@@ -40,6 +40,11 @@ pub enum CtlAction {
         /// The actor.
         name: String,
     },
+    /// Run a scheduled task now (`instruments`, `janitor`, `backfill-gaps`).
+    Run {
+        /// The task.
+        task: String,
+    },
     /// Shut the daemon down gracefully (as SIGTERM).
     Shutdown,
 }
@@ -121,6 +126,10 @@ pub(super) async fn run(config: &Config, args: CtlArgs) -> u8 {
             )
             .await
             .map(|_| println!("restarted {name}")),
+        CtlAction::Run { task } => client
+            .json(reqwest::Method::POST, &format!("/api/tasks/{task}/run"))
+            .await
+            .map(|_| println!("started {task}")),
         CtlAction::Shutdown => client
             .json(reqwest::Method::POST, "/api/shutdown")
             .await
