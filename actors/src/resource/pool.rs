@@ -2,15 +2,16 @@
 //! cause of a failed connect, and the pool figures shown in health.
 
 use std::fmt::Display;
+use std::time::Duration;
 
-use bb8::{ErrorSink, State};
+use bb8::{ErrorSink, ManageConnection, Pool, State};
 
 use super::{Availability, PoolStats};
 
 /// Sends bb8's connection errors (refused, authentication failed, DNS) to the
 /// registry and the log, instead of leaving callers with a bare "timed out".
 #[derive(Debug, Clone)]
-pub(super) struct RecordErrors(pub(super) Availability);
+struct RecordErrors(Availability);
 
 impl<E: Display + Send + 'static> ErrorSink<E> for RecordErrors {
     fn sink(&self, error: E) {
@@ -20,6 +21,27 @@ impl<E: Display + Send + 'static> ErrorSink<E> for RecordErrors {
     fn boxed_clone(&self) -> Box<dyn ErrorSink<E>> {
         Box::new(self.clone())
     }
+}
+
+/// A pool that connects lazily (a server down at start fails nothing), tests a
+/// connection on checkout (neither manager marks one broken by itself), and
+/// records why connects fail.
+pub(super) fn build<M>(
+    manager: M,
+    max_size: u32,
+    checkout_timeout: Duration,
+    availability: &Availability,
+) -> Pool<M>
+where
+    M: ManageConnection,
+    M::Error: Display,
+{
+    Pool::builder()
+        .max_size(max_size)
+        .connection_timeout(checkout_timeout)
+        .test_on_check_out(true)
+        .error_sink(Box::new(RecordErrors(availability.clone())))
+        .build_unchecked(manager)
 }
 
 /// Health's pool figures from bb8's state.

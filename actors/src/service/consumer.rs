@@ -176,6 +176,9 @@ pub struct ConsumerState<S> {
     pg: PgClient,
     probe: Probe,
     own_pending_done: bool,
+    /// Groups are created once per incarnation: a group Redis lost makes the
+    /// next read fail with NOGROUP, and the new incarnation creates it again.
+    groups_created: bool,
     last_claim: Option<Instant>,
     claim_cursor: BTreeMap<String, String>,
     stored: u64,
@@ -220,6 +223,7 @@ impl<S: TradeSink> Actor for TradeConsumer<S> {
             consumer,
             probe,
             own_pending_done: false,
+            groups_created: false,
             last_claim: None,
             claim_cursor: BTreeMap::new(),
             stored: 0,
@@ -246,9 +250,11 @@ type Delivery = (String, StreamEntry, u64);
 
 impl<S: TradeSink> ConsumerState<S> {
     async fn poll(&mut self) -> Result<(), ActorProcessingErr> {
-        for stream in &self.streams {
-            // Idempotent: also recreates a group lost with a Redis restart.
-            self.redis.create_group(stream, &self.config.group).await?;
+        if !self.groups_created {
+            for stream in &self.streams {
+                self.redis.create_group(stream, &self.config.group).await?;
+            }
+            self.groups_created = true;
         }
         let batch = self.next_batch().await?;
         if batch.is_empty() {

@@ -219,12 +219,12 @@ impl Resource for Postgres {
     fn open(self, availability: Availability) -> Result<PgShared, ActorProcessingErr> {
         let driver = self.config.driver_config()?;
         let manager = manager::PgManager(PostgresConnectionManager::new(driver, NoTls));
-        let pool = Pool::builder()
-            .max_size(self.config.max_size)
-            .connection_timeout(self.config.checkout_timeout)
-            .test_on_check_out(true)
-            .error_sink(Box::new(super::pool::RecordErrors(availability.clone())))
-            .build_unchecked(manager);
+        let pool = super::pool::build(
+            manager,
+            self.config.max_size,
+            self.config.checkout_timeout,
+            &availability,
+        );
         availability
             .probe()
             .set_detail("max_size", self.config.max_size);

@@ -266,12 +266,12 @@ impl Resource for Redis {
 
     fn open(self, availability: Availability) -> Result<RedisShared, ActorProcessingErr> {
         let manager = RedisConnectionManager::new(self.config.connection_info()?)?;
-        let pool = Pool::builder()
-            .max_size(self.config.max_size)
-            .connection_timeout(self.config.checkout_timeout)
-            .test_on_check_out(true)
-            .error_sink(Box::new(super::pool::RecordErrors(availability.clone())))
-            .build_unchecked(manager);
+        let pool = super::pool::build(
+            manager,
+            self.config.max_size,
+            self.config.checkout_timeout,
+            &availability,
+        );
         let shared = RedisShared {
             pool,
             breaker: Arc::new(Mutex::new(Breaker::new(self.config.breaker.clone()))),
