@@ -1,5 +1,6 @@
 //! The embedded entry point: start a tree in-process, inspect it, shut it down.
 
+use keel_actors::mailbox::Tell;
 use keel_actors::recorded::Recorded;
 use keel_actors::registry::{ActorKind, ActorState, Registry, TreeSnapshot};
 use ractor::rpc::CallResult;
@@ -55,8 +56,7 @@ impl Runtime {
 
     /// The tree `config` describes (resources first, then services), ready to start.
     pub fn from_config(config: &crate::config::Config) -> Self {
-        let runtime =
-            Self::new(config.supervisor.clone()).message_ring(config.registry.message_ring);
+        let runtime = Self::new(config.supervisor.clone()).inspection(&config.registry);
         let children = crate::tree::children(config, runtime.registry());
         children.into_iter().fold(runtime, Self::child)
     }
@@ -65,6 +65,12 @@ impl Runtime {
     pub fn child(mut self, spec: ChildSpec) -> Self {
         self.children.push(spec);
         self
+    }
+
+    /// How much the registry records, as the `[registry]` section says.
+    pub fn inspection(self, registry: &crate::config::RegistryConfig) -> Self {
+        self.registry.set_recording(registry.record_messages);
+        self.message_ring(registry.message_ring)
     }
 
     /// How many recent messages each actor keeps (0: count only).
@@ -94,7 +100,7 @@ impl Runtime {
             events: events.clone(),
         };
         let (root, _join) = Actor::spawn(None, Recorded::new(Supervisor, probe), args).await?;
-        match root.call(SupervisorMsg::StartChildren, None).await {
+        match root.ask(SupervisorMsg::StartChildren, None).await {
             Ok(CallResult::Success(())) => {}
             _ => return Err(StartError::RootStopped),
         }
@@ -171,7 +177,7 @@ impl RuntimeHandle {
         let name = name.to_owned();
         match self
             .root
-            .call(|reply| SupervisorMsg::RestartChild(name, reply), None)
+            .ask(|reply| SupervisorMsg::RestartChild(name, reply), None)
             .await
         {
             Ok(CallResult::Success(result)) => result,
@@ -187,7 +193,7 @@ impl RuntimeHandle {
     /// Drains the tree in order (workers, then resources) and stops it. If the tree
     /// had already ended, returns the report of that ending.
     pub async fn shutdown(&self) -> ShutdownReport {
-        if let Ok(CallResult::Success(report)) = self.root.call(SupervisorMsg::Shutdown, None).await
+        if let Ok(CallResult::Success(report)) = self.root.ask(SupervisorMsg::Shutdown, None).await
         {
             let _ = self.root.get_cell().wait(None).await;
             return report;

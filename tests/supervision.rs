@@ -447,6 +447,53 @@ async fn a_child_that_fails_to_start_does_not_block_the_tree_and_is_retried() {
 }
 
 #[tokio::test]
+async fn mailbox_depth_counts_messages_waiting_behind_a_busy_actor() {
+    let journal = Journal::default();
+    let (w, live) = test_child(worker, "w", &journal, Behaviour::default());
+    let handle = Runtime::new(fast_policy(Strategy::OneForOne))
+        .child(w.with_shutdown_timeout(Duration::from_millis(100)))
+        .start()
+        .await
+        .unwrap();
+    let depth = |handle: &keel::RuntimeHandle| handle.tree().actor("w").unwrap().mailbox_depth;
+    let gate = Arc::new(tokio::sync::Notify::new());
+    live.send(TestMsg::Hold(Arc::clone(&gate)));
+    eventually("the actor holds", WAIT, || {
+        handle.tree().actor("w").unwrap().messages_handled == 1
+    })
+    .await;
+    for n in 0..7 {
+        live.send(TestMsg::Work(n));
+    }
+    assert_eq!(depth(&handle), 7, "seven messages wait behind the held one");
+
+    gate.notify_one();
+    eventually("the mailbox empties", WAIT, || depth(&handle) == 0).await;
+    assert_eq!(handle.tree().actor("w").unwrap().messages_handled, 8);
+
+    // A restart that has to kill the held incarnation discards its mailbox; the
+    // new incarnation starts at zero.
+    live.send(TestMsg::Hold(Arc::clone(&gate)));
+    eventually("the actor holds again", WAIT, || {
+        handle.tree().actor("w").unwrap().messages_handled == 9
+    })
+    .await;
+    for n in 0..3 {
+        live.send(TestMsg::Work(n));
+    }
+    assert_eq!(depth(&handle), 3);
+    handle.restart("w").await.unwrap();
+    eventually("restarted with an empty mailbox", WAIT, || {
+        let tree = handle.tree();
+        let w = tree.actor("w").unwrap();
+        w.restarts == 1 && w.state == ActorState::Running && w.mailbox_depth == 0
+    })
+    .await;
+    gate.notify_one();
+    handle.shutdown().await;
+}
+
+#[tokio::test]
 async fn the_registry_shows_the_tree_and_recent_messages() {
     let journal = Journal::default();
     let (db, _) = test_child(resource, "db", &journal, Behaviour::default());

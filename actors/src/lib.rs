@@ -4,12 +4,13 @@
 //! order to live in a Keel supervision tree are defined here: the [`registry`] it
 //! reports into, the [`recorded`] wrapper that records its messages, the
 //! [`child`] contract the supervisor starts it through, the [`delay`] policy used
-//! for every restart and retry, and [`secret`] values that never print.
+//! for every restart and retry, the counted sends of [`mailbox`], and [`secret`] values that never print.
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod child;
 pub mod delay;
 pub mod deribit;
+pub mod mailbox;
 pub mod market;
 pub mod recorded;
 pub mod registry;

@@ -1,12 +1,16 @@
 //! The one place message recording is implemented: a wrapper actor that counts and
 //! records every message before handing it to the actor it wraps.
 //!
+//! It also takes each message off the mailbox depth that [`crate::mailbox::Tell`]
+//! counted on the way in.
+//!
 //! An actor gets registry recording by being spawned through
 //! [`crate::child::spawn_recorded`] and by describing its messages with
 //! [`Recordable`]; it writes no recording code of its own.
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 
+use crate::mailbox;
 use crate::registry::Probe;
 
 /// How a message describes itself to the operator.
@@ -49,7 +53,13 @@ where
         myself: ActorRef<Self::Msg>,
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
-        self.inner.pre_start(myself, args).await
+        let id = myself.get_id();
+        self.probe.enter_incarnation(id);
+        let started = self.inner.pre_start(myself, args).await;
+        if started.is_err() {
+            mailbox::leave(id);
+        }
+        started
     }
 
     async fn post_start(
@@ -65,7 +75,10 @@ where
         myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        self.inner.post_stop(myself, state).await
+        let id = myself.get_id();
+        let stopped = self.inner.post_stop(myself, state).await;
+        mailbox::leave(id);
+        stopped
     }
 
     async fn handle(
@@ -75,7 +88,7 @@ where
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         self.probe
-            .record_message_with(message.kind(), || message.summary());
+            .record_delivery_with(message.kind(), || message.summary());
         self.inner.handle(myself, message, state).await
     }
 

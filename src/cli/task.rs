@@ -9,8 +9,7 @@ use crate::{exit_code, tree, TaskOutcome};
 use super::signals::ShutdownSignals;
 
 pub(super) async fn run(config: &Config, name: &str, args: &[String]) -> u8 {
-    let runtime =
-        Runtime::new(config.supervisor.clone()).message_ring(config.registry.message_ring);
+    let runtime = Runtime::new(config.supervisor.clone()).inspection(&config.registry);
     let specs = match tree::task(config, runtime.registry(), name, args) {
         Some(Ok(specs)) => specs,
         Some(Err(usage)) => {

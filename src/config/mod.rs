@@ -100,6 +100,14 @@ pub struct RegistryConfig {
     /// How many recent messages each actor keeps for inspection (0: count only).
     #[serde(default = "default_message_ring")]
     pub message_ring: usize,
+    /// Whether actors count handled messages and mailbox depths and keep the ring.
+    /// On in production; `false` exists to measure what inspection costs.
+    #[serde(default = "default_record_messages")]
+    pub record_messages: bool,
+}
+
+fn default_record_messages() -> bool {
+    true
 }
 
 fn default_message_ring() -> usize {
@@ -110,6 +118,7 @@ impl Default for RegistryConfig {
     fn default() -> Self {
         Self {
             message_ring: default_message_ring(),
+            record_messages: default_record_messages(),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The supervisor actor: ordered start, restarts by strategy and intensity, and
 //! ordered shutdown.
 
+use keel_actors::mailbox::Tell;
 use std::mem;
 use std::time::Instant;
 
@@ -410,7 +411,7 @@ impl SupervisorState {
         let due: Vec<usize> = scope
             .filter(|&j| matches!(self.slots[j].run, Run::Waiting { scheduled: true }))
             .collect();
-        myself.send_after(delay, move || SupervisorMsg::RestartDue(due));
+        myself.tell_after(delay, move || SupervisorMsg::RestartDue(due));
     }
 
     /// Drains child `name` and starts it again at once, as an operator asked.

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use keel::actors::child::{spawn_recorded, StartContext, Unrecoverable};
 use keel::actors::delay::BackoffConfig;
+use keel::actors::mailbox::Tell;
 use keel::actors::recorded::Recordable;
 use keel::supervisor::{ChildSpec, Strategy, SupervisorConfig};
 use parking_lot::Mutex;
@@ -80,6 +81,8 @@ pub enum TestMsg {
     FailUnrecoverably,
     Exit,
     Work(u32),
+    /// Blocks the actor until the gate is opened, so messages pile up behind it.
+    Hold(Arc<tokio::sync::Notify>),
 }
 
 impl Recordable for TestMsg {
@@ -90,6 +93,7 @@ impl Recordable for TestMsg {
             TestMsg::FailUnrecoverably => "FailUnrecoverably",
             TestMsg::Exit => "Exit",
             TestMsg::Work(_) => "Work",
+            TestMsg::Hold(_) => "Hold",
         }
     }
 
@@ -144,6 +148,7 @@ impl Actor for TestActor {
                 tokio::time::sleep(self.behaviour.work_time).await;
                 self.journal.push(format!("{} did {n}", self.name));
             }
+            TestMsg::Hold(gate) => gate.notified().await,
         }
         Ok(())
     }
@@ -165,7 +170,9 @@ pub struct Live(Arc<Mutex<Option<ActorCell>>>);
 impl Live {
     pub fn send(&self, message: TestMsg) {
         let cell = self.0.lock().clone().expect("child has started");
-        cell.send_message(message).expect("child accepts messages");
+        ActorRef::<TestMsg>::from(cell)
+            .tell(message)
+            .expect("child accepts messages");
     }
 
     pub fn id(&self) -> ActorId {

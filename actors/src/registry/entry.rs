@@ -1,7 +1,7 @@
 //! One actor's entry in the registry and the [`Probe`] it is written through.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ring::{MessageRecord, Ring};
 use super::snapshot::ActorSnapshot;
+use crate::mailbox::{self, Depth};
 
 /// Registration order across all registries; only relative order matters.
 static NEXT_ORDER: AtomicU64 = AtomicU64::new(0);
@@ -74,6 +75,11 @@ pub(super) struct Entry {
     order: u64,
     status: Mutex<Status>,
     messages_handled: AtomicU64,
+    /// Messages queued for the live incarnation (see [`crate::mailbox`]).
+    depth: Depth,
+    /// Whether handled messages are counted and recorded at all; off only to
+    /// measure what inspection costs.
+    record: bool,
     ring: Mutex<Ring>,
     cell: Mutex<Option<ActorCell>>,
 }
@@ -84,6 +90,7 @@ impl Entry {
         kind: ActorKind,
         parent: Option<String>,
         ring_capacity: usize,
+        record: bool,
     ) -> Self {
         Self {
             name: name.to_owned(),
@@ -98,6 +105,8 @@ impl Entry {
                 details: BTreeMap::new(),
             }),
             messages_handled: AtomicU64::new(0),
+            depth: Arc::new(AtomicI64::new(0)),
+            record,
             ring: Mutex::new(Ring::new(ring_capacity)),
             cell: Mutex::new(None),
         }
@@ -128,6 +137,7 @@ impl Entry {
             running_since: status.running_since.map(|(_, wall)| wall),
             uptime: status.running_since.map(|(started, _)| started.elapsed()),
             messages_handled: self.messages_handled.load(Ordering::Relaxed),
+            mailbox_depth: u64::try_from(self.depth.load(Ordering::Relaxed)).unwrap_or(0),
             details: status.details.clone(),
         }
     }
@@ -224,8 +234,35 @@ impl Probe {
     }
 
     /// Sets (or clears) the live incarnation, so others can reach it by name.
+    /// An incarnation that is replaced or cleared leaves the mailbox table, which
+    /// covers incarnations that were killed and never ran `post_stop`.
     pub fn set_cell(&self, cell: Option<ActorCell>) {
-        *self.entry.cell.lock() = cell;
+        let previous = std::mem::replace(&mut *self.entry.cell.lock(), cell.clone());
+        if let Some(previous) = previous {
+            if cell.as_ref().map(ActorCell::get_id) != Some(previous.get_id()) {
+                mailbox::leave(previous.get_id());
+            }
+        }
+    }
+
+    /// Enters a new incarnation in the mailbox table, with an empty mailbox.
+    pub(crate) fn enter_incarnation(&self, id: ractor::ActorId) {
+        if self.entry.record {
+            mailbox::enter(id, Arc::clone(&self.entry.depth));
+        }
+    }
+
+    /// A message was taken from the mailbox and is about to be handled: one less
+    /// waiting, one more handled and kept in the ring.
+    pub(crate) fn record_delivery_with(
+        &self,
+        kind: &'static str,
+        summary: impl FnOnce() -> String,
+    ) {
+        if self.entry.record {
+            self.entry.depth.fetch_sub(1, Ordering::Relaxed);
+            self.record_message_with(kind, summary);
+        }
     }
 
     /// Counts one handled message and keeps it in the ring.
@@ -236,6 +273,9 @@ impl Probe {
     /// Like [`Probe::record_message`], but builds the summary only when the ring
     /// keeps messages, so a hot path pays nothing for it when recording is off.
     pub fn record_message_with(&self, kind: &'static str, summary: impl FnOnce() -> String) {
+        if !self.entry.record {
+            return;
+        }
         let seq = self.entry.messages_handled.fetch_add(1, Ordering::Relaxed) + 1;
         let mut ring = self.entry.ring.lock();
         if ring.keeps_messages() {

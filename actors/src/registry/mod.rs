@@ -14,7 +14,7 @@ pub use ring::MessageRecord;
 pub use snapshot::{ActorSnapshot, TreeSnapshot};
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
@@ -29,6 +29,7 @@ pub const DEFAULT_RING_CAPACITY: usize = 64;
 pub struct Registry {
     entries: Arc<RwLock<BTreeMap<String, Arc<Entry>>>>,
     ring_capacity: Arc<AtomicUsize>,
+    record: Arc<AtomicBool>,
 }
 
 impl Default for Registry {
@@ -49,12 +50,20 @@ impl Registry {
         Self {
             entries: Arc::default(),
             ring_capacity: Arc::new(AtomicUsize::new(ring_capacity)),
+            record: Arc::new(AtomicBool::new(true)),
         }
     }
 
     /// How many recent messages actors registered from now on keep.
     pub fn set_ring_capacity(&self, ring_capacity: usize) {
         self.ring_capacity.store(ring_capacity, Ordering::Relaxed);
+    }
+
+    /// Whether actors registered from now on count their messages and mailbox
+    /// depth and keep them in the ring. On by default; off only to measure what
+    /// inspection costs the data path.
+    pub fn set_recording(&self, record: bool) {
+        self.record.store(record, Ordering::Relaxed);
     }
 
     /// Adds an actor and returns the probe it reports through.
@@ -73,6 +82,7 @@ impl Registry {
             kind,
             parent.map(str::to_owned),
             self.ring_capacity.load(Ordering::Relaxed),
+            self.record.load(Ordering::Relaxed),
         ));
         entries.insert(name.to_owned(), Arc::clone(&entry));
         Ok(Probe::new(entry))

@@ -55,6 +55,8 @@ pub struct ActorSnapshot {
     pub uptime: Option<Duration>,
     /// Messages handled across all incarnations.
     pub messages_handled: u64,
+    /// Messages waiting in its mailbox now (counted by Keel's sends).
+    pub mailbox_depth: u64,
     /// Actor-specific status (pool state, breaker, lag, ...).
     pub details: BTreeMap<String, serde_json::Value>,
 }

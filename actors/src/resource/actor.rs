@@ -1,5 +1,6 @@
 //! The one lifecycle both resource actors share.
 
+use crate::mailbox::Tell;
 use std::future::Future;
 use std::marker::PhantomData;
 
@@ -263,7 +264,7 @@ async fn connect_loop<R: Resource>(
             }
             Err(ConnectError::Fatal(cause)) => {
                 availability.probe().record_error(&cause);
-                let _ = actor.cast(ResourceMsg::ConnectFailed(cause));
+                let _ = actor.tell(ResourceMsg::ConnectFailed(cause));
                 return;
             }
         }

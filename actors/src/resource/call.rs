@@ -1,6 +1,7 @@
 //! Request/response to a resource actor, found by name in the registry so a
 //! caller always reaches the current incarnation.
 
+use crate::mailbox::Tell;
 use ractor::rpc::CallResult;
 use ractor::{ActorRef, RpcReplyPort};
 
@@ -30,7 +31,7 @@ where
     let cell = registry.cell(name).ok_or_else(not_running)?;
     let actor: ActorRef<ResourceMsg<C>> = cell.into();
     match actor
-        .call(|reply| ResourceMsg::Call(make(reply)), None)
+        .ask(|reply| ResourceMsg::Call(make(reply)), None)
         .await
     {
         Ok(CallResult::Success(result)) => result,
@@ -46,7 +47,7 @@ pub async fn health<C: Send + 'static>(
     let not_running = || NotRunning(name.to_owned());
     let cell = registry.cell(name).ok_or_else(not_running)?;
     let actor: ActorRef<ResourceMsg<C>> = cell.into();
-    match actor.call(ResourceMsg::Health, None).await {
+    match actor.ask(ResourceMsg::Health, None).await {
         Ok(CallResult::Success(health)) => Ok(health),
         _ => Err(not_running()),
     }

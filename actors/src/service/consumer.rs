@@ -10,6 +10,7 @@
 //! drain lets the `Poll` in hand finish (read, commit, acknowledge), then the
 //! mailbox refuses the next one and the actor stops.
 
+use crate::mailbox::Tell;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -209,7 +210,7 @@ impl<S: TradeSink> Actor for TradeConsumer<S> {
         }
         probe.set_detail("consumer", consumer.clone());
         probe.set_detail("group", args.config.group.clone());
-        myself.cast(ConsumerMsg::Poll)?;
+        myself.tell(ConsumerMsg::Poll)?;
         Ok(ConsumerState {
             sink: args.sink,
             streams: args
@@ -240,7 +241,7 @@ impl<S: TradeSink> Actor for TradeConsumer<S> {
     ) -> Result<(), ActorProcessingErr> {
         state.poll().await?;
         // Refused once a drain has begun: the batch in hand was the last.
-        let _ = myself.cast(ConsumerMsg::Poll);
+        let _ = myself.tell(ConsumerMsg::Poll);
         Ok(())
     }
 }

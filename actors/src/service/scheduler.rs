@@ -3,6 +3,7 @@
 //! two runs of the same task at once. A run that fails is logged and recorded
 //! in the registry and simply runs again at its next interval.
 
+use crate::mailbox::Tell;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -129,7 +130,7 @@ pub async fn run_now(registry: &Registry, scheduler: &str, task: &str) -> Result
     let actor: ActorRef<SchedulerMsg> = cell.into();
     let task = task.to_owned();
     match actor
-        .call(|reply| SchedulerMsg::RunNow(task, reply), None)
+        .ask(|reply| SchedulerMsg::RunNow(task, reply), None)
         .await
     {
         Ok(ractor::rpc::CallResult::Success(result)) => result,
@@ -197,9 +198,9 @@ impl Actor for Scheduler {
             };
             job_probe.set_state(ActorState::Stopped);
             if job.at_boot {
-                myself.cast(SchedulerMsg::Due(n))?;
+                myself.tell(SchedulerMsg::Due(n))?;
             } else {
-                myself.send_after(job.every, move || SchedulerMsg::Due(n));
+                myself.tell_after(job.every, move || SchedulerMsg::Due(n));
             }
             slots.push(Slot {
                 job,
@@ -222,7 +223,7 @@ impl Actor for Scheduler {
         let n = match message {
             SchedulerMsg::Due(n) => {
                 if let Some(slot) = state.slots.get(n) {
-                    myself.send_after(slot.job.every, move || SchedulerMsg::Due(n));
+                    myself.tell_after(slot.job.every, move || SchedulerMsg::Due(n));
                 }
                 n
             }
@@ -295,7 +296,7 @@ impl Actor for Scheduler {
                 tracing::error!(task = %slot.job.name, %reason, retry_in = ?retry, "Scheduled task failed; it runs again soon.");
                 slot.probe.record_final_failure(&reason);
                 if let Some(n) = n {
-                    myself.send_after(retry, move || SchedulerMsg::Due(n));
+                    myself.tell_after(retry, move || SchedulerMsg::Due(n));
                 }
             }
         }

@@ -2,6 +2,7 @@
 //! succeeds (the task is done), fail when it does not (the supervisor retries
 //! it with backoff, up to the tree's restart intensity).
 
+use crate::mailbox::Tell;
 use std::future::Future;
 
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SpawnErr};
@@ -59,7 +60,7 @@ impl<W: TaskWork> Actor for RunOnce<W> {
     ) -> Result<(), ActorProcessingErr> {
         tokio::spawn(async move {
             let result = work.run(probe).await;
-            let _ = myself.cast(TaskMsg::Finished(result));
+            let _ = myself.tell(TaskMsg::Finished(result));
         });
         Ok(())
     }

@@ -16,6 +16,7 @@ mod publisher;
 pub use config::ReceiverConfig;
 pub use continuity::Continuity;
 
+use crate::mailbox::Tell;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -150,7 +151,7 @@ impl Actor for Receiver {
                 "connection",
                 if ended.is_ok() { "closed" } else { "failed" },
             );
-            let _ = myself.cast(ReceiverMsg::ConnectionEnded(ended));
+            let _ = myself.tell(ReceiverMsg::ConnectionEnded(ended));
         });
         Ok(ReceiverState {
             connection_stop,
