@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 
 use keel_actors::registry::{ActorState, TreeSnapshot};
+use keel_actors::resource::LATENCY_BUCKETS;
 use serde_json::Value;
 
 const STATES: [(ActorState, &str); 6] = [
@@ -97,6 +98,21 @@ pub(super) fn render(tree: &TreeSnapshot) -> String {
             a.uptime.map_or(0.0, |d| d.as_secs_f64()),
         );
     }
+    f.header(
+        "keel_actor_mailbox_depth",
+        "gauge",
+        "Messages waiting in each actor's mailbox.",
+    );
+    for a in &tree.actors {
+        f.sample(
+            "keel_actor_mailbox_depth",
+            &[("actor", &a.name)],
+            a.mailbox_depth as f64,
+        );
+    }
+    resources(&mut f, tree);
+    consumer_groups(&mut f, tree);
+    tasks(&mut f, tree);
     let detail =
         |name: &str, key: &str| -> Option<Value> { tree.actor(name)?.details.get(key).cloned() };
     let number = |v: &Value, key: &str| v.get(key).and_then(Value::as_f64);
@@ -238,4 +254,208 @@ pub(super) fn render(tree: &TreeSnapshot) -> String {
         }
     }
     out
+}
+
+/// Every actor's detail `key`, for the actors that have one.
+fn with_detail<'t>(tree: &'t TreeSnapshot, key: &str) -> Vec<(&'t str, &'t Value)> {
+    tree.actors
+        .iter()
+        .filter_map(|a| Some((a.name.as_str(), a.details.get(key)?)))
+        .collect()
+}
+
+fn number(v: &Value, key: &str) -> f64 {
+    v.get(key).and_then(Value::as_f64).unwrap_or(0.0)
+}
+
+/// Pool figures and per-operation call latency and errors of PgActor and RedisActor.
+fn resources(f: &mut Family<'_>, tree: &TreeSnapshot) {
+    let pools = with_detail(tree, "pool");
+    for (metric, key, kind, help) in [
+        (
+            "keel_pool_connections",
+            "connections",
+            "gauge",
+            "Connections the pool holds.",
+        ),
+        (
+            "keel_pool_idle_connections",
+            "idle",
+            "gauge",
+            "Idle connections in the pool.",
+        ),
+        (
+            "keel_pool_max_connections",
+            "max_size",
+            "gauge",
+            "The pool's maximum size.",
+        ),
+        (
+            "keel_pool_waiting_callers",
+            "waiting",
+            "gauge",
+            "Callers waiting for a connection now.",
+        ),
+        (
+            "keel_pool_checkout_waits_total",
+            "waited",
+            "counter",
+            "Checkouts that had to wait.",
+        ),
+        (
+            "keel_pool_checkout_timeouts_total",
+            "timed_out",
+            "counter",
+            "Checkouts that timed out.",
+        ),
+    ] {
+        if pools.is_empty() {
+            break;
+        }
+        f.header(metric, kind, help);
+        for (actor, pool) in &pools {
+            f.sample(metric, &[("actor", actor)], number(pool, key));
+        }
+    }
+    let calls = with_detail(tree, "calls");
+    if calls.is_empty() {
+        return;
+    }
+    const LATENCY: &str = "keel_resource_call_duration_seconds";
+    f.header(
+        LATENCY,
+        "histogram",
+        "Time to serve one call, retries included, by operation.",
+    );
+    for (actor, ops) in &calls {
+        let Some(ops) = ops.as_object() else { continue };
+        for (op, stats) in ops {
+            let buckets = stats.get("buckets").and_then(Value::as_array);
+            for (bound, n) in LATENCY_BUCKETS.iter().zip(buckets.into_iter().flatten()) {
+                let le = bound.to_string();
+                let n = n.as_f64().unwrap_or(0.0);
+                f.sample(
+                    &format!("{LATENCY}_bucket"),
+                    &[("actor", actor), ("op", op), ("le", &le)],
+                    n,
+                );
+            }
+            let count = number(stats, "count");
+            f.sample(
+                &format!("{LATENCY}_bucket"),
+                &[("actor", actor), ("op", op), ("le", "+Inf")],
+                count,
+            );
+            f.sample(
+                &format!("{LATENCY}_sum"),
+                &[("actor", actor), ("op", op)],
+                number(stats, "sum_seconds"),
+            );
+            f.sample(
+                &format!("{LATENCY}_count"),
+                &[("actor", actor), ("op", op)],
+                count,
+            );
+        }
+    }
+    const ERRORS: &str = "keel_resource_call_errors_total";
+    f.header(
+        ERRORS,
+        "counter",
+        "Calls that failed, by operation and error class.",
+    );
+    for (actor, ops) in &calls {
+        let Some(ops) = ops.as_object() else { continue };
+        for (op, stats) in ops {
+            let Some(errors) = stats.get("errors").and_then(Value::as_object) else {
+                continue;
+            };
+            for (class, n) in errors {
+                let n = n.as_f64().unwrap_or(0.0);
+                f.sample(ERRORS, &[("actor", actor), ("op", op), ("class", class)], n);
+            }
+        }
+    }
+}
+
+/// How far behind each stream consumer's group is.
+fn consumer_groups(f: &mut Family<'_>, tree: &TreeSnapshot) {
+    let groups = with_detail(tree, "group_progress");
+    if groups.is_empty() {
+        return;
+    }
+    f.header(
+        "keel_consumer_group_lag_entries",
+        "gauge",
+        "Stream entries not yet delivered to the consumer's group (absent when Redis cannot tell).",
+    );
+    for (actor, g) in &groups {
+        if let Some(lag) = g.get("lag").and_then(Value::as_f64) {
+            f.sample("keel_consumer_group_lag_entries", &[("actor", actor)], lag);
+        }
+    }
+    f.header(
+        "keel_consumer_group_pending_entries",
+        "gauge",
+        "Entries delivered to the consumer's group and not acknowledged yet.",
+    );
+    for (actor, g) in &groups {
+        f.sample(
+            "keel_consumer_group_pending_entries",
+            &[("actor", actor)],
+            number(g, "pending"),
+        );
+    }
+}
+
+/// Completed runs of scheduled tasks.
+fn tasks(f: &mut Family<'_>, tree: &TreeSnapshot) {
+    let runs = with_detail(tree, "runs");
+    if runs.is_empty() {
+        return;
+    }
+    f.header(
+        "keel_task_runs_total",
+        "counter",
+        "Completed task runs by outcome.",
+    );
+    for (task, r) in &runs {
+        for (outcome, key) in [("succeeded", "succeeded"), ("failed", "failed")] {
+            f.sample(
+                "keel_task_runs_total",
+                &[("task", task), ("outcome", outcome)],
+                number(r, key),
+            );
+        }
+    }
+    f.header(
+        "keel_task_run_duration_seconds",
+        "summary",
+        "Time task runs took.",
+    );
+    for (task, r) in &runs {
+        let count = number(r, "succeeded") + number(r, "failed");
+        f.sample(
+            "keel_task_run_duration_seconds_sum",
+            &[("task", task)],
+            number(r, "total_seconds"),
+        );
+        f.sample(
+            "keel_task_run_duration_seconds_count",
+            &[("task", task)],
+            count,
+        );
+    }
+    f.header(
+        "keel_task_last_run_duration_seconds",
+        "gauge",
+        "Time the last run of each task took.",
+    );
+    for (task, r) in &runs {
+        f.sample(
+            "keel_task_last_run_duration_seconds",
+            &[("task", task)],
+            number(r, "last_seconds"),
+        );
+    }
 }

@@ -1,10 +1,12 @@
 //! The admin endpoint: live inspection of the tree, and control, over HTTP.
 //!
-//! Every route but `/healthz` needs `Authorization: Bearer <token>` when a token
+//! `GET /` serves the dashboard page, which holds no data of its own. Every
+//! other route but `/healthz` needs `Authorization: Bearer <token>` when a token
 //! is configured (`[admin] token`, `token_file` or `KEEL__ADMIN__TOKEN`); binding
 //! to a non-loopback address without one is refused at start.
 
 mod auth;
+mod dashboard;
 mod metrics;
 mod openapi;
 mod routes;

@@ -67,6 +67,7 @@ pub(super) fn document() -> Value {
         "components": { "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } } },
         "security": [{ "bearer": [] }],
         "paths": {
+            "/": { "get": { "summary": "The dashboard (a static page; its data comes from the routes below)", "security": [], "responses": { "200": { "description": "text/html" } } } },
             "/healthz": { "get": { "summary": "Liveness", "security": [], "responses": { "200": { "description": "the process runs" } } } },
             "/readyz": { "get": with("Readiness", vec![("200", "ready"), ("503", "not ready, with a reason per actor")]) },
             "/api/tree": { "get": with("Every actor", vec![("200", "the tree")]) },

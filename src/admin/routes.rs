@@ -57,6 +57,7 @@ pub(super) fn router(app: App) -> Router {
             super::auth::require_token,
         ));
     Router::new()
+        .route("/", get(super::dashboard::page))
         .route(
             "/healthz",
             get(|| async { Json(json!({ "status": "ok" })) }),

@@ -82,7 +82,21 @@ pub(super) struct Entry {
     record: bool,
     ring: Mutex<Ring>,
     cell: Mutex<Option<ActorCell>>,
+    live: Mutex<LiveDetails>,
 }
+
+#[derive(Default)]
+struct LiveDetails(BTreeMap<String, LiveDetail>);
+
+impl std::fmt::Debug for LiveDetails {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
+
+/// A detail computed when the registry is read (pool figures, call histograms),
+/// so the hot path only bumps its own counters. `None` once its source is gone.
+pub type LiveDetail = Arc<dyn Fn() -> Option<serde_json::Value> + Send + Sync>;
 
 impl Entry {
     pub(super) fn new(
@@ -109,6 +123,7 @@ impl Entry {
             record,
             ring: Mutex::new(Ring::new(ring_capacity)),
             cell: Mutex::new(None),
+            live: Mutex::default(),
         }
     }
 
@@ -125,7 +140,21 @@ impl Entry {
     }
 
     pub(super) fn snapshot(&self) -> ActorSnapshot {
+        // Read outside the status lock: a live detail may take locks of its own.
+        let live: Vec<(String, LiveDetail)> = self
+            .live
+            .lock()
+            .0
+            .iter()
+            .map(|(k, f)| (k.clone(), Arc::clone(f)))
+            .collect();
+        let live: Vec<(String, serde_json::Value)> = live
+            .into_iter()
+            .filter_map(|(k, f)| Some((k, f()?)))
+            .collect();
         let status = self.status.lock();
+        let mut details = status.details.clone();
+        details.extend(live);
         ActorSnapshot {
             name: self.name.clone(),
             kind: self.kind,
@@ -138,7 +167,7 @@ impl Entry {
             uptime: status.running_since.map(|(started, _)| started.elapsed()),
             messages_handled: self.messages_handled.load(Ordering::Relaxed),
             mailbox_depth: u64::try_from(self.depth.load(Ordering::Relaxed)).unwrap_or(0),
-            details: status.details.clone(),
+            details,
         }
     }
 }
@@ -231,6 +260,21 @@ impl Probe {
             .lock()
             .details
             .insert(key.to_owned(), value.into());
+    }
+
+    /// Sets a detail computed each time the registry is read. The closure should
+    /// hold its source weakly and answer `None` once it is gone, so a stopped
+    /// actor's pool is not kept alive by its registry entry.
+    pub fn set_live_detail(
+        &self,
+        key: &str,
+        read: impl Fn() -> Option<serde_json::Value> + Send + Sync + 'static,
+    ) {
+        self.entry
+            .live
+            .lock()
+            .0
+            .insert(key.to_owned(), Arc::new(read));
     }
 
     /// Sets (or clears) the live incarnation, so others can reach it by name.

@@ -9,7 +9,7 @@ mod entry;
 mod ring;
 mod snapshot;
 
-pub use entry::{ActorKind, ActorState, Failure, Probe};
+pub use entry::{ActorKind, ActorState, Failure, LiveDetail, Probe};
 pub use ring::MessageRecord;
 pub use snapshot::{ActorSnapshot, TreeSnapshot};
 

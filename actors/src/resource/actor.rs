@@ -3,6 +3,7 @@
 use crate::mailbox::Tell;
 use std::future::Future;
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::Serialize;
@@ -14,7 +15,7 @@ use crate::delay::BackoffConfig;
 use crate::recorded::Recordable;
 use crate::registry::Probe;
 
-use super::Availability;
+use super::{Availability, CallStats};
 
 /// Whether a resource can reach its server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -98,6 +99,9 @@ pub trait Resource: Send + Sync + Sized + 'static {
 
     /// Resource-specific health figures.
     fn details(shared: &Self::Shared) -> serde_json::Value;
+
+    /// Latency and errors of the calls served so far by this incarnation.
+    fn call_stats(shared: &Self::Shared) -> &CallStats;
 }
 
 /// Messages every resource actor understands.
@@ -143,7 +147,9 @@ impl<R> Default for ResourceActor<R> {
 /// The running state of a resource actor.
 #[derive(Debug)]
 pub struct ResourceState<S> {
-    shared: S,
+    /// The only long-lived strong reference: the registry's live details hold a
+    /// weak one, so the pool closes when the state is dropped.
+    shared: Arc<S>,
     availability: Availability,
     calls: TaskTracker,
     connecting: CancellationToken,
@@ -166,8 +172,20 @@ impl<R: Resource> Actor for ResourceActor<R> {
         _myself: ActorRef<Self::Msg>,
         (resource, probe): (R, Probe),
     ) -> Result<Self::State, ActorProcessingErr> {
-        let availability = Availability::new(probe);
-        let shared = resource.open(availability.clone())?;
+        let availability = Availability::new(probe.clone());
+        let shared = Arc::new(resource.open(availability.clone())?);
+        let weak = Arc::downgrade(&shared);
+        probe.set_live_detail("pool", move || {
+            let shared = weak.upgrade()?;
+            let mut pool = serde_json::to_value(R::pool_stats(&shared)).ok()?;
+            pool["waiting"] = R::call_stats(&shared).to_json()["waiting"].take();
+            Some(pool)
+        });
+        let weak = Arc::downgrade(&shared);
+        probe.set_live_detail("calls", move || {
+            let shared = weak.upgrade()?;
+            Some(R::call_stats(&shared).to_json()["ops"].take())
+        });
         Ok(ResourceState {
             shared,
             availability,
@@ -182,7 +200,7 @@ impl<R: Resource> Actor for ResourceActor<R> {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         tokio::spawn(connect_loop::<R>(
-            state.shared.clone(),
+            R::Shared::clone(&state.shared),
             state.availability.clone(),
             state.connecting.clone(),
             myself,
@@ -200,7 +218,9 @@ impl<R: Resource> Actor for ResourceActor<R> {
             ResourceMsg::Call(call) => {
                 // Served off the mailbox: one slow statement must not hold up the
                 // others, and the pool (not the mailbox) bounds concurrency.
-                state.calls.spawn(R::serve(state.shared.clone(), call));
+                state
+                    .calls
+                    .spawn(R::serve(R::Shared::clone(&state.shared), call));
             }
             ResourceMsg::Health(reply) => {
                 let _ = reply.send(Health {

@@ -13,7 +13,9 @@ mod call;
 pub mod pg;
 mod pool;
 pub mod redis;
+mod stats;
 
 pub use actor::{ConnectError, Health, PoolStats, Resource, ResourceActor, ResourceMsg, Status};
 pub use availability::Availability;
 pub use call::{call, health, NotRunning};
+pub use stats::{CallStats, Waiting, LATENCY_BUCKETS};

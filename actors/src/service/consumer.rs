@@ -51,6 +51,9 @@ pub struct ConsumerConfig {
     /// Deliveries after which an entry is dead-lettered.
     #[serde(default = "default_max_deliveries")]
     pub max_deliveries: u64,
+    /// How often the group's lag and pending count are read for the registry.
+    #[serde(with = "humantime_serde", default = "default_progress_every")]
+    pub progress_every: Duration,
 }
 
 fn yes() -> bool {
@@ -68,6 +71,9 @@ fn default_claim_every() -> Duration {
 fn default_max_deliveries() -> u64 {
     5
 }
+fn default_progress_every() -> Duration {
+    Duration::from_secs(5)
+}
 
 impl Default for ConsumerConfig {
     fn default() -> Self {
@@ -79,6 +85,7 @@ impl Default for ConsumerConfig {
             claim_min_idle: default_min_idle(),
             claim_every: default_claim_every(),
             max_deliveries: default_max_deliveries(),
+            progress_every: default_progress_every(),
         }
     }
 }
@@ -181,6 +188,7 @@ pub struct ConsumerState<S> {
     /// next read fail with NOGROUP, and the new incarnation creates it again.
     groups_created: bool,
     last_claim: Option<Instant>,
+    last_progress: Option<Instant>,
     claim_cursor: BTreeMap<String, String>,
     stored: u64,
     duplicates: u64,
@@ -226,6 +234,7 @@ impl<S: TradeSink> Actor for TradeConsumer<S> {
             own_pending_done: false,
             groups_created: false,
             last_claim: None,
+            last_progress: None,
             claim_cursor: BTreeMap::new(),
             stored: 0,
             duplicates: 0,
@@ -256,6 +265,13 @@ impl<S: TradeSink> ConsumerState<S> {
                 self.redis.create_group(stream, &self.config.group).await?;
             }
             self.groups_created = true;
+        }
+        let due = self
+            .last_progress
+            .is_none_or(|at| at.elapsed() >= self.config.progress_every);
+        if due {
+            self.last_progress = Some(Instant::now());
+            self.publish_progress().await;
         }
         let batch = self.next_batch().await?;
         if batch.is_empty() {
@@ -309,6 +325,46 @@ impl<S: TradeSink> ConsumerState<S> {
             }),
         );
         Ok(())
+    }
+
+    /// The group's lag (entries not delivered yet) and pending count (delivered,
+    /// not acknowledged), per stream and in total, for the registry. Best effort:
+    /// a Redis that cannot answer fails the next read, which is where it counts.
+    async fn publish_progress(&self) {
+        let mut streams = serde_json::Map::new();
+        let (mut lag, mut pending, mut lag_known) = (0u64, 0u64, true);
+        for stream in &self.streams {
+            let groups = match self.redis.group_progress(stream).await {
+                Ok(groups) => groups,
+                Err(err) => {
+                    tracing::debug!(%stream, %err, "Group progress unavailable.");
+                    return;
+                }
+            };
+            let Some(mine) = groups.into_iter().find(|g| g.group == self.config.group) else {
+                continue;
+            };
+            pending += mine.pending;
+            match mine.lag {
+                Some(n) => lag += n,
+                None => lag_known = false,
+            }
+            streams.insert(
+                stream.clone(),
+                serde_json::json!({
+                    "lag": mine.lag,
+                    "pending": mine.pending,
+                    "oldest_pending": mine.oldest_pending,
+                    "last_delivered": mine.last_delivered,
+                }),
+            );
+        }
+        // Redis cannot tell the lag of a stream trimmed past undelivered entries.
+        let lag = lag_known.then_some(lag);
+        self.probe.set_detail(
+            "group_progress",
+            serde_json::json!({ "lag": lag, "pending": pending, "streams": streams }),
+        );
     }
 
     async fn next_batch(&mut self) -> Result<Vec<Delivery>, ActorProcessingErr> {

@@ -5,7 +5,7 @@
 
 use crate::mailbox::Tell;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SpawnErr, SupervisionEvent};
 use serde::{Deserialize, Serialize};
@@ -157,7 +157,29 @@ impl Recordable for SchedulerMsg {
 struct Slot {
     job: Job,
     probe: Probe,
-    running: Option<ActorCell>,
+    running: Option<(ActorCell, Instant)>,
+    runs: RunStats,
+}
+
+/// Completed runs of one task, shown as its `runs` detail and in `/metrics`.
+#[derive(Debug, Default, Serialize)]
+struct RunStats {
+    succeeded: u64,
+    failed: u64,
+    total_seconds: f64,
+    last_seconds: Option<f64>,
+}
+
+impl RunStats {
+    fn finished(&mut self, took: Duration, failed: bool) {
+        if failed {
+            self.failed += 1;
+        } else {
+            self.succeeded += 1;
+        }
+        self.total_seconds += took.as_secs_f64();
+        self.last_seconds = Some(took.as_secs_f64());
+    }
 }
 
 /// The scheduler's state.
@@ -206,6 +228,7 @@ impl Actor for Scheduler {
                 job,
                 probe: job_probe,
                 running: None,
+                runs: RunStats::default(),
             });
         }
         Ok(SchedulerState {
@@ -256,7 +279,7 @@ impl Actor for Scheduler {
             Ok(cell) => {
                 slot.probe.set_cell(Some(cell.clone()));
                 slot.probe.set_state(ActorState::Running);
-                slot.running = Some(cell);
+                slot.running = Some((cell, Instant::now()));
             }
             Err(error) => {
                 slot.probe
@@ -282,12 +305,17 @@ impl Actor for Scheduler {
         let n = state.slots.iter().position(|s| {
             s.running
                 .as_ref()
-                .is_some_and(|r| r.get_id() == cell.get_id())
+                .is_some_and(|(r, _)| r.get_id() == cell.get_id())
         });
         let Some(slot) = n.and_then(|n| state.slots.get_mut(n)) else {
             return Ok(());
         };
-        slot.running = None;
+        if let Some((_, started)) = slot.running.take() {
+            slot.runs.finished(started.elapsed(), failure.is_some());
+            if let Ok(runs) = serde_json::to_value(&slot.runs) {
+                slot.probe.set_detail("runs", runs);
+            }
+        }
         slot.probe.set_cell(None);
         match failure {
             None => slot.probe.set_state(ActorState::Stopped),
@@ -309,7 +337,7 @@ impl Actor for Scheduler {
         state: &mut SchedulerState,
     ) -> Result<(), ActorProcessingErr> {
         for slot in &mut state.slots {
-            if let Some(cell) = slot.running.take() {
+            if let Some((cell, _)) = slot.running.take() {
                 // Tasks are resumable, so a kill after the timeout loses nothing.
                 if cell
                     .drain_and_wait(Some(state.task_shutdown_timeout))

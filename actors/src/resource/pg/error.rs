@@ -54,6 +54,17 @@ pub enum PgError {
 }
 
 impl PgError {
+    /// A bounded name for the kind of failure, for metrics.
+    pub fn class(&self) -> &'static str {
+        match self {
+            PgError::Rejected { .. } => "rejected",
+            PgError::Unavailable { .. } => "unavailable",
+            PgError::OutcomeUnknown { .. } => "outcome_unknown",
+            PgError::Other { .. } => "other",
+            PgError::NotRunning(_) => "not_running",
+        }
+    }
+
     /// The SQLSTATE of a rejected statement.
     pub fn sqlstate(&self) -> Option<&str> {
         match self {

@@ -1,6 +1,7 @@
 //! The resilient executor every PgActor call runs through.
 
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use bb8::RunError;
 use futures::future::BoxFuture;
@@ -13,6 +14,19 @@ use super::PgShared;
 /// to `max_attempts`; permanent errors return at once. After an error that may
 /// have reached the server, only `idempotent` work is retried.
 pub(super) async fn execute<T>(
+    shared: &PgShared,
+    op: &'static str,
+    idempotent: bool,
+    work: impl for<'c> Fn(&'c mut Client) -> BoxFuture<'c, Result<T, tokio_postgres::Error>>,
+) -> Result<T, PgError> {
+    let started = Instant::now();
+    let result = execute_with_retries(shared, op, idempotent, work).await;
+    let class = result.as_ref().err().map(PgError::class);
+    shared.stats.record(op, started.elapsed(), class);
+    result
+}
+
+async fn execute_with_retries<T>(
     shared: &PgShared,
     op: &'static str,
     idempotent: bool,
@@ -33,7 +47,11 @@ pub(super) async fn execute<T>(
                 cause: "not connected yet (schema not applied)".into(),
             }
         } else {
-            match shared.pool.get().await {
+            let checkout = {
+                let _waiting = shared.stats.waiting();
+                shared.pool.get().await
+            };
+            match checkout {
                 Ok(mut conn) => {
                     let outcome =
                         tokio::time::timeout(shared.attempt_limit(), work(&mut conn)).await;

@@ -27,7 +27,9 @@ use crate::market::{Candle, Gap, Instrument, Trade};
 use crate::recorded::Recordable;
 use crate::registry::Registry;
 
-use super::{call, Availability, ConnectError, NotRunning, PoolStats, Resource, ResourceActor};
+use super::{
+    call, Availability, CallStats, ConnectError, NotRunning, PoolStats, Resource, ResourceActor,
+};
 
 type Reply<T> = RpcReplyPort<Result<T, PgError>>;
 
@@ -172,6 +174,7 @@ pub struct PgShared {
     config: Arc<PostgresConfig>,
     availability: Availability,
     counters: Arc<Counters>,
+    stats: Arc<CallStats>,
 }
 
 impl PgShared {
@@ -234,6 +237,7 @@ impl Resource for Postgres {
             config: Arc::new(self.config),
             availability,
             counters: Arc::default(),
+            stats: Arc::default(),
         })
     }
 
@@ -382,6 +386,10 @@ impl Resource for Postgres {
             "rejected": c.rejected.load(Ordering::Relaxed),
             "gave_up": c.exhausted.load(Ordering::Relaxed),
         })
+    }
+
+    fn call_stats(shared: &PgShared) -> &CallStats {
+        &shared.stats
     }
 }
 

@@ -41,6 +41,16 @@ pub enum RedisError {
 }
 
 impl RedisError {
+    /// A bounded name for the kind of failure, for metrics.
+    pub fn class(&self) -> &'static str {
+        match self {
+            RedisError::CircuitOpen { .. } => "circuit_open",
+            RedisError::Connection { .. } => "connection",
+            RedisError::Command { .. } => "command",
+            RedisError::NotRunning(_) => "not_running",
+        }
+    }
+
     /// The server's error code, for command errors.
     pub fn code(&self) -> Option<&str> {
         match self {

@@ -33,7 +33,9 @@ use crate::delay::BackoffConfig;
 use crate::recorded::Recordable;
 use crate::registry::Registry;
 
-use super::{call, Availability, ConnectError, NotRunning, PoolStats, Resource, ResourceActor};
+use super::{
+    call, Availability, CallStats, ConnectError, NotRunning, PoolStats, Resource, ResourceActor,
+};
 use breaker::{Outcome, Permit};
 
 type Reply<T> = RpcReplyPort<Result<T, RedisError>>;
@@ -180,6 +182,7 @@ pub struct RedisShared {
     breaker: Arc<Mutex<Breaker>>,
     writes: Arc<Semaphore>,
     availability: Availability,
+    stats: Arc<CallStats>,
 }
 
 impl RedisShared {
@@ -190,6 +193,20 @@ impl RedisShared {
     /// Runs one call behind the breaker: refused at once while open, and only
     /// connection-class failures count against it.
     async fn guarded<T>(
+        &self,
+        op: &'static str,
+        work: impl for<'c> FnOnce(
+            &'c mut MultiplexedConnection,
+        ) -> BoxFuture<'c, Result<T, redis::RedisError>>,
+    ) -> Result<T, RedisError> {
+        let started = Instant::now();
+        let result = self.breaker_guarded(op, work).await;
+        let class = result.as_ref().err().map(RedisError::class);
+        self.stats.record(op, started.elapsed(), class);
+        result
+    }
+
+    async fn breaker_guarded<T>(
         &self,
         op: &'static str,
         work: impl for<'c> FnOnce(
@@ -207,7 +224,11 @@ impl RedisShared {
                 });
             }
         };
-        let result = match self.pool.get().await {
+        let checkout = {
+            let _waiting = self.stats.waiting();
+            self.pool.get().await
+        };
+        let result = match checkout {
             Ok(mut conn) => work(&mut conn)
                 .await
                 .map_err(|e| RedisError::from_driver(op, &e)),
@@ -278,6 +299,7 @@ impl Resource for Redis {
             writes: Arc::new(Semaphore::new(self.config.write_concurrency)),
             config: Arc::new(self.config),
             availability,
+            stats: Arc::default(),
         };
         shared.publish_breaker();
         Ok(shared)
@@ -467,6 +489,10 @@ impl Resource for Redis {
             "breaker": snapshot,
             "checkouts": shared.pool.state().statistics.get_started,
         })
+    }
+
+    fn call_stats(shared: &RedisShared) -> &CallStats {
+        &shared.stats
     }
 }
 
