@@ -241,6 +241,8 @@ pub fn task(name: String, f: fn_factory::Factory) -> ChildSpec {
     ChildSpec::task(name, f)
 }
 
+pub mod browser;
+pub mod daemon;
 pub mod db;
 pub mod deribit;
 pub mod market;
