@@ -3,7 +3,11 @@
 //! the p50/p99 latency from trade timestamp to committed row at 20,000 trades/s,
 //! Keel's peak RSS, and, from the same run, raw pipelined XADD and raw COPY rates
 //! as the ceiling. Targets: >= 50,000 trades/s; p99 < 250 ms and RSS < 100 MiB
-//! at 20,000/s. Run: `cargo bench --bench pipeline`.
+//! at 20,000/s. Then the cost of inspection: the daemon saturated with its
+//! message ring, counters and mailbox depths on, and with them off
+//! (`[registry] record_messages = false`, `message_ring = 0`), in alternating
+//! rounds; target: on loses < 5% of committed rows/s. Run:
+//! `cargo bench --bench pipeline`.
 
 mod common;
 
@@ -19,6 +23,88 @@ use keel::actors::sim::{self, SimConfig, SimHandle};
 const INSTRUMENTS: [&str; 2] = ["BTC-PERPETUAL", "ETH-PERPETUAL"];
 const WINDOW: Duration = Duration::from_secs(10);
 const WARMUP: Duration = Duration::from_secs(3);
+/// Asked of the simulator when measuring what inspection costs: more than the
+/// daemon can commit, so the committed rate is the daemon's own ceiling.
+const SATURATE: f64 = 150_000.0;
+/// Rounds of the inspection comparison, each on, off, off, on (ABBA), so a
+/// drift over the run (a growing table, autovacuum) weighs on both alike.
+const INSPECTION_ROUNDS: usize = 2;
+
+/// CPU seconds (user + system) a process has used so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the parenthesised command name; utime and stime are 14 and 15.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// One measured window.
+struct Phase {
+    rows: f64,
+    generated: f64,
+    peak_rss_kib: u64,
+    p50_ms: u64,
+    p99_ms: u64,
+    /// Keel's CPU seconds per 100,000 committed rows.
+    cpu_per_100k: f64,
+}
+
+fn spawn_keel(config: &std::path::Path, analyzer: bool, inspect: bool) -> Child {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_keel"));
+    command
+        .args(["run", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "warn")
+        // KEEL_BENCH_ANALYZER=1 measures the daemon with candles being built too.
+        .env("KEEL__ANALYZER__ENABLED", analyzer.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if !inspect {
+        command
+            .env("KEEL__REGISTRY__RECORD_MESSAGES", "false")
+            .env("KEEL__REGISTRY__MESSAGE_RING", "0");
+    }
+    command.spawn().unwrap()
+}
+
+async fn wait_subscribed(sim: &SimHandle) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sim.stats().subscriptions < INSTRUMENTS.len() {
+        assert!(Instant::now() < deadline, "Keel never subscribed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until the daemon has committed what it received (every generated trade,
+/// or no progress for two seconds: a subscriber the simulator dropped for being
+/// too slow misses some), so one phase's backlog does not count as the next
+/// phase's latency.
+async fn drained(sim: &SimHandle, db: &tokio_postgres::Client) {
+    let mut last = (stored(db).await, Instant::now());
+    while last.0 < generated(sim) && last.1.elapsed() < Duration::from_secs(2) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = stored(db).await;
+        if now > last.0 {
+            last = (now, Instant::now());
+        }
+    }
+}
+
+fn stop_keel(mut keel: Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &keel.id().to_string()])
+        .status();
+    let _ = keel.wait();
+}
 
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -45,16 +131,12 @@ fn generated(sim: &SimHandle) -> i64 {
         .sum()
 }
 
-/// Runs `rate` for WARMUP + WINDOW; returns (committed rows/s, generated/s, peak RSS KiB).
-async fn phase(
-    sim: &SimHandle,
-    db: &tokio_postgres::Client,
-    keel: &Child,
-    rate: f64,
-) -> (f64, f64, u64, u64, u64) {
+/// Runs `rate` for WARMUP + WINDOW and measures the window.
+async fn phase(sim: &SimHandle, db: &tokio_postgres::Client, keel: &Child, rate: f64) -> Phase {
     sim.set_rate(rate);
     tokio::time::sleep(WARMUP).await;
     let (rows0, gen0, t0) = (stored(db).await, generated(sim), Instant::now());
+    let cpu0 = cpu_seconds(keel.id());
     let start_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
@@ -64,6 +146,7 @@ async fn phase(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let secs = t0.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(keel.id()) - cpu0;
     let (rows1, gen1) = (stored(db).await, generated(sim));
     let end_ms = start_ms + (secs * 1000.0) as i64;
     let row = db
@@ -76,13 +159,15 @@ async fn phase(
         )
         .await
         .unwrap();
-    (
-        (rows1 - rows0) as f64 / secs,
-        (gen1 - gen0) as f64 / secs,
-        peak,
-        row.get::<_, i64>(0) as u64,
-        row.get::<_, i64>(1) as u64,
-    )
+    let committed = (rows1 - rows0) as f64;
+    Phase {
+        rows: committed / secs,
+        generated: (gen1 - gen0) as f64 / secs,
+        peak_rss_kib: peak,
+        p50_ms: row.get::<_, i64>(0) as u64,
+        p99_ms: row.get::<_, i64>(1) as u64,
+        cpu_per_100k: cpu / committed.max(1.0) * 100_000.0,
+    }
 }
 
 #[tokio::main(flavor = "multi_thread")]
@@ -148,32 +233,33 @@ enabled = false
         ),
     )
     .unwrap();
-    let mut keel = Command::new(env!("CARGO_BIN_EXE_keel"))
-        .args(["run", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "warn")
-        // KEEL_BENCH_ANALYZER=1 measures the daemon with candles being built too.
-        .env("KEEL__ANALYZER__ENABLED", analyzer.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let keel = spawn_keel(&config, analyzer, true);
     let db = connect(&db_name).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while sim.stats().subscriptions < INSTRUMENTS.len() {
-        assert!(Instant::now() < deadline, "Keel never subscribed");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_subscribed(&sim).await;
 
-    let (max_rows, max_gen, max_rss, _, _) = phase(&sim, &db, &keel, 80_000.0).await;
+    let high = phase(&sim, &db, &keel, 80_000.0).await;
     sim.set_rate(0.0);
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let (rows, gen, rss, p50, p99) = phase(&sim, &db, &keel, 20_000.0).await;
+    drained(&sim, &db).await;
+    let low = phase(&sim, &db, &keel, 20_000.0).await;
     sim.set_rate(0.0);
-    let _ = Command::new("kill")
-        .args(["-TERM", &keel.id().to_string()])
-        .status();
-    let _ = keel.wait();
+    stop_keel(keel);
+
+    // What inspection costs: ABBA rounds, each a fresh daemon saturated by the
+    // simulator.
+    let mut with = Vec::new();
+    let mut without = Vec::new();
+    for _ in 0..INSPECTION_ROUNDS {
+        for inspect in [true, false, false, true] {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let keel = spawn_keel(&config, analyzer, inspect);
+            wait_subscribed(&sim).await;
+            let measured = phase(&sim, &db, &keel, SATURATE).await;
+            sim.set_rate(0.0);
+            drained(&sim, &db).await;
+            stop_keel(keel);
+            if inspect { &mut with } else { &mut without }.push(measured);
+        }
+    }
 
     // Raw ceilings from the same run: COPY into the same table shape, pipelined XADD.
     let rows_for_copy = trades(200_000);
@@ -204,6 +290,14 @@ enabled = false
         INSTRUMENTS.len(),
         if analyzer { "on (1m, 5m, 1h candles)" } else { "off (KEEL_BENCH_ANALYZER=1 turns it on)" }
     );
+    let (max_rows, max_gen, max_rss) = (high.rows, high.generated, high.peak_rss_kib);
+    let (rows, gen, rss, p50, p99) = (
+        low.rows,
+        low.generated,
+        low.peak_rss_kib,
+        low.p50_ms,
+        low.p99_ms,
+    );
     println!("  asked 80,000/s: generated {max_gen:>8.0}/s, committed {max_rows:>8.0} rows/s (target >= 50,000: {}), peak RSS {:.1} MiB",
         if max_rows >= 50_000.0 { "met" } else { "NOT met" }, max_rss as f64 / 1024.0);
     println!("  asked 20,000/s: generated {gen:>8.0}/s, committed {rows:>8.0} rows/s, latency trade->row p50 {p50} ms, p99 {p99} ms (target < 250: {}), peak RSS {:.1} MiB (target < 100: {})",
@@ -213,6 +307,34 @@ enabled = false
         "  ratios: committed/COPY {:.2}, committed/XADD {:.2}",
         max_rows / copy,
         max_rows / xadd
+    );
+    let mean = |phases: &[Phase], of: fn(&Phase) -> f64| {
+        phases.iter().map(of).sum::<f64>() / phases.len().max(1) as f64
+    };
+    let rounds = |phases: &[Phase]| {
+        phases
+            .iter()
+            .map(|p| format!("{:.0}", p.rows))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let (on, off) = (mean(&with, |p| p.rows), mean(&without, |p| p.rows));
+    let (cpu_on, cpu_off) = (
+        mean(&with, |p| p.cpu_per_100k),
+        mean(&without, |p| p.cpu_per_100k),
+    );
+    println!(
+        "  inspection (asked {SATURATE:.0}/s, {} windows each in ABBA order, means):",
+        2 * INSPECTION_ROUNDS
+    );
+    println!("    ring + counters + mailbox depths on:  {on:>8.0} rows/s ({}), {cpu_on:.2} CPU s per 100k rows", rounds(&with));
+    println!("    off (record_messages = false, ring 0): {off:>8.0} rows/s ({}), {cpu_off:.2} CPU s per 100k rows", rounds(&without));
+    println!(
+        "    on/off {:.3}: loss {:.1}% (target < 5%: {}); CPU per row on/off {:.3}",
+        on / off,
+        (1.0 - on / off) * 100.0,
+        if on / off > 0.95 { "met" } else { "NOT met" },
+        cpu_on / cpu_off
     );
 
     sim.stop().await;

@@ -245,25 +245,10 @@ async fn metrics_follow_the_prometheus_text_format() {
         text.contains("keel_actor_restarts_total{actor=\"w\"} 1"),
         "{text}"
     );
-    assert!(text.contains("keel_actor_state{actor=\"w\",state=\"running\"} 1"));
-    let mut typed = std::collections::BTreeMap::new();
-    for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let (name, kind) = rest.split_once(' ').unwrap();
-            assert!(name.starts_with("keel_"), "{name}");
-            assert_eq!(
-                name.ends_with("_total"),
-                kind == "counter",
-                "{name} is a {kind}"
-            );
-            typed.insert(name.to_owned(), kind.to_owned());
-        } else if !line.starts_with("# HELP ") {
-            let (series, value) = line.rsplit_once(' ').expect("name{labels} value");
-            value.parse::<f64>().unwrap_or_else(|_| panic!("{line}"));
-            let name = series.split('{').next().unwrap();
-            assert!(typed.contains_key(name), "{name} sampled before its TYPE");
-        }
-    }
+    let m = samples(&text);
+    assert_eq!(m["keel_actor_state{actor=\"w\",state=\"running\"}"], 1.0);
+    assert_eq!(m["keel_actor_state{actor=\"w\",state=\"failed\"}"], 0.0);
+    assert_eq!(m["keel_actor_mailbox_depth{actor=\"w\"}"], 0.0);
     handle.shutdown().await;
 }
 
@@ -374,4 +359,211 @@ async fn the_openapi_document_lists_every_route() {
         }
     }
     handle.shutdown().await;
+}
+
+/// `/metrics` as `(series with labels, value)` pairs, checked line by line.
+fn samples(text: &str) -> std::collections::BTreeMap<String, f64> {
+    let mut typed = std::collections::BTreeMap::new();
+    let mut out = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            assert!(name.starts_with("keel_"), "{name}");
+            assert_eq!(
+                name.ends_with("_total"),
+                kind == "counter",
+                "{name} is a {kind}"
+            );
+            typed.insert(name.to_owned(), kind.to_owned());
+        } else if !line.starts_with("# HELP ") {
+            let (series, value) = line.rsplit_once(' ').expect("name{labels} value");
+            let name = series.split('{').next().unwrap();
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix).filter(|f| typed.contains_key(*f)))
+                .unwrap_or(name);
+            assert!(typed.contains_key(family), "{name} sampled before its TYPE");
+            out.insert(
+                series.to_owned(),
+                value.parse::<f64>().unwrap_or_else(|_| panic!("{line}")),
+            );
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_running_daemon_exposes_pools_call_latency_errors_lag_and_task_runs() {
+    use common::{daemon, db::TestDb, redis::TestPrefix};
+    use keel::actors::resource::redis::RedisClient;
+    use keel::tree;
+
+    let db = TestDb::create().await;
+    let prefix = TestPrefix::new();
+    let sim = daemon::sim(200.0).await;
+    let mut config = daemon::config(&db, &prefix, Some(&sim));
+    config.distributor.progress_every = Duration::from_millis(200);
+    let handle = Arc::new(Runtime::from_config(&config).start().await.unwrap());
+    let admin = AdminServer::start(
+        &AdminConfig {
+            enabled: true,
+            listen: "127.0.0.1:0".parse().unwrap(),
+            token: Some(Secret::new(TOKEN)),
+        },
+        Arc::clone(&handle),
+    )
+    .await
+    .unwrap();
+    eventually(
+        "trades are stored and the group's progress read",
+        WAIT,
+        || {
+            let tree = handle.tree();
+            let Some(d) = tree.actor(tree::DISTRIBUTOR) else {
+                return false;
+            };
+            d.details
+                .get("distributor")
+                .is_some_and(|s| s["stored"].as_u64() > Some(0))
+                && d.details
+                    .get("group_progress")
+                    .is_some_and(|g| g["streams"].as_object().is_some_and(|s| !s.is_empty()))
+        },
+    )
+    .await;
+    // One command error, to be counted by class.
+    let redis = RedisClient::new(handle.registry().clone(), tree::REDIS);
+    let refused = redis
+        .read_group(
+            "no-such-group",
+            "c",
+            &["trades:BTC-PERPETUAL".to_owned()],
+            1,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(refused.class(), "command");
+    assert_eq!(
+        call(&admin, "POST", "/api/tasks/janitor/run", Some(TOKEN))
+            .await
+            .0,
+        202
+    );
+    eventually("the janitor ran", WAIT, || {
+        handle
+            .tree()
+            .actor(tree::JANITOR)
+            .is_some_and(|a| a.details.contains_key("runs"))
+    })
+    .await;
+
+    // The tree shows the consumer group's lag and pending count per stream.
+    let (_, tree_json) = call(&admin, "GET", "/api/tree", Some(TOKEN)).await;
+    let distributor = tree_json["actors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == tree::DISTRIBUTOR)
+        .unwrap()
+        .clone();
+    let progress = &distributor["details"]["group_progress"];
+    assert!(progress["pending"].is_u64(), "{progress}");
+    assert!(
+        progress["streams"]["trades:BTC-PERPETUAL"]["lag"].is_u64(),
+        "{progress}"
+    );
+    assert!(distributor["mailbox_depth"].is_u64());
+
+    let text = reqwest::Client::new()
+        .get(format!("http://{}/metrics", admin.addr()))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let m = samples(&text);
+    let get = |series: &str| {
+        *m.get(series)
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+    };
+    assert_eq!(
+        get("keel_pool_max_connections{actor=\"pg\"}"),
+        f64::from(config.postgres.max_size)
+    );
+    assert!(get("keel_pool_connections{actor=\"redis\"}") >= 1.0);
+    assert_eq!(get("keel_pool_waiting_callers{actor=\"pg\"}"), 0.0);
+    let inserts =
+        get("keel_resource_call_duration_seconds_count{actor=\"pg\",op=\"insert_trades\"}");
+    assert!(inserts >= 1.0);
+    assert_eq!(
+        get("keel_resource_call_duration_seconds_bucket{actor=\"pg\",op=\"insert_trades\",le=\"+Inf\"}"),
+        inserts
+    );
+    assert!(
+        get("keel_resource_call_duration_seconds_sum{actor=\"pg\",op=\"insert_trades\"}") > 0.0
+    );
+    assert!(
+        get("keel_resource_call_duration_seconds_count{actor=\"redis\",op=\"xadd_bulk\"}") >= 1.0
+    );
+    assert_eq!(
+        get("keel_resource_call_errors_total{actor=\"redis\",op=\"read_group\",class=\"command\"}"),
+        1.0
+    );
+    assert!(get("keel_consumer_rows_written_total{actor=\"distributor\"}") >= 1.0);
+    assert!(m.contains_key("keel_consumer_group_lag_entries{actor=\"distributor\"}"));
+    assert!(m.contains_key("keel_consumer_group_pending_entries{actor=\"analyzer\"}"));
+    assert_eq!(
+        get("keel_task_runs_total{task=\"janitor\",outcome=\"succeeded\"}"),
+        1.0
+    );
+    assert_eq!(
+        get("keel_task_run_duration_seconds_count{task=\"janitor\"}"),
+        1.0
+    );
+    assert!(m.contains_key("keel_actor_mailbox_depth{actor=\"receiver\"}"));
+    assert!(get("keel_receiver_trades_total{actor=\"receiver\"}") >= 1.0);
+    let last_data = get("keel_receiver_last_data_timestamp_seconds{actor=\"receiver\"}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        (now - 60.0..=now + 1.0).contains(&last_data),
+        "{last_data} vs {now}"
+    );
+    assert!(!text.contains(TOKEN));
+
+    // Prometheus's own linter, where it is installed (scripts/up installs it).
+    match std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    {
+        Ok(mut promtool) => {
+            use std::io::Write as _;
+            promtool
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(text.as_bytes())
+                .unwrap();
+            let out = promtool.wait_with_output().unwrap();
+            assert!(
+                out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+                "promtool: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("promtool is not installed; its check is skipped");
+        }
+        Err(e) => panic!("promtool: {e}"),
+    }
+    handle.shutdown().await;
+    sim.stop().await;
 }

@@ -75,7 +75,10 @@ async fn the_dashboard_shows_the_running_tree_follows_messages_and_restarts_and_
         .to_owned();
     assert!(csp.contains("default-src 'none'"), "{csp}");
     let html = page.text().await.unwrap();
-    assert!(!html.contains("http://") && !html.contains("https://"), "no external assets");
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "no external assets"
+    );
     assert!(!html.contains(&prefix.prefix) && !html.contains(TOKEN));
 
     let Some(mut browser) = Browser::open(&format!("http://{}/#token={TOKEN}", admin.addr())).await

@@ -220,6 +220,21 @@ pub(super) fn render(tree: &TreeSnapshot) -> String {
             f.sample(metric, &[("actor", actor)], number(r, key).unwrap_or(0.0));
         }
     }
+    if !receivers.is_empty() {
+        f.header(
+            "keel_receiver_last_data_timestamp_seconds",
+            "gauge",
+            "Unix time of the last market data frame (0: none yet).",
+        );
+        for (actor, r) in &receivers {
+            let ms = r.get("last_data_ms").and_then(Value::as_f64).unwrap_or(0.0);
+            f.sample(
+                "keel_receiver_last_data_timestamp_seconds",
+                &[("actor", actor)],
+                ms / 1000.0,
+            );
+        }
+    }
     let consumers: Vec<(&str, Value)> = tree
         .actors
         .iter()
