@@ -567,3 +567,74 @@ async fn a_running_daemon_exposes_pools_call_latency_errors_lag_and_task_runs() 
     handle.shutdown().await;
     sim.stop().await;
 }
+
+#[tokio::test]
+async fn readiness_turns_false_while_redis_is_down_and_back_when_it_returns() {
+    use common::redis::{PrivateRedis, TestPrefix};
+    use keel::actors::delay::BackoffConfig;
+    use keel::actors::resource::redis::{Redis, RedisConfig};
+    use keel::supervisor::ChildSpec;
+
+    let mut server = PrivateRedis::start();
+    let prefix = TestPrefix::on(server.port);
+    let config = RedisConfig {
+        url: format!("redis://127.0.0.1:{}/0", server.port),
+        key_prefix: prefix.prefix.clone(),
+        checkout_timeout: Duration::from_millis(300),
+        health_every: Duration::from_millis(100),
+        connect_backoff: BackoffConfig {
+            min: Duration::from_millis(10),
+            max: Duration::from_millis(100),
+            multiplier: 2.0,
+            jitter: 0.0,
+        },
+        ..RedisConfig::default()
+    };
+    let handle = Arc::new(
+        Runtime::new(fast_policy(Strategy::OneForOne))
+            .child(ChildSpec::resource("redis", move |ctx| {
+                Redis::spawn(config.clone(), ctx)
+            }))
+            .start()
+            .await
+            .unwrap(),
+    );
+    let admin = AdminServer::start(
+        &AdminConfig {
+            enabled: true,
+            listen: "127.0.0.1:0".parse().unwrap(),
+            token: Some(Secret::new(TOKEN)),
+        },
+        Arc::clone(&handle),
+    )
+    .await
+    .unwrap();
+    let readyz = || async { call(&admin, "GET", "/readyz", Some(TOKEN)).await };
+    let deadline = std::time::Instant::now() + WAIT;
+    while readyz().await.0 != 200 {
+        assert!(std::time::Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Nothing calls Redis here: the health check alone notices it is gone.
+    server.stop();
+    let deadline = std::time::Instant::now() + WAIT;
+    let body = loop {
+        let (status, body) = readyz().await;
+        if status == 503 {
+            break body;
+        }
+        assert!(std::time::Instant::now() < deadline, "still ready: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(body["ready"], false);
+    assert_eq!(body["not_ready"]["redis"], "connecting", "{body}");
+
+    server.resume();
+    let deadline = std::time::Instant::now() + WAIT;
+    while readyz().await.0 != 200 {
+        assert!(std::time::Instant::now() < deadline, "not ready again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    handle.shutdown().await;
+}

@@ -4,6 +4,7 @@ use crate::mailbox::Tell;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::Arc;
+use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::Serialize;
@@ -90,6 +91,13 @@ pub trait Resource: Send + Sync + Sized + 'static {
 
     /// One connect attempt: reach the server and prepare it (migrations).
     fn connect(shared: &Self::Shared) -> impl Future<Output = Result<(), ConnectError>> + Send;
+
+    /// How often to check, once connected, that the server is still there.
+    fn health_every(shared: &Self::Shared) -> Duration;
+
+    /// One check that the server answers (a validated pool checkout); the error
+    /// says why not.
+    fn check(shared: &Self::Shared) -> impl Future<Output = Result<(), String>> + Send;
 
     /// Serves one call to completion, replying through the call's own port.
     fn serve(shared: Self::Shared, call: Self::Call) -> impl Future<Output = ()> + Send;
@@ -251,6 +259,32 @@ impl<R: Resource> Actor for ResourceActor<R> {
     }
 }
 
+/// Once connected: checks the server every `health_every` and keeps the status
+/// (and so readiness) true to what the check finds, idle or not.
+async fn watch_health<R: Resource>(
+    shared: &R::Shared,
+    availability: &Availability,
+    cancel: &CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(R::health_every(shared)) => {}
+        }
+        let started = std::time::Instant::now();
+        let checked = tokio::select! {
+            () = cancel.cancelled() => return,
+            checked = R::check(shared) => checked,
+        };
+        let class = checked.as_ref().err().map(|_| "unreachable");
+        R::call_stats(shared).record("health_check", started.elapsed(), class);
+        match checked {
+            Ok(()) => availability.mark_ready(),
+            Err(cause) => availability.mark_unreachable(&cause),
+        }
+    }
+}
+
 async fn connect_loop<R: Resource>(
     shared: R::Shared,
     availability: Availability,
@@ -266,6 +300,7 @@ async fn connect_loop<R: Resource>(
         match attempt {
             Ok(()) => {
                 availability.mark_ready();
+                watch_health::<R>(&shared, &availability, &cancel).await;
                 return;
             }
             Err(ConnectError::Retry(cause)) => {

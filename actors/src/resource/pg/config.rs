@@ -40,6 +40,11 @@ pub struct PostgresConfig {
     /// Delay between connect attempts while the server is unreachable.
     #[serde(default = "default_connect_backoff")]
     pub connect_backoff: BackoffConfig,
+    /// How often a connected resource checks its server is still there (one
+    /// pooled checkout, which the pool validates), so readiness turns false while
+    /// idle too; calls are never preceded by a check of their own.
+    #[serde(with = "humantime_serde", default = "default_health_every")]
+    pub health_every: Duration,
     /// Rows per transaction when deleting by age (janitor).
     #[serde(default = "default_delete_batch")]
     pub delete_batch: u32,
@@ -79,6 +84,9 @@ fn default_connect_backoff() -> BackoffConfig {
         jitter: 0.2,
     }
 }
+fn default_health_every() -> Duration {
+    Duration::from_secs(2)
+}
 fn default_delete_batch() -> u32 {
     5_000
 }
@@ -95,6 +103,7 @@ impl Default for PostgresConfig {
             max_attempts: default_max_attempts(),
             retry_backoff: default_retry_backoff(),
             connect_backoff: default_connect_backoff(),
+            health_every: default_health_every(),
             delete_batch: default_delete_batch(),
         }
     }
@@ -137,6 +146,7 @@ impl PostgresConfig {
             ("connect_timeout", self.connect_timeout),
             ("checkout_timeout", self.checkout_timeout),
             ("statement_timeout", self.statement_timeout),
+            ("health_every", self.health_every),
         ] {
             if d.is_zero() {
                 problems.push((key.into(), "a duration above zero".into()));

@@ -245,6 +245,17 @@ impl Resource for Postgres {
         shared.config.connect_backoff.clone()
     }
 
+    fn health_every(shared: &PgShared) -> Duration {
+        shared.config.health_every
+    }
+
+    async fn check(shared: &PgShared) -> Result<(), String> {
+        shared.pool.get().await.map(drop).map_err(|e| match e {
+            bb8::RunError::User(e) => e.to_string(),
+            bb8::RunError::TimedOut => "no connection within checkout_timeout".into(),
+        })
+    }
+
     async fn connect(shared: &PgShared) -> Result<(), ConnectError> {
         let mut conn = shared.pool.get().await.map_err(|e| match e {
             bb8::RunError::User(e) => ConnectError::Retry(e.to_string()),

@@ -53,6 +53,11 @@ pub struct RedisConfig {
     /// Delay between connect attempts while the server is unreachable.
     #[serde(default = "default_connect_backoff")]
     pub connect_backoff: BackoffConfig,
+    /// How often a connected resource checks its server is still there (one
+    /// pooled checkout, which the pool validates), so readiness turns false while
+    /// idle too; calls are never preceded by a check of their own.
+    #[serde(with = "humantime_serde", default = "default_health_every")]
+    pub health_every: Duration,
 }
 
 fn default_url() -> String {
@@ -76,6 +81,9 @@ fn default_stream_maxlen() -> u64 {
 fn default_read_block() -> Duration {
     Duration::from_millis(250)
 }
+fn default_health_every() -> Duration {
+    Duration::from_secs(2)
+}
 fn default_connect_backoff() -> BackoffConfig {
     BackoffConfig {
         min: Duration::from_millis(200),
@@ -98,6 +106,7 @@ impl Default for RedisConfig {
             read_block: default_read_block(),
             breaker: BreakerConfig::default(),
             connect_backoff: default_connect_backoff(),
+            health_every: default_health_every(),
         }
     }
 }
@@ -151,6 +160,9 @@ impl RedisConfig {
         }
         if self.checkout_timeout.is_zero() {
             problems.push(("checkout_timeout".into(), "a duration above zero".into()));
+        }
+        if self.health_every.is_zero() {
+            problems.push(("health_every".into(), "a duration above zero".into()));
         }
         for (key, expected) in self.breaker.problems() {
             problems.push((format!("breaker.{key}"), expected));

@@ -309,6 +309,17 @@ impl Resource for Redis {
         shared.config.connect_backoff.clone()
     }
 
+    fn health_every(shared: &RedisShared) -> Duration {
+        shared.config.health_every
+    }
+
+    async fn check(shared: &RedisShared) -> Result<(), String> {
+        shared.pool.get().await.map(drop).map_err(|e| match e {
+            RunError::User(e) => e.to_string(),
+            RunError::TimedOut => "no connection within checkout_timeout".into(),
+        })
+    }
+
     async fn connect(shared: &RedisShared) -> Result<(), ConnectError> {
         match shared.pool.get().await {
             Ok(mut conn) => ops::ping(&mut conn)
