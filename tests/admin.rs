@@ -27,15 +27,20 @@ async fn start() -> (Arc<keel::RuntimeHandle>, AdminServer, Live) {
             .await
             .unwrap(),
     );
+    let admin = serve(&handle).await;
+    (handle, admin, live)
+}
+
+/// The admin endpoint for `handle` on a free loopback port, with TOKEN.
+async fn serve(handle: &Arc<keel::RuntimeHandle>) -> AdminServer {
     let config = AdminConfig {
         enabled: true,
         listen: "127.0.0.1:0".parse().unwrap(),
         token: Some(Secret::new(TOKEN)),
     };
-    let admin = AdminServer::start(&config, Arc::clone(&handle))
+    AdminServer::start(&config, Arc::clone(handle))
         .await
-        .unwrap();
-    (handle, admin, live)
+        .unwrap()
 }
 
 async fn call(admin: &AdminServer, method: &str, path: &str, token: Option<&str>) -> (u16, Value) {
@@ -404,16 +409,7 @@ async fn a_running_daemon_exposes_pools_call_latency_errors_lag_and_task_runs() 
     let mut config = daemon::config(&db, &prefix, Some(&sim));
     config.distributor.progress_every = Duration::from_millis(200);
     let handle = Arc::new(Runtime::from_config(&config).start().await.unwrap());
-    let admin = AdminServer::start(
-        &AdminConfig {
-            enabled: true,
-            listen: "127.0.0.1:0".parse().unwrap(),
-            token: Some(Secret::new(TOKEN)),
-        },
-        Arc::clone(&handle),
-    )
-    .await
-    .unwrap();
+    let admin = serve(&handle).await;
     eventually(
         "trades are stored and the group's progress read",
         WAIT,
@@ -570,25 +566,15 @@ async fn a_running_daemon_exposes_pools_call_latency_errors_lag_and_task_runs() 
 
 #[tokio::test]
 async fn readiness_turns_false_while_redis_is_down_and_back_when_it_returns() {
-    use common::redis::{PrivateRedis, TestPrefix};
-    use keel::actors::delay::BackoffConfig;
+    use common::redis::{fast_config, PrivateRedis, TestPrefix};
     use keel::actors::resource::redis::{Redis, RedisConfig};
     use keel::supervisor::ChildSpec;
 
     let mut server = PrivateRedis::start();
     let prefix = TestPrefix::on(server.port);
     let config = RedisConfig {
-        url: format!("redis://127.0.0.1:{}/0", server.port),
-        key_prefix: prefix.prefix.clone(),
-        checkout_timeout: Duration::from_millis(300),
         health_every: Duration::from_millis(100),
-        connect_backoff: BackoffConfig {
-            min: Duration::from_millis(10),
-            max: Duration::from_millis(100),
-            multiplier: 2.0,
-            jitter: 0.0,
-        },
-        ..RedisConfig::default()
+        ..fast_config(server.port, &prefix)
     };
     let handle = Arc::new(
         Runtime::new(fast_policy(Strategy::OneForOne))
@@ -599,16 +585,7 @@ async fn readiness_turns_false_while_redis_is_down_and_back_when_it_returns() {
             .await
             .unwrap(),
     );
-    let admin = AdminServer::start(
-        &AdminConfig {
-            enabled: true,
-            listen: "127.0.0.1:0".parse().unwrap(),
-            token: Some(Secret::new(TOKEN)),
-        },
-        Arc::clone(&handle),
-    )
-    .await
-    .unwrap();
+    let admin = serve(&handle).await;
     let readyz = || async { call(&admin, "GET", "/readyz", Some(TOKEN)).await };
     let deadline = std::time::Instant::now() + WAIT;
     while readyz().await.0 != 200 {

@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::redis::{PrivateRedis, TestPrefix, REDIS_PORT};
+use common::redis::{fast_config, PrivateRedis, TestPrefix, REDIS_PORT};
 use common::{eventually, fast_policy};
 use keel::actors::delay::BackoffConfig;
 use keel::actors::resource::redis::{
@@ -17,21 +17,6 @@ use keel::supervisor::{ChildSpec, Strategy};
 use keel::{Runtime, RuntimeHandle};
 
 const WAIT: Duration = Duration::from_secs(20);
-
-fn redis_config(port: u16, prefix: &TestPrefix) -> RedisConfig {
-    RedisConfig {
-        url: format!("redis://127.0.0.1:{port}/0"),
-        key_prefix: prefix.prefix.clone(),
-        checkout_timeout: Duration::from_millis(300),
-        connect_backoff: BackoffConfig {
-            min: Duration::from_millis(10),
-            max: Duration::from_millis(100),
-            multiplier: 2.0,
-            jitter: 0.0,
-        },
-        ..RedisConfig::default()
-    }
-}
 
 async fn start(config: RedisConfig) -> (RuntimeHandle, RedisClient) {
     let handle = Runtime::new(fast_policy(Strategy::OneForOne))
@@ -69,7 +54,7 @@ fn breaker_state(handle: &RuntimeHandle) -> Option<String> {
 #[tokio::test]
 async fn streams_and_consumer_groups_round_trip() {
     let prefix = TestPrefix::new();
-    let (handle, redis) = start(redis_config(REDIS_PORT, &prefix)).await;
+    let (handle, redis) = start(fast_config(REDIS_PORT, &prefix)).await;
 
     assert!(redis.create_group("trades", "distributor").await.unwrap());
     assert!(
@@ -127,7 +112,7 @@ async fn streams_and_consumer_groups_round_trip() {
 #[tokio::test]
 async fn writes_trim_streams_to_about_maxlen_and_trim_min_id_drops_older_entries() {
     let prefix = TestPrefix::new();
-    let mut config = redis_config(REDIS_PORT, &prefix);
+    let mut config = fast_config(REDIS_PORT, &prefix);
     config.stream_maxlen = 100;
     let (handle, redis) = start(config).await;
     for _ in 0..10 {
@@ -151,7 +136,7 @@ async fn writes_trim_streams_to_about_maxlen_and_trim_min_id_drops_older_entries
 #[tokio::test]
 async fn pending_entries_are_reclaimed_by_another_consumer_after_one_dies() {
     let prefix = TestPrefix::new();
-    let (handle, redis) = start(redis_config(REDIS_PORT, &prefix)).await;
+    let (handle, redis) = start(fast_config(REDIS_PORT, &prefix)).await;
     redis.create_group("s", "g").await.unwrap();
     redis.xadd_bulk("s", entries(10).into()).await.unwrap();
     let streams = vec!["s".to_owned()];
@@ -201,7 +186,7 @@ async fn pending_entries_are_reclaimed_by_another_consumer_after_one_dies() {
 #[tokio::test]
 async fn command_errors_return_to_the_caller_and_never_trip_the_breaker() {
     let prefix = TestPrefix::new();
-    let (handle, redis) = start(redis_config(REDIS_PORT, &prefix)).await;
+    let (handle, redis) = start(fast_config(REDIS_PORT, &prefix)).await;
     assert!(redis
         .lease_acquire("plain", "me", Duration::from_secs(60))
         .await
@@ -229,7 +214,7 @@ async fn command_errors_return_to_the_caller_and_never_trip_the_breaker() {
 #[tokio::test]
 async fn a_blocking_read_at_the_longest_allowed_block_returns_empty_not_a_timeout() {
     let prefix = TestPrefix::new();
-    let mut config = redis_config(REDIS_PORT, &prefix);
+    let mut config = fast_config(REDIS_PORT, &prefix);
     config.read_block = MAX_READ_BLOCK;
     let (handle, redis) = start(config).await;
     redis.create_group("quiet", "g").await.unwrap();
@@ -249,7 +234,7 @@ async fn a_blocking_read_at_the_longest_allowed_block_returns_empty_not_a_timeou
 #[tokio::test]
 async fn leases_belong_to_one_owner_at_a_time() {
     let prefix = TestPrefix::new();
-    let (handle, redis) = start(redis_config(REDIS_PORT, &prefix)).await;
+    let (handle, redis) = start(fast_config(REDIS_PORT, &prefix)).await;
     let ttl = Duration::from_secs(30);
     assert!(redis.lease_acquire("janitor", "a", ttl).await.unwrap());
     assert!(!redis.lease_acquire("janitor", "b", ttl).await.unwrap());
@@ -265,7 +250,7 @@ async fn leases_belong_to_one_owner_at_a_time() {
 async fn the_breaker_opens_when_redis_stops_fails_fast_and_closes_when_it_returns() {
     let mut server = PrivateRedis::start();
     let prefix = TestPrefix::on(server.port);
-    let mut config = redis_config(server.port, &prefix);
+    let mut config = fast_config(server.port, &prefix);
     config.breaker = BreakerConfig {
         consecutive_failures: 3,
         open_for: BackoffConfig {
@@ -350,7 +335,7 @@ async fn it_starts_while_redis_is_down_and_becomes_ready_when_it_is_up() {
     let mut server = PrivateRedis::start();
     server.stop();
     let prefix = TestPrefix::on(server.port);
-    let (handle, redis) = start(redis_config(server.port, &prefix)).await;
+    let (handle, redis) = start(fast_config(server.port, &prefix)).await;
     let status = |h: &RuntimeHandle| {
         h.tree()
             .actor("redis")

@@ -6,18 +6,13 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::db::{TestDb, PG_PORT};
-use common::redis::{TestPrefix, REDIS_PORT};
-use common::{eventually, fast_policy};
+use common::db::TestDb;
+use common::redis::TestPrefix;
+use common::{daemon, eventually};
 use keel::actors::deribit::model::PublicTrade;
-use keel::actors::resource::pg::PostgresConfig;
-use keel::actors::resource::redis::{Fields, RedisClient, RedisConfig};
-use keel::actors::secret::Secret;
-use keel::actors::service::receiver::ReceiverConfig;
+use keel::actors::resource::redis::{Fields, RedisClient};
 use keel::actors::service::streams;
-use keel::actors::sim::{self, Fault, SimConfig, SimHandle};
-use keel::config::Config;
-use keel::supervisor::Strategy;
+use keel::actors::sim::Fault;
 use keel::{tree, Runtime, RuntimeHandle};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -32,54 +27,15 @@ type PendingSummary = (
 /// An `XRANGE` reply entry: id and field/value pairs.
 type RangeEntry = (String, Vec<(String, Vec<u8>)>);
 
-fn config(db: &TestDb, prefix: &TestPrefix, sim: Option<&SimHandle>) -> Config {
-    let mut supervisor = fast_policy(Strategy::OneForOne);
-    supervisor.max_restarts = 100;
-    Config {
-        supervisor,
-        postgres: PostgresConfig {
-            url: db.url(PG_PORT),
-            ..PostgresConfig::default()
-        },
-        redis: RedisConfig {
-            url: format!("redis://127.0.0.1:{REDIS_PORT}/0"),
-            key_prefix: prefix.prefix.clone(),
-            ..RedisConfig::default()
-        },
-        receiver: ReceiverConfig {
-            url: sim.map_or_else(|| "ws://127.0.0.1:9/ws/api/v2".into(), SimHandle::ws_url),
-            instruments: vec!["BTC-PERPETUAL".into()],
-            heartbeat: Duration::from_secs(1),
-            stall_timeout: Duration::from_secs(5),
-            ..ReceiverConfig::default()
-        },
-        ..Config::default()
-    }
-}
-
 fn detail(handle: &RuntimeHandle, actor: &str, key: &str) -> Option<serde_json::Value> {
     handle.tree().actor(actor)?.details.get(key).cloned()
-}
-
-async fn sim() -> SimHandle {
-    sim::start(SimConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        instruments: vec!["BTC-PERPETUAL".into()],
-        trades_per_sec: 200.0,
-        client_id: Some("k".into()),
-        client_secret: Some(Secret::new("s")),
-        min_heartbeat: Duration::from_secs(1),
-        ..SimConfig::default()
-    })
-    .await
-    .unwrap()
 }
 
 #[tokio::test]
 async fn entries_that_cannot_be_stored_go_to_the_dead_letter_stream_and_never_block_the_group() {
     let db = TestDb::create().await;
     let prefix = TestPrefix::new();
-    let mut config = config(&db, &prefix, None);
+    let mut config = daemon::config(&db, &prefix, None);
     config.receiver.enabled = false;
     config.analyzer.enabled = false;
     config.schedule.enabled = false;
@@ -176,8 +132,8 @@ async fn entries_that_cannot_be_stored_go_to_the_dead_letter_stream_and_never_bl
 async fn a_book_gap_resubscribes_that_book_without_a_reconnect() {
     let db = TestDb::create().await;
     let prefix = TestPrefix::new();
-    let sim = sim().await;
-    let mut config = config(&db, &prefix, Some(&sim));
+    let sim = daemon::sim(200.0).await;
+    let mut config = daemon::config(&db, &prefix, Some(&sim));
     config.receiver.book = true;
     config.schedule.enabled = false;
     let handle = Runtime::from_config(&config).start().await.unwrap();
@@ -209,8 +165,8 @@ async fn a_book_gap_resubscribes_that_book_without_a_reconnect() {
 async fn a_refused_subscription_fails_the_receiver_and_the_supervisor_retries() {
     let db = TestDb::create().await;
     let prefix = TestPrefix::new();
-    let sim = sim().await;
-    let mut config = config(&db, &prefix, Some(&sim));
+    let sim = daemon::sim(200.0).await;
+    let mut config = daemon::config(&db, &prefix, Some(&sim));
     config.receiver.instruments = vec!["NOPE-PERPETUAL".into()];
     config.schedule.enabled = false;
     let handle = Runtime::from_config(&config).start().await.unwrap();

@@ -160,6 +160,17 @@ async fn tree(client: &Client) -> Result<(), u8> {
         if let Some(breaker) = a["details"]["breaker"]["state"].as_str() {
             text.push_str(&format!(" [breaker {breaker}]"));
         }
+        let group = &a["details"]["group_progress"];
+        if group.is_object() {
+            let lag = group["lag"]
+                .as_u64()
+                .map_or_else(|| "?".to_owned(), |n| n.to_string());
+            text.push_str(&format!(" [lag {lag}, pending {}]", group["pending"]));
+        }
+        let depth = a["mailbox_depth"].as_u64().unwrap_or(0);
+        if depth > 0 {
+            text.push_str(&format!(" [mailbox {depth}]"));
+        }
         if let Some(reason) = a["last_failure"]["reason"].as_str() {
             text.push_str(&format!(" — last failure: {reason}"));
         }

@@ -118,3 +118,20 @@ impl Drop for PrivateRedis {
         self.stop();
     }
 }
+
+/// RedisActor settings for a test: its own server and prefix, a short checkout
+/// timeout and quick reconnects.
+pub fn fast_config(port: u16, prefix: &TestPrefix) -> keel::actors::resource::redis::RedisConfig {
+    keel::actors::resource::redis::RedisConfig {
+        url: format!("redis://127.0.0.1:{port}/0"),
+        key_prefix: prefix.prefix.clone(),
+        checkout_timeout: Duration::from_millis(300),
+        connect_backoff: keel::actors::delay::BackoffConfig {
+            min: Duration::from_millis(10),
+            max: Duration::from_millis(100),
+            multiplier: 2.0,
+            jitter: 0.0,
+        },
+        ..Default::default()
+    }
+}
