@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use keel::actors::secret::Secret;
 use keel::admin::{AdminConfig, AdminServer};
 use keel::supervisor::Strategy;
 use keel::Runtime;
@@ -33,14 +32,7 @@ async fn start() -> (Arc<keel::RuntimeHandle>, AdminServer, Live) {
 
 /// The admin endpoint for `handle` on a free loopback port, with TOKEN.
 async fn serve(handle: &Arc<keel::RuntimeHandle>) -> AdminServer {
-    let config = AdminConfig {
-        enabled: true,
-        listen: "127.0.0.1:0".parse().unwrap(),
-        token: Some(Secret::new(TOKEN)),
-    };
-    AdminServer::start(&config, Arc::clone(handle))
-        .await
-        .unwrap()
+    admin_endpoint(handle, TOKEN).await
 }
 
 async fn call(admin: &AdminServer, method: &str, path: &str, token: Option<&str>) -> (u16, Value) {

@@ -15,8 +15,7 @@ use common::daemon;
 use common::db::TestDb;
 use common::redis::TestPrefix;
 use common::*;
-use keel::actors::secret::Secret;
-use keel::admin::{AdminConfig, AdminServer};
+use keel::admin::AdminServer;
 use keel::supervisor::Strategy;
 use keel::{tree, Runtime, RuntimeHandle};
 
@@ -24,14 +23,7 @@ const WAIT: Duration = Duration::from_secs(30);
 const TOKEN: &str = "dashboard-test-token";
 
 async fn admin(handle: &Arc<RuntimeHandle>) -> AdminServer {
-    let config = AdminConfig {
-        enabled: true,
-        listen: "127.0.0.1:0".parse().unwrap(),
-        token: Some(Secret::new(TOKEN)),
-    };
-    AdminServer::start(&config, Arc::clone(handle))
-        .await
-        .unwrap()
+    admin_endpoint(handle, TOKEN).await
 }
 
 const ROW_NAMES: &str =

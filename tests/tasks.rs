@@ -5,45 +5,21 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use common::db::{TestDb, PG_PORT};
+use common::daemon::config;
+use common::db::TestDb;
+use common::eventually;
 use common::market::{at, trades};
-use common::redis::{TestPrefix, REDIS_PORT};
-use common::{eventually, fast_policy};
-use keel::actors::resource::pg::{PgClient, PostgresConfig};
-use keel::actors::resource::redis::{Fields, RedisClient, RedisConfig};
-use keel::actors::service::receiver::ReceiverConfig;
-use keel::actors::sim::{self, SimConfig, SimHandle};
-use keel::config::{BackfillConfig, Config};
-use keel::supervisor::Strategy;
+use common::redis::TestPrefix;
+use keel::actors::resource::pg::PgClient;
+use keel::actors::resource::redis::{Fields, RedisClient};
+use keel::actors::sim::{self, SimConfig};
+use keel::config::Config;
 use keel::{tree, Runtime, TaskOutcome};
 
 const WAIT: Duration = Duration::from_secs(20);
 
 /// An `XRANGE` reply entry: id and field/value pairs.
 type RangeEntry = (String, Vec<(String, Vec<u8>)>);
-
-fn config(db: &TestDb, prefix: &TestPrefix, sim: Option<&SimHandle>) -> Config {
-    Config {
-        supervisor: fast_policy(Strategy::OneForOne),
-        postgres: PostgresConfig {
-            url: db.url(PG_PORT),
-            ..PostgresConfig::default()
-        },
-        redis: RedisConfig {
-            url: format!("redis://127.0.0.1:{REDIS_PORT}/0"),
-            key_prefix: prefix.prefix.clone(),
-            ..RedisConfig::default()
-        },
-        receiver: ReceiverConfig {
-            instruments: vec!["BTC-PERPETUAL".into()],
-            ..ReceiverConfig::default()
-        },
-        backfill: BackfillConfig {
-            http_url: sim.map_or_else(|| "http://127.0.0.1:9".into(), SimHandle::http_url),
-        },
-        ..Config::default()
-    }
-}
 
 /// Runs `keel task NAME` in-process; returns how it ended.
 async fn run_task(config: &Config, command: &str) -> TaskOutcome {

@@ -248,3 +248,18 @@ pub mod deribit;
 pub mod market;
 pub mod proxy;
 pub mod redis;
+
+/// The admin endpoint for `handle` on a free loopback port, behind `token`.
+pub async fn admin_endpoint(
+    handle: &Arc<keel::RuntimeHandle>,
+    token: &str,
+) -> keel::admin::AdminServer {
+    let config = keel::admin::AdminConfig {
+        enabled: true,
+        listen: "127.0.0.1:0".parse().expect("a socket address"),
+        token: Some(keel::actors::secret::Secret::new(token)),
+    };
+    keel::admin::AdminServer::start(&config, Arc::clone(handle))
+        .await
+        .expect("the admin endpoint starts")
+}
