@@ -330,6 +330,7 @@ async fn the_openapi_document_lists_every_route() {
     assert_eq!(doc["openapi"], "3.0.3");
     let paths = doc["paths"].as_object().unwrap();
     for (method, path) in [
+        ("get", "/"),
         ("get", "/healthz"),
         ("get", "/readyz"),
         ("get", "/api/tree"),
