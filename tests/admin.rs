@@ -482,7 +482,8 @@ async fn a_running_daemon_exposes_pools_call_latency_errors_lag_and_task_runs() 
         f64::from(config.postgres.max_size)
     );
     assert!(get("keel_pool_connections{actor=\"redis\"}") >= 1.0);
-    assert_eq!(get("keel_pool_waiting_callers{actor=\"pg\"}"), 0.0);
+    // A gauge of callers waiting right now: present, never negative.
+    assert!(get("keel_pool_waiting_callers{actor=\"pg\"}") >= 0.0);
     let inserts =
         get("keel_resource_call_duration_seconds_count{actor=\"pg\",op=\"insert_trades\"}");
     assert!(inserts >= 1.0);
@@ -505,7 +506,9 @@ async fn a_running_daemon_exposes_pools_call_latency_errors_lag_and_task_runs() 
     assert!(m.contains_key("keel_consumer_group_pending_entries{actor=\"analyzer\"}"));
     assert_eq!(
         get("keel_task_runs_total{task=\"janitor\",outcome=\"succeeded\"}"),
-        1.0
+        1.0,
+        "{:?}",
+        handle.tree().actor(tree::JANITOR)
     );
     assert_eq!(
         get("keel_task_run_duration_seconds_count{task=\"janitor\"}"),

@@ -344,20 +344,25 @@ pub(super) async fn group_progress(
             .map(replies::text)
             .transpose()?
             .unwrap_or_else(|| "0-0".into());
-        let pending = number(get("pending")).unwrap_or(0);
-        let oldest_pending = if pending > 0 {
+        // XINFO's pending count and XPENDING's oldest id are read one after the
+        // other; both come from XPENDING's one reply so they agree (entries may
+        // be acknowledged in between: then it answers `[0, nil, nil, nil]`).
+        let (pending, oldest_pending) = if number(get("pending")).unwrap_or(0) > 0 {
             let summary: Value = redis::cmd("XPENDING")
                 .arg(key)
                 .arg(&name)
                 .query_async(conn)
                 .await?;
-            replies::list(summary)?
-                .into_iter()
-                .nth(1)
+            let mut summary = replies::list(summary)?.into_iter();
+            let count = number(summary.next()).unwrap_or(0);
+            let oldest = summary
+                .next()
+                .filter(|v| !matches!(v, Value::Nil))
                 .map(replies::text)
-                .transpose()?
+                .transpose()?;
+            (count, oldest)
         } else {
-            None
+            (0, None)
         };
         out.push(GroupProgress {
             group: name,
