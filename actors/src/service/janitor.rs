@@ -121,7 +121,6 @@ impl TaskWork for Janitor {
             "last_run",
             serde_json::json!({"trades": trades, "candles": candles, "stream_entries": trimmed}),
         );
-        println!("{done}");
         Ok(done)
     }
 }
