@@ -182,3 +182,51 @@ async fn a_refused_subscription_fails_the_receiver_and_the_supervisor_retries() 
     handle.shutdown().await;
     sim.stop().await;
 }
+
+#[tokio::test]
+async fn missed_heartbeats_fail_the_connection_while_data_still_flows_and_it_reconnects() {
+    let db = TestDb::create().await;
+    let prefix = TestPrefix::new();
+    let sim = daemon::sim(200.0).await;
+    let mut config = daemon::config(&db, &prefix, Some(&sim));
+    config.schedule.enabled = false;
+    // Data keeps the stall timer (5 s) from firing: only heartbeats can tell.
+    config.receiver.heartbeat = Duration::from_secs(1);
+    config.receiver.connect_timeout = Duration::from_secs(1);
+    let handle = Runtime::from_config(&config).start().await.unwrap();
+    eventually("streaming", WAIT, || {
+        detail(&handle, tree::RECEIVER, "connection").is_some_and(|c| c == "streaming")
+    })
+    .await;
+    // Past the connect grace (connect_timeout + 2 heartbeats), so the deadline
+    // is the one heartbeats renew.
+    eventually("past the connect grace", WAIT, || {
+        handle
+            .tree()
+            .actor(tree::RECEIVER)
+            .and_then(|a| a.uptime)
+            .is_some_and(|u| u > Duration::from_secs(4))
+    })
+    .await;
+    sim.inject(&Fault::SilenceHeartbeats { ms: 4_000 }).unwrap();
+    eventually("the receiver noticed the missing heartbeats", WAIT, || {
+        handle.tree().actor(tree::RECEIVER).is_some_and(|a| {
+            a.restarts >= 1
+                && a.last_failure
+                    .as_ref()
+                    .is_some_and(|f| f.reason.contains("missed heartbeats"))
+        })
+    })
+    .await;
+    let trades = |handle: &RuntimeHandle| {
+        detail(handle, tree::RECEIVER, "receiver").map_or(0, |r| r["trades"].as_u64().unwrap_or(0))
+    };
+    let after_restart = trades(&handle);
+    eventually("trades flow on the new connection", WAIT, || {
+        trades(&handle) > after_restart
+    })
+    .await;
+    assert_eq!(sim.stats().faults.get("silence_heartbeats"), Some(&1));
+    handle.shutdown().await;
+    sim.stop().await;
+}

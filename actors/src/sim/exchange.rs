@@ -254,6 +254,10 @@ impl Exchange {
             Fault::SlowConsumer { ms } => {
                 self.tell(Control::SlowConsumer(*ms), "not reading from connections")
             }
+            Fault::SilenceHeartbeats { ms } => self.tell(
+                Control::SilenceHeartbeats(*ms),
+                "sending no heartbeats on open connections",
+            ),
         };
         *self.counters.faults.lock().entry(fault.name()).or_default() += 1;
         tracing::warn!(fault = fault.name(), %done, "Fault injected.");

@@ -45,6 +45,13 @@ pub enum Fault {
         /// Duration.
         ms: u64,
     },
+    /// Send no heartbeats (and expect no answers) on the open connections for
+    /// `ms` while data keeps flowing: a server whose heartbeat timer died, which
+    /// a client must notice by the heartbeats it misses.
+    SilenceHeartbeats {
+        /// Duration.
+        ms: u64,
+    },
 }
 
 impl Fault {
@@ -59,6 +66,7 @@ impl Fault {
             Fault::DuplicateTrades { .. } => "duplicate_trades",
             Fault::RateLimit => "rate_limit",
             Fault::SlowConsumer { .. } => "slow_consumer",
+            Fault::SilenceHeartbeats { .. } => "silence_heartbeats",
         }
     }
 }
@@ -71,6 +79,7 @@ pub(super) enum Control {
     Malformed(u32),
     RateLimit,
     SlowConsumer(u64),
+    SilenceHeartbeats(u64),
 }
 
 /// The garbage frames `malformed` sends, round-robin: not JSON, JSON that is not

@@ -44,6 +44,8 @@ struct Session {
     awaiting_test: bool,
     ignore_next_test: bool,
     rate_limit_next: bool,
+    /// Heartbeats are not sent (nor answers expected) until then (fault).
+    heartbeats_silent_until: Option<tokio::time::Instant>,
     credits: Option<Credits>,
 }
 
@@ -81,6 +83,7 @@ pub(super) async fn run(socket: WebSocket, exchange: Arc<Exchange>, stop: Cancel
         awaiting_test: false,
         ignore_next_test: false,
         rate_limit_next: false,
+        heartbeats_silent_until: None,
     };
     let mut paused_until: Option<tokio::time::Instant> = None;
     let end = loop {
@@ -109,6 +112,11 @@ pub(super) async fn run(socket: WebSocket, exchange: Arc<Exchange>, stop: Cancel
                 Ok(Control::Disconnect) => Err(End::Closed("disconnect fault")),
                 Ok(Control::IgnoreTestRequest) => { session.ignore_next_test = true; Ok(()) }
                 Ok(Control::RateLimit) => { session.rate_limit_next = true; Ok(()) }
+                Ok(Control::SilenceHeartbeats(ms)) => {
+                    session.heartbeats_silent_until =
+                        Some(tokio::time::Instant::now() + Duration::from_millis(ms));
+                    Ok(())
+                }
                 Ok(Control::SlowConsumer(ms)) => {
                     paused_until = Some(tokio::time::Instant::now() + Duration::from_millis(ms));
                     Ok(())
@@ -376,6 +384,13 @@ impl Session {
     }
 
     async fn on_heartbeat(&mut self, tx: &mut Sink) -> Result<(), End> {
+        if self
+            .heartbeats_silent_until
+            .is_some_and(|until| tokio::time::Instant::now() < until)
+        {
+            self.awaiting_test = false;
+            return Ok(());
+        }
         if self.awaiting_test {
             tracing::info!("Simulator client missed a test_request; closing, as Deribit does.");
             return Err(End::Closed("test_request not answered"));
