@@ -6,6 +6,11 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::db::{TestDb, PG_PORT};
+use common::redis::TestPrefix;
+
 const KEEL: &str = env!("CARGO_BIN_EXE_keel");
 
 fn write_config(dir: &Path, text: &str) -> std::path::PathBuf {
@@ -66,9 +71,20 @@ fn signal(child: &Child, name: &str) {
 fn sigterm_shuts_the_daemon_down_cleanly_within_its_deadline() {
     let dir = tempfile::tempdir().unwrap();
     let shutdown_timeout = Duration::from_secs(2);
+    // Its own database and key prefix, like every test; built-in defaults
+    // otherwise (the receiver keeps retrying 127.0.0.1:8765, which is fine here).
+    let db = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(TestDb::create());
+    let prefix = TestPrefix::new();
     let config = write_config(
         dir.path(),
-        "[supervisor]\nshutdown_timeout = \"2s\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+        &format!(
+            "[supervisor]\nshutdown_timeout = \"2s\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+             [postgres]\nurl = \"{}\"\n[redis]\nkey_prefix = \"{}\"\n",
+            db.url(PG_PORT),
+            prefix.prefix
+        ),
     );
     let mut child = Command::new(KEEL)
         .args(["run", "--log-format", "json", "--config"])
