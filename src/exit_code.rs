@@ -4,6 +4,9 @@
 pub const OK: u8 = 0;
 /// `keel task`: the task failed and was not restarted.
 pub const TASK_FAILED: u8 = 1;
+/// `keel task`: interrupted by a signal before it finished; tasks are
+/// resumable, so a service manager may simply run it again (`EX_TEMPFAIL`).
+pub const INTERRUPTED: u8 = 75;
 /// The command line names something that does not exist (`EX_USAGE`).
 pub const USAGE: u8 = 64;
 /// The supervisor gave up: restart intensity exceeded, or the tree could not run

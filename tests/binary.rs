@@ -167,3 +167,34 @@ fn an_unknown_task_is_a_usage_error() {
         .unwrap();
     assert_eq!(output.status.code(), Some(64));
 }
+
+#[test]
+fn an_interrupted_task_exits_75_so_it_can_be_run_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = TestPrefix::new();
+    // Nothing listens on port 9: the janitor waits for PostgreSQL, retrying.
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "[supervisor]\nshutdown_timeout = \"1s\"\n\
+             [postgres]\nurl = \"postgres://postgres@127.0.0.1:9/none\"\nmax_attempts = 1000\n\
+             [redis]\nkey_prefix = \"{}\"\n",
+            prefix.prefix
+        ),
+    );
+    let mut child = Command::new(KEEL)
+        .args(["task", "janitor", "--config"])
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = stderr_lines(&mut child);
+    wait_for_line(&lines, "Cannot reach the server", Duration::from_secs(30));
+    signal(&child, "INT");
+    // The task is drained (1 s here), then the resources stop.
+    let status = wait_exit(&mut child, Duration::from_secs(10));
+    assert_eq!(status.code(), Some(75));
+    wait_for_line(&lines, "Interrupted", Duration::from_secs(1));
+}

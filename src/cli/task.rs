@@ -47,10 +47,10 @@ pub(super) async fn run(config: &Config, name: &str, args: &[String]) -> u8 {
     let bar = std::io::IsTerminal::is_terminal(&std::io::stderr())
         .then(|| super::progress::follow(handle.registry().clone(), task.clone()));
     let outcome = tokio::select! {
-        outcome = handle.task_outcome(&task) => outcome,
+        outcome = handle.task_outcome(&task) => Some(outcome),
         signal = signals.next() => {
             tracing::warn!(signal, %task, "Interrupted; stopping the task (it can be run again).");
-            TaskOutcome::Failed(format!("interrupted by {signal}"))
+            None
         }
     };
     if let Some(bar) = bar {
@@ -58,6 +58,9 @@ pub(super) async fn run(config: &Config, name: &str, args: &[String]) -> u8 {
         let _ = bar.await;
     }
     handle.shutdown().await;
+    let Some(outcome) = outcome else {
+        return exit_code::INTERRUPTED;
+    };
     match &outcome {
         TaskOutcome::Succeeded => tracing::info!(%task, "Task finished."),
         TaskOutcome::Failed(reason) | TaskOutcome::GaveUp(reason) => {
