@@ -14,8 +14,9 @@ use crate::secret::Secret;
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// The longest `XREADGROUP BLOCK` allowed: it must return (empty) before the
-/// response timeout, with room for the network.
-pub const MAX_READ_BLOCK: Duration = Duration::from_millis(400);
+/// response timeout, with room for the network and a busy client (100 ms of
+/// room was seen to run out on a loaded 2-core machine).
+pub const MAX_READ_BLOCK: Duration = Duration::from_millis(300);
 
 /// How RedisActor connects, pools, writes and trips its breaker.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -44,7 +45,7 @@ pub struct RedisConfig {
     /// `MAXLEN ~` applied to every stream on write.
     #[serde(default = "default_stream_maxlen")]
     pub stream_maxlen: u64,
-    /// `XREADGROUP BLOCK`; at most 400 ms (see [`MAX_READ_BLOCK`]).
+    /// `XREADGROUP BLOCK`; at most 300 ms (see [`MAX_READ_BLOCK`]).
     #[serde(with = "humantime_serde", default = "default_read_block")]
     pub read_block: Duration,
     /// The circuit breaker.

@@ -52,6 +52,10 @@ pub struct ReceiverConfig {
     /// dropped and recorded as gaps.
     #[serde(default = "default_buffer")]
     pub buffer_limit: usize,
+    /// The same bound in bytes (payloads and names, plus a per-entry overhead),
+    /// so unusually large trades cannot exhaust memory within the entry count.
+    #[serde(default = "default_buffer_bytes")]
+    pub buffer_limit_bytes: usize,
 }
 
 fn yes() -> bool {
@@ -84,6 +88,9 @@ fn default_linger() -> Duration {
 fn default_buffer() -> usize {
     200_000
 }
+fn default_buffer_bytes() -> usize {
+    256 * 1024 * 1024
+}
 
 impl Default for ReceiverConfig {
     fn default() -> Self {
@@ -101,6 +108,7 @@ impl Default for ReceiverConfig {
             batch_size: default_batch(),
             linger: default_linger(),
             buffer_limit: default_buffer(),
+            buffer_limit_bytes: default_buffer_bytes(),
         }
     }
 }
@@ -133,6 +141,7 @@ impl ReceiverConfig {
         for (key, n) in [
             ("batch_size", self.batch_size),
             ("buffer_limit", self.buffer_limit),
+            ("buffer_limit_bytes", self.buffer_limit_bytes),
         ] {
             if n == 0 {
                 p.push((key.into(), "at least 1".into()));

@@ -108,7 +108,10 @@ impl Actor for Receiver {
         myself: ActorRef<ReceiverMsg>,
         (args, probe): (ReceiverArgs, Probe),
     ) -> Result<ReceiverState, ActorProcessingErr> {
-        let outbox = Arc::new(Outbox::new(args.config.buffer_limit));
+        let outbox = Arc::new(Outbox::new(
+            args.config.buffer_limit,
+            args.config.buffer_limit_bytes,
+        ));
         let counters = Arc::new(Counters::default());
         let redis = RedisClient::new(args.registry.clone(), &args.redis);
         let publisher = Publisher {
