@@ -186,13 +186,13 @@ impl<R: Resource> Actor for ResourceActor<R> {
         probe.set_live_detail("pool", move || {
             let shared = weak.upgrade()?;
             let mut pool = serde_json::to_value(R::pool_stats(&shared)).ok()?;
-            pool["waiting"] = R::call_stats(&shared).to_json()["waiting"].take();
+            pool["waiting"] = R::call_stats(&shared).waiting_callers().into();
             Some(pool)
         });
         let weak = Arc::downgrade(&shared);
         probe.set_live_detail("calls", move || {
             let shared = weak.upgrade()?;
-            Some(R::call_stats(&shared).to_json()["ops"].take())
+            Some(R::call_stats(&shared).ops_json())
         });
         Ok(ResourceState {
             shared,
