@@ -1,10 +1,11 @@
-//! What both resource pools share: the bb8 error sink that records the real
-//! cause of a failed connect, and the pool figures shown in health.
+//! What both resource pools share: how they are built, the bb8 error sink that
+//! records the real cause of a failed connect, the health check, and the pool
+//! figures shown in health.
 
 use std::fmt::Display;
 use std::time::Duration;
 
-use bb8::{ErrorSink, ManageConnection, Pool, State};
+use bb8::{ErrorSink, ManageConnection, Pool, RunError, State};
 
 use super::{Availability, PoolStats};
 
@@ -42,6 +43,19 @@ where
         .test_on_check_out(true)
         .error_sink(Box::new(RecordErrors(availability.clone())))
         .build_unchecked(manager)
+}
+
+/// One health check: a checkout, which the pool validates (`test_on_check_out`);
+/// the error says why it failed.
+pub(super) async fn check<M>(pool: &Pool<M>) -> Result<(), String>
+where
+    M: ManageConnection,
+    M::Error: Display,
+{
+    pool.get().await.map(drop).map_err(|e| match e {
+        RunError::User(e) => e.to_string(),
+        RunError::TimedOut => "no connection within checkout_timeout".into(),
+    })
 }
 
 /// Health's pool figures from bb8's state.

@@ -250,10 +250,7 @@ impl Resource for Postgres {
     }
 
     async fn check(shared: &PgShared) -> Result<(), String> {
-        shared.pool.get().await.map(drop).map_err(|e| match e {
-            bb8::RunError::User(e) => e.to_string(),
-            bb8::RunError::TimedOut => "no connection within checkout_timeout".into(),
-        })
+        super::pool::check(&shared.pool).await
     }
 
     async fn connect(shared: &PgShared) -> Result<(), ConnectError> {

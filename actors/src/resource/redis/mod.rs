@@ -314,10 +314,7 @@ impl Resource for Redis {
     }
 
     async fn check(shared: &RedisShared) -> Result<(), String> {
-        shared.pool.get().await.map(drop).map_err(|e| match e {
-            RunError::User(e) => e.to_string(),
-            RunError::TimedOut => "no connection within checkout_timeout".into(),
-        })
+        super::pool::check(&shared.pool).await
     }
 
     async fn connect(shared: &RedisShared) -> Result<(), ConnectError> {
