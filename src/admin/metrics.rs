@@ -113,15 +113,7 @@ pub(super) fn render(tree: &TreeSnapshot) -> String {
     resources(&mut f, tree);
     consumer_groups(&mut f, tree);
     tasks(&mut f, tree);
-    let detail =
-        |name: &str, key: &str| -> Option<Value> { tree.actor(name)?.details.get(key).cloned() };
-    let number = |v: &Value, key: &str| v.get(key).and_then(Value::as_f64);
-
-    let breakers: Vec<(&str, Value)> = tree
-        .actors
-        .iter()
-        .filter_map(|a| Some((a.name.as_str(), detail(&a.name, "breaker")?)))
-        .collect();
+    let breakers = with_detail(tree, "breaker");
     if !breakers.is_empty() {
         f.header(
             "keel_redis_breaker_state",
@@ -147,7 +139,7 @@ pub(super) fn render(tree: &TreeSnapshot) -> String {
             f.sample(
                 "keel_redis_breaker_transitions_total",
                 &[("actor", actor)],
-                number(b, "transitions").unwrap_or(0.0),
+                number(b, "transitions"),
             );
         }
         f.header(
@@ -159,15 +151,11 @@ pub(super) fn render(tree: &TreeSnapshot) -> String {
             f.sample(
                 "keel_redis_breaker_rejected_calls_total",
                 &[("actor", actor)],
-                number(b, "rejected").unwrap_or(0.0),
+                number(b, "rejected"),
             );
         }
     }
-    let receivers: Vec<(&str, Value)> = tree
-        .actors
-        .iter()
-        .filter_map(|a| Some((a.name.as_str(), detail(&a.name, "receiver")?)))
-        .collect();
+    let receivers = with_detail(tree, "receiver");
     for (metric, key, kind, help) in [
         (
             "keel_receiver_frames_total",
@@ -217,7 +205,7 @@ pub(super) fn render(tree: &TreeSnapshot) -> String {
         }
         f.header(metric, kind, help);
         for (actor, r) in &receivers {
-            f.sample(metric, &[("actor", actor)], number(r, key).unwrap_or(0.0));
+            f.sample(metric, &[("actor", actor)], number(r, key));
         }
     }
     if !receivers.is_empty() {
@@ -227,20 +215,19 @@ pub(super) fn render(tree: &TreeSnapshot) -> String {
             "Unix time of the last market data frame (0: none yet).",
         );
         for (actor, r) in &receivers {
-            let ms = r.get("last_data_ms").and_then(Value::as_f64).unwrap_or(0.0);
             f.sample(
                 "keel_receiver_last_data_timestamp_seconds",
                 &[("actor", actor)],
-                ms / 1000.0,
+                number(r, "last_data_ms") / 1000.0,
             );
         }
     }
-    let consumers: Vec<(&str, Value)> = tree
+    let consumers: Vec<(&str, &Value)> = tree
         .actors
         .iter()
         .filter_map(|a| {
-            let v = detail(&a.name, "distributor").or_else(|| detail(&a.name, "analyzer"))?;
-            Some((a.name.as_str(), v))
+            let counters = a.details.get("distributor").or(a.details.get("analyzer"))?;
+            Some((a.name.as_str(), counters))
         })
         .collect();
     for (metric, key, help) in [
@@ -265,7 +252,7 @@ pub(super) fn render(tree: &TreeSnapshot) -> String {
         }
         f.header(metric, "counter", help);
         for (actor, c) in &consumers {
-            f.sample(metric, &[("actor", actor)], number(c, key).unwrap_or(0.0));
+            f.sample(metric, &[("actor", actor)], number(c, key));
         }
     }
     out
@@ -337,6 +324,11 @@ fn resources(f: &mut Family<'_>, tree: &TreeSnapshot) {
         return;
     }
     const LATENCY: &str = "keel_resource_call_duration_seconds";
+    let (bucket, sum, count_name) = (
+        format!("{LATENCY}_bucket"),
+        format!("{LATENCY}_sum"),
+        format!("{LATENCY}_count"),
+    );
     f.header(
         LATENCY,
         "histogram",
@@ -349,28 +341,20 @@ fn resources(f: &mut Family<'_>, tree: &TreeSnapshot) {
             for (bound, n) in LATENCY_BUCKETS.iter().zip(buckets.into_iter().flatten()) {
                 let le = bound.to_string();
                 let n = n.as_f64().unwrap_or(0.0);
-                f.sample(
-                    &format!("{LATENCY}_bucket"),
-                    &[("actor", actor), ("op", op), ("le", &le)],
-                    n,
-                );
+                f.sample(&bucket, &[("actor", actor), ("op", op), ("le", &le)], n);
             }
             let count = number(stats, "count");
             f.sample(
-                &format!("{LATENCY}_bucket"),
+                &bucket,
                 &[("actor", actor), ("op", op), ("le", "+Inf")],
                 count,
             );
             f.sample(
-                &format!("{LATENCY}_sum"),
+                &sum,
                 &[("actor", actor), ("op", op)],
                 number(stats, "sum_seconds"),
             );
-            f.sample(
-                &format!("{LATENCY}_count"),
-                &[("actor", actor), ("op", op)],
-                count,
-            );
+            f.sample(&count_name, &[("actor", actor), ("op", op)], count);
         }
     }
     const ERRORS: &str = "keel_resource_call_errors_total";
