@@ -582,32 +582,23 @@ async fn readiness_turns_false_while_redis_is_down_and_back_when_it_returns() {
             .unwrap(),
     );
     let admin = serve(&handle).await;
-    let readyz = || async { call(&admin, "GET", "/readyz", Some(TOKEN)).await };
-    let deadline = std::time::Instant::now() + WAIT;
-    while readyz().await.0 != 200 {
-        assert!(std::time::Instant::now() < deadline, "never ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // The /readyz body once it answers `status`.
+    let readyz = |status: u16| {
+        let admin = &admin;
+        move || async move {
+            let (got, body) = call(admin, "GET", "/readyz", Some(TOKEN)).await;
+            (got == status).then_some(body)
+        }
+    };
+    eventually_some("ready", WAIT, readyz(200)).await;
 
     // Nothing calls Redis here: the health check alone notices it is gone.
     server.stop();
-    let deadline = std::time::Instant::now() + WAIT;
-    let body = loop {
-        let (status, body) = readyz().await;
-        if status == 503 {
-            break body;
-        }
-        assert!(std::time::Instant::now() < deadline, "still ready: {body}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let body = eventually_some("not ready with Redis gone", WAIT, readyz(503)).await;
     assert_eq!(body["ready"], false);
     assert_eq!(body["not_ready"]["redis"], "connecting", "{body}");
 
     server.resume();
-    let deadline = std::time::Instant::now() + WAIT;
-    while readyz().await.0 != 200 {
-        assert!(std::time::Instant::now() < deadline, "not ready again");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually_some("ready again", WAIT, readyz(200)).await;
     handle.shutdown().await;
 }

@@ -33,6 +33,21 @@ fn stderr_lines(child: &mut Child) -> mpsc::Receiver<String> {
     rx
 }
 
+/// Starts `keel ARGS --config CONFIG` with its stderr readable line by line.
+fn spawn_keel(args: &[&str], config: &Path) -> (Child, mpsc::Receiver<String>) {
+    let mut child = Command::new(KEEL)
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = stderr_lines(&mut child);
+    (child, lines)
+}
+
 fn wait_for_line(lines: &mpsc::Receiver<String>, needle: &str, timeout: Duration) -> String {
     let deadline = Instant::now() + timeout;
     loop {
@@ -86,15 +101,7 @@ fn sigterm_shuts_the_daemon_down_cleanly_within_its_deadline() {
             prefix.prefix
         ),
     );
-    let mut child = Command::new(KEEL)
-        .args(["run", "--log-format", "json", "--config"])
-        .arg(&config)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let lines = stderr_lines(&mut child);
+    let (mut child, lines) = spawn_keel(&["run", "--log-format", "json"], &config);
     let running = wait_for_line(&lines, "Keel is running.", Duration::from_secs(30));
     assert!(running.starts_with('{'), "JSON logs: {running}");
 
@@ -182,15 +189,7 @@ fn an_interrupted_task_exits_75_so_it_can_be_run_again() {
             prefix.prefix
         ),
     );
-    let mut child = Command::new(KEEL)
-        .args(["task", "janitor", "--config"])
-        .arg(&config)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let lines = stderr_lines(&mut child);
+    let (mut child, lines) = spawn_keel(&["task", "janitor"], &config);
     wait_for_line(&lines, "Cannot reach the server", Duration::from_secs(30));
     signal(&child, "INT");
     // The task is drained (1 s here), then the resources stop.

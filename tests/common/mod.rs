@@ -39,6 +39,26 @@ pub async fn eventually(what: &str, timeout: Duration, mut condition: impl FnMut
     }
 }
 
+/// Like [`eventually`], for a condition that needs I/O: polls `probe` until it
+/// yields a value, and returns it.
+pub async fn eventually_some<T, Fut>(
+    what: &str,
+    timeout: Duration,
+    mut probe: impl FnMut() -> Fut,
+) -> T
+where
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// What the test actors did, in order, across the whole tree.
 #[derive(Clone, Debug, Default)]
 pub struct Journal(Arc<Mutex<Vec<String>>>);
