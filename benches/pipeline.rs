@@ -5,8 +5,9 @@
 //! as the ceiling. Targets: >= 50,000 trades/s; p99 < 250 ms and RSS < 100 MiB
 //! at 20,000/s. Then the cost of inspection: the daemon saturated with its
 //! message ring, counters and mailbox depths on, and with them off
-//! (`[registry] record_messages = false`, `message_ring = 0`), in alternating
-//! rounds; target: on loses < 5% of committed rows/s. Run:
+//! (`[registry] record_messages = false`, `message_ring = 0`), in ABBA rounds,
+//! with the messages handled per 1,000 rows; target: on loses < 5% of committed
+//! rows/s. Run:
 //! `cargo bench --bench pipeline`.
 
 mod common;
