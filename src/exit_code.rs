@@ -4,6 +4,10 @@
 pub const OK: u8 = 0;
 /// `keel task`: the task failed and was not restarted.
 pub const TASK_FAILED: u8 = 1;
+/// `keel run`: shut down, but something had to be killed (it did not drain
+/// within its timeout or the shutdown deadline, or the process ended hard); the
+/// log names what.
+pub const NOT_DRAINED: u8 = 1;
 /// `keel task`: interrupted by a signal before it finished; tasks are
 /// resumable, so a service manager may simply run it again (`EX_TEMPFAIL`).
 pub const INTERRUPTED: u8 = 75;

@@ -19,6 +19,17 @@ pub const ROOT: &str = "root";
 /// How many child events a slow subscriber may fall behind before it lags.
 const EVENT_BUFFER: usize = 1024;
 
+/// What a request to the root supervisor may take beyond the work it asks for
+/// (a shutdown's deadline, a child's drain) before the caller stops waiting.
+const ASK_MARGIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How long the handle waits for the root supervisor's answers.
+#[derive(Clone, Copy, Debug)]
+struct Limits {
+    shutdown: std::time::Duration,
+    restart: std::time::Duration,
+}
+
 /// Why a tree could not start at all.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -90,12 +101,18 @@ impl Runtime {
         let (exit_tx, exit_rx) = watch::channel(None);
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let skip_drain = CancellationToken::new();
+        let shutdown = CancellationToken::new();
+        let limits = Limits {
+            shutdown: self.config.shutdown_deadline + ASK_MARGIN,
+            restart: self.config.shutdown_timeout + ASK_MARGIN,
+        };
         let args = SupervisorArgs {
             config: self.config,
             children: self.children,
             registry: registry.clone(),
             probe: probe.clone(),
             skip_drain: skip_drain.clone(),
+            shutdown: shutdown.clone(),
             exit: exit_tx,
             events: events.clone(),
         };
@@ -112,6 +129,8 @@ impl Runtime {
             root,
             registry,
             skip_drain,
+            shutdown,
+            limits,
             exit: exit_rx,
             events,
         })
@@ -146,6 +165,8 @@ pub struct RuntimeHandle {
     root: ActorRef<SupervisorMsg>,
     registry: Registry,
     skip_drain: CancellationToken,
+    shutdown: CancellationToken,
+    limits: Limits,
     exit: watch::Receiver<Option<TreeExit>>,
     events: broadcast::Sender<ChildEvent>,
 }
@@ -172,12 +193,25 @@ impl RuntimeHandle {
         self.skip_drain.cancel();
     }
 
+    /// Resolves when the tree begins to shut down (asked to, or giving up).
+    pub async fn shutting_down(&self) {
+        self.shutdown.cancelled().await;
+    }
+
+    /// Whether the tree has begun to shut down.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutdown.is_cancelled()
+    }
+
     /// Drains child `name` and starts it again now (as an operator asks).
     pub async fn restart(&self, name: &str) -> Result<(), crate::supervisor::RestartRefused> {
         let name = name.to_owned();
         match self
             .root
-            .ask(|reply| SupervisorMsg::RestartChild(name, reply), None)
+            .ask(
+                |reply| SupervisorMsg::RestartChild(name, reply),
+                Some(self.limits.restart),
+            )
             .await
         {
             Ok(CallResult::Success(result)) => result,
@@ -190,15 +224,21 @@ impl RuntimeHandle {
         self.exit.borrow().is_some()
     }
 
-    /// Drains the tree in order (workers, then resources) and stops it. If the tree
-    /// had already ended, returns the report of that ending.
+    /// Drains the tree in stages (producers, consumers, resources) within the
+    /// configured deadline and stops it. If the tree had already ended, returns
+    /// the report of that ending.
     pub async fn shutdown(&self) -> ShutdownReport {
-        if let Ok(CallResult::Success(report)) = self.root.ask(SupervisorMsg::Shutdown, None).await
-        {
-            let _ = self.root.get_cell().wait(None).await;
+        let limit = self.limits.shutdown;
+        let asked = self.root.ask(SupervisorMsg::Shutdown, Some(limit)).await;
+        if let Ok(CallResult::Success(report)) = asked {
+            let _ = self.root.get_cell().wait(Some(ASK_MARGIN)).await;
             return report;
         }
-        self.wait().await.report().clone()
+        match tokio::time::timeout(limit, self.wait()).await {
+            Ok(ended) => ended.report().clone(),
+            // The supervisor never answered: nothing is known to have drained.
+            Err(_) => ShutdownReport::default(),
+        }
     }
 
     /// Waits until the tree has ended, by shutdown or because the supervisor gave up.

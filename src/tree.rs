@@ -10,7 +10,7 @@ use keel_actors::service::distributor::{Distributor, StoreTrades};
 use keel_actors::service::gaps::GapRepair;
 use keel_actors::service::instruments::InstrumentSync;
 use keel_actors::service::janitor::Janitor;
-use keel_actors::service::receiver::{Continuity, Receiver, ReceiverArgs};
+use keel_actors::service::receiver::{Receiver, ReceiverArgs};
 use keel_actors::service::scheduler::{Job, Scheduler, SchedulerArgs};
 use keel_actors::service::task::RunOnce;
 use keel_actors::sim::SimActor;
@@ -121,16 +121,10 @@ pub fn children(config: &Config, registry: &Registry) -> Vec<ChildSpec> {
         }));
     }
     if config.receiver.enabled {
-        let args = ReceiverArgs {
-            config: config.receiver.clone(),
-            registry: registry.clone(),
-            redis: REDIS.into(),
-            pg: PG.into(),
-            continuity: Continuity::default(),
-        };
-        children.push(ChildSpec::worker(RECEIVER, move |ctx| {
-            Receiver::spawn(args.clone(), ctx)
-        }));
+        let args = ReceiverArgs::new(config.receiver.clone(), registry.clone(), REDIS, PG);
+        children.push(
+            ChildSpec::worker(RECEIVER, move |ctx| Receiver::spawn(args.clone(), ctx)).producer(),
+        );
     }
     if config.schedule.enabled {
         let schedule = &config.schedule;
@@ -165,9 +159,9 @@ pub fn children(config: &Config, registry: &Registry) -> Vec<ChildSpec> {
             registry: registry.clone(),
             task_shutdown_timeout: schedule.task_shutdown_timeout,
         };
-        children.push(ChildSpec::worker(SCHEDULER, move |ctx| {
-            Scheduler::spawn(args.clone(), ctx)
-        }));
+        children.push(
+            ChildSpec::worker(SCHEDULER, move |ctx| Scheduler::spawn(args.clone(), ctx)).producer(),
+        );
     }
     children
 }

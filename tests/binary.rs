@@ -108,7 +108,11 @@ fn sigterm_shuts_the_daemon_down_cleanly_within_its_deadline() {
     signal(&child, "TERM");
     let status = wait_exit(&mut child, shutdown_timeout + Duration::from_secs(3));
     assert_eq!(status.code(), Some(0));
-    wait_for_line(&lines, "Shutdown complete.", Duration::from_secs(1));
+    wait_for_line(
+        &lines,
+        "Shutdown complete; everything drained.",
+        Duration::from_secs(1),
+    );
 }
 
 #[test]

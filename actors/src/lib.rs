@@ -18,3 +18,4 @@ pub mod resource;
 pub mod secret;
 pub mod service;
 pub mod sim;
+pub mod tasks;

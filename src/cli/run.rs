@@ -5,7 +5,10 @@ use crate::runtime::Runtime;
 use crate::supervisor::TreeExit;
 use crate::{exit_code, RuntimeHandle};
 
+use std::time::Duration;
+
 use super::signals::ShutdownSignals;
+use super::watchdog::{self, Watchdog};
 
 pub(super) async fn run(config: &Config) -> u8 {
     // Installed before the tree starts, so a signal during start-up is not lost.
@@ -40,16 +43,32 @@ pub(super) async fn run(config: &Config) -> u8 {
     let admin_shutdown = admin
         .as_ref()
         .map(|a| std::sync::Arc::clone(&a.shutdown_requested));
-    tokio::select! {
+    let asked = tokio::select! {
         signal = signals.next() => {
-            tracing::info!(signal, "Shutting down: draining workers, then resources.");
+            tracing::info!(signal, "Shutting down: producers, then consumers, then resources.");
+            true
         }
         () = async { match &admin_shutdown { Some(n) => n.notified().await, None => std::future::pending().await } } => {
-            tracing::info!("Shutting down on an admin request: draining workers, then resources.");
+            tracing::info!("Shutting down on an admin request: producers, then consumers, then resources.");
+            true
         }
-        ended = handle.wait() => return exit_code_of(&ended),
-    }
-    let code = shut_down(&handle, &mut signals).await;
+        // The supervisor gave up and is draining the tree by itself.
+        () = handle.shutting_down() => false,
+    };
+    let _watchdog = Watchdog::arm(
+        config.supervisor.shutdown_deadline + watchdog::GRACE,
+        handle.registry().clone(),
+        if asked {
+            exit_code::NOT_DRAINED
+        } else {
+            exit_code::SUPERVISOR_GAVE_UP
+        },
+    );
+    let code = if asked {
+        shut_down(&handle, &mut signals).await
+    } else {
+        exit_code_of(&handle.wait().await)
+    };
     drop(admin);
     code
 }
@@ -68,18 +87,32 @@ pub(super) async fn shut_down(handle: &RuntimeHandle, signals: &mut ShutdownSign
         }
     };
     let killed: Vec<&str> = report.killed().map(|c| c.name.as_str()).collect();
-    tracing::info!(
-        took = %humantime::format_duration(report.took),
-        stopped = report.stopped.len(),
-        ?killed,
-        "Shutdown complete."
-    );
-    exit_code_of(&handle.wait().await)
+    if killed.is_empty() {
+        tracing::info!(
+            took = %humantime::format_duration(report.took),
+            stopped = report.stopped.len(),
+            "Shutdown complete; everything drained."
+        );
+    } else {
+        tracing::warn!(
+            took = %humantime::format_duration(report.took),
+            stopped = report.stopped.len(),
+            ?killed,
+            "Shutdown complete; some children had to be killed."
+        );
+    }
+    match tokio::time::timeout(Duration::from_secs(5), handle.wait()).await {
+        Ok(ended) => exit_code_of(&ended),
+        Err(_) => exit_code::NOT_DRAINED,
+    }
 }
 
-fn exit_code_of(ended: &TreeExit) -> u8 {
+/// 0 when everything drained, 1 when something had to be killed, 70 when the
+/// supervisor gave up.
+pub(super) fn exit_code_of(ended: &TreeExit) -> u8 {
     match ended {
-        TreeExit::ShutDown { .. } => exit_code::OK,
+        TreeExit::ShutDown { report } if report.drained() => exit_code::OK,
+        TreeExit::ShutDown { .. } => exit_code::NOT_DRAINED,
         TreeExit::GaveUp { .. } => exit_code::SUPERVISOR_GAVE_UP,
     }
 }

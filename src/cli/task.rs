@@ -7,6 +7,7 @@ use crate::tree::TASKS;
 use crate::{exit_code, tree, TaskOutcome};
 
 use super::signals::ShutdownSignals;
+use super::watchdog::{self, Watchdog};
 
 pub(super) async fn run(config: &Config, name: &str, args: &[String]) -> u8 {
     let runtime = Runtime::new(config.supervisor.clone()).inspection(&config.registry);
@@ -57,6 +58,13 @@ pub(super) async fn run(config: &Config, name: &str, args: &[String]) -> u8 {
         bar.abort();
         let _ = bar.await;
     }
+    let _watchdog = Watchdog::arm(
+        config.supervisor.shutdown_deadline + watchdog::GRACE,
+        handle.registry().clone(),
+        outcome
+            .as_ref()
+            .map_or(exit_code::INTERRUPTED, TaskOutcome::exit_code),
+    );
     handle.shutdown().await;
     let Some(outcome) = outcome else {
         return exit_code::INTERRUPTED;

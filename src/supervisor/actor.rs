@@ -1,23 +1,24 @@
 //! The supervisor actor: ordered start, restarts by strategy and intensity, and
-//! ordered shutdown.
+//! a shutdown in stages under one deadline.
 
 use keel_actors::mailbox::Tell;
-use std::mem;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use keel_actors::child::{StartContext, Unrecoverable};
+use keel_actors::child::{exit_of, ChildSlot, Live};
 use keel_actors::delay::Backoff;
 use keel_actors::recorded::Recordable;
-use keel_actors::registry::{ActorKind, ActorState, Probe, Registry};
-use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use keel_actors::registry::{ActorState, Probe, Registry};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use serde::Serialize;
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 use super::intensity::IntensityWindow;
 use super::policy::{self, Decision, Exit};
-use super::stop::stop_child;
-use super::{ChildSpec, Restart, ShutdownReport, StopOutcome, StoppedChild, SupervisorConfig};
+use super::{
+    ChildSpec, Restart, ShutdownReport, Stage, StopOutcome, StoppedChild, SupervisorConfig,
+};
 
 /// Messages the supervisor handles (besides ractor's supervision events).
 #[derive(Debug)]
@@ -109,6 +110,9 @@ pub(crate) struct SupervisorArgs {
     pub(crate) registry: Registry,
     pub(crate) probe: Probe,
     pub(crate) skip_drain: CancellationToken,
+    /// Cancelled when the shutdown begins (a request, or giving up); every
+    /// child's stop token is a child of it.
+    pub(crate) shutdown: CancellationToken,
     pub(crate) exit: watch::Sender<Option<TreeExit>>,
     pub(crate) events: broadcast::Sender<ChildEvent>,
 }
@@ -116,24 +120,32 @@ pub(crate) struct SupervisorArgs {
 /// The root supervisor.
 pub(crate) struct Supervisor;
 
-enum Run {
-    Running {
-        cell: ActorCell,
-        since: Instant,
-    },
-    /// Not running; `scheduled` while a restart timer is armed for it.
-    Waiting {
-        scheduled: bool,
-    },
+/// Where a child that does not run stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Waiting {
+    /// To be started (at boot, or by a restart due now).
+    Idle,
+    /// A restart timer is armed for it.
+    Scheduled,
+    /// Ended for good.
     Done,
 }
 
 struct Slot {
     spec: ChildSpec,
-    probe: Probe,
-    run: Run,
+    child: ChildSlot,
+    /// Meaningful while the child does not run.
+    waiting: Waiting,
     backoff: Backoff,
 }
+
+impl Slot {
+    fn is(&self, waiting: Waiting) -> bool {
+        !self.child.is_running() && self.waiting == waiting
+    }
+}
+
+type Timer = AbortOnDropHandle<Result<(), ractor::MessagingErr<SupervisorMsg>>>;
 
 pub(crate) struct SupervisorState {
     config: SupervisorConfig,
@@ -142,6 +154,9 @@ pub(crate) struct SupervisorState {
     shutting_down: bool,
     probe: Probe,
     skip_drain: CancellationToken,
+    shutdown: CancellationToken,
+    /// Restart timers, aborted with the supervisor.
+    timers: Vec<Timer>,
     exit: watch::Sender<Option<TreeExit>>,
     events: broadcast::Sender<ChildEvent>,
 }
@@ -164,9 +179,9 @@ impl Actor for Supervisor {
                 .register(&spec.name, spec.kind, Some(&parent))?;
             slots.push(Slot {
                 backoff: args.config.backoff.sequence(),
+                child: ChildSlot::new(std::sync::Arc::clone(&spec.factory), probe),
                 spec,
-                probe,
-                run: Run::Waiting { scheduled: false },
+                waiting: Waiting::Idle,
             });
         }
         Ok(SupervisorState {
@@ -176,6 +191,8 @@ impl Actor for Supervisor {
             shutting_down: false,
             probe: args.probe,
             skip_drain: args.skip_drain,
+            shutdown: args.shutdown,
+            timers: Vec::new(),
             exit: args.exit,
             events: args.events,
         })
@@ -199,8 +216,8 @@ impl Actor for Supervisor {
             }
             SupervisorMsg::RestartDue(slots) => {
                 for &i in &slots {
-                    if let Run::Waiting { scheduled } = &mut state.slots[i].run {
-                        *scheduled = false;
+                    if state.slots[i].is(Waiting::Scheduled) {
+                        state.slots[i].waiting = Waiting::Idle;
                     }
                 }
                 state.start_pending(&myself, &slots).await;
@@ -230,29 +247,12 @@ impl Actor for Supervisor {
     ) -> Result<(), ActorProcessingErr> {
         // Never fall back to ractor's default here: it stops the supervisor
         // whenever any child ends.
-        let (cell, exit) = match event {
-            SupervisionEvent::ActorFailed(cell, err) => {
-                let exit = Exit::Failed {
-                    reason: err.to_string(),
-                    unrecoverable: Unrecoverable::is(&err),
-                };
-                (cell, exit)
-            }
-            SupervisionEvent::ActorTerminated(cell, _, reason) => {
-                let exit = match reason.as_deref() {
-                    Some("killed") => Exit::Failed {
-                        reason: "killed".into(),
-                        unrecoverable: false,
-                    },
-                    _ => Exit::Normal,
-                };
-                (cell, exit)
-            }
-            _ => return Ok(()),
+        let Some((cell, exit)) = exit_of(&event) else {
+            return Ok(());
         };
         // Children the supervisor stopped itself were already taken out of their
         // slot, so their events (and stale ones) match nothing and are ignored.
-        if let Some(i) = state.slot_running(&cell) {
+        if let Some(i) = state.slots.iter().position(|s| s.child.owns(&cell)) {
             state.on_exit(&myself, i, exit).await;
         }
         Ok(())
@@ -260,14 +260,7 @@ impl Actor for Supervisor {
 }
 
 impl SupervisorState {
-    fn slot_running(&self, cell: &ActorCell) -> Option<usize> {
-        self.slots.iter().position(|slot| match &slot.run {
-            Run::Running { cell: c, .. } => c.get_id() == cell.get_id(),
-            _ => false,
-        })
-    }
-
-    fn timeout_of(&self, i: usize) -> std::time::Duration {
+    fn timeout_of(&self, i: usize) -> Duration {
         self.slots[i]
             .spec
             .shutdown_timeout
@@ -281,23 +274,16 @@ impl SupervisorState {
             if self.shutting_down {
                 return;
             }
-            if !matches!(self.slots[i].run, Run::Waiting { scheduled: false }) {
+            if !self.slots[i].is(Waiting::Idle) {
                 continue;
             }
             let slot = &mut self.slots[i];
-            slot.probe.set_state(ActorState::Starting);
-            let ctx = StartContext {
-                supervisor: myself.get_cell(),
-                probe: slot.probe.clone(),
-            };
-            match slot.spec.factory.start(ctx).await {
-                Ok(cell) => {
-                    slot.probe.set_cell(Some(cell.clone()));
-                    slot.run = Run::Running {
-                        cell,
-                        since: Instant::now(),
-                    };
-                    slot.probe.set_state(ActorState::Running);
+            match slot
+                .child
+                .start(myself.get_cell(), &self.shutdown, &self.shutdown)
+                .await
+            {
+                Ok(()) => {
                     tracing::info!(child = %slot.spec.name, kind = ?slot.spec.kind, "Child started.");
                 }
                 Err(err) => {
@@ -313,16 +299,14 @@ impl SupervisorState {
 
     /// Decides what happens after child `i` ended, and does it.
     async fn on_exit(&mut self, myself: &ActorRef<SupervisorMsg>, i: usize, exit: Exit) {
-        let since = match mem::replace(&mut self.slots[i].run, Run::Done) {
-            Run::Running { since, .. } => Some(since),
-            _ => None,
-        };
-        self.slots[i].probe.set_cell(None);
+        let ran_for = self.slots[i].child.ended();
+        self.slots[i].waiting = Waiting::Done;
         if self.shutting_down {
             return;
         }
         let slot = &self.slots[i];
         let name = slot.spec.name.clone();
+        let probe = slot.child.probe().clone();
         let reason = match &exit {
             Exit::Normal => "exited normally".to_owned(),
             Exit::Failed { reason, .. } => reason.clone(),
@@ -330,28 +314,28 @@ impl SupervisorState {
         let decision = policy::decide(slot.spec.restart, &exit);
         let _ = self.events.send(ChildEvent {
             name: name.clone(),
-            failure: matches!(exit, Exit::Failed { .. }).then(|| reason.clone()),
+            failure: exit.is_failure().then(|| reason.clone()),
             restarting: decision == Decision::Restart,
         });
         match decision {
             Decision::Leave => match exit {
                 Exit::Normal => {
-                    slot.probe.set_state(ActorState::Stopped);
+                    probe.set_state(ActorState::Stopped);
                     tracing::info!(child = %name, "Child finished; not restarted.");
                 }
                 Exit::Failed { .. } => {
-                    slot.probe.record_final_failure(&reason);
+                    probe.record_final_failure(&reason);
                     tracing::error!(child = %name, %reason, "Child failed; not restarted.");
                 }
             },
             Decision::GiveUp => {
-                slot.probe.record_final_failure(&reason);
+                probe.record_final_failure(&reason);
                 let why = format!("permanent child `{name}` cannot run: {reason}");
                 self.give_up(myself, why).await;
             }
             Decision::Restart => {
                 if self.intensity.record(Instant::now()) {
-                    slot.probe.record_final_failure(&reason);
+                    probe.record_final_failure(&reason);
                     let why = format!(
                         "more than {} restarts within {}; last: `{name}`: {reason}",
                         self.config.max_restarts,
@@ -360,7 +344,7 @@ impl SupervisorState {
                     self.give_up(myself, why).await;
                     return;
                 }
-                self.schedule_restart(myself, i, &reason, since).await;
+                self.schedule_restart(myself, i, &reason, ran_for).await;
             }
         }
     }
@@ -372,16 +356,16 @@ impl SupervisorState {
         myself: &ActorRef<SupervisorMsg>,
         i: usize,
         reason: &str,
-        since: Option<Instant>,
+        ran_for: Option<Duration>,
     ) {
         let stable_after = self.config.stable_after;
         let slot = &mut self.slots[i];
-        if since.is_some_and(|s| s.elapsed() >= stable_after) {
+        if ran_for.is_some_and(|ran| ran >= stable_after) {
             slot.backoff.reset();
         }
         let delay = slot.backoff.next_delay();
-        slot.probe.record_restart(reason);
-        slot.run = Run::Waiting { scheduled: true };
+        slot.child.probe().record_restart(reason);
+        slot.waiting = Waiting::Scheduled;
         tracing::warn!(
             child = %slot.spec.name, %reason, delay = %humantime::format_duration(delay),
             "Child failed; restarting after delay."
@@ -391,30 +375,31 @@ impl SupervisorState {
         for j in scope.clone().rev().filter(|&j| j != i) {
             let timeout = self.timeout_of(j);
             let sibling = &mut self.slots[j];
-            let was = mem::replace(&mut sibling.run, Run::Done);
-            match was {
-                Run::Done => continue,
-                Run::Running { cell, .. } => {
-                    sibling.probe.set_cell(None);
-                    sibling.probe.set_state(ActorState::Draining);
-                    stop_child(&sibling.spec.name, &cell, timeout, &self.skip_drain).await;
-                }
-                Run::Waiting { .. } => {}
+            if sibling.is(Waiting::Done) {
+                continue;
+            }
+            if let Some(live) = sibling.child.take() {
+                sibling.child.probe().set_state(ActorState::Draining);
+                live.stop(timeout, None, &self.skip_drain).await;
             }
             if sibling.spec.restart == Restart::Temporary {
-                sibling.probe.set_state(ActorState::Stopped);
+                sibling.waiting = Waiting::Done;
+                sibling.child.probe().set_state(ActorState::Stopped);
             } else {
-                sibling.probe.record_sibling_restart();
-                sibling.run = Run::Waiting { scheduled: true };
+                sibling.child.probe().record_sibling_restart();
+                sibling.waiting = Waiting::Scheduled;
             }
         }
         let due: Vec<usize> = scope
-            .filter(|&j| matches!(self.slots[j].run, Run::Waiting { scheduled: true }))
+            .filter(|&j| self.slots[j].is(Waiting::Scheduled))
             .collect();
-        myself.tell_after(delay, move || SupervisorMsg::RestartDue(due));
+        self.timers.retain(|t| !t.is_finished());
+        let timer = myself.tell_after(delay, move || SupervisorMsg::RestartDue(due));
+        self.timers.push(AbortOnDropHandle::new(timer));
     }
 
     /// Drains child `name` and starts it again at once, as an operator asked.
+    /// Not counted against the restart intensity: nothing failed.
     async fn restart_on_request(
         &mut self,
         myself: &ActorRef<SupervisorMsg>,
@@ -430,14 +415,12 @@ impl SupervisorState {
             .ok_or_else(|| RestartRefused::Unknown(name.to_owned()))?;
         let timeout = self.timeout_of(i);
         let slot = &mut self.slots[i];
-        if let Run::Running { cell, .. } =
-            mem::replace(&mut slot.run, Run::Waiting { scheduled: false })
-        {
-            slot.probe.set_cell(None);
-            slot.probe.set_state(ActorState::Draining);
-            stop_child(&slot.spec.name, &cell, timeout, &self.skip_drain).await;
+        if let Some(live) = slot.child.take() {
+            slot.child.probe().set_state(ActorState::Draining);
+            live.stop(timeout, None, &self.skip_drain).await;
         }
-        slot.probe.record_restart("restarted on request");
+        slot.waiting = Waiting::Idle;
+        slot.child.probe().record_restart("restarted on request");
         tracing::info!(child = %name, "Restarting child on request.");
         self.start_pending(myself, &[i]).await;
         Ok(())
@@ -454,38 +437,59 @@ impl SupervisorState {
         myself.stop(Some(reason));
     }
 
-    /// Drains every child: workers and tasks in reverse start order, then resources
-    /// in reverse start order. No restarts happen from here on.
+    /// Stops every child in stages under one deadline: producers, then
+    /// consumers, then resources; the children of a stage concurrently, each
+    /// within its own timeout and the deadline. Every child's stop token fires
+    /// at once, so nothing waits for an absent resource or retries any more.
+    /// No restarts happen from here on.
     async fn shutdown_children(&mut self) -> ShutdownReport {
         self.shutting_down = true;
+        self.shutdown.cancel();
+        self.timers.clear();
         self.probe.set_state(ActorState::Draining);
         let started = Instant::now();
-        let indices = (0..self.slots.len()).rev();
-        let order: Vec<usize> = indices
-            .clone()
-            .filter(|&i| self.slots[i].spec.kind != ActorKind::Resource)
-            .chain(indices.filter(|&i| self.slots[i].spec.kind == ActorKind::Resource))
-            .collect();
-        let mut stopped = Vec::with_capacity(order.len());
-        for i in order {
-            let timeout = self.timeout_of(i);
-            let slot = &mut self.slots[i];
-            let outcome = match mem::replace(&mut slot.run, Run::Done) {
-                Run::Done => continue,
-                Run::Waiting { .. } => StopOutcome::NotRunning,
-                Run::Running { cell, .. } => {
-                    slot.probe.set_cell(None);
-                    slot.probe.set_state(ActorState::Draining);
-                    stop_child(&slot.spec.name, &cell, timeout, &self.skip_drain).await
+        let deadline = started + self.config.shutdown_deadline;
+        let mut stopped = Vec::with_capacity(self.slots.len());
+        for stage in [Stage::Producer, Stage::Consumer, Stage::Resource] {
+            // Reverse start order within a stage, for the log and the report.
+            let mut lives: Vec<(usize, Live, Duration)> = Vec::new();
+            let mut idle: Vec<usize> = Vec::new();
+            for i in (0..self.slots.len()).rev() {
+                if self.slots[i].spec.stage != stage {
+                    continue;
                 }
-            };
-            slot.probe.set_state(ActorState::Stopped);
-            tracing::info!(child = %slot.spec.name, ?outcome, "Child stopped.");
-            stopped.push(StoppedChild {
-                name: slot.spec.name.clone(),
-                kind: slot.spec.kind,
-                outcome,
-            });
+                let timeout = self.timeout_of(i);
+                let slot = &mut self.slots[i];
+                match slot.child.take() {
+                    Some(live) => {
+                        slot.child.probe().set_state(ActorState::Draining);
+                        lives.push((i, live, timeout));
+                    }
+                    None if slot.waiting != Waiting::Done => idle.push(i),
+                    None => {}
+                }
+            }
+            let skip = &self.skip_drain;
+            let outcomes =
+                futures::future::join_all(lives.into_iter().map(|(i, live, timeout)| async move {
+                    (i, live.stop(timeout, Some(deadline), skip).await)
+                }))
+                .await;
+            let idle = idle.into_iter().map(|i| (i, StopOutcome::NotRunning));
+            let mut outcomes: Vec<(usize, StopOutcome)> =
+                outcomes.into_iter().chain(idle).collect();
+            outcomes.sort_by_key(|(i, _)| std::cmp::Reverse(*i));
+            for (i, outcome) in outcomes {
+                let slot = &mut self.slots[i];
+                slot.waiting = Waiting::Done;
+                slot.child.probe().set_state(ActorState::Stopped);
+                tracing::info!(child = %slot.spec.name, ?outcome, "Child stopped.");
+                stopped.push(StoppedChild {
+                    name: slot.spec.name.clone(),
+                    kind: slot.spec.kind,
+                    outcome,
+                });
+            }
         }
         ShutdownReport {
             stopped,

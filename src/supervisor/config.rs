@@ -24,10 +24,16 @@ pub struct SupervisorConfig {
     /// A child that ran this long before failing restarts with the shortest delay.
     #[serde(with = "humantime_serde", default = "default_stable_after")]
     pub stable_after: Duration,
-    /// How long a child may take to drain before it is killed, unless its own
-    /// specification says otherwise.
+    /// How long one child may take to drain before it is killed, unless its own
+    /// specification says otherwise: alone (a restart on request, a sibling's
+    /// restart) and within a shutdown, where `shutdown_deadline` bounds it too.
     #[serde(with = "humantime_serde", default = "default_shutdown_timeout")]
     pub shutdown_timeout: Duration,
+    /// The whole shutdown, from the signal to the last resource stopped: what is
+    /// still running then is killed and named. `keel run` exits hard a short
+    /// grace after it even if some task never yields.
+    #[serde(with = "humantime_serde", default = "default_shutdown_deadline")]
+    pub shutdown_deadline: Duration,
     /// Delay before each restart.
     #[serde(default)]
     pub backoff: BackoffConfig,
@@ -45,6 +51,9 @@ fn default_stable_after() -> Duration {
 fn default_shutdown_timeout() -> Duration {
     Duration::from_secs(10)
 }
+fn default_shutdown_deadline() -> Duration {
+    Duration::from_secs(20)
+}
 
 impl Default for SupervisorConfig {
     fn default() -> Self {
@@ -54,6 +63,7 @@ impl Default for SupervisorConfig {
             period: default_period(),
             stable_after: default_stable_after(),
             shutdown_timeout: default_shutdown_timeout(),
+            shutdown_deadline: default_shutdown_deadline(),
             backoff: BackoffConfig::default(),
         }
     }
@@ -74,6 +84,9 @@ impl SupervisorConfig {
         }
         if self.shutdown_timeout.is_zero() {
             problems.push(("shutdown_timeout".into(), "a duration above zero".into()));
+        }
+        if self.shutdown_deadline.is_zero() {
+            problems.push(("shutdown_deadline".into(), "a duration above zero".into()));
         }
         problems
     }

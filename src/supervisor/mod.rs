@@ -12,12 +12,11 @@ mod intensity;
 mod policy;
 mod report;
 mod spec;
-mod stop;
 
 pub use actor::{ChildEvent, RestartRefused, TreeExit};
 pub(crate) use actor::{Supervisor, SupervisorArgs, SupervisorMsg};
 pub use config::SupervisorConfig;
 pub use report::{ShutdownReport, StopOutcome, StoppedChild};
-pub use spec::{ChildSpec, Restart, Strategy};
+pub use spec::{ChildSpec, Restart, Stage, Strategy};
 
 pub use keel_actors::registry::ActorKind;

@@ -3,20 +3,9 @@
 
 use std::ops::Range;
 
-use super::{Restart, Strategy};
+pub(super) use keel_actors::child::Exit;
 
-/// How a child ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) enum Exit {
-    /// It stopped itself (or finished its task).
-    Normal,
-    /// It returned an error, panicked, or was killed by someone else.
-    Failed {
-        reason: String,
-        /// Marked with `keel_actors::child::Unrecoverable`: restarting cannot help.
-        unrecoverable: bool,
-    },
-}
+use super::{Restart, Strategy};
 
 /// What the supervisor does about an ended child.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

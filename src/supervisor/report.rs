@@ -3,40 +3,9 @@
 
 use std::time::Duration;
 
+pub use keel_actors::child::StopOutcome;
 use keel_actors::registry::ActorKind;
 use serde::Serialize;
-
-/// How one child stopped.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "outcome")]
-pub enum StopOutcome {
-    /// It drained (finished its queue and flushed in `post_stop`) in time.
-    Drained {
-        /// How long the drain took.
-        #[serde(with = "humantime_serde")]
-        took: Duration,
-    },
-    /// It did not finish within its shutdown timeout and was killed.
-    KilledAfterTimeout {
-        /// The timeout it exceeded.
-        #[serde(with = "humantime_serde")]
-        timeout: Duration,
-    },
-    /// The operator asked to skip the drain (a second SIGINT), so it was killed.
-    KilledOnRequest,
-    /// It had already ended (or was waiting to restart), so there was nothing to stop.
-    NotRunning,
-}
-
-impl StopOutcome {
-    /// Whether the child was killed rather than drained.
-    pub fn was_killed(&self) -> bool {
-        matches!(
-            self,
-            StopOutcome::KilledAfterTimeout { .. } | StopOutcome::KilledOnRequest
-        )
-    }
-}
 
 /// One child's line in a [`ShutdownReport`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -64,6 +33,11 @@ impl ShutdownReport {
     /// The children that had to be killed.
     pub fn killed(&self) -> impl Iterator<Item = &StoppedChild> {
         self.stopped.iter().filter(|c| c.outcome.was_killed())
+    }
+
+    /// Whether every child drained (nothing had to be killed).
+    pub fn drained(&self) -> bool {
+        self.killed().next().is_none()
     }
 
     /// The position of `name` in the stop order.

@@ -33,6 +33,20 @@ pub enum Strategy {
     RestForOne,
 }
 
+/// When a child stops during a shutdown: producers first, so what they produced
+/// can still be consumed; then consumers; then the resources both use. Children
+/// of one stage stop concurrently.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// Takes input in (the receiver, the scheduler's tasks).
+    Producer,
+    /// Moves what producers made to its destination (the distributor, the analyzer).
+    Consumer,
+    /// Owns a pool; stops last.
+    Resource,
+}
+
 /// One child of a supervisor.
 #[derive(Clone)]
 pub struct ChildSpec {
@@ -40,6 +54,8 @@ pub struct ChildSpec {
     pub name: String,
     /// Resources start before, and stop after, every worker and task.
     pub kind: ActorKind,
+    /// When it stops during a shutdown.
+    pub stage: Stage,
     /// When it is restarted.
     pub restart: Restart,
     /// How long it may take to drain; the supervisor's default when `None`.
@@ -53,6 +69,7 @@ impl fmt::Debug for ChildSpec {
         f.debug_struct("ChildSpec")
             .field("name", &self.name)
             .field("kind", &self.kind)
+            .field("stage", &self.stage)
             .field("restart", &self.restart)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .finish_non_exhaustive()
@@ -65,14 +82,24 @@ impl ChildSpec {
         Self::new(name, ActorKind::Resource, Restart::Permanent, factory)
     }
 
-    /// A permanent long-running worker.
+    /// A permanent long-running worker; a consumer unless marked otherwise
+    /// ([`ChildSpec::producer`]).
     pub fn worker(name: impl Into<String>, factory: impl ChildFactory) -> Self {
         Self::new(name, ActorKind::Worker, Restart::Permanent, factory)
     }
 
-    /// A run-once task: restarted after a failure, done after a normal exit.
+    /// A run-once task: restarted after a failure, done after a normal exit. It
+    /// stops with the producers.
     pub fn task(name: impl Into<String>, factory: impl ChildFactory) -> Self {
         Self::new(name, ActorKind::Task, Restart::Transient, factory)
+    }
+
+    /// Marks a worker as a producer: it stops first at a shutdown.
+    pub fn producer(mut self) -> Self {
+        if self.kind != ActorKind::Resource {
+            self.stage = Stage::Producer;
+        }
+        self
     }
 
     fn new(
@@ -81,9 +108,15 @@ impl ChildSpec {
         restart: Restart,
         factory: impl ChildFactory,
     ) -> Self {
+        let stage = match kind {
+            ActorKind::Resource => Stage::Resource,
+            ActorKind::Task => Stage::Producer,
+            ActorKind::Worker | ActorKind::Supervisor => Stage::Consumer,
+        };
         Self {
             name: name.into(),
             kind,
+            stage,
             restart,
             shutdown_timeout: None,
             factory: Arc::new(factory),
@@ -96,7 +129,7 @@ impl ChildSpec {
         self
     }
 
-    /// Overrides the drain timeout.
+    /// Overrides the drain timeout (see [`super::SupervisorConfig::shutdown_timeout`]).
     pub fn with_shutdown_timeout(mut self, timeout: Duration) -> Self {
         self.shutdown_timeout = Some(timeout);
         self

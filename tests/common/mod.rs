@@ -21,6 +21,7 @@ pub fn fast_policy(strategy: Strategy) -> SupervisorConfig {
         period: Duration::from_secs(60),
         stable_after: Duration::from_secs(60),
         shutdown_timeout: Duration::from_secs(5),
+        shutdown_deadline: Duration::from_secs(20),
         backoff: BackoffConfig {
             min: Duration::from_millis(5),
             max: Duration::from_millis(20),

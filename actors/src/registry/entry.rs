@@ -83,6 +83,9 @@ pub(super) struct Entry {
     ring: Mutex<Ring>,
     cell: Mutex<Option<ActorCell>>,
     live: Mutex<LiveDetails>,
+    /// Whether the actor can serve now (a resource: running and reaching its
+    /// server). Outlives incarnations, so callers can wait for the next one.
+    ready: tokio::sync::watch::Sender<bool>,
 }
 
 #[derive(Default)]
@@ -124,7 +127,12 @@ impl Entry {
             ring: Mutex::new(Ring::new(ring_capacity)),
             cell: Mutex::new(None),
             live: Mutex::default(),
+            ready: tokio::sync::watch::channel(false).0,
         }
+    }
+
+    pub(super) fn ready(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.ready.subscribe()
     }
 
     pub(super) fn cell(&self) -> Option<ActorCell> {
@@ -260,6 +268,26 @@ impl Probe {
             .lock()
             .details
             .insert(key.to_owned(), value.into());
+    }
+
+    /// Removes a detail.
+    pub fn clear_detail(&self, key: &str) {
+        self.entry.status.lock().details.remove(key);
+    }
+
+    /// Says whether the actor can serve now (for a resource: it runs and reaches
+    /// its server); callers wait on it through [`crate::registry::Registry::ready`].
+    pub fn set_ready(&self, ready: bool) {
+        self.entry.ready.send_if_modified(|now| {
+            let changed = *now != ready;
+            *now = ready;
+            changed
+        });
+    }
+
+    /// Whether the actor said it can serve.
+    pub fn is_ready(&self) -> bool {
+        *self.entry.ready.borrow()
     }
 
     /// Sets a detail computed each time the registry is read. The closure should

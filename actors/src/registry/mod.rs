@@ -98,6 +98,12 @@ impl Registry {
         self.entries.read().get(name).and_then(|e| e.cell())
     }
 
+    /// Whether `name` says it can serve, as a watch that lasts across its
+    /// incarnations (see [`Probe::set_ready`]); `None` for an unknown name.
+    pub fn ready(&self, name: &str) -> Option<tokio::sync::watch::Receiver<bool>> {
+        self.entries.read().get(name).map(|e| e.ready())
+    }
+
     /// A consistent-enough copy of every entry, ordered by registration.
     pub fn snapshot(&self) -> TreeSnapshot {
         let entries = self.entries.read();

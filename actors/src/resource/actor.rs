@@ -9,12 +9,11 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
-use crate::child::Unrecoverable;
+use crate::child::{Incarnation, Unrecoverable};
 use crate::delay::BackoffConfig;
 use crate::recorded::Recordable;
-use crate::registry::Probe;
+use crate::tasks::{OwnedTask, TaskEnd, Tasks};
 
 use super::{Availability, CallStats};
 
@@ -71,6 +70,15 @@ pub struct Health {
 pub enum ConnectError {
     /// Worth another try after a delay (refused, timed out, server starting).
     Retry(String),
+    /// The server refused us for a reason only an operator can fix (bad
+    /// credentials, a database that does not exist). Still retried with the
+    /// capped backoff, so a fix needs no restart, but logged at ERROR with `fix`.
+    Permanent {
+        /// What the server said.
+        cause: String,
+        /// What the operator should do.
+        fix: &'static str,
+    },
     /// Cannot succeed by retrying (a migration that fails, a schema conflict):
     /// the actor fails with [`Unrecoverable`].
     Fatal(String),
@@ -83,8 +91,13 @@ pub trait Resource: Send + Sync + Sized + 'static {
     /// Everything a call needs (the pool and its policy); cheap to clone.
     type Shared: Clone + Send + Sync + 'static;
 
-    /// Builds the pool without any I/O.
-    fn open(self, availability: Availability) -> Result<Self::Shared, ActorProcessingErr>;
+    /// Builds the pool without any I/O. `stop` fires when this incarnation is
+    /// asked to stop or the tree shuts down: from then on calls are not retried.
+    fn open(
+        self,
+        availability: Availability,
+        stop: CancellationToken,
+    ) -> Result<Self::Shared, ActorProcessingErr>;
 
     /// How long to wait between connect attempts.
     fn connect_backoff(shared: &Self::Shared) -> BackoffConfig;
@@ -121,6 +134,8 @@ pub enum ResourceMsg<C> {
     Health(RpcReplyPort<Health>),
     /// From the connect loop: connecting cannot succeed.
     ConnectFailed(String),
+    /// A task of the actor's own (the connect loop, a call) panicked.
+    TaskFailed(String),
 }
 
 impl<C: Recordable> Recordable for ResourceMsg<C> {
@@ -129,6 +144,7 @@ impl<C: Recordable> Recordable for ResourceMsg<C> {
             ResourceMsg::Call(call) => call.kind(),
             ResourceMsg::Health(_) => "Health",
             ResourceMsg::ConnectFailed(_) => "ConnectFailed",
+            ResourceMsg::TaskFailed(_) => "TaskFailed",
         }
     }
 
@@ -136,7 +152,7 @@ impl<C: Recordable> Recordable for ResourceMsg<C> {
         match self {
             ResourceMsg::Call(call) => call.summary(),
             ResourceMsg::Health(_) => "health probe".into(),
-            ResourceMsg::ConnectFailed(reason) => reason.clone(),
+            ResourceMsg::ConnectFailed(reason) | ResourceMsg::TaskFailed(reason) => reason.clone(),
         }
     }
 }
@@ -159,29 +175,34 @@ pub struct ResourceState<S> {
     /// weak one, so the pool closes when the state is dropped.
     shared: Arc<S>,
     availability: Availability,
-    calls: TaskTracker,
-    connecting: CancellationToken,
+    /// Calls being served; aborted if the actor is killed.
+    calls: Tasks,
+    /// Connecting, then checking health; aborted with the actor.
+    connect: Option<OwnedTask>,
+    stop: CancellationToken,
 }
 
-/// Stops the connect loop even when the actor is killed and `post_stop` never runs.
+/// Dropped however the actor ended (a kill skips `post_stop`): its tasks are
+/// aborted with their handles, and callers waiting for it wait for the next one.
 impl<S> Drop for ResourceState<S> {
     fn drop(&mut self) {
-        self.connecting.cancel();
+        self.availability.mark_stopped();
     }
 }
 
 impl<R: Resource> Actor for ResourceActor<R> {
     type Msg = ResourceMsg<R::Call>;
     type State = ResourceState<R::Shared>;
-    type Arguments = (R, Probe);
+    type Arguments = (R, Incarnation);
 
     async fn pre_start(
         &self,
         _myself: ActorRef<Self::Msg>,
-        (resource, probe): (R, Probe),
+        (resource, own): (R, Incarnation),
     ) -> Result<Self::State, ActorProcessingErr> {
+        let probe = own.probe;
         let availability = Availability::new(probe.clone());
-        let shared = Arc::new(resource.open(availability.clone())?);
+        let shared = Arc::new(resource.open(availability.clone(), own.stop.clone())?);
         let weak = Arc::downgrade(&shared);
         probe.set_live_detail("pool", move || {
             let shared = weak.upgrade()?;
@@ -197,8 +218,9 @@ impl<R: Resource> Actor for ResourceActor<R> {
         Ok(ResourceState {
             shared,
             availability,
-            calls: TaskTracker::new(),
-            connecting: CancellationToken::new(),
+            calls: Tasks::new(),
+            connect: None,
+            stop: own.stop,
         })
     }
 
@@ -207,18 +229,22 @@ impl<R: Resource> Actor for ResourceActor<R> {
         myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        tokio::spawn(connect_loop::<R>(
+        let connect = connect_loop::<R>(
             R::Shared::clone(&state.shared),
             state.availability.clone(),
-            state.connecting.clone(),
-            myself,
-        ));
+            state.stop.clone(),
+            myself.clone(),
+        );
+        state.connect = Some(OwnedTask::spawn(&myself, connect, |end| match end {
+            TaskEnd::Panicked(_) => Some(ResourceMsg::TaskFailed(end.unexpected("connect"))),
+            TaskEnd::Returned(()) => None,
+        }));
         Ok(())
     }
 
     async fn handle(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
@@ -226,9 +252,11 @@ impl<R: Resource> Actor for ResourceActor<R> {
             ResourceMsg::Call(call) => {
                 // Served off the mailbox: one slow statement must not hold up the
                 // others, and the pool (not the mailbox) bounds concurrency.
-                state
-                    .calls
-                    .spawn(R::serve(R::Shared::clone(&state.shared), call));
+                let serve = R::serve(R::Shared::clone(&state.shared), call);
+                state.calls.spawn(&myself, serve, |end| match end {
+                    TaskEnd::Panicked(_) => Some(ResourceMsg::TaskFailed(end.unexpected("call"))),
+                    TaskEnd::Returned(()) => None,
+                });
             }
             ResourceMsg::Health(reply) => {
                 let _ = reply.send(Health {
@@ -241,6 +269,7 @@ impl<R: Resource> Actor for ResourceActor<R> {
             ResourceMsg::ConnectFailed(reason) => {
                 return Err(Unrecoverable::new(reason).into());
             }
+            ResourceMsg::TaskFailed(reason) => return Err(reason.into()),
         }
         Ok(())
     }
@@ -250,11 +279,12 @@ impl<R: Resource> Actor for ResourceActor<R> {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        state.connecting.cancel();
-        // Calls in flight finish (the supervisor kills us if that takes longer than
-        // the shutdown timeout); the pool closes when the state is dropped.
-        state.calls.close();
-        state.calls.wait().await;
+        state.stop.cancel();
+        state.connect = None;
+        // Calls in flight finish, without further retries now that `stop` fired
+        // (the supervisor kills us if that takes longer than its limit); the pool
+        // closes when the state is dropped.
+        state.calls.join().await;
         Ok(())
     }
 }
@@ -288,40 +318,60 @@ async fn watch_health<R: Resource>(
 async fn connect_loop<R: Resource>(
     shared: R::Shared,
     availability: Availability,
-    cancel: CancellationToken,
+    stop: CancellationToken,
     actor: ActorRef<ResourceMsg<R::Call>>,
 ) {
+    let name = availability.probe().name().to_owned();
     let mut backoff = R::connect_backoff(&shared).sequence();
+    let mut attempts = 0u32;
+    let mut last_logged: Option<String> = None;
     loop {
+        attempts += 1;
         let attempt = tokio::select! {
-            () = cancel.cancelled() => return,
+            () = stop.cancelled() => return,
             result = R::connect(&shared) => result,
         };
-        match attempt {
+        let cause = match attempt {
             Ok(()) => {
-                availability.mark_ready();
-                watch_health::<R>(&shared, &availability, &cancel).await;
-                return;
-            }
-            Err(ConnectError::Retry(cause)) => {
-                availability.mark_unreachable(&cause);
-                let delay = backoff.next_delay();
-                // One line per attempt; the growing delay bounds the volume.
-                tracing::warn!(
-                    resource = %availability.probe().name(), %cause,
-                    retry_in = %humantime::format_duration(delay),
-                    "Cannot reach the server; retrying."
-                );
-                tokio::select! {
-                    () = cancel.cancelled() => return,
-                    () = tokio::time::sleep(delay) => {}
+                if attempts > 1 {
+                    tracing::info!(resource = %name, attempts, "Reached the server after failed attempts.");
                 }
+                availability.mark_ready();
+                watch_health::<R>(&shared, &availability, &stop).await;
+                return;
             }
             Err(ConnectError::Fatal(cause)) => {
                 availability.probe().record_error(&cause);
                 let _ = actor.tell(ResourceMsg::ConnectFailed(cause));
                 return;
             }
+            Err(ConnectError::Retry(cause)) => {
+                availability.probe().set_detail("permanent", false);
+                // One line when the cause changes; the rest at debug level.
+                if last_logged.as_deref() != Some(cause.as_str()) {
+                    tracing::warn!(resource = %name, %cause, "Cannot reach the server; retrying.");
+                    last_logged = Some(cause.clone());
+                }
+                cause
+            }
+            Err(ConnectError::Permanent { cause, fix }) => {
+                availability.probe().set_detail("permanent", true);
+                if last_logged.as_deref() != Some(cause.as_str()) {
+                    tracing::error!(
+                        resource = %name, %cause, fix,
+                        "The server refuses Keel; retrying, but an operator must act."
+                    );
+                    last_logged = Some(cause.clone());
+                }
+                cause
+            }
+        };
+        availability.mark_unreachable(&cause);
+        let delay = backoff.next_delay();
+        tracing::debug!(resource = %name, %cause, attempts, retry_in = ?delay, "Connect attempt failed.");
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(delay) => {}
         }
     }
 }

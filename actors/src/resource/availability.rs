@@ -1,4 +1,5 @@
-//! Whether a resource can currently reach its server, as shown in the registry.
+//! Whether a resource can currently reach its server, as shown in the registry
+//! and as callers wait on it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -7,8 +8,10 @@ use crate::registry::Probe;
 
 use super::Status;
 
-/// Shared by a resource's connect loop and its calls: each outcome keeps the
-/// registry's `status` detail and last error current, without a monitor task.
+/// Shared by a resource's connect loop, its health checks and its calls: each
+/// outcome keeps the registry's `status` and `cause` details, its last error and
+/// its readiness watch (what waiting callers wait on) current, without a monitor
+/// task.
 #[derive(Clone, Debug)]
 pub struct Availability {
     ready: Arc<AtomicBool>,
@@ -19,6 +22,7 @@ impl Availability {
     /// Starts as `connecting`.
     pub fn new(probe: Probe) -> Self {
         probe.set_detail("status", Status::Connecting.as_str());
+        probe.set_ready(false);
         Self {
             ready: Arc::new(AtomicBool::new(false)),
             probe,
@@ -29,6 +33,8 @@ impl Availability {
     pub fn mark_ready(&self) {
         if !self.ready.swap(true, Ordering::AcqRel) {
             self.probe.set_detail("status", Status::Ready.as_str());
+            self.probe.clear_detail("cause");
+            self.probe.set_ready(true);
             tracing::info!(resource = %self.probe.name(), "Connected.");
         }
     }
@@ -37,10 +43,19 @@ impl Availability {
     /// authentication failed, DNS), never a secret.
     pub fn mark_unreachable(&self, cause: &str) {
         self.probe.record_error(cause);
+        self.probe.set_detail("cause", cause);
         if self.ready.swap(false, Ordering::AcqRel) {
             self.probe.set_detail("status", Status::Connecting.as_str());
-            tracing::warn!(resource = %self.probe.name(), %cause, "Lost the server; reconnecting on demand.");
+            self.probe.set_ready(false);
+            tracing::warn!(resource = %self.probe.name(), %cause, "Lost the server; reconnecting.");
         }
+    }
+
+    /// The incarnation is gone: nobody should wait on it.
+    pub(super) fn mark_stopped(&self) {
+        self.ready.store(false, Ordering::Release);
+        self.probe.set_ready(false);
+        self.probe.set_detail("status", Status::Connecting.as_str());
     }
 
     /// The current status.

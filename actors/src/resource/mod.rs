@@ -6,10 +6,14 @@
 //! connects with backoff (`connecting` until `ready` in the registry), each call is
 //! served off the mailbox in a tracked task, and stopping the actor waits for the
 //! calls in flight and then closes the pool. There is no `close` to remember.
+//!
+//! A caller built with a [`RideOut`] waits out an outage of its resource (see
+//! `outage.rs`) instead of failing with it.
 
 mod actor;
 mod availability;
 mod call;
+mod outage;
 pub mod pg;
 mod pool;
 pub mod redis;
@@ -18,4 +22,24 @@ mod stats;
 pub use actor::{ConnectError, Health, PoolStats, Resource, ResourceActor, ResourceMsg, Status};
 pub use availability::Availability;
 pub use call::{call, health, NotRunning};
+pub(crate) use outage::riding_out;
+pub use outage::{CallError, RideOut};
+
+/// The driver's error with every cause it carries: `db error` alone hides
+/// `database "keel" does not exist`, and `error connecting to server` hides the
+/// refusal or the DNS failure.
+pub fn describe(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 pub use stats::{CallStats, Waiting, LATENCY_BUCKETS};

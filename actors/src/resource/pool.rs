@@ -2,7 +2,6 @@
 //! records the real cause of a failed connect, the health check, and the pool
 //! figures shown in health.
 
-use std::fmt::Display;
 use std::time::Duration;
 
 use bb8::{ErrorSink, ManageConnection, Pool, RunError, State};
@@ -14,9 +13,9 @@ use super::{Availability, PoolStats};
 #[derive(Debug, Clone)]
 struct RecordErrors(Availability);
 
-impl<E: Display + Send + 'static> ErrorSink<E> for RecordErrors {
+impl<E: std::error::Error + Send + 'static> ErrorSink<E> for RecordErrors {
     fn sink(&self, error: E) {
-        self.0.mark_unreachable(&error.to_string());
+        self.0.mark_unreachable(&super::describe(&error));
     }
 
     fn boxed_clone(&self) -> Box<dyn ErrorSink<E>> {
@@ -35,12 +34,16 @@ pub(super) fn build<M>(
 ) -> Pool<M>
 where
     M: ManageConnection,
-    M::Error: Display,
+    M::Error: std::error::Error + 'static,
 {
     Pool::builder()
         .max_size(max_size)
         .connection_timeout(checkout_timeout)
         .test_on_check_out(true)
+        // A failed connect fails the checkout at once with what the server said,
+        // instead of retrying it until the checkout times out: the caller's
+        // retry policy (or ride-out) decides what happens next.
+        .retry_connection(false)
         .error_sink(Box::new(RecordErrors(availability.clone())))
         .build_unchecked(manager)
 }
@@ -50,10 +53,10 @@ where
 pub(super) async fn check<M>(pool: &Pool<M>) -> Result<(), String>
 where
     M: ManageConnection,
-    M::Error: Display,
+    M::Error: std::error::Error + 'static,
 {
     pool.get().await.map(drop).map_err(|e| match e {
-        RunError::User(e) => e.to_string(),
+        RunError::User(e) => super::describe(&e),
         RunError::TimedOut => "no connection within checkout_timeout".into(),
     })
 }

@@ -8,11 +8,13 @@
 use std::time::{Duration, SystemTime};
 
 use super::task::TaskWork;
+use crate::child::Incarnation;
 use crate::deribit::http::HttpClient;
 use crate::deribit::model::{from_ms, to_ms, TradingViewChart};
 use crate::market::{Candle, Resolution};
-use crate::registry::{Probe, Registry};
+use crate::registry::Registry;
 use crate::resource::pg::PgClient;
+use crate::resource::RideOut;
 
 /// Bars per request.
 const BARS_PER_PAGE: u64 = 5_000;
@@ -50,13 +52,14 @@ pub fn api_resolution(r: Resolution) -> Option<String> {
 }
 
 impl TaskWork for CandleBackfill {
-    async fn run(self, probe: Probe) -> Result<String, String> {
+    async fn run(self, own: Incarnation) -> Result<String, String> {
+        let probe = &own.probe;
         let resolution = api_resolution(self.resolution)
             .ok_or_else(|| format!("the exchange has no {} candles", self.resolution))?;
         let step = self.resolution.duration().as_millis() as u64;
         let exchange =
             HttpClient::new(&self.http_url, Duration::from_secs(30)).map_err(|e| e.to_string())?;
-        let pg = PgClient::new(self.registry.clone(), &self.pg);
+        let pg = PgClient::new(self.registry.clone(), &self.pg).riding_out(RideOut::new(&own));
         let now = to_ms(SystemTime::now());
         let closed_until = now - now % step;
         let (start, end) = (

@@ -9,6 +9,11 @@
 //! stream with its reason and is acknowledged: it never blocks the group. A
 //! drain lets the `Poll` in hand finish (read, commit, acknowledge), then the
 //! mailbox refuses the next one and the actor stops.
+//!
+//! An outage of Redis or PostgreSQL is not the consumer's failure: its clients
+//! wait for the resource and the batch in hand goes on once it is back. A group
+//! Redis lost (a restart without persistence) is created again. Only its own
+//! failures (a sink that rejects data, a bug) fail the actor.
 
 use crate::mailbox::Tell;
 use std::collections::BTreeMap;
@@ -18,12 +23,13 @@ use std::time::{Duration, Instant};
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SpawnErr};
 use serde::{Deserialize, Serialize};
 
-use crate::child::{spawn_with_probe, StartContext};
+use crate::child::{spawn_with_probe, Incarnation, StartContext};
 use crate::market::Trade;
 use crate::recorded::Recordable;
 use crate::registry::{Probe, Registry};
 use crate::resource::pg::PgClient;
 use crate::resource::redis::{Fields, RedisClient, StreamEntry};
+use crate::resource::RideOut;
 use crate::service::streams;
 
 /// The `[distributor]` and `[analyzer]` sections.
@@ -183,6 +189,9 @@ pub struct ConsumerState<S> {
     redis: RedisClient,
     pg: PgClient,
     probe: Probe,
+    stop: tokio_util::sync::CancellationToken,
+    /// Consecutive polls that found a group missing right after creating it.
+    missing_groups: u32,
     own_pending_done: bool,
     /// Groups are created once per incarnation: a group Redis lost makes the
     /// next read fail with NOGROUP, and the new incarnation creates it again.
@@ -205,13 +214,14 @@ impl<S: TradeSink> TradeConsumer<S> {
 impl<S: TradeSink> Actor for TradeConsumer<S> {
     type Msg = ConsumerMsg;
     type State = ConsumerState<S>;
-    type Arguments = (ConsumerArgs<S>, Probe);
+    type Arguments = (ConsumerArgs<S>, Incarnation);
 
     async fn pre_start(
         &self,
         myself: ActorRef<ConsumerMsg>,
-        (mut args, probe): (ConsumerArgs<S>, Probe),
+        (mut args, own): (ConsumerArgs<S>, Incarnation),
     ) -> Result<ConsumerState<S>, ActorProcessingErr> {
+        let probe = own.probe.clone();
         let consumer = args.config.consumer_name();
         if args.config.group.is_empty() {
             args.config.group = S::NAME.to_owned();
@@ -226,11 +236,14 @@ impl<S: TradeSink> Actor for TradeConsumer<S> {
                 .iter()
                 .map(|i| streams::trade_stream(i))
                 .collect(),
-            redis: RedisClient::new(args.registry.clone(), &args.redis),
-            pg: PgClient::new(args.registry, &args.pg),
+            redis: RedisClient::new(args.registry.clone(), &args.redis)
+                .riding_out(RideOut::new(&own)),
+            pg: PgClient::new(args.registry, &args.pg).riding_out(RideOut::new(&own)),
             config: args.config,
             consumer,
             probe,
+            stop: own.stop,
+            missing_groups: 0,
             own_pending_done: false,
             groups_created: false,
             last_claim: None,
@@ -248,11 +261,38 @@ impl<S: TradeSink> Actor for TradeConsumer<S> {
         ConsumerMsg::Poll: ConsumerMsg,
         state: &mut ConsumerState<S>,
     ) -> Result<(), ActorProcessingErr> {
-        state.poll().await?;
+        match state.poll().await {
+            Ok(()) => state.missing_groups = 0,
+            Err(error) if missing_group(&error) && state.missing_groups < 3 => {
+                // Redis lost the group (restarted without persistence, or
+                // flushed): what it held is gone, and gap repair finds those
+                // trades; the consumer carries on from the new stream.
+                tracing::warn!(%error, "Consumer group missing; creating it again.");
+                state.missing_groups += 1;
+                state.groups_created = false;
+                state.own_pending_done = false;
+                state.claim_cursor.clear();
+            }
+            // Asked to stop while a resource was out: nothing more to do here
+            // (what was not acknowledged is delivered again later).
+            Err(error) if state.stop.is_cancelled() => {
+                tracing::debug!(%error, "Stopping with the batch in hand unfinished.");
+                return Ok(());
+            }
+            Err(error) => return Err(error),
+        }
         // Refused once a drain has begun: the batch in hand was the last.
         let _ = myself.tell(ConsumerMsg::Poll);
         Ok(())
     }
+}
+
+/// Whether a poll failed because a consumer group (or its stream) is gone.
+fn missing_group(error: &ActorProcessingErr) -> bool {
+    error
+        .downcast_ref::<crate::resource::redis::RedisError>()
+        .and_then(|e| e.code())
+        == Some("NOGROUP")
 }
 
 /// An entry and how often it has been delivered (0: unknown, first read).
@@ -333,8 +373,9 @@ impl<S: TradeSink> ConsumerState<S> {
     async fn publish_progress(&self) {
         let mut streams = serde_json::Map::new();
         let (mut lag, mut pending, mut lag_known) = (0u64, 0u64, true);
+        let redis = self.redis.plain();
         for stream in &self.streams {
-            let groups = match self.redis.group_progress(stream).await {
+            let groups = match redis.group_progress(stream).await {
                 Ok(groups) => groups,
                 Err(err) => {
                     tracing::debug!(%stream, %err, "Group progress unavailable.");

@@ -10,12 +10,14 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::task::TaskWork;
+use crate::child::Incarnation;
 use crate::delay::BackoffConfig;
 use crate::deribit::http::{HttpClient, HttpError};
 use crate::deribit::model::TradesPage;
 use crate::market::{Gap, Trade};
-use crate::registry::{Probe, Registry};
+use crate::registry::Registry;
 use crate::resource::pg::PgClient;
+use crate::resource::RideOut;
 
 /// Trades per history request (Deribit's maximum).
 const PAGE: usize = 1000;
@@ -38,8 +40,8 @@ pub struct GapRepair {
 }
 
 impl TaskWork for GapRepair {
-    async fn run(self, probe: Probe) -> Result<String, String> {
-        repair(&self, &probe)
+    async fn run(self, own: Incarnation) -> Result<String, String> {
+        repair(&self, &own)
             .await
             .map(|stored| format!("gaps repaired, {stored} trades stored"))
             .map_err(|e| e.to_string())
@@ -55,8 +57,9 @@ enum RepairError {
     Exchange(#[from] HttpError),
 }
 
-async fn repair(args: &GapRepair, probe: &Probe) -> Result<u64, RepairError> {
-    let pg = PgClient::new(args.registry.clone(), &args.pg);
+async fn repair(args: &GapRepair, own: &Incarnation) -> Result<u64, RepairError> {
+    let probe = &own.probe;
+    let pg = PgClient::new(args.registry.clone(), &args.pg).riding_out(RideOut::new(own));
     let exchange = HttpClient::new(&args.http_url, Duration::from_secs(30))?;
     let mut gaps = pg.list_gaps().await?;
     for instrument in &args.instruments {

@@ -7,11 +7,13 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::task::TaskWork;
+use crate::child::Incarnation;
 use crate::deribit::http::HttpClient;
 use crate::deribit::model::InstrumentInfo;
 use crate::market::Instrument;
-use crate::registry::{Probe, Registry};
+use crate::registry::Registry;
 use crate::resource::pg::PgClient;
+use crate::resource::RideOut;
 
 /// The `[instruments]` section.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -55,10 +57,11 @@ pub struct InstrumentSync {
 }
 
 impl TaskWork for InstrumentSync {
-    async fn run(self, probe: Probe) -> Result<String, String> {
+    async fn run(self, own: Incarnation) -> Result<String, String> {
+        let probe = &own.probe;
         let exchange =
             HttpClient::new(&self.http_url, Duration::from_secs(30)).map_err(|e| e.to_string())?;
-        let pg = PgClient::new(self.registry.clone(), &self.pg);
+        let pg = PgClient::new(self.registry.clone(), &self.pg).riding_out(RideOut::new(&own));
         let (mut upserted, mut deactivated) = (0, 0);
         for currency in &self.config.currencies {
             let listed: Vec<InstrumentInfo> = exchange

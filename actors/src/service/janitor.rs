@@ -9,9 +9,11 @@ use serde::{Deserialize, Serialize};
 
 use super::streams;
 use super::task::TaskWork;
-use crate::registry::{Probe, Registry};
+use crate::child::Incarnation;
+use crate::registry::Registry;
 use crate::resource::pg::{PgClient, Retained};
 use crate::resource::redis::RedisClient;
+use crate::resource::RideOut;
 
 /// The `[janitor]` section.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -70,9 +72,11 @@ fn id_key(id: &str) -> (u64, u64) {
 }
 
 impl TaskWork for Janitor {
-    async fn run(self, probe: Probe) -> Result<String, String> {
-        let pg = PgClient::new(self.registry.clone(), &self.pg);
-        let redis = RedisClient::new(self.registry.clone(), &self.redis);
+    async fn run(self, own: Incarnation) -> Result<String, String> {
+        let probe = &own.probe;
+        let pg = PgClient::new(self.registry.clone(), &self.pg).riding_out(RideOut::new(&own));
+        let redis =
+            RedisClient::new(self.registry.clone(), &self.redis).riding_out(RideOut::new(&own));
         let now = SystemTime::now();
         let trades = pg
             .delete_older_than(Retained::Trades, now - self.config.trades_retention)

@@ -1,18 +1,27 @@
 //! The scheduler: runs the daemon's run-once tasks (instrument sync, janitor,
 //! gap repair) on intervals, each as a task child it supervises itself, never
-//! two runs of the same task at once. A run that fails is logged and recorded
-//! in the registry and simply runs again at its next interval.
-
+//! two runs of the same task at once.
+//!
+//! Each job has exactly one timer: when it fires the job runs (unless a run is
+//! still going) and the timer is armed for the next interval. A run that fails
+//! (an error, a panic, or a kill) re-arms that same timer once for the retry
+//! delay; the retry's own failure waits for the next interval. Its children
+//! live in the same [`ChildSlot`]s the root supervisor uses.
 use crate::mailbox::Tell;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SpawnErr, SupervisionEvent};
 use serde::{Deserialize, Serialize};
 
-use crate::child::{spawn_with_probe, ChildFactory, StartContext};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
+
+use crate::child::{
+    exit_of, spawn_with_probe, ChildFactory, ChildSlot, Exit, Incarnation, StartContext,
+};
 use crate::recorded::Recordable;
-use crate::registry::{ActorKind, ActorState, Probe, Registry};
+use crate::registry::{ActorKind, ActorState, Registry};
 
 /// A failed run is tried again after this long (or its interval, if shorter).
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(30);
@@ -104,8 +113,15 @@ pub struct SchedulerArgs {
 /// Messages the scheduler handles.
 #[derive(Debug)]
 pub enum SchedulerMsg {
-    /// Job `n` is due.
-    Due(usize),
+    /// Job `n`'s timer fired.
+    Due {
+        /// The job.
+        n: usize,
+        /// Which arming of its timer this is; stale ones are ignored.
+        armed: u64,
+        /// The run is the retry of a failed one.
+        retry: bool,
+    },
     /// Run the named task now, as an operator asked.
     RunNow(String, ractor::RpcReplyPort<Result<(), RunRefused>>),
 }
@@ -141,14 +157,16 @@ pub async fn run_now(registry: &Registry, scheduler: &str, task: &str) -> Result
 impl Recordable for SchedulerMsg {
     fn kind(&self) -> &'static str {
         match self {
-            SchedulerMsg::Due(_) => "Due",
+            SchedulerMsg::Due { .. } => "Due",
             SchedulerMsg::RunNow(..) => "RunNow",
         }
     }
 
     fn summary(&self) -> String {
         match self {
-            SchedulerMsg::Due(n) => format!("job {n} due"),
+            SchedulerMsg::Due { n, retry, .. } => {
+                format!("job {n} due{}", if *retry { " (retry)" } else { "" })
+            }
             SchedulerMsg::RunNow(name, _) => format!("run `{name}` on request"),
         }
     }
@@ -156,9 +174,24 @@ impl Recordable for SchedulerMsg {
 
 struct Slot {
     job: Job,
-    probe: Probe,
-    running: Option<(ActorCell, Instant)>,
+    child: ChildSlot,
+    /// The job's only timer; replaced (never added to) when re-armed.
+    timer: Option<AbortOnDropHandle<Result<(), ractor::MessagingErr<SchedulerMsg>>>>,
+    /// Which arming is current: a `Due` of an older one is ignored.
+    armed: u64,
+    /// The running run is a retry (its failure is not retried again).
+    retrying: bool,
     runs: RunStats,
+}
+
+impl Slot {
+    /// (Re)arms the job's one timer to fire after `after`.
+    fn arm(&mut self, myself: &ActorRef<SchedulerMsg>, n: usize, after: Duration, retry: bool) {
+        self.armed += 1;
+        let armed = self.armed;
+        let timer = myself.tell_after(after, move || SchedulerMsg::Due { n, armed, retry });
+        self.timer = Some(AbortOnDropHandle::new(timer));
+    }
 }
 
 /// Completed runs of one task, shown as its `runs` detail and in `/metrics`.
@@ -186,6 +219,20 @@ impl RunStats {
 pub struct SchedulerState {
     slots: Vec<Slot>,
     task_shutdown_timeout: Duration,
+    stop: CancellationToken,
+    shutdown: CancellationToken,
+    skip_drain: CancellationToken,
+}
+
+/// A killed scheduler skips `post_stop`; its runs must not outlive it.
+impl Drop for SchedulerState {
+    fn drop(&mut self) {
+        for slot in &mut self.slots {
+            if let Some(live) = slot.child.take() {
+                live.kill();
+            }
+        }
+    }
 }
 
 /// The scheduler actor.
@@ -202,38 +249,46 @@ impl Scheduler {
 impl Actor for Scheduler {
     type Msg = SchedulerMsg;
     type State = SchedulerState;
-    type Arguments = (SchedulerArgs, Probe);
+    type Arguments = (SchedulerArgs, Incarnation);
 
     async fn pre_start(
         &self,
         myself: ActorRef<SchedulerMsg>,
-        (args, probe): (SchedulerArgs, Probe),
+        (args, own): (SchedulerArgs, Incarnation),
     ) -> Result<SchedulerState, ActorProcessingErr> {
         let mut slots = Vec::new();
         for (n, job) in args.jobs.into_iter().enumerate() {
             // One entry per job, kept across its runs (and across scheduler restarts).
             let job_probe = match args.registry.probe(&job.name) {
                 Some(existing) => existing,
-                None => args
-                    .registry
-                    .register(&job.name, ActorKind::Task, Some(probe.name()))?,
+                None => {
+                    args.registry
+                        .register(&job.name, ActorKind::Task, Some(own.probe.name()))?
+                }
             };
             job_probe.set_state(ActorState::Stopped);
-            if job.at_boot {
-                myself.tell(SchedulerMsg::Due(n))?;
-            } else {
-                myself.tell_after(job.every, move || SchedulerMsg::Due(n));
-            }
-            slots.push(Slot {
-                job,
-                probe: job_probe,
-                running: None,
+            let mut slot = Slot {
+                child: ChildSlot::new(Arc::clone(&job.factory), job_probe),
+                timer: None,
+                armed: 0,
+                retrying: false,
                 runs: RunStats::default(),
-            });
+                job,
+            };
+            let first = if slot.job.at_boot {
+                Duration::ZERO
+            } else {
+                slot.job.every
+            };
+            slot.arm(&myself, n, first, false);
+            slots.push(slot);
         }
         Ok(SchedulerState {
             slots,
             task_shutdown_timeout: args.task_shutdown_timeout,
+            stop: own.stop,
+            shutdown: own.shutdown,
+            skip_drain: CancellationToken::new(),
         })
     }
 
@@ -243,49 +298,52 @@ impl Actor for Scheduler {
         message: SchedulerMsg,
         state: &mut SchedulerState,
     ) -> Result<(), ActorProcessingErr> {
-        let n = match message {
-            SchedulerMsg::Due(n) => {
-                if let Some(slot) = state.slots.get(n) {
-                    myself.tell_after(slot.job.every, move || SchedulerMsg::Due(n));
+        let (n, retry) = match message {
+            SchedulerMsg::Due { n, armed, retry } => {
+                let Some(slot) = state.slots.get_mut(n) else {
+                    return Ok(());
+                };
+                if slot.armed != armed {
+                    return Ok(());
                 }
-                n
+                // The chain goes on whatever this run does.
+                let every = slot.job.every;
+                slot.arm(&myself, n, every, false);
+                (n, retry)
             }
             SchedulerMsg::RunNow(name, reply) => {
                 let Some(n) = state.slots.iter().position(|s| s.job.name == name) else {
                     let _ = reply.send(Err(RunRefused::Unknown(name)));
                     return Ok(());
                 };
-                if state.slots[n].running.is_some() {
+                if state.slots[n].child.is_running() {
                     let _ = reply.send(Err(RunRefused::Running(name)));
                     return Ok(());
                 }
                 let _ = reply.send(Ok(()));
-                n
+                (n, false)
             }
         };
+        if state.stop.is_cancelled() {
+            return Ok(());
+        }
         let Some(slot) = state.slots.get_mut(n) else {
             return Ok(());
         };
-        if slot.running.is_some() {
+        if slot.child.is_running() {
             tracing::info!(task = %slot.job.name, "Previous run still going; skipping this one.");
             return Ok(());
         }
-        slot.probe.set_state(ActorState::Starting);
-        let ctx = StartContext {
-            supervisor: myself.get_cell(),
-            probe: slot.probe.clone(),
-        };
-        match slot.job.factory.start(ctx).await {
-            Ok(cell) => {
-                slot.probe.set_cell(Some(cell.clone()));
-                slot.probe.set_state(ActorState::Running);
-                slot.running = Some((cell, Instant::now()));
-            }
-            Err(error) => {
-                slot.probe
-                    .record_final_failure(&format!("failed to start: {error}"));
-                tracing::error!(task = %slot.job.name, %error, "Scheduled task could not start.");
-            }
+        slot.retrying = retry;
+        if let Err(error) = slot
+            .child
+            .start(myself.get_cell(), &state.stop, &state.shutdown)
+            .await
+        {
+            slot.child
+                .probe()
+                .record_final_failure(&format!("failed to start: {error}"));
+            tracing::error!(task = %slot.job.name, %error, "Scheduled task could not start.");
         }
         Ok(())
     }
@@ -297,34 +355,28 @@ impl Actor for Scheduler {
         state: &mut SchedulerState,
     ) -> Result<(), ActorProcessingErr> {
         // Never ractor's default, which would stop the scheduler with its task.
-        let (cell, failure) = match event {
-            SupervisionEvent::ActorTerminated(cell, _, _) => (cell, None),
-            SupervisionEvent::ActorFailed(cell, error) => (cell, Some(error.to_string())),
-            _ => return Ok(()),
-        };
-        let n = state.slots.iter().position(|s| {
-            s.running
-                .as_ref()
-                .is_some_and(|(r, _)| r.get_id() == cell.get_id())
-        });
-        let Some(slot) = n.and_then(|n| state.slots.get_mut(n)) else {
+        let Some((cell, exit)) = exit_of(&event) else {
             return Ok(());
         };
-        if let Some((_, started)) = slot.running.take() {
-            slot.runs.finished(started.elapsed(), failure.is_some());
-            if let Ok(runs) = serde_json::to_value(&slot.runs) {
-                slot.probe.set_detail("runs", runs);
-            }
+        let Some(n) = state.slots.iter().position(|s| s.child.owns(&cell)) else {
+            return Ok(());
+        };
+        let slot = &mut state.slots[n];
+        let took = slot.child.ended().unwrap_or_default();
+        slot.runs.finished(took, exit.is_failure());
+        if let Ok(runs) = serde_json::to_value(&slot.runs) {
+            slot.child.probe().set_detail("runs", runs);
         }
-        slot.probe.set_cell(None);
-        match failure {
-            None => slot.probe.set_state(ActorState::Stopped),
-            Some(reason) => {
-                let retry = slot.job.every.min(RETRY_AFTER_FAILURE);
-                tracing::error!(task = %slot.job.name, %reason, retry_in = ?retry, "Scheduled task failed; it runs again soon.");
-                slot.probe.record_final_failure(&reason);
-                if let Some(n) = n {
-                    myself.tell_after(retry, move || SchedulerMsg::Due(n));
+        match exit {
+            Exit::Normal => slot.child.probe().set_state(ActorState::Stopped),
+            Exit::Failed { reason, .. } => {
+                slot.child.probe().record_final_failure(&reason);
+                if slot.retrying || state.stop.is_cancelled() {
+                    tracing::warn!(task = %slot.job.name, %reason, "Scheduled task failed again; it runs at its next interval.");
+                } else {
+                    let retry = slot.job.every.min(RETRY_AFTER_FAILURE);
+                    tracing::warn!(task = %slot.job.name, %reason, retry_in = ?retry, "Scheduled task failed; retrying once.");
+                    slot.arm(&myself, n, retry, true);
                 }
             }
         }
@@ -336,17 +388,14 @@ impl Actor for Scheduler {
         _myself: ActorRef<SchedulerMsg>,
         state: &mut SchedulerState,
     ) -> Result<(), ActorProcessingErr> {
+        state.stop.cancel();
         for slot in &mut state.slots {
-            if let Some((cell, _)) = slot.running.take() {
+            slot.timer = None;
+            if let Some(live) = slot.child.take() {
                 // Tasks are resumable, so a kill after the timeout loses nothing.
-                if cell
-                    .drain_and_wait(Some(state.task_shutdown_timeout))
-                    .await
-                    .is_err()
-                {
-                    cell.kill();
-                }
-                slot.probe.set_state(ActorState::Stopped);
+                live.stop(state.task_shutdown_timeout, None, &state.skip_drain)
+                    .await;
+                slot.child.probe().set_state(ActorState::Stopped);
             }
         }
         Ok(())

@@ -1,20 +1,24 @@
 //! The shape every run-once task shares: start the work, stop normally when it
 //! succeeds (the task is done), fail when it does not (the supervisor retries
 //! it with backoff, up to the tree's restart intensity).
+//!
+//! The work runs in a task the actor owns: it is aborted if the actor is killed,
+//! and a panic in it fails the actor like an error. The work's clients ride out
+//! resource outages until the incarnation is asked to stop.
 
-use crate::mailbox::Tell;
 use std::future::Future;
 
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SpawnErr};
 
-use crate::child::{spawn_with_probe, StartContext};
+use crate::child::{spawn_with_probe, Incarnation, StartContext};
 use crate::recorded::Recordable;
-use crate::registry::Probe;
+use crate::tasks::{OwnedTask, TaskEnd};
 
 /// One task's work.
 pub trait TaskWork: Clone + Send + Sync + std::fmt::Debug + 'static {
-    /// Does the work; returns a summary of what it did, or why it failed.
-    fn run(self, probe: Probe) -> impl Future<Output = Result<String, String>> + Send;
+    /// Does the work; returns a summary of what it did, or why it failed. It
+    /// should end soon after `own.stop` fires (its clients stop waiting then).
+    fn run(self, own: Incarnation) -> impl Future<Output = Result<String, String>> + Send;
 }
 
 /// Messages a task handles.
@@ -50,26 +54,28 @@ impl<W: TaskWork> RunOnce<W> {
 
 impl<W: TaskWork> Actor for RunOnce<W> {
     type Msg = TaskMsg;
-    type State = ();
-    type Arguments = (W, Probe);
+    /// The work, aborted if the actor is killed.
+    type State = OwnedTask;
+    type Arguments = (W, Incarnation);
 
     async fn pre_start(
         &self,
         myself: ActorRef<TaskMsg>,
-        (work, probe): (W, Probe),
-    ) -> Result<(), ActorProcessingErr> {
-        tokio::spawn(async move {
-            let result = work.run(probe).await;
-            let _ = myself.tell(TaskMsg::Finished(result));
-        });
-        Ok(())
+        (work, own): (W, Incarnation),
+    ) -> Result<OwnedTask, ActorProcessingErr> {
+        Ok(OwnedTask::spawn(&myself, work.run(own), |end| {
+            Some(TaskMsg::Finished(match end {
+                TaskEnd::Returned(result) => result,
+                TaskEnd::Panicked(_) => Err(end.unexpected("work")),
+            }))
+        }))
     }
 
     async fn handle(
         &self,
         myself: ActorRef<TaskMsg>,
         TaskMsg::Finished(result): TaskMsg,
-        _: &mut (),
+        _: &mut OwnedTask,
     ) -> Result<(), ActorProcessingErr> {
         match result {
             Ok(done) => {

@@ -29,8 +29,8 @@ pub use faults::Fault;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 use exchange::Exchange;
 
@@ -56,7 +56,8 @@ pub struct SimHandle {
     addr: SocketAddr,
     exchange: Arc<Exchange>,
     stop: CancellationToken,
-    tasks: Option<(JoinHandle<()>, JoinHandle<()>)>,
+    /// The engine and the server; aborted if the handle is dropped.
+    tasks: Option<(AbortOnDropHandle<()>, AbortOnDropHandle<()>)>,
 }
 
 /// Starts a simulator; it runs until [`SimHandle::stop`] (or the handle is dropped).
@@ -89,7 +90,10 @@ pub async fn start(config: SimConfig) -> Result<SimHandle, SimError> {
         addr,
         exchange,
         stop,
-        tasks: Some((engine, server)),
+        tasks: Some((
+            AbortOnDropHandle::new(engine),
+            AbortOnDropHandle::new(server),
+        )),
     })
 }
 

@@ -53,6 +53,19 @@ pub enum PgError {
     NotRunning(#[from] NotRunning),
 }
 
+impl crate::resource::CallError for PgError {
+    fn outage(&self) -> Option<std::time::Duration> {
+        match self {
+            // Every PgActor operation is idempotent, so an unknown outcome is
+            // settled by doing it again once the server is back.
+            PgError::Unavailable { .. }
+            | PgError::OutcomeUnknown { .. }
+            | PgError::NotRunning(_) => Some(std::time::Duration::ZERO),
+            PgError::Rejected { .. } | PgError::Other { .. } => None,
+        }
+    }
+}
+
 impl PgError {
     /// A bounded name for the kind of failure, for metrics.
     pub fn class(&self) -> &'static str {
@@ -85,14 +98,32 @@ pub(super) enum Class {
     Other(String),
 }
 
-/// SQLSTATEs that a retry can get past.
+/// SQLSTATEs that a retry can get past. Authentication (28xxx) and a missing
+/// database (3D000) only happen while connecting: they are outages an operator
+/// fixes, after which the same call succeeds.
 fn is_transient(state: &SqlState) -> bool {
     let code = state.code();
     code.starts_with("08")
+        || code.starts_with("28")
         || matches!(
             code,
-            "40001" | "40P01" | "57P01" | "57P02" | "57P03" | "53300" | "55P03"
+            "40001" | "40P01" | "57P01" | "57P02" | "57P03" | "53300" | "55P03" | "3D000"
         )
+}
+
+/// What to do about a connect error only an operator can fix, or `None` when a
+/// retry may get past it.
+pub(super) fn permanent_fix(err: &tokio_postgres::Error) -> Option<&'static str> {
+    let code = err.as_db_error()?.code().code();
+    if code.starts_with("28") {
+        Some("check the user in [postgres] url and the password ([postgres] password, password_file or KEEL__POSTGRES__PASSWORD), and the server's pg_hba.conf")
+    } else if code == "3D000" {
+        Some("create the database, or name an existing one in [postgres] url")
+    } else if code == "42501" {
+        Some("grant the user CONNECT on the database")
+    } else {
+        None
+    }
 }
 
 pub(super) fn classify(err: &tokio_postgres::Error) -> Class {
@@ -117,11 +148,11 @@ pub(super) fn classify(err: &tokio_postgres::Error) -> Class {
     if err.is_closed() || io {
         return Class::Transient {
             maybe_applied: true,
-            cause: err.to_string(),
+            cause: crate::resource::describe(err),
         };
     }
     // Connect-phase failures without SQLSTATE (refused, timed out, DNS).
-    let text = err.to_string();
+    let text = crate::resource::describe(err);
     if text.contains("error connecting") || text.contains("timeout") || text.contains("timed out") {
         return Class::Transient {
             maybe_applied: false,
@@ -139,12 +170,12 @@ mod tests {
     fn transient_sqlstates_are_the_documented_ones() {
         for code in [
             "08000", "08006", "08P01", "40001", "40P01", "57P01", "57P02", "57P03", "53300",
-            "55P03",
+            "55P03", "28P01", "28000", "3D000",
         ] {
             assert!(is_transient(&SqlState::from_code(code)), "{code}");
         }
         for code in [
-            "42601", "42P01", "23505", "22021", "28P01", "57014", "25P02",
+            "42601", "42P01", "23505", "22021", "22008", "57014", "25P02",
         ] {
             assert!(!is_transient(&SqlState::from_code(code)), "{code}");
         }

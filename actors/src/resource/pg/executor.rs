@@ -12,7 +12,9 @@ use super::PgShared;
 
 /// Runs `work` on a pooled connection, retrying transient errors with backoff up
 /// to `max_attempts`; permanent errors return at once. After an error that may
-/// have reached the server, only `idempotent` work is retried.
+/// have reached the server, only `idempotent` work is retried. Once the
+/// incarnation is asked to stop, nothing is retried and nothing waits for a
+/// connection: the attempt in hand finishes, and the call returns.
 pub(super) async fn execute<T>(
     shared: &PgShared,
     op: &'static str,
@@ -41,7 +43,11 @@ async fn execute_with_retries<T>(
         counters.attempts.fetch_add(1, Ordering::Relaxed);
         // Before the first connect applied the schema, a statement would fail
         // for a reason that is only a matter of time.
-        let class = if !shared.schema_ready(shared.config.checkout_timeout).await {
+        let ready = tokio::select! {
+            ready = shared.schema_ready(shared.config.checkout_timeout) => ready,
+            () = shared.stop.cancelled() => false,
+        };
+        let class = if !ready {
             Class::Transient {
                 maybe_applied: false,
                 cause: "not connected yet (schema not applied)".into(),
@@ -49,7 +55,17 @@ async fn execute_with_retries<T>(
         } else {
             let checkout = {
                 let _waiting = shared.stats.waiting();
-                shared.pool.get().await
+                tokio::select! {
+                    checkout = shared.pool.get() => Some(checkout),
+                    () = shared.stop.cancelled() => None,
+                }
+            };
+            let Some(checkout) = checkout else {
+                return Err(PgError::Unavailable {
+                    op,
+                    attempts: attempt,
+                    last: "stopping: no connection was free".into(),
+                });
             };
             match checkout {
                 Ok(mut conn) => {
@@ -107,9 +123,10 @@ async fn execute_with_retries<T>(
                         return Err(PgError::OutcomeUnknown { op, cause });
                     }
                 }
-                if attempt >= shared.config.max_attempts {
+                if attempt >= shared.config.max_attempts || shared.stop.is_cancelled() {
                     counters.exhausted.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(op, attempts = attempt, %cause, "PostgreSQL call gave up.");
+                    // Not an ERROR: the caller rides the outage out or retries.
+                    tracing::warn!(op, attempts = attempt, %cause, "PostgreSQL call gave up.");
                     return Err(PgError::Unavailable {
                         op,
                         attempts: attempt,
@@ -118,8 +135,11 @@ async fn execute_with_retries<T>(
                 }
                 counters.retries.fetch_add(1, Ordering::Relaxed);
                 let delay = backoff.next_delay();
-                tracing::warn!(op, attempt, %cause, ?delay, "Transient PostgreSQL error; retrying.");
-                tokio::time::sleep(delay).await;
+                tracing::debug!(op, attempt, %cause, ?delay, "Transient PostgreSQL error; retrying.");
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = shared.stop.cancelled() => {}
+                }
             }
         }
     }

@@ -20,6 +20,7 @@ use bb8_postgres::PostgresConnectionManager;
 use ractor::{ActorCell, ActorProcessingErr, RpcReplyPort, SpawnErr};
 use serde::{Deserialize, Serialize};
 use tokio_postgres::NoTls;
+use tokio_util::sync::CancellationToken;
 
 use crate::child::{spawn_with_probe, StartContext};
 use crate::delay::BackoffConfig;
@@ -28,7 +29,8 @@ use crate::recorded::Recordable;
 use crate::registry::Registry;
 
 use super::{
-    call, Availability, CallStats, ConnectError, NotRunning, PoolStats, Resource, ResourceActor,
+    call, riding_out, Availability, CallStats, ConnectError, NotRunning, PoolStats, Resource,
+    ResourceActor, RideOut,
 };
 
 type Reply<T> = RpcReplyPort<Result<T, PgError>>;
@@ -175,6 +177,8 @@ pub struct PgShared {
     availability: Availability,
     counters: Arc<Counters>,
     stats: Arc<CallStats>,
+    /// Fired when this incarnation is asked to stop: calls are no longer retried.
+    stop: CancellationToken,
 }
 
 impl PgShared {
@@ -219,7 +223,11 @@ impl Resource for Postgres {
     type Call = PgCall;
     type Shared = PgShared;
 
-    fn open(self, availability: Availability) -> Result<PgShared, ActorProcessingErr> {
+    fn open(
+        self,
+        availability: Availability,
+        stop: CancellationToken,
+    ) -> Result<PgShared, ActorProcessingErr> {
         let driver = self.config.driver_config()?;
         let manager = manager::PgManager(PostgresConnectionManager::new(driver, NoTls));
         let pool = super::pool::build(
@@ -238,6 +246,7 @@ impl Resource for Postgres {
             availability,
             counters: Arc::default(),
             stats: Arc::default(),
+            stop,
         })
     }
 
@@ -254,9 +263,14 @@ impl Resource for Postgres {
     }
 
     async fn connect(shared: &PgShared) -> Result<(), ConnectError> {
-        let mut conn = shared.pool.get().await.map_err(|e| match e {
-            bb8::RunError::User(e) => ConnectError::Retry(e.to_string()),
-            bb8::RunError::TimedOut => ConnectError::Retry("connection timed out".into()),
+        // A connection of its own, not a pooled checkout: the pool would only say
+        // "timed out", while this attempt gets what the server or the OS said.
+        let mut conn = shared.pool.dedicated_connection().await.map_err(|e| {
+            let cause = super::describe(&e);
+            match error::permanent_fix(&e) {
+                Some(fix) => ConnectError::Permanent { cause, fix },
+                None => ConnectError::Retry(cause),
+            }
         })?;
         match migrate(&mut conn).await {
             Ok(_) => {
@@ -264,7 +278,7 @@ impl Resource for Postgres {
                 Ok(())
             }
             Err(MigrateError::Driver(e)) if e.as_db_error().is_none() => {
-                Err(ConnectError::Retry(e.to_string()))
+                Err(ConnectError::Retry(super::describe(&e)))
             }
             Err(e) => Err(ConnectError::Fatal(format!("schema migration failed: {e}"))),
         }
@@ -424,10 +438,14 @@ async fn delete_older_than(
 }
 
 /// How workers reach PgActor: by name, so restarts are invisible to them.
+///
+/// A client made with [`PgClient::riding_out`] waits out an outage of PgActor
+/// (server unreachable, PgActor restarting) instead of failing with it.
 #[derive(Clone, Debug)]
 pub struct PgClient {
     registry: Registry,
     name: String,
+    ride: Option<RideOut>,
 }
 
 impl PgClient {
@@ -436,40 +454,64 @@ impl PgClient {
         Self {
             registry,
             name: name.into(),
+            ride: None,
         }
+    }
+
+    /// The same client, waiting out outages on behalf of `ride`'s caller.
+    pub fn riding_out(mut self, ride: RideOut) -> Self {
+        self.ride = Some(ride);
+        self
+    }
+
+    /// The same client, failing at once with an outage.
+    pub fn plain(&self) -> Self {
+        Self {
+            ride: None,
+            ..self.clone()
+        }
+    }
+
+    /// Whether PgActor says it reaches its server now.
+    pub fn is_ready(&self) -> bool {
+        self.registry
+            .ready(&self.name)
+            .is_some_and(|ready| *ready.borrow())
+    }
+
+    async fn call<T: Send + 'static>(
+        &self,
+        make: impl Fn(Reply<T>) -> PgCall,
+    ) -> Result<T, PgError> {
+        riding_out(&self.registry, &self.name, self.ride.as_ref(), || {
+            call(&self.registry, &self.name, &make)
+        })
+        .await
     }
 
     /// Inserts trades idempotently; returns how many were new.
     pub async fn insert_trades(&self, trades: Arc<[Trade]>) -> Result<u64, PgError> {
-        call(&self.registry, &self.name, |r| {
-            PgCall::InsertTrades(trades, r)
-        })
-        .await
+        self.call(|r| PgCall::InsertTrades(Arc::clone(&trades), r))
+            .await
     }
 
     /// Inserts or updates instruments.
     pub async fn upsert_instruments(&self, rows: Arc<[Instrument]>) -> Result<u64, PgError> {
-        call(&self.registry, &self.name, |r| {
-            PgCall::UpsertInstruments(rows, r)
-        })
-        .await
+        self.call(|r| PgCall::UpsertInstruments(Arc::clone(&rows), r))
+            .await
     }
 
     /// Inserts or replaces candles.
     pub async fn upsert_candles(&self, rows: Arc<[Candle]>) -> Result<u64, PgError> {
-        call(&self.registry, &self.name, |r| {
-            PgCall::UpsertCandles(rows, false, r)
-        })
-        .await
+        self.call(|r| PgCall::UpsertCandles(Arc::clone(&rows), false, r))
+            .await
     }
 
     /// Inserts or replaces candles taken from the exchange's chart data; the
     /// analyzer never folds trades on top of them.
     pub async fn upsert_exchange_candles(&self, rows: Arc<[Candle]>) -> Result<u64, PgError> {
-        call(&self.registry, &self.name, |r| {
-            PgCall::UpsertCandles(rows, true, r)
-        })
-        .await
+        self.call(|r| PgCall::UpsertCandles(Arc::clone(&rows), true, r))
+            .await
     }
 
     /// Deletes rows of `table` older than `before`, in batches.
@@ -478,42 +520,41 @@ impl PgClient {
         table: Retained,
         before: SystemTime,
     ) -> Result<u64, PgError> {
-        call(&self.registry, &self.name, |r| {
-            PgCall::DeleteOlderThan(table, before, r)
-        })
-        .await
+        self.call(|r| PgCall::DeleteOlderThan(table, before, r))
+            .await
     }
 
     /// One round trip to the server.
     pub async fn ping(&self) -> Result<Duration, PgError> {
-        call(&self.registry, &self.name, PgCall::Ping).await
+        self.call(PgCall::Ping).await
     }
 
     /// Records missing trade ranges.
     pub async fn record_gaps(&self, gaps: Arc<[Gap]>) -> Result<u64, PgError> {
-        call(&self.registry, &self.name, |r| PgCall::RecordGaps(gaps, r)).await
+        self.call(|r| PgCall::RecordGaps(Arc::clone(&gaps), r))
+            .await
     }
 
     /// Every recorded gap.
     pub async fn list_gaps(&self) -> Result<Vec<Gap>, PgError> {
-        call(&self.registry, &self.name, PgCall::ListGaps).await
+        self.call(PgCall::ListGaps).await
     }
 
     /// Deletes a repaired gap.
     pub async fn clear_gap(&self, gap: Gap) -> Result<u64, PgError> {
-        call(&self.registry, &self.name, |r| PgCall::ClearGap(gap, r)).await
+        self.call(|r| PgCall::ClearGap(gap.clone(), r)).await
     }
 
     /// The highest stored `trade_seq` of `instrument`.
     pub async fn max_seq(&self, instrument: &str) -> Result<Option<i64>, PgError> {
-        let name = instrument.to_owned();
-        call(&self.registry, &self.name, |r| PgCall::MaxSeq(name, r)).await
+        self.call(|r| PgCall::MaxSeq(instrument.to_owned(), r))
+            .await
     }
 
     /// Holes in `instrument`'s stored `trade_seq`s.
     pub async fn find_holes(&self, instrument: &str) -> Result<Vec<Gap>, PgError> {
-        let name = instrument.to_owned();
-        call(&self.registry, &self.name, |r| PgCall::FindHoles(name, r)).await
+        self.call(|r| PgCall::FindHoles(instrument.to_owned(), r))
+            .await
     }
 
     /// Folds trades into candles of `resolutions` (minutes), each trade once.
@@ -522,10 +563,8 @@ impl PgClient {
         trades: Arc<[Trade]>,
         resolutions: Arc<[i32]>,
     ) -> Result<u64, PgError> {
-        call(&self.registry, &self.name, |r| {
-            PgCall::FoldCandles(trades, resolutions, r)
-        })
-        .await
+        self.call(|r| PgCall::FoldCandles(Arc::clone(&trades), Arc::clone(&resolutions), r))
+            .await
     }
 
     /// Recomputes `instrument`'s candles over `[from, to]` from the stored trades.
@@ -536,9 +575,8 @@ impl PgClient {
         to: SystemTime,
         resolutions: Arc<[i32]>,
     ) -> Result<u64, PgError> {
-        let name = instrument.to_owned();
-        call(&self.registry, &self.name, |r| {
-            PgCall::RecomputeCandles(name, from, to, resolutions, r)
+        self.call(|r| {
+            PgCall::RecomputeCandles(instrument.to_owned(), from, to, Arc::clone(&resolutions), r)
         })
         .await
     }
@@ -550,14 +588,11 @@ impl PgClient {
         kinds: Vec<String>,
         keep: Vec<String>,
     ) -> Result<u64, PgError> {
-        let currency = currency.to_owned();
-        call(&self.registry, &self.name, |reply| {
-            PgCall::DeactivateInstruments {
-                currency,
-                kinds,
-                keep,
-                reply,
-            }
+        self.call(|reply| PgCall::DeactivateInstruments {
+            currency: currency.to_owned(),
+            kinds: kinds.clone(),
+            keep: keep.clone(),
+            reply,
         })
         .await
     }

@@ -40,6 +40,16 @@ pub enum RedisError {
     NotRunning(#[from] NotRunning),
 }
 
+impl crate::resource::CallError for RedisError {
+    fn outage(&self) -> Option<Duration> {
+        match self {
+            RedisError::CircuitOpen { retry_after, .. } => Some(*retry_after),
+            RedisError::Connection { .. } | RedisError::NotRunning(_) => Some(Duration::ZERO),
+            RedisError::Command { .. } => None,
+        }
+    }
+}
+
 impl RedisError {
     /// A bounded name for the kind of failure, for metrics.
     pub fn class(&self) -> &'static str {
@@ -64,7 +74,7 @@ impl RedisError {
         if is_connection_class(err, &codes) {
             RedisError::Connection {
                 op,
-                cause: err.to_string(),
+                cause: crate::resource::describe(err),
             }
         } else {
             RedisError::Command {
@@ -86,14 +96,35 @@ fn server_codes(err: &redis::RedisError) -> Vec<String> {
 }
 
 /// Errors that say the server (or the way to it) is unwell, not the command.
+/// Refused credentials count: no command can succeed until an operator fixes
+/// them, and then every one can.
 fn is_connection_class(err: &redis::RedisError, codes: &[String]) -> bool {
     err.is_io_error()
         || err.is_timeout()
         || err.is_connection_dropped()
         || err.is_connection_refusal()
+        || permanent_fix(err).is_some()
         || codes
             .iter()
             .any(|c| matches!(c.as_str(), "LOADING" | "BUSY" | "TRYAGAIN" | "MASTERDOWN"))
+}
+
+/// What to do about an error only an operator can fix (the server wants a
+/// password, or refuses the one given), or `None`.
+pub(super) fn permanent_fix(err: &redis::RedisError) -> Option<&'static str> {
+    let code = err.code().unwrap_or_default();
+    let text = err.to_string();
+    if code == "NOAUTH" || text.contains("NOAUTH") {
+        Some("the server wants a password: set [redis] password, password_file or KEEL__REDIS__PASSWORD")
+    } else if code == "WRONGPASS"
+        || text.contains("WRONGPASS")
+        || err.kind() == redis::ErrorKind::AuthenticationFailed
+        || text.contains("invalid password")
+    {
+        Some("check [redis] password (or password_file, KEEL__REDIS__PASSWORD) and the user in [redis] url")
+    } else {
+        None
+    }
 }
 
 #[cfg(test)]

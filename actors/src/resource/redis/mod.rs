@@ -27,6 +27,7 @@ use parking_lot::Mutex;
 use ractor::{ActorCell, ActorProcessingErr, RpcReplyPort, SpawnErr};
 use redis::aio::MultiplexedConnection;
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 
 use crate::child::{spawn_with_probe, StartContext};
 use crate::delay::BackoffConfig;
@@ -34,7 +35,8 @@ use crate::recorded::Recordable;
 use crate::registry::Registry;
 
 use super::{
-    call, Availability, CallStats, ConnectError, NotRunning, PoolStats, Resource, ResourceActor,
+    call, riding_out, Availability, CallStats, ConnectError, NotRunning, PoolStats, Resource,
+    ResourceActor, RideOut,
 };
 use breaker::{Outcome, Permit};
 
@@ -285,7 +287,11 @@ impl Resource for Redis {
     type Call = RedisCall;
     type Shared = RedisShared;
 
-    fn open(self, availability: Availability) -> Result<RedisShared, ActorProcessingErr> {
+    fn open(
+        self,
+        availability: Availability,
+        _stop: CancellationToken,
+    ) -> Result<RedisShared, ActorProcessingErr> {
         let manager = RedisConnectionManager::new(self.config.connection_info()?)?;
         let pool = super::pool::build(
             manager,
@@ -318,12 +324,26 @@ impl Resource for Redis {
     }
 
     async fn connect(shared: &RedisShared) -> Result<(), ConnectError> {
-        match shared.pool.get().await {
-            Ok(mut conn) => ops::ping(&mut conn)
-                .await
-                .map_err(|e| ConnectError::Retry(e.to_string())),
-            Err(RunError::User(e)) => Err(ConnectError::Retry(e.to_string())),
-            Err(RunError::TimedOut) => Err(ConnectError::Retry("connection timed out".into())),
+        // A connection of its own, not a pooled checkout, so the attempt gets what
+        // the server or the OS said; the redis crate sets no connect timeout.
+        let limit = shared.config.checkout_timeout.max(Duration::from_secs(1));
+        let attempt = async {
+            let mut conn = shared.pool.dedicated_connection().await?;
+            ops::ping(&mut conn).await
+        };
+        match tokio::time::timeout(limit, attempt).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                let cause = super::describe(&e);
+                Err(match error::permanent_fix(&e) {
+                    Some(fix) => ConnectError::Permanent { cause, fix },
+                    None => ConnectError::Retry(cause),
+                })
+            }
+            Err(_) => Err(ConnectError::Retry(format!(
+                "no answer within {}",
+                humantime::format_duration(limit)
+            ))),
         }
     }
 
@@ -505,10 +525,14 @@ impl Resource for Redis {
 }
 
 /// How workers reach RedisActor: by name, so restarts are invisible to them.
+///
+/// A client made with [`RedisClient::riding_out`] waits out an outage of Redis
+/// (unreachable, circuit open, RedisActor restarting) instead of failing with it.
 #[derive(Clone, Debug)]
 pub struct RedisClient {
     registry: Registry,
     name: String,
+    ride: Option<RideOut>,
 }
 
 impl RedisClient {
@@ -517,28 +541,58 @@ impl RedisClient {
         Self {
             registry,
             name: name.into(),
+            ride: None,
         }
     }
 
+    /// The same client, waiting out outages on behalf of `ride`'s caller.
+    pub fn riding_out(mut self, ride: RideOut) -> Self {
+        self.ride = Some(ride);
+        self
+    }
+
+    /// The same client, failing at once with an outage.
+    pub fn plain(&self) -> Self {
+        Self {
+            ride: None,
+            ..self.clone()
+        }
+    }
+
+    /// Whether RedisActor says it reaches its server now.
+    pub fn is_ready(&self) -> bool {
+        self.registry
+            .ready(&self.name)
+            .is_some_and(|ready| *ready.borrow())
+    }
+
+    async fn call<T: Send + 'static>(
+        &self,
+        make: impl Fn(Reply<T>) -> RedisCall,
+    ) -> Result<T, RedisError> {
+        riding_out(&self.registry, &self.name, self.ride.as_ref(), || {
+            call(&self.registry, &self.name, &make)
+        })
+        .await
+    }
+
     /// Appends entries to `stream` in one pipelined round trip; returns their ids.
+    /// A retry after a connection failure may append some entries twice (the
+    /// consumers' inserts are idempotent).
     pub async fn xadd_bulk(
         &self,
         stream: &str,
         entries: Arc<[Fields]>,
     ) -> Result<Vec<String>, RedisError> {
-        let stream = stream.to_owned();
-        call(&self.registry, &self.name, |r| {
-            RedisCall::XaddBulk(stream, entries, r)
-        })
-        .await
+        self.call(|r| RedisCall::XaddBulk(stream.to_owned(), Arc::clone(&entries), r))
+            .await
     }
 
     /// Creates `group` on `stream` (and the stream); false if it existed.
     pub async fn create_group(&self, stream: &str, group: &str) -> Result<bool, RedisError> {
-        let (stream, group) = (stream.to_owned(), group.to_owned());
-        call(&self.registry, &self.name, |reply| RedisCall::CreateGroup {
-            stream,
-            group,
+        self.call(|reply| RedisCall::CreateGroup {
+            stream: stream.to_owned(),
+            group: group.to_owned(),
             reply,
         })
         .await
@@ -566,18 +620,12 @@ impl RedisClient {
         count: usize,
         from: &str,
     ) -> Result<Vec<(String, Vec<StreamEntry>)>, RedisError> {
-        let (group, consumer, streams, from) = (
-            group.to_owned(),
-            consumer.to_owned(),
-            streams.to_vec(),
-            from.to_owned(),
-        );
-        call(&self.registry, &self.name, |reply| RedisCall::ReadGroup {
-            group,
-            consumer,
-            streams,
+        self.call(|reply| RedisCall::ReadGroup {
+            group: group.to_owned(),
+            consumer: consumer.to_owned(),
+            streams: streams.to_vec(),
             count,
-            from,
+            from: from.to_owned(),
             reply,
         })
         .await
@@ -585,20 +633,14 @@ impl RedisClient {
 
     /// Every consumer group's progress on `stream`.
     pub async fn group_progress(&self, stream: &str) -> Result<Vec<GroupProgress>, RedisError> {
-        let stream = stream.to_owned();
-        call(&self.registry, &self.name, |r| {
-            RedisCall::GroupProgress(stream, r)
-        })
-        .await
+        self.call(|r| RedisCall::GroupProgress(stream.to_owned(), r))
+            .await
     }
 
     /// The newest entry of `stream`.
     pub async fn last_entry(&self, stream: &str) -> Result<Option<StreamEntry>, RedisError> {
-        let stream = stream.to_owned();
-        call(&self.registry, &self.name, |r| {
-            RedisCall::LastEntry(stream, r)
-        })
-        .await
+        self.call(|r| RedisCall::LastEntry(stream.to_owned(), r))
+            .await
     }
 
     /// Acknowledges `ids` on `stream` for `group`.
@@ -608,11 +650,10 @@ impl RedisClient {
         group: &str,
         ids: Vec<String>,
     ) -> Result<u64, RedisError> {
-        let (stream, group) = (stream.to_owned(), group.to_owned());
-        call(&self.registry, &self.name, |reply| RedisCall::Ack {
-            stream,
-            group,
-            ids,
+        self.call(|reply| RedisCall::Ack {
+            stream: stream.to_owned(),
+            group: group.to_owned(),
+            ids: ids.clone(),
             reply,
         })
         .await
@@ -628,18 +669,12 @@ impl RedisClient {
         start: &str,
         count: usize,
     ) -> Result<Claimed, RedisError> {
-        let (stream, group, consumer, start) = (
-            stream.to_owned(),
-            group.to_owned(),
-            consumer.to_owned(),
-            start.to_owned(),
-        );
-        call(&self.registry, &self.name, |reply| RedisCall::AutoClaim {
-            stream,
-            group,
-            consumer,
+        self.call(|reply| RedisCall::AutoClaim {
+            stream: stream.to_owned(),
+            group: group.to_owned(),
+            consumer: consumer.to_owned(),
             min_idle,
-            start,
+            start: start.to_owned(),
             count,
             reply,
         })
@@ -648,11 +683,8 @@ impl RedisClient {
 
     /// Removes entries of `stream` older than `min_id`.
     pub async fn trim_min_id(&self, stream: &str, min_id: &str) -> Result<u64, RedisError> {
-        let (stream, min_id) = (stream.to_owned(), min_id.to_owned());
-        call(&self.registry, &self.name, |r| {
-            RedisCall::TrimMinId(stream, min_id, r)
-        })
-        .await
+        self.call(|r| RedisCall::TrimMinId(stream.to_owned(), min_id.to_owned(), r))
+            .await
     }
 
     /// Takes the lease `key` for `owner` if it is free.
@@ -662,11 +694,8 @@ impl RedisClient {
         owner: &str,
         ttl: Duration,
     ) -> Result<bool, RedisError> {
-        let (key, owner) = (key.to_owned(), owner.to_owned());
-        call(&self.registry, &self.name, |r| {
-            RedisCall::LeaseAcquire(key, owner, ttl, r)
-        })
-        .await
+        self.call(|r| RedisCall::LeaseAcquire(key.to_owned(), owner.to_owned(), ttl, r))
+            .await
     }
 
     /// Extends `owner`'s lease `key`.
@@ -676,25 +705,19 @@ impl RedisClient {
         owner: &str,
         ttl: Duration,
     ) -> Result<bool, RedisError> {
-        let (key, owner) = (key.to_owned(), owner.to_owned());
-        call(&self.registry, &self.name, |r| {
-            RedisCall::LeaseRenew(key, owner, ttl, r)
-        })
-        .await
+        self.call(|r| RedisCall::LeaseRenew(key.to_owned(), owner.to_owned(), ttl, r))
+            .await
     }
 
     /// Gives `owner`'s lease `key` up.
     pub async fn lease_release(&self, key: &str, owner: &str) -> Result<bool, RedisError> {
-        let (key, owner) = (key.to_owned(), owner.to_owned());
-        call(&self.registry, &self.name, |r| {
-            RedisCall::LeaseRelease(key, owner, r)
-        })
-        .await
+        self.call(|r| RedisCall::LeaseRelease(key.to_owned(), owner.to_owned(), r))
+            .await
     }
 
     /// One round trip.
     pub async fn ping(&self) -> Result<Duration, RedisError> {
-        call(&self.registry, &self.name, RedisCall::Ping).await
+        self.call(RedisCall::Ping).await
     }
 
     /// Status, pool figures and breaker (no I/O).

@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use tokio::time::{sleep_until, timeout, Instant};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 use super::continuity::{Continuity, Verdict};
 use super::outbox::{Outbox, Pending};
@@ -35,6 +36,9 @@ pub(super) struct Counters {
 
 /// Answers queued for the writer; a full queue means the socket is stuck.
 const WRITE_QUEUE: usize = 256;
+
+/// How long a close handshake may take before the socket is simply dropped.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 pub(super) struct Connection {
     pub(super) config: ReceiverConfig,
@@ -85,17 +89,19 @@ impl Connection {
         .map_err(|e| format!("cannot connect to {}: {e}", cfg.url))?;
         let (mut sink, mut source) = ws.split();
         let (to_writer, mut writer_queue) = mpsc::channel::<String>(WRITE_QUEUE);
-        let writer = tokio::spawn(async move {
+        // Owned by this connection: aborted with it, so it never outlives it.
+        let writer = AbortOnDropHandle::new(tokio::spawn(async move {
             while let Some(text) = writer_queue.recv().await {
                 if sink.send(Message::Text(text.into())).await.is_err() {
                     return;
                 }
             }
-            let _ = sink.close().await;
-        });
+            // A peer that never acknowledges the close must not hold us.
+            let _ = timeout(CLOSE_WAIT, sink.close()).await;
+        }));
         let result = self.session(&mut source, &to_writer, stop).await;
         drop(to_writer);
-        let _ = writer.await;
+        let _ = timeout(CLOSE_WAIT * 2, writer).await;
         result
     }
 
@@ -148,8 +154,12 @@ impl Connection {
         self.probe.set_detail("connection", "subscribing");
 
         let now = Instant::now();
-        let mut data_deadline = now + cfg.connect_timeout + cfg.stall_timeout;
-        let mut beat_deadline = now + cfg.connect_timeout + cfg.heartbeat * 2;
+        let mut data_deadline = later(now, cfg.connect_timeout.saturating_add(cfg.stall_timeout));
+        let mut beat_deadline = later(
+            now,
+            cfg.connect_timeout
+                .saturating_add(cfg.heartbeat.saturating_mul(2)),
+        );
         let mut books: HashMap<String, i64> = HashMap::new();
         loop {
             let frame = tokio::select! {
@@ -177,7 +187,7 @@ impl Connection {
             };
             match frame {
                 ServerFrame::TestRequest | ServerFrame::Heartbeat => {
-                    beat_deadline = Instant::now() + cfg.heartbeat * 2;
+                    beat_deadline = later(Instant::now(), cfg.heartbeat.saturating_mul(2));
                     if matches!(frame, ServerFrame::TestRequest) {
                         send(request(0, "public/test", json!({})))?;
                     }
@@ -192,7 +202,7 @@ impl Connection {
                     }
                 }
                 ServerFrame::Subscription { channel, data } => {
-                    data_deadline = Instant::now() + cfg.stall_timeout;
+                    data_deadline = later(Instant::now(), cfg.stall_timeout);
                     self.counters.last_data_ms.store(
                         crate::deribit::model::to_ms(std::time::SystemTime::now()),
                         Ordering::Relaxed,
@@ -295,6 +305,13 @@ impl Connection {
             }
         }
     }
+}
+
+/// `from + by`, or a day later when that does not fit an `Instant`
+/// (configuration bounds the durations; this only keeps a bad one from panicking).
+fn later(from: Instant, by: Duration) -> Instant {
+    from.checked_add(by)
+        .unwrap_or_else(|| from + Duration::from_secs(86_400))
 }
 
 /// How long to wait between attempts when Redis or PostgreSQL refuse the publisher.

@@ -16,20 +16,20 @@ mod publisher;
 pub use config::ReceiverConfig;
 pub use continuity::Continuity;
 
-use crate::mailbox::Tell;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SpawnErr};
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::child::{spawn_with_probe, StartContext};
+use crate::child::{spawn_with_probe, Incarnation, StartContext};
 use crate::recorded::Recordable;
-use crate::registry::{Probe, Registry};
+use crate::registry::Registry;
 use crate::resource::pg::PgClient;
 use crate::resource::redis::RedisClient;
+use crate::resource::RideOut;
 use crate::service::streams;
+use crate::tasks::{OwnedTask, TaskEnd};
 
 use connection::{Connection, Counters};
 use outbox::Outbox;
@@ -47,7 +47,30 @@ pub struct ReceiverArgs {
     /// PgActor's name.
     pub pg: String,
     /// Sequence state that outlives an incarnation.
-    pub continuity: Continuity,
+    continuity: Continuity,
+    /// Trades not in Redis yet; outlives an incarnation, so a reconnect to the
+    /// exchange during a Redis outage keeps what was buffered.
+    outbox: Arc<Outbox>,
+}
+
+impl ReceiverArgs {
+    /// Arguments for every incarnation of one receiver.
+    pub fn new(
+        config: ReceiverConfig,
+        registry: Registry,
+        redis: impl Into<String>,
+        pg: impl Into<String>,
+    ) -> Self {
+        let outbox = Arc::new(Outbox::new(config.buffer_limit, config.buffer_limit_bytes));
+        Self {
+            config,
+            registry,
+            redis: redis.into(),
+            pg: pg.into(),
+            continuity: Continuity::default(),
+            outbox,
+        }
+    }
 }
 
 /// Messages the receiver handles.
@@ -55,17 +78,24 @@ pub struct ReceiverArgs {
 pub enum ReceiverMsg {
     /// The connection task ended, with the reason when it failed.
     ConnectionEnded(Result<(), String>),
+    /// A task of its own panicked or ended when it should not have.
+    TaskFailed(String),
 }
 
 impl Recordable for ReceiverMsg {
     fn kind(&self) -> &'static str {
-        "ConnectionEnded"
+        match self {
+            ReceiverMsg::ConnectionEnded(_) => "ConnectionEnded",
+            ReceiverMsg::TaskFailed(_) => "TaskFailed",
+        }
     }
 
     fn summary(&self) -> String {
         match self {
             ReceiverMsg::ConnectionEnded(Ok(())) => "connection closed on request".into(),
-            ReceiverMsg::ConnectionEnded(Err(reason)) => reason.clone(),
+            ReceiverMsg::ConnectionEnded(Err(reason)) | ReceiverMsg::TaskFailed(reason) => {
+                reason.clone()
+            }
         }
     }
 }
@@ -74,21 +104,15 @@ impl Recordable for ReceiverMsg {
 #[derive(Debug, Default)]
 pub struct Receiver;
 
-/// Its running state.
+/// Its running state. Dropping it (however the actor ended) aborts both tasks.
 #[derive(Debug)]
 pub struct ReceiverState {
+    /// Kept for the registry's live `receiver` detail.
+    _counters: Arc<Counters>,
     connection_stop: CancellationToken,
-    connection: Option<JoinHandle<()>>,
+    connection: Option<OwnedTask>,
     publisher_stop: CancellationToken,
-    publisher: Option<JoinHandle<()>>,
-}
-
-/// Ends the tasks even when the actor is killed and `post_stop` never runs.
-impl Drop for ReceiverState {
-    fn drop(&mut self) {
-        self.connection_stop.cancel();
-        self.publisher_stop.cancel();
-    }
+    publisher: Option<OwnedTask>,
 }
 
 impl Receiver {
@@ -101,35 +125,44 @@ impl Receiver {
 impl Actor for Receiver {
     type Msg = ReceiverMsg;
     type State = ReceiverState;
-    type Arguments = (ReceiverArgs, Probe);
+    type Arguments = (ReceiverArgs, Incarnation);
 
     async fn pre_start(
         &self,
         myself: ActorRef<ReceiverMsg>,
-        (args, probe): (ReceiverArgs, Probe),
+        (args, own): (ReceiverArgs, Incarnation),
     ) -> Result<ReceiverState, ActorProcessingErr> {
-        let outbox = Arc::new(Outbox::new(
-            args.config.buffer_limit,
-            args.config.buffer_limit_bytes,
-        ));
+        let probe = own.probe.clone();
+        let outbox = Arc::clone(&args.outbox);
         let counters = Arc::new(Counters::default());
         let redis = RedisClient::new(args.registry.clone(), &args.redis);
+        // The publisher waits out a Redis outage until it is told to stop, which
+        // happens only after the connection ended (see `post_stop`).
+        let publisher_stop = CancellationToken::new();
         let publisher = Publisher {
             outbox: Arc::clone(&outbox),
-            redis: redis.clone(),
+            redis: redis
+                .clone()
+                .riding_out(RideOut::until(probe.clone(), publisher_stop.clone())),
             pg: PgClient::new(args.registry.clone(), &args.pg),
             batch_size: args.config.batch_size,
             linger: args.config.linger,
-            counters: Arc::clone(&counters),
-            probe: probe.clone(),
+            shutdown: own.shutdown.clone(),
         };
-        let publisher_stop = CancellationToken::new();
-        let publisher = tokio::spawn(publisher.run(publisher_stop.clone()));
+        let (weak_counters, weak_outbox) = (Arc::downgrade(&counters), Arc::downgrade(&outbox));
+        probe.set_live_detail("receiver", move || {
+            let (counters, outbox) = (weak_counters.upgrade()?, weak_outbox.upgrade()?);
+            Some(publisher::show(&counters, &outbox))
+        });
+        let publisher = OwnedTask::spawn(&myself, publisher.run(publisher_stop.clone()), |end| {
+            Some(ReceiverMsg::TaskFailed(end.unexpected("publisher")))
+        });
 
-        let connection_stop = CancellationToken::new();
+        let connection_counters = Arc::clone(&counters);
+        let connection_stop = own.stop.child_token();
         let stop = connection_stop.clone();
         probe.set_detail("subscriptions", args.config.instruments.len());
-        let connection = tokio::spawn(async move {
+        let connection = async move {
             // A cold start learns where each stream ended, so a hole across a
             // process restart is seen too. Best effort: Redis may be down.
             for instrument in &args.config.instruments {
@@ -146,7 +179,7 @@ impl Actor for Receiver {
                 config: args.config,
                 outbox,
                 continuity: args.continuity,
-                counters,
+                counters: connection_counters,
                 probe: probe.clone(),
             };
             let ended = connection.run(stop).await;
@@ -154,9 +187,14 @@ impl Actor for Receiver {
                 "connection",
                 if ended.is_ok() { "closed" } else { "failed" },
             );
-            let _ = myself.tell(ReceiverMsg::ConnectionEnded(ended));
+            ended
+        };
+        let connection = OwnedTask::spawn(&myself, connection, |end| match end {
+            TaskEnd::Returned(ended) => Some(ReceiverMsg::ConnectionEnded(ended)),
+            TaskEnd::Panicked(_) => Some(ReceiverMsg::TaskFailed(end.unexpected("connection"))),
         });
         Ok(ReceiverState {
+            _counters: counters,
             connection_stop,
             connection: Some(connection),
             publisher_stop,
@@ -168,11 +206,14 @@ impl Actor for Receiver {
         &self,
         _myself: ActorRef<ReceiverMsg>,
         message: ReceiverMsg,
-        _state: &mut ReceiverState,
+        state: &mut ReceiverState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
             ReceiverMsg::ConnectionEnded(Err(reason)) => Err(reason.into()),
             ReceiverMsg::ConnectionEnded(Ok(())) => Ok(()),
+            // The publisher ends only when told to; anything else is a bug.
+            ReceiverMsg::TaskFailed(_) if state.publisher_stop.is_cancelled() => Ok(()),
+            ReceiverMsg::TaskFailed(reason) => Err(reason.into()),
         }
     }
 
@@ -184,11 +225,11 @@ impl Actor for Receiver {
         // Stop intake first, then let the publisher flush what it holds.
         state.connection_stop.cancel();
         if let Some(connection) = state.connection.take() {
-            let _ = connection.await;
+            connection.join().await;
         }
         state.publisher_stop.cancel();
         if let Some(publisher) = state.publisher.take() {
-            let _ = publisher.await;
+            publisher.join().await;
         }
         Ok(())
     }

@@ -9,28 +9,29 @@ use tokio_util::sync::CancellationToken;
 
 use super::connection::{Counters, PUBLISH_RETRY};
 use super::outbox::{Outbox, Pending};
-use crate::registry::Probe;
 use crate::resource::pg::PgClient;
 use crate::resource::redis::{Fields, RedisClient};
 use crate::service::streams;
 
-/// Attempts to flush what is left when the receiver stops.
-const FINAL_ATTEMPTS: u32 = 3;
-
 pub(super) struct Publisher {
     pub(super) outbox: Arc<Outbox>,
+    /// Waits out a Redis outage until the publisher is told to stop.
     pub(super) redis: RedisClient,
+    /// Fails at once: gaps wait in the outbox while PostgreSQL is out, so trades
+    /// keep flowing to Redis meanwhile.
     pub(super) pg: PgClient,
     pub(super) batch_size: usize,
     pub(super) linger: Duration,
-    pub(super) counters: Arc<Counters>,
-    pub(super) probe: Probe,
+    /// The tree is shutting down: what cannot be flushed becomes recorded gaps.
+    pub(super) shutdown: CancellationToken,
 }
 
 impl Publisher {
-    /// Runs until `stop`, then flushes what it holds (a few attempts) and returns.
+    /// Runs until `stop`, then makes one flush pass (no waiting: Redis may be
+    /// out) and returns. At a shutdown, what is left is recorded as gaps for
+    /// repair; at a restart it stays in the outbox for the next incarnation.
     pub(super) async fn run(self, stop: CancellationToken) {
-        loop {
+        while !stop.is_cancelled() {
             if self.outbox.len() == 0 {
                 tokio::select! {
                     () = self.outbox.ready.notified() => {}
@@ -38,36 +39,39 @@ impl Publisher {
                     () = tokio::time::sleep(Duration::from_secs(1)) => {}
                 }
             }
-            if self.outbox.len() < self.batch_size && !stop.is_cancelled() {
+            if self.outbox.len() < self.batch_size {
                 tokio::select! {
                     () = tokio::time::sleep(self.linger) => {}
-                    () = stop.cancelled() => {}
+                    () = stop.cancelled() => break,
                 }
             }
-            if !self.publish_once().await && !stop.is_cancelled() {
-                tokio::time::sleep(PUBLISH_RETRY).await;
-            }
-            self.show();
-        }
-        for _ in 0..FINAL_ATTEMPTS {
-            while self.outbox.len() > 0 {
-                if !self.publish_once().await {
-                    break;
+            // The Redis client waits out an outage itself; a failure here is a
+            // command error (or the stop), so pause before the next pass.
+            if !self.publish_once().await {
+                tokio::select! {
+                    () = tokio::time::sleep(PUBLISH_RETRY) => {}
+                    () = stop.cancelled() => break,
                 }
             }
-            if self.outbox.len() == 0 {
-                break;
-            }
-            tokio::time::sleep(PUBLISH_RETRY).await;
         }
-        let lost = self.outbox.drain_as_gaps();
-        if !lost.is_empty() {
-            // Whatever could not reach Redis is recorded for gap repair.
-            if let Err(error) = self.pg.record_gaps(lost.clone().into()).await {
-                tracing::error!(%error, gaps = ?lost, "Could not flush or record trades at shutdown; repair these ranges.");
+        while self.outbox.len() > 0 && self.publish_once().await {}
+        let gaps = if self.shutdown.is_cancelled() {
+            self.outbox.drain_as_gaps()
+        } else {
+            self.outbox.take_gaps()
+        };
+        if !gaps.is_empty() {
+            if self.pg.is_ready() {
+                if let Err(error) = self.pg.record_gaps(gaps.clone().into()).await {
+                    tracing::error!(%error, ?gaps, "Could not record trade gaps; gap repair's scan for holes will find them once later trades are stored.");
+                    self.outbox.put_back_gaps(gaps);
+                }
+            } else if self.shutdown.is_cancelled() {
+                tracing::error!(?gaps, "PostgreSQL is out: trade gaps not recorded; gap repair's scan for holes will find them once later trades are stored.");
+            } else {
+                self.outbox.put_back_gaps(gaps);
             }
         }
-        self.show();
     }
 
     /// One batch and any pending gaps; false when something failed.
@@ -106,31 +110,32 @@ impl Publisher {
                 self.outbox.put_back(unsent);
             }
         }
-        let gaps = self.outbox.take_gaps();
-        if !gaps.is_empty() {
-            if let Err(error) = self.pg.record_gaps(gaps.clone().into()).await {
-                tracing::warn!(%error, "Recording gaps failed; will retry.");
-                self.outbox.put_back_gaps(gaps);
-                ok = false;
+        // Gaps only while PostgreSQL is there: a call to an absent server would
+        // hold up the trades behind it.
+        if self.pg.is_ready() {
+            let gaps = self.outbox.take_gaps();
+            if !gaps.is_empty() {
+                if let Err(error) = self.pg.record_gaps(gaps.clone().into()).await {
+                    tracing::warn!(%error, "Recording gaps failed; will retry.");
+                    self.outbox.put_back_gaps(gaps);
+                }
             }
         }
         ok
     }
+}
 
-    fn show(&self) {
-        let c = &self.counters;
-        self.probe.set_detail(
-            "receiver",
-            serde_json::json!({
-                "frames": c.frames.load(Ordering::Relaxed),
-                "trades": c.trades.load(Ordering::Relaxed),
-                "malformed_frames": c.malformed.load(Ordering::Relaxed),
-                "gaps_detected": c.gaps.load(Ordering::Relaxed),
-                "book_resyncs": c.book_resyncs.load(Ordering::Relaxed),
-                "last_data_ms": c.last_data_ms.load(Ordering::Relaxed),
-                "buffered": self.outbox.len(),
-                "dropped": self.outbox.dropped(),
-            }),
-        );
-    }
+/// The receiver's counters as the registry shows them, read when it is read.
+pub(super) fn show(counters: &Counters, outbox: &Outbox) -> serde_json::Value {
+    let c = counters;
+    serde_json::json!({
+        "frames": c.frames.load(Ordering::Relaxed),
+        "trades": c.trades.load(Ordering::Relaxed),
+        "malformed_frames": c.malformed.load(Ordering::Relaxed),
+        "gaps_detected": c.gaps.load(Ordering::Relaxed),
+        "book_resyncs": c.book_resyncs.load(Ordering::Relaxed),
+        "last_data_ms": c.last_data_ms.load(Ordering::Relaxed),
+        "buffered": outbox.len(),
+        "dropped": outbox.dropped(),
+    })
 }

@@ -1,4 +1,12 @@
-//! The contract between a supervisor and the children it starts.
+//! The contract between a supervisor and the children it starts, and the
+//! bookkeeping every supervisor (the root one, the scheduler) shares: one slot
+//! per child, how a child's end is read, and how a child is stopped.
+
+mod slot;
+mod stop;
+
+pub use slot::{exit_of, ChildSlot, Exit, Live};
+pub use stop::StopOutcome;
 
 use std::error::Error;
 use std::fmt;
@@ -6,6 +14,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use ractor::{Actor, ActorCell, ActorProcessingErr, SpawnErr};
+use tokio_util::sync::CancellationToken;
 
 use crate::recorded::{Recordable, Recorded};
 use crate::registry::Probe;
@@ -17,6 +26,51 @@ pub struct StartContext {
     pub supervisor: ActorCell,
     /// The child's registry entry; it keeps one across restarts.
     pub probe: Probe,
+    /// Cancelled when this incarnation is asked to stop, or the tree to shut down.
+    pub stop: CancellationToken,
+    /// Cancelled when the whole tree begins to shut down.
+    pub shutdown: CancellationToken,
+}
+
+impl StartContext {
+    /// What the new incarnation itself keeps.
+    pub fn incarnation(&self) -> Incarnation {
+        Incarnation {
+            probe: self.probe.clone(),
+            stop: self.stop.clone(),
+            shutdown: self.shutdown.clone(),
+        }
+    }
+}
+
+/// What one incarnation of a child knows about its own life: its registry entry
+/// and when to stop.
+///
+/// `stop` fires when the supervisor begins to stop this incarnation (a drain, a
+/// restart on request, a sibling's restart) and when the tree begins to shut
+/// down: from then on nothing waits for a resource to come back and nothing is
+/// retried, so the drain that follows ends within its deadline. `shutdown` fires
+/// only for the tree, so an actor can tell a restart from the end.
+#[derive(Clone, Debug)]
+pub struct Incarnation {
+    /// The child's registry entry.
+    pub probe: Probe,
+    /// This incarnation should stop: finish what is in hand, wait for nothing.
+    pub stop: CancellationToken,
+    /// The tree is shutting down.
+    pub shutdown: CancellationToken,
+}
+
+impl Incarnation {
+    /// One that nothing ever stops, for tests and tools that run an actor's work
+    /// outside a tree.
+    pub fn detached(probe: Probe) -> Self {
+        Self {
+            probe,
+            stop: CancellationToken::new(),
+            shutdown: CancellationToken::new(),
+        }
+    }
 }
 
 /// A boxed start future, as returned by [`ChildFactory::start`].
@@ -95,7 +149,7 @@ impl Error for Unrecoverable {
     }
 }
 
-/// Spawns an actor whose arguments are its settings plus its own registry probe
+/// Spawns an actor whose arguments are its settings plus its [`Incarnation`]
 /// (resources, services, tasks), recorded like every Keel actor.
 pub async fn spawn_with_probe<A, T>(
     actor: A,
@@ -103,9 +157,9 @@ pub async fn spawn_with_probe<A, T>(
     ctx: StartContext,
 ) -> Result<ActorCell, SpawnErr>
 where
-    A: Actor<Arguments = (T, Probe)>,
+    A: Actor<Arguments = (T, Incarnation)>,
     A::Msg: Recordable,
 {
-    let probe = ctx.probe.clone();
-    spawn_recorded(actor, (settings, probe), ctx).await
+    let own = ctx.incarnation();
+    spawn_recorded(actor, (settings, own), ctx).await
 }
