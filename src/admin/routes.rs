@@ -89,7 +89,12 @@ async fn readyz(State(app): State<App>) -> Response {
                 if actor.state != ActorState::Running {
                     reasons.insert(actor.name, format!("{:?}", actor.state).to_lowercase());
                 } else if status != "ready" && status != "running" {
-                    reasons.insert(actor.name, status.to_owned());
+                    // The real cause (refused, authentication failed, ...).
+                    let reason = match actor.details.get("cause").and_then(Value::as_str) {
+                        Some(cause) => format!("{status}: {cause}"),
+                        None => status.to_owned(),
+                    };
+                    reasons.insert(actor.name, reason);
                 }
             }
             ActorKind::Worker if actor.state != ActorState::Running => {

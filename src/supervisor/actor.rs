@@ -290,6 +290,7 @@ impl SupervisorState {
                     let exit = Exit::Failed {
                         reason: format!("failed to start: {err}"),
                         unrecoverable: false,
+                        outage: false,
                     };
                     self.on_exit(myself, i, exit).await;
                 }
@@ -334,7 +335,10 @@ impl SupervisorState {
                 self.give_up(myself, why).await;
             }
             Decision::Restart => {
-                if self.intensity.record(Instant::now()) {
+                // An outage (the exchange went away) is restarted with backoff
+                // but is not the child's own failure: it spends no intensity.
+                let outage = matches!(exit, Exit::Failed { outage: true, .. });
+                if !outage && self.intensity.record(Instant::now()) {
                     probe.record_final_failure(&reason);
                     let why = format!(
                         "more than {} restarts within {}; last: `{name}`: {reason}",

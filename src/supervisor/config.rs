@@ -40,7 +40,7 @@ pub struct SupervisorConfig {
 }
 
 fn default_max_restarts() -> u32 {
-    10
+    5
 }
 fn default_period() -> Duration {
     Duration::from_secs(60)

@@ -57,6 +57,7 @@ mod tests {
         Exit::Failed {
             reason: "boom".into(),
             unrecoverable,
+            outage: false,
         }
     }
 

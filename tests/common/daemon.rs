@@ -9,19 +9,16 @@ use keel::actors::secret::Secret;
 use keel::actors::service::receiver::ReceiverConfig;
 use keel::actors::sim::{self, SimConfig, SimHandle};
 use keel::config::{BackfillConfig, Config};
-use keel::supervisor::Strategy;
 
 use super::db::{TestDb, PG_PORT};
-use super::fast_policy;
 use super::redis::{TestPrefix, REDIS_PORT};
 
 /// The daemon's configuration for one test: its own database and key prefix,
 /// the receiver and backfill pointed at `sim` (or at a closed port without one).
+///
+/// Supervisor, backoff, breaker and timeouts are the defaults an operator runs.
 pub fn config(db: &TestDb, prefix: &TestPrefix, sim: Option<&SimHandle>) -> Config {
-    let mut supervisor = fast_policy(Strategy::OneForOne);
-    supervisor.max_restarts = 100;
     Config {
-        supervisor,
         postgres: PostgresConfig {
             url: db.url(PG_PORT),
             ..PostgresConfig::default()

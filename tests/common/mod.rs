@@ -263,10 +263,12 @@ pub fn task(name: String, f: fn_factory::Factory) -> ChildSpec {
 }
 
 pub mod browser;
+pub mod conservation;
 pub mod daemon;
 pub mod db;
 pub mod deribit;
 pub mod market;
+pub mod pg_cluster;
 pub mod proxy;
 pub mod redis;
 

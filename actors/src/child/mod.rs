@@ -149,6 +149,41 @@ impl Error for Unrecoverable {
     }
 }
 
+/// A failure caused by something outside the actor (the exchange dropped the
+/// connection or went silent): the supervisor restarts it with backoff, which is
+/// how it reconnects, but does not count it against the restart intensity,
+/// which is for the actor's own failures.
+#[derive(Debug)]
+pub struct Outage {
+    source: Box<dyn Error + Send + Sync>,
+}
+
+impl Outage {
+    /// Marks `source` as an outage of something the actor depends on.
+    pub fn new(source: impl Into<Box<dyn Error + Send + Sync>>) -> Self {
+        Self {
+            source: source.into(),
+        }
+    }
+
+    /// Whether an actor's error is marked as an outage.
+    pub fn is(err: &ActorProcessingErr) -> bool {
+        err.downcast_ref::<Self>().is_some()
+    }
+}
+
+impl fmt::Display for Outage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.source)
+    }
+}
+
+impl Error for Outage {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        Some(self.source.as_ref())
+    }
+}
+
 /// Spawns an actor whose arguments are its settings plus its [`Incarnation`]
 /// (resources, services, tasks), recorded like every Keel actor.
 pub async fn spawn_with_probe<A, T>(

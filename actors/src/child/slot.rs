@@ -12,7 +12,7 @@ use ractor::{ActorCell, SpawnErr, SupervisionEvent};
 use tokio_util::sync::CancellationToken;
 
 use super::stop::{stop_cell, Limit};
-use super::{ChildFactory, StartContext, StopOutcome, Unrecoverable};
+use super::{ChildFactory, Outage, StartContext, StopOutcome, Unrecoverable};
 use crate::registry::{ActorState, Probe};
 
 /// How a child ended.
@@ -26,6 +26,8 @@ pub enum Exit {
         reason: String,
         /// Marked with [`Unrecoverable`]: restarting cannot help.
         unrecoverable: bool,
+        /// Marked with [`Outage`]: not the actor's own failure.
+        outage: bool,
     },
 }
 
@@ -45,6 +47,7 @@ pub fn exit_of(event: &SupervisionEvent) -> Option<(ActorCell, Exit)> {
             Exit::Failed {
                 reason: err.to_string(),
                 unrecoverable: Unrecoverable::is(err),
+                outage: Outage::is(err),
             },
         )),
         SupervisionEvent::ActorTerminated(cell, _, reason) => {
@@ -52,6 +55,7 @@ pub fn exit_of(event: &SupervisionEvent) -> Option<(ActorCell, Exit)> {
                 Some("killed") => Exit::Failed {
                     reason: "killed".into(),
                     unrecoverable: false,
+                    outage: false,
                 },
                 _ => Exit::Normal,
             };

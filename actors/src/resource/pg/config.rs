@@ -76,10 +76,12 @@ fn default_retry_backoff() -> BackoffConfig {
         jitter: 0.2,
     }
 }
+/// Capped at 2 s: an attempt against a server that is away costs one refused
+/// connection, and the cap is how soon after its return the resource is back.
 fn default_connect_backoff() -> BackoffConfig {
     BackoffConfig {
         min: Duration::from_millis(200),
-        max: Duration::from_secs(10),
+        max: Duration::from_secs(2),
         multiplier: 2.0,
         jitter: 0.2,
     }

@@ -241,6 +241,16 @@ impl Breaker {
         }
     }
 
+    /// A check outside the breaker (the resource's health check) reached the
+    /// server at `now`: an open circuit lets its next call through as the probe
+    /// at once, instead of waiting out an open interval that grew long during an
+    /// outage.
+    pub fn server_answered(&mut self, now: Instant) {
+        if self.state == BreakerState::Open {
+            self.open_until = Some(now);
+        }
+    }
+
     fn rate_exceeded(&self) -> bool {
         let calls = self.recent.len();
         if calls < self.config.min_calls as usize || calls == 0 {
@@ -407,6 +417,25 @@ mod tests {
         }
         assert!(b.admit(now + 99 * MS).is_err());
         assert!(b.admit(now + 100 * MS).is_ok());
+    }
+
+    #[test]
+    fn a_health_check_that_reached_the_server_lets_the_probe_go_at_once() {
+        let t0 = Instant::now();
+        let mut b = Breaker::new(config());
+        for i in 0..3 {
+            call(&mut b, t0 + Duration::from_millis(i), Outcome::Failed);
+        }
+        assert_eq!(b.state(), BreakerState::Open);
+        let later = t0 + Duration::from_millis(10);
+        assert!(b.admit(later).is_err(), "still open");
+        b.server_answered(later);
+        assert_eq!(b.admit(later), Ok(Permit::Probe));
+        b.record(later, Permit::Probe, Outcome::Answered);
+        assert_eq!(b.state(), BreakerState::Closed);
+        // A closed breaker is left alone.
+        b.server_answered(later);
+        assert_eq!(b.admit(later), Ok(Permit::Call));
     }
 
     #[test]

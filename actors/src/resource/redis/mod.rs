@@ -320,7 +320,10 @@ impl Resource for Redis {
     }
 
     async fn check(shared: &RedisShared) -> Result<(), String> {
-        super::pool::check(&shared.pool).await
+        super::pool::check(&shared.pool).await?;
+        // The server is back: the breaker need not wait out its open interval.
+        shared.breaker.lock().server_answered(Instant::now());
+        Ok(())
     }
 
     async fn connect(shared: &RedisShared) -> Result<(), ConnectError> {

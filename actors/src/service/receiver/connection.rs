@@ -34,6 +34,37 @@ pub(super) struct Counters {
     pub(super) last_data_ms: AtomicU64,
 }
 
+/// Why a connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ended {
+    /// The exchange went away, went silent or stopped reading: an outage of the
+    /// exchange, not the receiver's failure.
+    Lost(String),
+    /// The exchange refused a request (a subscription, the credentials): a
+    /// reconnect repeats it, so it counts as the receiver's failure.
+    Refused(String),
+}
+
+impl From<String> for Ended {
+    fn from(reason: String) -> Self {
+        Ended::Lost(reason)
+    }
+}
+
+impl From<&str> for Ended {
+    fn from(reason: &str) -> Self {
+        Ended::Lost(reason.to_owned())
+    }
+}
+
+impl std::fmt::Display for Ended {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Ended::Lost(reason) | Ended::Refused(reason) => f.write_str(reason),
+        }
+    }
+}
+
 /// Answers queued for the writer; a full queue means the socket is stuck.
 const WRITE_QUEUE: usize = 256;
 
@@ -72,7 +103,7 @@ impl Connection {
     }
 
     /// Runs until the connection fails (the reason) or `stop` fires (`Ok`).
-    pub(super) async fn run(&self, stop: CancellationToken) -> Result<(), String> {
+    pub(super) async fn run(&self, stop: CancellationToken) -> Result<(), Ended> {
         let cfg = &self.config;
         crate::deribit::tls::ensure_provider();
         let (ws, _) = timeout(
@@ -110,7 +141,7 @@ impl Connection {
         source: &mut S,
         out: &mpsc::Sender<String>,
         stop: CancellationToken,
-    ) -> Result<(), String>
+    ) -> Result<(), Ended>
     where
         S: futures::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
     {
@@ -164,7 +195,7 @@ impl Connection {
         loop {
             let frame = tokio::select! {
                 () = stop.cancelled() => return Ok(()),
-                () = sleep_until(data_deadline) => return Err(format!("no data for {:?}", cfg.stall_timeout)),
+                () = sleep_until(data_deadline) => return Err(format!("no data for {:?}", cfg.stall_timeout).into()),
                 () = sleep_until(beat_deadline) => return Err("missed heartbeats".into()),
                 frame = source.next() => frame,
             };
@@ -173,7 +204,7 @@ impl Connection {
                 Some(Ok(Message::Close(_))) | None => {
                     return Err("the exchange closed the connection".into())
                 }
-                Some(Err(e)) => return Err(format!("connection lost: {e}")),
+                Some(Err(e)) => return Err(format!("connection lost: {e}").into()),
                 Some(Ok(_)) => continue,
             };
             self.counters.frames.fetch_add(1, Ordering::Relaxed);
@@ -195,7 +226,7 @@ impl Connection {
                 ServerFrame::Response(response) => {
                     let id = response.id.as_u64().unwrap_or(0);
                     if let (Some(method), Err(error)) = (expect.remove(&id), &response.outcome) {
-                        return Err(format!("{method} refused: {error}"));
+                        return Err(Ended::Refused(format!("{method} refused: {error}")));
                     }
                     if expect.is_empty() {
                         self.probe.set_detail("connection", "streaming");

@@ -22,7 +22,7 @@ use std::time::Duration;
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SpawnErr};
 use tokio_util::sync::CancellationToken;
 
-use crate::child::{spawn_with_probe, Incarnation, StartContext};
+use crate::child::{spawn_with_probe, Incarnation, Outage, StartContext};
 use crate::recorded::Recordable;
 use crate::registry::Registry;
 use crate::resource::pg::PgClient;
@@ -31,6 +31,7 @@ use crate::resource::RideOut;
 use crate::service::streams;
 use crate::tasks::{OwnedTask, TaskEnd};
 
+pub use connection::Ended;
 use connection::{Connection, Counters};
 use outbox::Outbox;
 use publisher::Publisher;
@@ -77,7 +78,7 @@ impl ReceiverArgs {
 #[derive(Debug)]
 pub enum ReceiverMsg {
     /// The connection task ended, with the reason when it failed.
-    ConnectionEnded(Result<(), String>),
+    ConnectionEnded(Result<(), Ended>),
     /// A task of its own panicked or ended when it should not have.
     TaskFailed(String),
 }
@@ -93,9 +94,8 @@ impl Recordable for ReceiverMsg {
     fn summary(&self) -> String {
         match self {
             ReceiverMsg::ConnectionEnded(Ok(())) => "connection closed on request".into(),
-            ReceiverMsg::ConnectionEnded(Err(reason)) | ReceiverMsg::TaskFailed(reason) => {
-                reason.clone()
-            }
+            ReceiverMsg::ConnectionEnded(Err(ended)) => ended.to_string(),
+            ReceiverMsg::TaskFailed(reason) => reason.clone(),
         }
     }
 }
@@ -209,7 +209,12 @@ impl Actor for Receiver {
         state: &mut ReceiverState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            ReceiverMsg::ConnectionEnded(Err(reason)) => Err(reason.into()),
+            // Restarting is how the receiver reconnects; an exchange that went
+            // away is not the receiver's own failure.
+            ReceiverMsg::ConnectionEnded(Err(Ended::Lost(reason))) => {
+                Err(Outage::new(reason).into())
+            }
+            ReceiverMsg::ConnectionEnded(Err(Ended::Refused(reason))) => Err(reason.into()),
             ReceiverMsg::ConnectionEnded(Ok(())) => Ok(()),
             // The publisher ends only when told to; anything else is a bug.
             ReceiverMsg::TaskFailed(_) if state.publisher_stop.is_cancelled() => Ok(()),

@@ -1,0 +1,200 @@
+//! A PostgreSQL cluster of the test's own (`initdb`, `pg_ctl` on a free port),
+//! so a test can stop the server, keep it down, and start it again without
+//! touching the one other tests share.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A private cluster; stopped and deleted when dropped.
+pub struct PrivatePg {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    running: bool,
+}
+
+/// Where Debian keeps the server's programs (`/usr/lib/postgresql/NN/bin`).
+fn server_bin() -> PathBuf {
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL server installed (scripts/up)")
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|p| p.join("pg_ctl").exists())
+        .collect();
+    versions.sort();
+    versions
+        .pop()
+        .expect("a PostgreSQL server version with pg_ctl")
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// Runs a server program, as `postgres` when we are root (initdb refuses root).
+fn run(program: &Path, args: &[&str]) {
+    let status = if is_root() {
+        Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(program)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+    } else {
+        Command::new(program)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+    }
+    .expect("run a PostgreSQL program");
+    assert!(status.success(), "{} {args:?} failed", program.display());
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+impl PrivatePg {
+    /// Initialises a cluster (trust auth, database `keel`) and starts it.
+    pub fn start() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("keel-pg-")
+            .tempdir()
+            .expect("temp dir");
+        if is_root() {
+            let status = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path())
+                .status()
+                .expect("chown");
+            assert!(status.success());
+        }
+        let bin = server_bin();
+        let data = dir.path().join("data");
+        let data_str = data.to_string_lossy().into_owned();
+        run(
+            &bin.join("initdb"),
+            &[
+                "-D",
+                &data_str,
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--no-sync",
+            ],
+        );
+        let mut pg = Self {
+            port: free_port(),
+            dir,
+            bin,
+            running: false,
+        };
+        pg.resume();
+        let status = Command::new(pg.bin.join("createdb"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &pg.port.to_string(),
+                "-U",
+                "postgres",
+                "keel",
+            ])
+            .status()
+            .expect("createdb");
+        assert!(status.success(), "createdb keel");
+        pg
+    }
+
+    /// `postgres://postgres@127.0.0.1:PORT/keel`.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/keel", self.port)
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").to_string_lossy().into_owned()
+    }
+
+    /// Starts the server (again) on its port and waits until it accepts.
+    pub fn resume(&mut self) {
+        let options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("log").to_string_lossy().into_owned();
+        run(
+            &self.bin.join("pg_ctl"),
+            &[
+                "-D",
+                &self.data(),
+                "-o",
+                &options,
+                "-l",
+                &log,
+                "-w",
+                "start",
+            ],
+        );
+        self.running = true;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "private PostgreSQL did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops the server at once, cutting every connection (`-m fast`, as a
+    /// failover or an operator's restart does).
+    pub fn stop(&mut self) {
+        if self.running {
+            run(
+                &self.bin.join("pg_ctl"),
+                &["-D", &self.data(), "-m", "fast", "-w", "stop"],
+            );
+            self.running = false;
+        }
+    }
+
+    /// Runs SQL on the test's own connection.
+    pub async fn client(&self) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::connect(
+            &format!(
+                "host=127.0.0.1 port={} user=postgres dbname=keel",
+                self.port
+            ),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .expect("connect to the private cluster");
+        tokio::spawn(connection);
+        client
+    }
+}
+
+impl Drop for PrivatePg {
+    fn drop(&mut self) {
+        if self.running {
+            let _ = Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .arg(self.bin.join("pg_ctl"))
+                .args(["-D", &self.data(), "-m", "immediate", "stop"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}

@@ -1,0 +1,381 @@
+//! Outages as long as real ones, on the configuration an operator runs: the
+//! default supervisor, backoff, breaker and timeouts, with only addresses
+//! changed. Each test has its own redis-server and its own PostgreSQL cluster,
+//! and really stops them.
+//!
+//! What must hold: no give-up, no worker restart spent on the outage, `/readyz`
+//! 503 while a server is away and 200 within 5 s of its return, trades flowing
+//! again by themselves, and after gap repair every simulator trade stored
+//! exactly once.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::conservation::{self, stored};
+use common::pg_cluster::PrivatePg;
+use common::redis::{PrivateRedis, TestPrefix};
+use common::{admin_endpoint, eventually_some};
+use keel::actors::registry::ActorState;
+use keel::actors::resource::pg::PostgresConfig;
+use keel::actors::resource::redis::RedisConfig;
+use keel::actors::service::receiver::ReceiverConfig;
+use keel::actors::sim::{self, SimConfig, SimHandle};
+use keel::admin::AdminServer;
+use keel::config::{BackfillConfig, Config};
+use keel::{tree, Runtime, RuntimeHandle, TaskOutcome};
+
+const INSTRUMENTS: [&str; 2] = ["BTC-PERPETUAL", "ETH-PERPETUAL"];
+const TOKEN: &str = "outage-token";
+/// As long as a real outage: a Redis failover, a database restart.
+const OUTAGE: Duration = Duration::from_secs(60);
+const WAIT: Duration = Duration::from_secs(60);
+/// Trades per second the exchange makes once the receiver streams.
+const RATE: f64 = 300.0;
+/// The workers whose restarts must not move during an outage.
+const WORKERS: [&str; 4] = [
+    tree::RECEIVER,
+    tree::DISTRIBUTOR,
+    tree::ANALYZER,
+    tree::SCHEDULER,
+];
+
+/// The servers and the exchange of one test, and the configuration pointing at
+/// them: the defaults but for addresses, the key prefix and the admin port.
+struct Servers {
+    sim: SimHandle,
+    redis: PrivateRedis,
+    pg: PrivatePg,
+    _prefix: TestPrefix,
+    config: Config,
+}
+
+impl Servers {
+    async fn start() -> Self {
+        let redis = PrivateRedis::start();
+        let pg = PrivatePg::start();
+        let prefix = TestPrefix::on(redis.port);
+        let sim = sim::start(SimConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            instruments: INSTRUMENTS.iter().map(|s| s.to_string()).collect(),
+            trades_per_sec: 0.0,
+            ..SimConfig::default()
+        })
+        .await
+        .unwrap();
+        let mut config = Config::default();
+        config.postgres = PostgresConfig {
+            url: pg.url(),
+            ..PostgresConfig::default()
+        };
+        config.redis = RedisConfig {
+            url: format!("redis://127.0.0.1:{}/0", redis.port),
+            key_prefix: prefix.prefix.clone(),
+            ..RedisConfig::default()
+        };
+        config.receiver = ReceiverConfig {
+            url: sim.ws_url(),
+            instruments: INSTRUMENTS.iter().map(|s| s.to_string()).collect(),
+            ..ReceiverConfig::default()
+        };
+        config.backfill = BackfillConfig {
+            http_url: sim.http_url(),
+        };
+        config.sim.in_daemon = false;
+        Self {
+            sim,
+            redis,
+            pg,
+            _prefix: prefix,
+            config,
+        }
+    }
+}
+
+/// The daemon's tree with its admin endpoint, as `keel run` serves it.
+struct Daemon {
+    handle: Arc<RuntimeHandle>,
+    admin: AdminServer,
+    http: reqwest::Client,
+}
+
+impl Daemon {
+    async fn start(config: &Config) -> Self {
+        let handle = Arc::new(Runtime::from_config(config).start().await.unwrap());
+        let admin = admin_endpoint(&handle, TOKEN).await;
+        Self {
+            handle,
+            admin,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// The status `/readyz` answers (0 if it does not answer at all).
+    async fn readyz(&self) -> u16 {
+        self.http
+            .get(format!("http://{}/readyz", self.admin.addr()))
+            .bearer_auth(TOKEN)
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .map_or(0, |r| r.status().as_u16())
+    }
+
+    /// Waits until `/readyz` answers `status`; returns how long that took.
+    async fn readyz_becomes(&self, status: u16, within: Duration) -> Duration {
+        let started = Instant::now();
+        eventually_some(&format!("/readyz {status}"), within, || async {
+            (self.readyz().await == status).then_some(())
+        })
+        .await;
+        started.elapsed()
+    }
+
+    fn restarts(&self) -> BTreeMap<&'static str, u32> {
+        let tree = self.handle.tree();
+        WORKERS
+            .iter()
+            .map(|w| (*w, tree.actor(w).map_or(0, |a| a.restarts)))
+            .collect()
+    }
+
+    fn running(&self, name: &str) -> bool {
+        self.handle
+            .tree()
+            .actor(name)
+            .is_some_and(|a| a.state == ActorState::Running)
+    }
+}
+
+/// Waits until the stored trades grow by `more` (the private cluster is up).
+async fn flows(pg: &PrivatePg, more: i64, within: Duration) {
+    let client = pg.client().await;
+    let start = conservation::total(&client, &INSTRUMENTS).await;
+    eventually_some("trades flowing into PostgreSQL", within, || async {
+        (conservation::total(&client, &INSTRUMENTS).await >= start + more).then_some(())
+    })
+    .await;
+}
+
+/// Stops generation and waits until nothing more arrives.
+async fn settle(servers: &Servers) {
+    servers.sim.set_rate(0.0);
+    let client = servers.pg.client().await;
+    let mut last = -1;
+    let mut quiet = 0;
+    let deadline = Instant::now() + WAIT;
+    while quiet < 3 {
+        let now = conservation::total(&client, &INSTRUMENTS).await;
+        quiet = if now == last { quiet + 1 } else { 0 };
+        last = now;
+        assert!(Instant::now() < deadline, "the pipeline never settled");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Shuts the daemon down (everything must drain), repairs the gaps the outage
+/// left, and checks every simulator trade is stored once and candles are exact.
+async fn finish(servers: &Servers, daemon: Daemon) {
+    settle(servers).await;
+    let report = daemon.handle.shutdown().await;
+    assert!(report.drained(), "{report:?}");
+    assert_eq!(
+        conservation::repair(&servers.config, WAIT).await,
+        TaskOutcome::Succeeded
+    );
+    let client = servers.pg.client().await;
+    let total = conservation::assert_exactly_once(&client, &servers.sim, &INSTRUMENTS).await;
+    assert!(total > 1_000, "the run generated enough trades ({total})");
+    assert_eq!(
+        conservation::candles_mismatched(&client).await,
+        0,
+        "candles equal the SQL aggregate of the stored trades"
+    );
+}
+
+/// Waits until the receiver streams, then starts generation, so the first
+/// trade the exchange makes is seen too.
+async fn streaming(daemon: &Daemon, servers: &Servers) {
+    eventually_some("receiver streaming", WAIT, || async {
+        let tree = daemon.handle.tree();
+        let connection = tree
+            .actor(tree::RECEIVER)?
+            .details
+            .get("connection")?
+            .clone();
+        (connection == "streaming").then_some(())
+    })
+    .await;
+    servers.sim.set_rate(RATE);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_stopped_for_a_minute_under_load_is_ridden_out() {
+    let mut servers = Servers::start().await;
+    let daemon = Daemon::start(&servers.config).await;
+    streaming(&daemon, &servers).await;
+    flows(&servers.pg, 500, WAIT).await;
+    daemon.readyz_becomes(200, WAIT).await;
+    let before = daemon.restarts();
+
+    servers.redis.stop();
+    daemon.readyz_becomes(503, Duration::from_secs(10)).await;
+    // The receiver keeps reading and holds what it cannot publish.
+    eventually_some("trades buffered while Redis is away", WAIT, || async {
+        let tree = daemon.handle.tree();
+        let buffered = tree.actor(tree::RECEIVER)?.details.get("receiver")?["buffered"].as_u64()?;
+        (buffered > 100).then_some(())
+    })
+    .await;
+    tokio::time::sleep(OUTAGE).await;
+    assert_eq!(daemon.readyz().await, 503, "not ready while Redis is away");
+    assert!(!daemon.handle.has_ended(), "the tree rode the outage out");
+    for worker in WORKERS {
+        assert!(daemon.running(worker), "{worker} still running");
+    }
+
+    servers.redis.resume();
+    let back = daemon.readyz_becomes(200, Duration::from_secs(5)).await;
+    assert!(
+        back <= Duration::from_secs(5),
+        "ready {back:?} after Redis returned"
+    );
+    flows(&servers.pg, 500, WAIT).await;
+    assert_eq!(
+        daemon.restarts(),
+        before,
+        "no worker restart spent on the outage"
+    );
+    finish(&servers, daemon).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_stopped_for_a_minute_under_load_is_ridden_out() {
+    let mut servers = Servers::start().await;
+    let daemon = Daemon::start(&servers.config).await;
+    streaming(&daemon, &servers).await;
+    flows(&servers.pg, 500, WAIT).await;
+    daemon.readyz_becomes(200, WAIT).await;
+    let before = daemon.restarts();
+
+    servers.pg.stop();
+    daemon.readyz_becomes(503, Duration::from_secs(10)).await;
+    tokio::time::sleep(OUTAGE).await;
+    assert_eq!(
+        daemon.readyz().await,
+        503,
+        "not ready while PostgreSQL is away"
+    );
+    assert!(!daemon.handle.has_ended(), "the tree rode the outage out");
+    // Redis held the trades meanwhile.
+    let waiting = daemon
+        .handle
+        .tree()
+        .actor(tree::DISTRIBUTOR)
+        .and_then(|a| a.details.get("waiting_for").map(|w| w["resource"].clone()));
+    assert_eq!(
+        waiting,
+        Some(serde_json::json!(tree::PG)),
+        "the distributor waits for pg"
+    );
+
+    servers.pg.resume();
+    let back = daemon.readyz_becomes(200, Duration::from_secs(5)).await;
+    assert!(
+        back <= Duration::from_secs(5),
+        "ready {back:?} after PostgreSQL returned"
+    );
+    flows(&servers.pg, 500, WAIT).await;
+    assert_eq!(
+        daemon.restarts(),
+        before,
+        "no worker restart spent on the outage"
+    );
+    finish(&servers, daemon).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_down_at_boot_for_half_a_minute_delays_nothing_for_good() {
+    let mut servers = Servers::start().await;
+    servers.pg.stop();
+    let daemon = Daemon::start(&servers.config).await;
+    streaming(&daemon, &servers).await;
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(daemon.readyz().await, 503, "not ready without PostgreSQL");
+    assert!(!daemon.handle.has_ended(), "the tree waited for PostgreSQL");
+    let before = daemon.restarts();
+
+    servers.pg.resume();
+    let back = daemon.readyz_becomes(200, Duration::from_secs(5)).await;
+    assert!(
+        back <= Duration::from_secs(5),
+        "ready {back:?} after PostgreSQL came up"
+    );
+    flows(&servers.pg, 500, WAIT).await;
+    assert_eq!(
+        daemon.restarts(),
+        before,
+        "no worker restart spent on the wait"
+    );
+    let _ = stored(&servers.pg.client().await, INSTRUMENTS[0]).await;
+    finish(&servers, daemon).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_and_postgres_down_together_for_a_minute_are_ridden_out() {
+    let mut servers = Servers::start().await;
+    let daemon = Daemon::start(&servers.config).await;
+    streaming(&daemon, &servers).await;
+    flows(&servers.pg, 500, WAIT).await;
+    daemon.readyz_becomes(200, WAIT).await;
+    let before = daemon.restarts();
+
+    servers.redis.stop();
+    servers.pg.stop();
+    daemon.readyz_becomes(503, Duration::from_secs(10)).await;
+    tokio::time::sleep(OUTAGE).await;
+    assert!(!daemon.handle.has_ended(), "the tree rode the outage out");
+
+    servers.redis.resume();
+    servers.pg.resume();
+    let back = daemon.readyz_becomes(200, Duration::from_secs(5)).await;
+    assert!(
+        back <= Duration::from_secs(5),
+        "ready {back:?} after both returned"
+    );
+    flows(&servers.pg, 500, WAIT).await;
+    assert_eq!(
+        daemon.restarts(),
+        before,
+        "no worker restart spent on the outage"
+    );
+    finish(&servers, daemon).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_flapping_for_a_minute_is_ridden_out() {
+    let mut servers = Servers::start().await;
+    let daemon = Daemon::start(&servers.config).await;
+    streaming(&daemon, &servers).await;
+    flows(&servers.pg, 500, WAIT).await;
+    let before = daemon.restarts();
+
+    let until = Instant::now() + OUTAGE;
+    while Instant::now() < until {
+        servers.redis.stop();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        servers.redis.resume();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    assert!(!daemon.handle.has_ended(), "the tree rode the flapping out");
+    daemon.readyz_becomes(200, Duration::from_secs(5)).await;
+    flows(&servers.pg, 500, WAIT).await;
+    assert_eq!(
+        daemon.restarts(),
+        before,
+        "no worker restart spent on the flapping"
+    );
+    finish(&servers, daemon).await;
+}
