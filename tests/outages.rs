@@ -65,23 +65,25 @@ impl Servers {
         })
         .await
         .unwrap();
-        let mut config = Config::default();
-        config.postgres = PostgresConfig {
-            url: pg.url(),
-            ..PostgresConfig::default()
-        };
-        config.redis = RedisConfig {
-            url: format!("redis://127.0.0.1:{}/0", redis.port),
-            key_prefix: prefix.prefix.clone(),
-            ..RedisConfig::default()
-        };
-        config.receiver = ReceiverConfig {
-            url: sim.ws_url(),
-            instruments: INSTRUMENTS.iter().map(|s| s.to_string()).collect(),
-            ..ReceiverConfig::default()
-        };
-        config.backfill = BackfillConfig {
-            http_url: sim.http_url(),
+        let mut config = Config {
+            postgres: PostgresConfig {
+                url: pg.url(),
+                ..PostgresConfig::default()
+            },
+            redis: RedisConfig {
+                url: format!("redis://127.0.0.1:{}/0", redis.port),
+                key_prefix: prefix.prefix.clone(),
+                ..RedisConfig::default()
+            },
+            receiver: ReceiverConfig {
+                url: sim.ws_url(),
+                instruments: INSTRUMENTS.iter().map(|s| s.to_string()).collect(),
+                ..ReceiverConfig::default()
+            },
+            backfill: BackfillConfig {
+                http_url: sim.http_url(),
+            },
+            ..Config::default()
         };
         config.sim.in_daemon = false;
         Self {
@@ -378,4 +380,155 @@ async fn redis_flapping_for_a_minute_is_ridden_out() {
         "no worker restart spent on the flapping"
     );
     finish(&servers, daemon).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resources_restarted_through_the_admin_api_again_and_again_never_end_the_tree() {
+    let servers = Servers::start().await;
+    let daemon = Daemon::start(&servers.config).await;
+    streaming(&daemon, &servers).await;
+    flows(&servers.pg, 300, WAIT).await;
+    let before = daemon.restarts();
+    for round in 0..12 {
+        let resource = if round % 2 == 0 {
+            tree::REDIS
+        } else {
+            tree::PG
+        };
+        let answer = daemon
+            .http
+            .post(format!(
+                "http://{}/api/actors/{resource}/restart",
+                daemon.admin.addr()
+            ))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            answer.status().is_success(),
+            "restart {round} of {resource}"
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(
+            !daemon.handle.has_ended(),
+            "the tree survived restart {round}"
+        );
+    }
+    daemon.readyz_becomes(200, Duration::from_secs(5)).await;
+    flows(&servers.pg, 300, WAIT).await;
+    assert_eq!(daemon.restarts(), before, "the workers waited; none failed");
+    finish(&servers, daemon).await;
+}
+
+/// Waits until resource `name` reports a cause containing `needle`; returns
+/// the resource's details.
+async fn cause_of(daemon: &Daemon, name: &str, needle: &str) -> serde_json::Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let tree = daemon.handle.tree();
+        let details = tree
+            .actor(name)
+            .and_then(|a| serde_json::to_value(&a.details).ok())
+            .unwrap_or_default();
+        let cause = details.get("cause").and_then(|c| c.as_str()).unwrap_or("");
+        if cause.contains(needle) {
+            return details;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} never reported {needle:?}; its details: {details}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn readyz_body(daemon: &Daemon) -> String {
+    daemon
+        .http
+        .get(format!("http://{}/readyz", daemon.admin.addr()))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_database_is_reported_as_such_and_mending_it_needs_no_restart() {
+    let mut servers = Servers::start().await;
+    servers.config.postgres.url = servers.pg.url().replace("/keel", "/keel_missing");
+    let daemon = Daemon::start(&servers.config).await;
+    let details = cause_of(
+        &daemon,
+        tree::PG,
+        "database \"keel_missing\" does not exist",
+    )
+    .await;
+    assert_eq!(details["permanent"], true, "{details}");
+    let body = readyz_body(&daemon).await;
+    assert!(body.contains("keel_missing"), "/readyz says why: {body}");
+    // The operator creates it; PgActor connects at its next attempt.
+    servers
+        .pg
+        .client()
+        .await
+        .batch_execute("CREATE DATABASE keel_missing")
+        .await
+        .unwrap();
+    eventually_some("pg ready", Duration::from_secs(10), || async {
+        let tree = daemon.handle.tree();
+        (tree.actor(tree::PG)?.details.get("status")? == "ready").then_some(())
+    })
+    .await;
+    assert!(!daemon.handle.has_ended());
+    daemon.handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_postgres_password_is_reported_as_such() {
+    let mut servers = Servers::start().await;
+    let pg = PrivatePg::start_with_password("right-password");
+    servers.config.postgres.url = pg.url();
+    servers.config.postgres.password = Some(keel::actors::secret::Secret::new("wrong-password"));
+    let daemon = Daemon::start(&servers.config).await;
+    let details = cause_of(&daemon, tree::PG, "password authentication failed").await;
+    assert_eq!(details["permanent"], true, "{details}");
+    assert!(
+        !details.to_string().contains("wrong-password"),
+        "no secret in the tree"
+    );
+    assert!(!daemon.handle.has_ended());
+    daemon.handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_redis_password_is_reported_as_such_and_mending_it_needs_no_restart() {
+    let mut servers = Servers::start().await;
+    let redis = PrivateRedis::start_with(&["--requirepass", "right-password"]);
+    servers.config.redis.url = format!("redis://127.0.0.1:{}/0", redis.port);
+    servers.config.redis.password = Some(keel::actors::secret::Secret::new("wrong-password"));
+    let daemon = Daemon::start(&servers.config).await;
+    let details = cause_of(&daemon, tree::REDIS, "authentication failed").await;
+    assert_eq!(details["permanent"], true, "{details}");
+    assert!(readyz_body(&daemon).await.contains("authentication failed"));
+    // The operator sets the password Keel was given.
+    let mut conn = redis::Client::open(format!(
+        "redis://:right-password@127.0.0.1:{}/0",
+        redis.port
+    ))
+    .unwrap()
+    .get_connection()
+    .unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg("wrong-password")
+        .query(&mut conn)
+        .unwrap();
+    daemon.readyz_becomes(200, Duration::from_secs(10)).await;
+    assert!(!daemon.handle.has_ended());
+    daemon.handle.shutdown().await;
 }

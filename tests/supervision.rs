@@ -602,3 +602,149 @@ async fn task_outcomes_become_exit_codes() {
     assert!(matches!(outcome, TaskOutcome::GaveUp(_)), "{outcome:?}");
     assert_eq!(outcome.exit_code(), 70);
 }
+
+/// An actor that panics on every message it handles, and sends itself one as
+/// soon as it starts: a bug no restart fixes.
+struct Panicky;
+
+#[derive(Debug)]
+struct Boom;
+
+impl keel::actors::recorded::Recordable for Boom {
+    fn kind(&self) -> &'static str {
+        "Boom"
+    }
+    fn summary(&self) -> String {
+        "boom".into()
+    }
+}
+
+impl ractor::Actor for Panicky {
+    type Msg = Boom;
+    type State = ();
+    type Arguments = ();
+
+    async fn pre_start(
+        &self,
+        myself: ractor::ActorRef<Boom>,
+        _: (),
+    ) -> Result<(), ractor::ActorProcessingErr> {
+        use keel::actors::mailbox::Tell;
+        myself.tell(Boom)?;
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _: ractor::ActorRef<Boom>,
+        _: Boom,
+        _: &mut (),
+    ) -> Result<(), ractor::ActorProcessingErr> {
+        panic!("panicky panics on every message");
+    }
+}
+
+#[tokio::test]
+async fn a_worker_that_panics_on_every_message_makes_the_default_policy_give_up() {
+    let spec = keel::supervisor::ChildSpec::worker("panicky", |ctx| {
+        keel::actors::child::spawn_recorded(Panicky, (), ctx)
+    });
+    let started = std::time::Instant::now();
+    let handle = Runtime::new(keel::supervisor::SupervisorConfig::default())
+        .child(spec)
+        .start()
+        .await
+        .unwrap();
+    // Six restarts at 0.1, 0.3, 0.7, 1.5, 3.1, 6.3 s (default backoff): the
+    // sixth is one more than the default five per minute.
+    let ended = tokio::time::timeout(Duration::from_secs(30), handle.wait())
+        .await
+        .expect("the supervisor gave up in time");
+    match ended {
+        TreeExit::GaveUp { reason, .. } => {
+            assert!(reason.contains("more than 5 restarts"), "{reason}");
+            assert!(reason.contains("panicky panics"), "{reason}");
+        }
+        other => panic!("expected a give-up, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(20));
+}
+
+/// An actor whose inner task panics a moment after it starts.
+struct InnerPanic;
+
+#[derive(Debug)]
+enum InnerMsg {
+    TaskFailed(String),
+}
+
+impl keel::actors::recorded::Recordable for InnerMsg {
+    fn kind(&self) -> &'static str {
+        "TaskFailed"
+    }
+    fn summary(&self) -> String {
+        let InnerMsg::TaskFailed(reason) = self;
+        reason.clone()
+    }
+}
+
+impl ractor::Actor for InnerPanic {
+    type Msg = InnerMsg;
+    type State = keel::actors::tasks::OwnedTask;
+    type Arguments = ();
+
+    async fn pre_start(
+        &self,
+        myself: ractor::ActorRef<InnerMsg>,
+        _: (),
+    ) -> Result<Self::State, ractor::ActorProcessingErr> {
+        let inner = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            panic!("the inner loop broke");
+        };
+        Ok(keel::actors::tasks::OwnedTask::spawn(
+            &myself,
+            inner,
+            |end: keel::actors::tasks::TaskEnd<()>| {
+                Some(InnerMsg::TaskFailed(end.unexpected("inner")))
+            },
+        ))
+    }
+
+    async fn handle(
+        &self,
+        _: ractor::ActorRef<InnerMsg>,
+        InnerMsg::TaskFailed(reason): InnerMsg,
+        _: &mut Self::State,
+    ) -> Result<(), ractor::ActorProcessingErr> {
+        Err(reason.into())
+    }
+}
+
+#[tokio::test]
+async fn a_panic_in_a_workers_inner_task_restarts_the_worker_and_the_tree_says_why() {
+    let spec = keel::supervisor::ChildSpec::worker("inner", |ctx| {
+        keel::actors::child::spawn_recorded(InnerPanic, (), ctx)
+    });
+    let handle = Runtime::new(fast_policy(Strategy::OneForOne))
+        .child(spec)
+        .start()
+        .await
+        .unwrap();
+    eventually("inner restarted", WAIT, || {
+        handle
+            .tree()
+            .actor("inner")
+            .is_some_and(|a| a.restarts >= 1)
+    })
+    .await;
+    let tree = handle.tree();
+    let failure = tree.actor("inner").unwrap().last_failure.clone().unwrap();
+    assert!(
+        failure
+            .reason
+            .contains("task `inner` panicked: the inner loop broke"),
+        "{failure:?}"
+    );
+    handle.shutdown().await;
+}

@@ -10,8 +10,11 @@ use common::db::TestDb;
 use common::eventually;
 use common::market::{at, trades};
 use common::redis::TestPrefix;
+use keel::actors::child::Incarnation;
 use keel::actors::resource::pg::PgClient;
 use keel::actors::resource::redis::{Fields, RedisClient};
+use keel::actors::service::scheduler::{Job, Scheduler, SchedulerArgs};
+use keel::actors::service::task::{RunOnce, TaskWork};
 use keel::actors::sim::{self, SimConfig};
 use keel::config::Config;
 use keel::{tree, Runtime, TaskOutcome};
@@ -468,4 +471,119 @@ async fn a_task_run_through_the_admin_api_is_started_by_the_scheduler() {
         409,
         "no scheduler once shut down"
     );
+}
+
+/// Work that fails every time, counting its runs.
+#[derive(Clone, Debug)]
+struct Flaky(Arc<std::sync::atomic::AtomicU32>);
+
+impl TaskWork for Flaky {
+    async fn run(self, _own: Incarnation) -> Result<String, String> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Err("flaky fails on purpose".into())
+    }
+}
+
+/// Work that never finishes by itself.
+#[derive(Clone, Debug)]
+struct Hangs;
+
+impl TaskWork for Hangs {
+    async fn run(self, own: Incarnation) -> Result<String, String> {
+        own.stop.cancelled().await;
+        Ok("stopped".into())
+    }
+}
+
+fn scheduler_with(job: Job) -> (Runtime, SchedulerArgs) {
+    let runtime = Runtime::new(keel::supervisor::SupervisorConfig::default());
+    let args = SchedulerArgs {
+        jobs: vec![job],
+        registry: runtime.registry().clone(),
+        task_shutdown_timeout: Duration::from_secs(5),
+    };
+    (runtime, args)
+}
+
+fn runs(handle: &keel::RuntimeHandle, task: &str) -> (u64, u64) {
+    handle
+        .tree()
+        .actor(task)
+        .and_then(|a| a.details.get("runs").cloned())
+        .map_or((0, 0), |r| {
+            (
+                r["succeeded"].as_u64().unwrap_or(0),
+                r["failed"].as_u64().unwrap_or(0),
+            )
+        })
+}
+
+#[tokio::test]
+async fn a_task_that_keeps_failing_runs_once_per_interval_not_more_and_more_often() {
+    let count = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let work = Flaky(Arc::clone(&count));
+    let job = Job {
+        name: "flaky".into(),
+        every: Duration::from_secs(1),
+        at_boot: true,
+        factory: Arc::new(move |ctx| RunOnce::spawn(work.clone(), ctx)),
+    };
+    let (runtime, args) = scheduler_with(job);
+    let handle = runtime
+        .child(keel::supervisor::ChildSpec::worker(
+            "scheduler",
+            move |ctx| Scheduler::spawn(args.clone(), ctx),
+        ))
+        .start()
+        .await
+        .unwrap();
+    // At boot, then one run a second (the retry of a failure takes the place of
+    // the next interval's run, it does not add a timer).
+    tokio::time::sleep(Duration::from_millis(5_500)).await;
+    let ran = count.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        (5..=7).contains(&ran),
+        "{ran} runs in 5.5 s at 1 s intervals"
+    );
+    let (succeeded, failed) = runs(&handle, "flaky");
+    assert_eq!((succeeded, failed as u32), (0, ran));
+    assert!(
+        !handle.has_ended(),
+        "failed runs are the scheduler's to retry"
+    );
+    handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_killed_run_counts_as_failed() {
+    let job = Job {
+        name: "hangs".into(),
+        every: Duration::from_secs(3600),
+        at_boot: true,
+        factory: Arc::new(|ctx| RunOnce::spawn(Hangs, ctx)),
+    };
+    let (runtime, args) = scheduler_with(job);
+    let handle = runtime
+        .child(keel::supervisor::ChildSpec::worker(
+            "scheduler",
+            move |ctx| Scheduler::spawn(args.clone(), ctx),
+        ))
+        .start()
+        .await
+        .unwrap();
+    eventually("the run started", WAIT, || {
+        handle.registry().cell("hangs").is_some()
+    })
+    .await;
+    handle.registry().cell("hangs").unwrap().kill();
+    eventually("the killed run recorded", WAIT, || {
+        runs(&handle, "hangs") == (0, 1)
+    })
+    .await;
+    let failure = handle.tree().actor("hangs").unwrap().last_failure.clone();
+    assert!(
+        failure.is_some_and(|f| f.reason == "killed"),
+        "the failure says it was killed"
+    );
+    handle.shutdown().await;
 }

@@ -18,6 +18,7 @@ use clap::{Parser, Subcommand};
 use crate::config::{Config, DEFAULT_PATH};
 use crate::exit_code;
 use crate::logging::{self, LogFormat};
+use crate::runtime::Runtime;
 
 /// Keel: a supervised runtime for market-data services.
 #[derive(Debug, Parser)]
@@ -72,19 +73,9 @@ pub fn main() -> ExitCode {
     if let Command::Check = cli.command {
         return ExitCode::from(check::run(&config));
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            tracing::error!(%error, "Cannot start the async runtime.");
-            return ExitCode::from(exit_code::SUPERVISOR_GAVE_UP);
-        }
-    };
-    let code = runtime.block_on(async {
+    let code = on_runtime(|| async {
         match cli.command {
-            Command::Run => run::run(&config).await,
+            Command::Run => run::run(&config, Runtime::from_config(&config)).await,
             Command::Task { name, args } => task::run(&config, &name, &args).await,
             Command::Migrate => migrate::run(&config).await,
             Command::Sim(args) => sim::run(&config.sim, args).await,
@@ -92,8 +83,37 @@ pub fn main() -> ExitCode {
             Command::Check => exit_code::OK,
         }
     });
+    ExitCode::from(code)
+}
+
+/// Runs `tree` the way `keel run` runs the tree of its configuration (signals,
+/// the admin endpoint, the shutdown deadline and its watchdog) on an async
+/// runtime of its own, and returns the process exit code. Embedders and tests
+/// use it to run a tree of their own as a daemon.
+pub fn run_daemon(config: &Config, tree: impl FnOnce() -> Runtime) -> u8 {
+    on_runtime(|| async { run::run(config, tree()).await })
+}
+
+/// Blocks on `work` on a fresh multi-threaded runtime, then shuts the runtime
+/// down without waiting on tasks that never yield.
+fn on_runtime<F, Fut>(work: F) -> u8
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = u8>,
+{
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!(%error, "Cannot start the async runtime.");
+            return exit_code::SUPERVISOR_GAVE_UP;
+        }
+    };
+    let code = runtime.block_on(work());
     // Not a plain drop, which waits for every task: one that never yields
     // would hold the process forever.
-    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
-    ExitCode::from(code)
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    code
 }

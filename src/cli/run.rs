@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::signals::ShutdownSignals;
 use super::watchdog::{self, Watchdog};
 
-pub(super) async fn run(config: &Config) -> u8 {
+pub(super) async fn run(config: &Config, tree: Runtime) -> u8 {
     // Installed before the tree starts, so a signal during start-up is not lost.
     let mut signals = match ShutdownSignals::install() {
         Ok(signals) => signals,
@@ -19,7 +19,7 @@ pub(super) async fn run(config: &Config) -> u8 {
             return exit_code::SUPERVISOR_GAVE_UP;
         }
     };
-    let handle = match Runtime::from_config(config).start().await {
+    let handle = match tree.start().await {
         Ok(handle) => handle,
         Err(error) => {
             tracing::error!(%error, "Keel could not start.");

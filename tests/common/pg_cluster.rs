@@ -67,6 +67,15 @@ fn free_port() -> u16 {
 impl PrivatePg {
     /// Initialises a cluster (trust auth, database `keel`) and starts it.
     pub fn start() -> Self {
+        Self::init(None)
+    }
+
+    /// The same, but every connection over TCP must give `password` (scram).
+    pub fn start_with_password(password: &str) -> Self {
+        Self::init(Some(password))
+    }
+
+    fn init(password: Option<&str>) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("keel-pg-")
             .tempdir()
@@ -82,17 +91,44 @@ impl PrivatePg {
         let bin = server_bin();
         let data = dir.path().join("data");
         let data_str = data.to_string_lossy().into_owned();
-        run(
-            &bin.join("initdb"),
-            &[
-                "-D",
-                &data_str,
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "--no-sync",
-            ],
-        );
+        match password {
+            None => run(
+                &bin.join("initdb"),
+                &[
+                    "-D",
+                    &data_str,
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "--no-sync",
+                ],
+            ),
+            Some(password) => {
+                let pwfile = dir.path().join("pw");
+                std::fs::write(&pwfile, password).expect("password file");
+                if is_root() {
+                    let _ = Command::new("chown")
+                        .args(["postgres:postgres"])
+                        .arg(&pwfile)
+                        .status();
+                }
+                let pwfile = pwfile.to_string_lossy().into_owned();
+                run(
+                    &bin.join("initdb"),
+                    &[
+                        "-D",
+                        &data_str,
+                        "-U",
+                        "postgres",
+                        "--auth-local=trust",
+                        "--auth-host=scram-sha-256",
+                        "--pwfile",
+                        &pwfile,
+                        "--no-sync",
+                    ],
+                );
+            }
+        }
         let mut pg = Self {
             port: free_port(),
             dir,
@@ -100,19 +136,21 @@ impl PrivatePg {
             running: false,
         };
         pg.resume();
-        let status = Command::new(pg.bin.join("createdb"))
-            .args([
+        // Over the cluster's socket, which trusts, so a password cluster needs
+        // none here.
+        let socket = pg.dir.path().to_string_lossy().into_owned();
+        run(
+            &pg.bin.join("createdb"),
+            &[
                 "-h",
-                "127.0.0.1",
+                &socket,
                 "-p",
                 &pg.port.to_string(),
                 "-U",
                 "postgres",
                 "keel",
-            ])
-            .status()
-            .expect("createdb");
-        assert!(status.success(), "createdb keel");
+            ],
+        );
         pg
     }
 
@@ -172,8 +210,10 @@ impl PrivatePg {
     /// Runs SQL on the test's own connection.
     pub async fn client(&self) -> tokio_postgres::Client {
         let (client, connection) = tokio_postgres::connect(
+            // The cluster's socket, which trusts even where TCP wants a password.
             &format!(
-                "host=127.0.0.1 port={} user=postgres dbname=keel",
+                "host={} port={} user=postgres dbname=keel",
+                self.dir.path().display(),
                 self.port
             ),
             tokio_postgres::NoTls,
@@ -188,10 +228,17 @@ impl PrivatePg {
 impl Drop for PrivatePg {
     fn drop(&mut self) {
         if self.running {
-            let _ = Command::new("runuser")
-                .args(["-u", "postgres", "--"])
-                .arg(self.bin.join("pg_ctl"))
-                .args(["-D", &self.data(), "-m", "immediate", "stop"])
+            let pg_ctl = self.bin.join("pg_ctl");
+            let args = ["-D", &self.data(), "-m", "immediate", "stop"];
+            let mut command = if is_root() {
+                let mut c = Command::new("runuser");
+                c.args(["-u", "postgres", "--"]).arg(&pg_ctl);
+                c
+            } else {
+                Command::new(&pg_ctl)
+            };
+            let _ = command
+                .args(args)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status();

@@ -62,10 +62,18 @@ impl Drop for TestPrefix {
 pub struct PrivateRedis {
     pub port: u16,
     process: Option<Child>,
+    /// Extra `redis-server` arguments (`--requirepass`, ...).
+    args: Vec<String>,
 }
 
 impl PrivateRedis {
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// A server started with extra arguments; the readiness probe then only
+    /// checks that it accepts connections.
+    pub fn start_with(args: &[&str]) -> Self {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
@@ -73,6 +81,7 @@ impl PrivateRedis {
         let mut redis = Self {
             port,
             process: None,
+            args: args.iter().map(|a| a.to_string()).collect(),
         };
         redis.resume();
         redis
@@ -83,6 +92,7 @@ impl PrivateRedis {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -93,7 +103,12 @@ impl PrivateRedis {
             let pong = redis::Client::open(format!("redis://127.0.0.1:{}/0", self.port))
                 .and_then(|c| c.get_connection())
                 .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
-            if pong.is_ok() {
+            let answered = match &pong {
+                Ok(_) => true,
+                // A server that wants a password is up all the same.
+                Err(e) => !self.args.is_empty() && e.code().is_some(),
+            };
+            if answered {
                 return;
             }
             assert!(

@@ -91,30 +91,18 @@ where
         return result;
     };
     let mut episode: Option<(Instant, crate::delay::Backoff)> = None;
-    loop {
-        let hint = match &result {
-            Err(error) => match error.outage() {
-                Some(hint) if !ride.stop.is_cancelled() => {
-                    if episode.is_none() {
-                        tracing::warn!(
-                            caller = %ride.caller.name(), resource, %error,
-                            "Resource unavailable; waiting for it."
-                        );
-                        ride.caller.set_detail(
-                            "waiting_for",
-                            serde_json::json!({ "resource": resource, "cause": error.to_string() }),
-                        );
-                        episode = Some((Instant::now(), wait_policy().sequence()));
-                    }
-                    hint
-                }
-                _ => break,
-            },
-            Ok(_) => break,
-        };
-        let Some((_, backoff)) = episode.as_mut() else {
-            break;
-        };
+    while let Some((hint, error)) = outage(&result, ride) {
+        let (_, backoff) = episode.get_or_insert_with(|| {
+            tracing::warn!(
+                caller = %ride.caller.name(), resource, %error,
+                "Resource unavailable; waiting for it."
+            );
+            ride.caller.set_detail(
+                "waiting_for",
+                serde_json::json!({ "resource": resource, "cause": error.to_string() }),
+            );
+            (Instant::now(), wait_policy().sequence())
+        });
         let delay = hint.max(backoff.next_delay());
         if !ride.wait(registry, resource, delay).await {
             break;
@@ -132,6 +120,16 @@ where
         }
     }
     result
+}
+
+/// The outage `result` failed with, if waiting for it is the thing to do.
+fn outage<'r, T, E: CallError>(
+    result: &'r Result<T, E>,
+    ride: &RideOut,
+) -> Option<(Duration, &'r E)> {
+    let error = result.as_ref().err()?;
+    let hint = error.outage()?;
+    (!ride.stop.is_cancelled()).then_some((hint, error))
 }
 
 fn round_ms(d: Duration) -> Duration {

@@ -296,6 +296,21 @@ impl Exchange {
     }
 
     /// Generates one tick's trades and book changes and publishes them.
+    /// How long the engine sleeps between ticks: about one trade's time at the
+    /// current rate, between 1 ms and a book slot. A quiet exchange wakes ten
+    /// times a second, not a thousand; how many trades are due is computed from
+    /// the clock, so the period changes no trade.
+    fn tick_period(&self) -> std::time::Duration {
+        let per_sec = self.rate.lock().per_sec;
+        let slot = SLOT_MS as f64 / 1000.0;
+        let period = if per_sec > 0.0 {
+            (1.0 / per_sec).clamp(0.001, slot)
+        } else {
+            slot
+        };
+        std::time::Duration::from_secs_f64(period)
+    }
+
     fn tick(&self, next_instrument: &mut usize, last_slot: &mut u64) {
         let now_ms = to_ms(SystemTime::now());
         let due = self.rate.lock().due(Instant::now());
@@ -349,14 +364,14 @@ impl Exchange {
 
 /// Runs the engine until `stop`: a tick every millisecond.
 pub(super) async fn run_engine(exchange: Arc<Exchange>, stop: CancellationToken) {
-    let mut interval = tokio::time::interval(std::time::Duration::from_millis(1));
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut next_instrument = 0;
     let mut last_slot = 0;
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
-            _ = interval.tick() => exchange.tick(&mut next_instrument, &mut last_slot),
+            () = tokio::time::sleep(exchange.tick_period()) => {
+                exchange.tick(&mut next_instrument, &mut last_slot);
+            }
         }
     }
 }

@@ -13,8 +13,8 @@ use super::PgShared;
 /// Runs `work` on a pooled connection, retrying transient errors with backoff up
 /// to `max_attempts`; permanent errors return at once. After an error that may
 /// have reached the server, only `idempotent` work is retried. Once the
-/// incarnation is asked to stop, nothing is retried and nothing waits for a
-/// connection: the attempt in hand finishes, and the call returns.
+/// incarnation is asked to stop, nothing is retried: the attempt in hand (bounded
+/// by the checkout timeout and the attempt limit) finishes, and the call returns.
 pub(super) async fn execute<T>(
     shared: &PgShared,
     op: &'static str,
@@ -43,11 +43,7 @@ async fn execute_with_retries<T>(
         counters.attempts.fetch_add(1, Ordering::Relaxed);
         // Before the first connect applied the schema, a statement would fail
         // for a reason that is only a matter of time.
-        let ready = tokio::select! {
-            ready = shared.schema_ready(shared.config.checkout_timeout) => ready,
-            () = shared.stop.cancelled() => false,
-        };
-        let class = if !ready {
+        let class = if !shared.schema_ready(shared.config.checkout_timeout).await {
             Class::Transient {
                 maybe_applied: false,
                 cause: "not connected yet (schema not applied)".into(),
@@ -55,17 +51,7 @@ async fn execute_with_retries<T>(
         } else {
             let checkout = {
                 let _waiting = shared.stats.waiting();
-                tokio::select! {
-                    checkout = shared.pool.get() => Some(checkout),
-                    () = shared.stop.cancelled() => None,
-                }
-            };
-            let Some(checkout) = checkout else {
-                return Err(PgError::Unavailable {
-                    op,
-                    attempts: attempt,
-                    last: "stopping: no connection was free".into(),
-                });
+                shared.pool.get().await
             };
             match checkout {
                 Ok(mut conn) => {
