@@ -44,32 +44,64 @@ pub const JANITOR: &str = "janitor";
 /// The scheduler's registry name.
 pub const SCHEDULER: &str = "scheduler";
 
-/// Every task `keel task` knows, as typed on the command line.
-pub const TASKS: &str = "backfill --gaps, backfill --instrument X --from T --to T [--resolution R], instruments, janitor";
+/// A run-once task, as `keel task` names it.
+#[derive(Clone, Debug, PartialEq, Eq, clap::Subcommand)]
+pub enum TaskRequest {
+    /// Repair trades (`--gaps`), or fetch the exchange's candles for a range.
+    Backfill(BackfillRequest),
+    /// Sync instruments from the exchange's listing.
+    Instruments,
+    /// Delete by age and trim the streams.
+    Janitor,
+}
 
-const BACKFILL_USAGE: &str = "usage: keel task backfill --gaps | --instrument NAME --from TIME --to TIME [--resolution 1m|5m|1h|1d] (TIME: RFC 3339 or ms since the epoch)";
+/// `keel task backfill`: `--gaps`, or `--instrument X --from T --to T [--resolution R]`.
+#[derive(Clone, Debug, PartialEq, Eq, clap::Args)]
+pub struct BackfillRequest {
+    /// Repair every recorded gap, every hole in the stored sequence and the tail
+    /// behind the exchange.
+    #[arg(long, conflicts_with_all = ["instrument", "from", "to", "resolution"])]
+    pub gaps: bool,
+    /// The instrument whose candles to fetch.
+    #[arg(long, required_unless_present = "gaps", requires_all = ["from", "to"])]
+    pub instrument: Option<String>,
+    /// Start (RFC 3339, or ms since the epoch).
+    #[arg(long, value_parser = parse_time)]
+    pub from: Option<SystemTime>,
+    /// End (RFC 3339, or ms since the epoch).
+    #[arg(long, value_parser = parse_time)]
+    pub to: Option<SystemTime>,
+    /// Candle resolution: 1m, 5m, 1h or 1d (default 1m).
+    #[arg(long, value_parser = parse_resolution)]
+    pub resolution: Option<Resolution>,
+}
 
-/// `--instrument X --from T --to T [--resolution R]`.
-fn candle_range(args: &[String]) -> Result<(String, SystemTime, SystemTime, Resolution), String> {
-    let (mut instrument, mut from, mut to) = (None, None, None);
-    let mut resolution = Resolution::minutes(1);
-    let mut it = args.iter();
-    while let Some(flag) = it.next() {
-        let value = it
-            .next()
-            .ok_or_else(|| format!("{flag} needs a value; {BACKFILL_USAGE}"))?;
-        match flag.as_str() {
-            "--instrument" => instrument = Some(value.clone()),
-            "--from" => from = Some(parse_time(value)?),
-            "--to" => to = Some(parse_time(value)?),
-            "--resolution" => resolution = Some(Resolution::try_from(value.clone())?),
-            other => return Err(format!("unknown flag {other}; {BACKFILL_USAGE}")),
+impl BackfillRequest {
+    /// `backfill --gaps`.
+    pub fn gaps() -> Self {
+        Self {
+            gaps: true,
+            instrument: None,
+            from: None,
+            to: None,
+            resolution: None,
         }
     }
-    match (instrument, from, to, resolution) {
-        (Some(i), Some(f), Some(t), Some(r)) if f <= t => Ok((i, f, t, r)),
-        (Some(_), Some(_), Some(_), Some(_)) => Err("--from must not be after --to".into()),
-        _ => Err(BACKFILL_USAGE.into()),
+}
+
+impl TaskRequest {
+    /// Parses the words after `keel task` (`["backfill", "--gaps"]`), as the
+    /// command line does.
+    pub fn parse(words: &[&str]) -> Result<Self, String> {
+        #[derive(clap::Parser)]
+        struct Words {
+            #[command(subcommand)]
+            task: TaskRequest,
+        }
+        let argv = std::iter::once("task").chain(words.iter().copied());
+        <Words as clap::Parser>::try_parse_from(argv)
+            .map(|w| w.task)
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -78,6 +110,10 @@ fn parse_time(text: &str) -> Result<SystemTime, String> {
         return Ok(UNIX_EPOCH + Duration::from_millis(ms));
     }
     humantime::parse_rfc3339_weak(text).map_err(|e| format!("`{text}` is not a time: {e}"))
+}
+
+fn parse_resolution(text: &str) -> Result<Resolution, String> {
+    Resolution::try_from(text.to_owned())
 }
 
 /// Every child `config` asks for, in start order: resources before the services
@@ -130,22 +166,20 @@ pub fn children(config: &Config, registry: &Registry) -> Vec<ChildSpec> {
         let schedule = &config.schedule;
         let jobs: Vec<Job> = [
             (
-                "instruments",
-                &[][..],
+                TaskRequest::Instruments,
                 schedule.instruments_every,
                 schedule.instruments_at_boot,
             ),
-            ("janitor", &[][..], schedule.janitor_every, false),
+            (TaskRequest::Janitor, schedule.janitor_every, false),
             (
-                "backfill",
-                &["--gaps".to_owned()][..],
+                TaskRequest::Backfill(BackfillRequest::gaps()),
                 schedule.gap_repair_every,
                 false,
             ),
         ]
         .into_iter()
-        .filter_map(|(name, args, every, at_boot)| {
-            let spec = task(config, registry, name, args)?.ok()?.pop()?;
+        .filter_map(|(request, every, at_boot)| {
+            let spec = task_spec(config, registry, &request).ok()?;
             Some(Job {
                 name: spec.name,
                 every,
@@ -166,16 +200,29 @@ pub fn children(config: &Config, registry: &Registry) -> Vec<ChildSpec> {
     children
 }
 
-/// The resources plus the one task `name`, for `keel task`; `None` for a task
-/// this build does not have.
+/// The resources plus the one task `request` asks for, for `keel task`; an
+/// error says what is wrong with the request's values.
 pub fn task(
     config: &Config,
     registry: &Registry,
-    name: &str,
-    args: &[String],
-) -> Option<Result<Vec<ChildSpec>, String>> {
-    let spec = match (name, args) {
-        ("backfill", [flag]) if flag == "--gaps" => {
+    request: &TaskRequest,
+) -> Result<Vec<ChildSpec>, String> {
+    let spec = task_spec(config, registry, request)?;
+    Ok(vec![
+        resources::postgres(config),
+        resources::redis(config),
+        spec,
+    ])
+}
+
+/// The task child itself.
+fn task_spec(
+    config: &Config,
+    registry: &Registry,
+    request: &TaskRequest,
+) -> Result<ChildSpec, String> {
+    Ok(match request {
+        TaskRequest::Backfill(BackfillRequest { gaps: true, .. }) => {
             let work = GapRepair {
                 registry: registry.clone(),
                 pg: PG.into(),
@@ -185,15 +232,24 @@ pub fn task(
             };
             ChildSpec::task(GAP_REPAIR, move |ctx| RunOnce::spawn(work.clone(), ctx))
         }
-        ("backfill", args) => {
-            let (instrument, from, to, resolution) = match candle_range(args) {
-                Ok(range) => range,
-                Err(why) => return Some(Err(why)),
+        TaskRequest::Backfill(BackfillRequest {
+            instrument: Some(instrument),
+            from: Some(from),
+            to: Some(to),
+            resolution,
+            ..
+        }) => {
+            if from > to {
+                return Err("--from must not be after --to".into());
+            }
+            let resolution = match resolution {
+                Some(r) => *r,
+                None => Resolution::minutes(1).ok_or("no 1-minute resolution")?,
             };
             let work = CandleBackfill {
-                instrument,
-                from,
-                to,
+                instrument: instrument.clone(),
+                from: *from,
+                to: *to,
                 resolution,
                 registry: registry.clone(),
                 pg: PG.into(),
@@ -203,7 +259,12 @@ pub fn task(
                 RunOnce::spawn(work.clone(), ctx)
             })
         }
-        ("instruments", []) => {
+        TaskRequest::Backfill(_) => {
+            return Err(
+                "backfill needs --gaps, or --instrument X --from T --to T [--resolution R]".into(),
+            )
+        }
+        TaskRequest::Instruments => {
             let work = InstrumentSync {
                 config: config.instruments.clone(),
                 registry: registry.clone(),
@@ -212,7 +273,7 @@ pub fn task(
             };
             ChildSpec::task(INSTRUMENTS, move |ctx| RunOnce::spawn(work.clone(), ctx))
         }
-        ("janitor", []) => {
+        TaskRequest::Janitor => {
             let work = Janitor {
                 config: config.janitor.clone(),
                 instruments: config.receiver.instruments.clone(),
@@ -222,16 +283,7 @@ pub fn task(
             };
             ChildSpec::task(JANITOR, move |ctx| RunOnce::spawn(work.clone(), ctx))
         }
-        ("instruments" | "janitor", _) => {
-            return Some(Err(format!("usage: keel task {name} (no arguments)")))
-        }
-        _ => return None,
-    };
-    Some(Ok(vec![
-        resources::postgres(config),
-        resources::redis(config),
-        spec,
-    ]))
+    })
 }
 
 mod resources {
@@ -252,24 +304,41 @@ mod resources {
 mod tests {
     use super::*;
 
-    fn args(text: &str) -> Vec<String> {
-        text.split_whitespace().map(str::to_owned).collect()
-    }
-
     #[test]
-    fn candle_ranges_parse_and_bad_ones_say_why() {
-        let (i, f, t, r) = candle_range(&args("--instrument BTC-PERPETUAL --from 2024-01-01T00:00:00Z --to 1704153600000 --resolution 5m")).unwrap();
-        assert_eq!(i, "BTC-PERPETUAL");
-        assert_eq!(f, UNIX_EPOCH + Duration::from_secs(1_704_067_200));
-        assert_eq!(t, UNIX_EPOCH + Duration::from_secs(1_704_153_600));
-        assert_eq!(r.as_minutes(), 5);
-        for bad in [
-            "--instrument X",
-            "--instrument X --from soon --to 1",
-            "--instrument X --from 5 --to 1",
-            "--bogus 1",
+    fn task_requests_parse_as_the_command_line_writes_them_and_bad_ones_say_why() {
+        assert_eq!(
+            TaskRequest::parse(&["backfill", "--gaps"]),
+            Ok(TaskRequest::Backfill(BackfillRequest::gaps()))
+        );
+        let words = "backfill --instrument BTC-PERPETUAL --from 2024-01-01T00:00:00Z --to 1704153600000 --resolution 5m";
+        let words: Vec<&str> = words.split_whitespace().collect();
+        let Ok(TaskRequest::Backfill(b)) = TaskRequest::parse(&words) else {
+            panic!("parses");
+        };
+        assert_eq!(b.instrument.as_deref(), Some("BTC-PERPETUAL"));
+        assert_eq!(
+            b.from,
+            Some(UNIX_EPOCH + Duration::from_secs(1_704_067_200))
+        );
+        assert_eq!(b.to, Some(UNIX_EPOCH + Duration::from_secs(1_704_153_600)));
+        assert_eq!(b.resolution.map(|r| r.as_minutes()), Some(5));
+        for (bad, names) in [
+            ("backfill --instrument X", "--from"),
+            ("backfill --instrument X --from soon --to 1", "soon"),
+            ("backfill --bogus 1", "--bogus"),
+            ("backfill --gaps --instrument X", "--instrument"),
+            ("janitor --gaps", "--gaps"),
+            ("defrag", "defrag"),
         ] {
-            assert!(candle_range(&args(bad)).is_err(), "{bad}");
+            let words: Vec<&str> = bad.split_whitespace().collect();
+            let error = TaskRequest::parse(&words).expect_err(bad);
+            assert!(error.contains(names), "{bad}: {error}");
         }
+        let config = Config::default();
+        let registry = Registry::default();
+        let backwards =
+            TaskRequest::parse(&["backfill", "--instrument", "X", "--from", "5", "--to", "1"])
+                .unwrap();
+        assert!(task(&config, &registry, &backwards).is_err());
     }
 }

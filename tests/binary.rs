@@ -312,3 +312,41 @@ fn sigterm_while_postgres_hangs_exits_within_the_shutdown_deadline() {
         other => panic!("exit code {other:?}: {last}"),
     }
 }
+
+#[test]
+fn global_options_are_taken_anywhere_and_errors_name_the_wrong_argument() {
+    // --config after the task's own arguments is still --config.
+    let output = Command::new(KEEL)
+        .args(["task", "backfill", "--gaps", "--config", "/nonexistent/keel.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("/nonexistent/keel.toml"), "{stderr}");
+
+    // An unknown flag is named as such, with exit 64.
+    let output = Command::new(KEEL)
+        .args(["task", "backfill", "--gaps", "--bogus", "--log-format", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--bogus"), "{stderr}");
+    assert!(!stderr.contains("--gaps'"), "names only the wrong one: {stderr}");
+}
+
+#[test]
+fn without_a_configuration_file_commands_run_on_the_defaults_in_code_and_say_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(KEEL)
+        .arg("check")
+        .current_dir(dir.path())
+        .env_remove("KEEL_CONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("using the defaults in code"), "{stderr}");
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(printed.contains("max_restarts = 5"), "{printed}");
+}

@@ -183,7 +183,13 @@ impl World {
             }
         }
         let url = format!("http://127.0.0.1:{}/api/tree", self.admin_port);
-        let Ok(answer) = self.http.get(url).timeout(Duration::from_secs(2)).send().await else {
+        let Ok(answer) = self
+            .http
+            .get(url)
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+        else {
             return;
         };
         let Some(tree) = json_of(answer).await else {
@@ -217,7 +223,13 @@ impl World {
 
     async fn streaming(&self) -> bool {
         let url = format!("http://127.0.0.1:{}/api/tree", self.admin_port);
-        let Ok(answer) = self.http.get(url).timeout(Duration::from_secs(2)).send().await else {
+        let Ok(answer) = self
+            .http
+            .get(url)
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+        else {
             return false;
         };
         let Some(tree) = json_of(answer).await else {
@@ -306,14 +318,24 @@ async fn inject(world: &mut World, dice: &mut Dice, fault: &str) {
         sim => {
             let body = match sim {
                 "sim_disconnect" => serde_json::json!({"fault": "disconnect"}),
-                "sim_stall" => serde_json::json!({"fault": "stall", "ms": dice.millis(2_000, 15_000).as_millis() as u64}),
+                "sim_stall" => {
+                    serde_json::json!({"fault": "stall", "ms": dice.millis(2_000, 15_000).as_millis() as u64})
+                }
                 "sim_ignore_test_request" => serde_json::json!({"fault": "ignore_test_request"}),
-                "sim_malformed" => serde_json::json!({"fault": "malformed", "count": 1 + dice.below(50)}),
+                "sim_malformed" => {
+                    serde_json::json!({"fault": "malformed", "count": 1 + dice.below(50)})
+                }
                 "sim_book_gap" => serde_json::json!({"fault": "book_gap"}),
-                "sim_duplicate_trades" => serde_json::json!({"fault": "duplicate_trades", "count": 1 + dice.below(100)}),
+                "sim_duplicate_trades" => {
+                    serde_json::json!({"fault": "duplicate_trades", "count": 1 + dice.below(100)})
+                }
                 "sim_rate_limit" => serde_json::json!({"fault": "rate_limit"}),
-                "sim_slow_consumer" => serde_json::json!({"fault": "slow_consumer", "ms": dice.millis(500, 6_000).as_millis() as u64}),
-                _ => serde_json::json!({"fault": "silence_heartbeats", "ms": dice.millis(5_000, 30_000).as_millis() as u64}),
+                "sim_slow_consumer" => {
+                    serde_json::json!({"fault": "slow_consumer", "ms": dice.millis(500, 6_000).as_millis() as u64})
+                }
+                _ => {
+                    serde_json::json!({"fault": "silence_heartbeats", "ms": dice.millis(5_000, 30_000).as_millis() as u64})
+                }
             };
             world.sim_post("/sim/faults", body).await;
         }
@@ -334,7 +356,12 @@ async fn run(minutes: f64, seed: u64) -> Outcome {
     let sim_port = free_port();
     let mut sim = Command::new(KEEL)
         .args(["sim", "--listen", &format!("127.0.0.1:{sim_port}")])
-        .args(["--instruments", &INSTRUMENTS.join(","), "--trades-per-sec", "0"])
+        .args([
+            "--instruments",
+            &INSTRUMENTS.join(","),
+            "--trades-per-sec",
+            "0",
+        ])
         .arg("--config")
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/keel.toml"))
         .stdin(Stdio::null())
@@ -364,7 +391,9 @@ async fn run(minutes: f64, seed: u64) -> Outcome {
         assert!(Instant::now() < deadline, "keel never streamed");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    world.sim_post("/sim/rate", serde_json::json!({"trades_per_sec": RATE})).await;
+    world
+        .sim_post("/sim/rate", serde_json::json!({"trades_per_sec": RATE}))
+        .await;
 
     let mut dice = Dice(seed.max(1));
     let mut faults: BTreeMap<&str, u64> = BTreeMap::new();
@@ -391,7 +420,9 @@ async fn run(minutes: f64, seed: u64) -> Outcome {
 
     // Generation stops; Keel gets time to catch up (a fault's last effects,
     // claims of a killed incarnation's pending entries), then shuts down.
-    world.sim_post("/sim/rate", serde_json::json!({"trades_per_sec": 0.0})).await;
+    world
+        .sim_post("/sim/rate", serde_json::json!({"trades_per_sec": 0.0}))
+        .await;
     let client = world.pg.client().await;
     let mut last = -1i64;
     let mut quiet = 0;
@@ -527,7 +558,10 @@ fn main() {
     if minutes.is_none() {
         // Run by `cargo test`: one test.
         let (passed, failed) = if outcome.ok { (1, 0) } else { (0, 1) };
-        println!("test a_two_minute_chaos_run_loses_and_doubles_nothing ... {}", if outcome.ok { "ok" } else { "FAILED" });
+        println!(
+            "test a_two_minute_chaos_run_loses_and_doubles_nothing ... {}",
+            if outcome.ok { "ok" } else { "FAILED" }
+        );
         println!("{passed} passed, {failed} failed");
     }
     if !outcome.ok {

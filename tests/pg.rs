@@ -367,3 +367,17 @@ async fn the_statement_timeout_reaches_the_server_and_is_not_retried() {
     assert_eq!(count(&db, "SELECT count(*) FROM trades").await, 0);
     handle.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_batch_holding_one_trade_twice_stores_it_once_even_when_nothing_is_stored_yet() {
+    let db = TestDb::create().await;
+    let (handle, pg) = start(pg_config(db.url(PG_PORT))).await;
+    wait_ready(&handle).await;
+    // The chaos run found this: a re-sent trade in one read batch, none stored.
+    let mut batch = trades("BTC-PERPETUAL", 1..6);
+    batch.push(batch[2].clone());
+    let new = pg.insert_trades(batch.into()).await.unwrap();
+    assert_eq!(new, 5);
+    assert_eq!(count(&db, "SELECT count(*) FROM trades").await, 5);
+    handle.shutdown().await;
+}

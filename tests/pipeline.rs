@@ -274,9 +274,12 @@ async fn every_trade_is_stored_exactly_once_through_faults_restarts_and_outages(
 
     // Gap repair: recorded gaps, holes and the tail, from the exchange's history.
     let runtime = Runtime::new(config.supervisor.clone());
-    let specs = tree::task(&config, runtime.registry(), "backfill", &["--gaps".into()])
-        .expect("backfill exists")
-        .expect("valid arguments");
+    let specs = tree::task(
+        &config,
+        runtime.registry(),
+        &tree::TaskRequest::Backfill(tree::BackfillRequest::gaps()),
+    )
+    .expect("valid arguments");
     let repair = specs
         .into_iter()
         .fold(runtime, Runtime::child)

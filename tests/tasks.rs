@@ -27,12 +27,9 @@ type RangeEntry = (String, Vec<(String, Vec<u8>)>);
 /// Runs `keel task NAME` in-process; returns how it ended.
 async fn run_task(config: &Config, command: &str) -> TaskOutcome {
     let runtime = Runtime::new(config.supervisor.clone());
-    let mut words = command.split_whitespace();
-    let name = words.next().unwrap_or_default();
-    let args: Vec<String> = words.map(str::to_owned).collect();
-    let specs = tree::task(config, runtime.registry(), name, &args)
-        .unwrap()
-        .unwrap();
+    let words: Vec<&str> = command.split_whitespace().collect();
+    let request = tree::TaskRequest::parse(&words).unwrap();
+    let specs = tree::task(config, runtime.registry(), &request).unwrap();
     let task = specs.last().unwrap().name.clone();
     let handle = specs
         .into_iter()

@@ -19,14 +19,16 @@ use crate::config::{Config, DEFAULT_PATH};
 use crate::exit_code;
 use crate::logging::{self, LogFormat};
 use crate::runtime::Runtime;
+use crate::tree::TaskRequest;
 
 /// Keel: a supervised runtime for market-data services.
 #[derive(Debug, Parser)]
 #[command(name = "keel", version, about)]
 pub struct Cli {
-    /// Configuration file.
-    #[arg(long, global = true, env = "KEEL_CONFIG", default_value = DEFAULT_PATH)]
-    pub config: PathBuf,
+    /// Configuration file [default: conf/keel.toml if it exists, else the
+    /// defaults in code].
+    #[arg(long, global = true, env = "KEEL_CONFIG")]
+    pub config: Option<PathBuf>,
     /// Log line format on standard error.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -41,14 +43,10 @@ pub enum Command {
     /// Run the daemon until SIGTERM or SIGINT (a second SIGINT skips the drain).
     Run,
     /// Run one task once under the same tree; the exit code is its result
-    /// (0 ok, 1 failed, 70 the supervisor gave up, 78 bad configuration).
-    Task {
-        /// The task to run.
-        name: String,
-        /// The task's own arguments.
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
-    },
+    /// (0 ok, 1 failed, 75 interrupted, 70 the supervisor gave up, 78 bad
+    /// configuration, 64 bad arguments).
+    #[command(subcommand)]
+    Task(TaskRequest),
     /// Validate the configuration and print it as it takes effect, secrets redacted.
     Check,
     /// Apply pending schema migrations to PostgreSQL and exit (0 ok, 1 failed).
@@ -61,9 +59,20 @@ pub enum Command {
 
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let code = if error.use_stderr() {
+                exit_code::USAGE
+            } else {
+                exit_code::OK // --help, --version
+            };
+            let _ = error.print();
+            return ExitCode::from(code);
+        }
+    };
     logging::init(cli.log_format);
-    let config = match Config::load(&cli.config) {
+    let config = match load_config(cli.config.as_deref()) {
         Ok(config) => config,
         Err(error) => {
             tracing::error!("{error}");
@@ -76,7 +85,7 @@ pub fn main() -> ExitCode {
     let code = on_runtime(|| async {
         match cli.command {
             Command::Run => run::run(&config, Runtime::from_config(&config)).await,
-            Command::Task { name, args } => task::run(&config, &name, &args).await,
+            Command::Task(request) => task::run(&config, &request).await,
             Command::Migrate => migrate::run(&config).await,
             Command::Sim(args) => sim::run(&config.sim, args).await,
             Command::Ctl(args) => ctl::run(&config, args).await,
@@ -84,6 +93,23 @@ pub fn main() -> ExitCode {
         }
     });
     ExitCode::from(code)
+}
+
+/// The configuration `--config` (or `KEEL_CONFIG`) names; without either,
+/// `conf/keel.toml` when there is one, else the defaults in code (said in the
+/// log). The environment's `KEEL__*` overrides apply in every case.
+fn load_config(path: Option<&std::path::Path>) -> Result<Config, crate::config::ConfigError> {
+    if let Some(path) = path {
+        return Config::load(path);
+    }
+    let default = std::path::Path::new(DEFAULT_PATH);
+    if default.exists() {
+        return Config::load(default);
+    }
+    tracing::info!(
+        "No configuration file ({DEFAULT_PATH} not found, --config and KEEL_CONFIG not given): using the defaults in code."
+    );
+    Config::load_defaults()
 }
 
 /// Runs `tree` the way `keel run` runs the tree of its configuration (signals,

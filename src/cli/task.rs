@@ -3,22 +3,18 @@
 
 use crate::config::Config;
 use crate::runtime::Runtime;
-use crate::tree::TASKS;
+use crate::tree::TaskRequest;
 use crate::{exit_code, tree, TaskOutcome};
 
 use super::signals::ShutdownSignals;
 use super::watchdog::{self, Watchdog};
 
-pub(super) async fn run(config: &Config, name: &str, args: &[String]) -> u8 {
+pub(super) async fn run(config: &Config, request: &TaskRequest) -> u8 {
     let runtime = Runtime::new(config.supervisor.clone()).inspection(&config.registry);
-    let specs = match tree::task(config, runtime.registry(), name, args) {
-        Some(Ok(specs)) => specs,
-        Some(Err(usage)) => {
-            tracing::error!(task = %name, %usage, "Bad task arguments.");
-            return exit_code::USAGE;
-        }
-        None => {
-            tracing::error!(task = %name, known = TASKS, "Unknown task.");
+    let specs = match tree::task(config, runtime.registry(), request) {
+        Ok(specs) => specs,
+        Err(usage) => {
+            tracing::error!(?request, %usage, "Bad task arguments.");
             return exit_code::USAGE;
         }
     };

@@ -21,6 +21,14 @@ impl Config {
         Self::load_with_env(path, vars)
     }
 
+    /// The defaults in code with this process's `KEEL__*` environment applied,
+    /// validated like a file.
+    pub fn load_defaults() -> Result<Self, ConfigError> {
+        let vars = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+        Self::parse("", Path::new("(defaults in code)"), vars)
+    }
+
     /// Like [`Config::load`], with the environment given explicitly.
     pub fn load_with_env(
         path: &Path,

@@ -35,9 +35,12 @@ pub async fn total(client: &Client, instruments: &[&str]) -> i64 {
 /// would, and returns how it ended.
 pub async fn repair(config: &Config, within: Duration) -> TaskOutcome {
     let runtime = Runtime::new(config.supervisor.clone());
-    let specs = tree::task(config, runtime.registry(), "backfill", &["--gaps".into()])
-        .expect("backfill exists")
-        .expect("valid arguments");
+    let specs = tree::task(
+        config,
+        runtime.registry(),
+        &tree::TaskRequest::Backfill(tree::BackfillRequest::gaps()),
+    )
+    .expect("valid arguments");
     let repair = specs
         .into_iter()
         .fold(runtime, Runtime::child)

@@ -93,6 +93,13 @@ pub(super) async fn insert_trades(
         range.0 = range.0.min(t.trade_seq);
         range.1 = range.1.max(t.trade_seq);
     }
+    // A batch may hold one trade twice (an exchange that re-sent it, a Redis
+    // write retried after a lost reply): COPY straight into `trades` would fail on
+    // it, the merge takes it once.
+    let mut keys = std::collections::HashSet::with_capacity(trades.len());
+    let repeats = !trades
+        .iter()
+        .all(|t| keys.insert((t.instrument_name.as_str(), t.trade_seq)));
     let names: Vec<&str> = ranges.keys().copied().collect();
     let lows: Vec<i64> = ranges.values().map(|r| r.0).collect();
     let highs: Vec<i64> = ranges.values().map(|r| r.1).collect();
@@ -112,7 +119,7 @@ pub(super) async fn insert_trades(
         .await?
         .first()
         .map_or(Ok(0), |row| row.try_get(0))?;
-    let inserted = if stored == 0 {
+    let inserted = if stored == 0 && !repeats {
         copy_rows(&tx, COPY_TRADES, trades).await?
     } else {
         tx.batch_execute(STAGE_TRADES).await?;
