@@ -317,7 +317,13 @@ fn sigterm_while_postgres_hangs_exits_within_the_shutdown_deadline() {
 fn global_options_are_taken_anywhere_and_errors_name_the_wrong_argument() {
     // --config after the task's own arguments is still --config.
     let output = Command::new(KEEL)
-        .args(["task", "backfill", "--gaps", "--config", "/nonexistent/keel.toml"])
+        .args([
+            "task",
+            "backfill",
+            "--gaps",
+            "--config",
+            "/nonexistent/keel.toml",
+        ])
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(78));
@@ -326,13 +332,23 @@ fn global_options_are_taken_anywhere_and_errors_name_the_wrong_argument() {
 
     // An unknown flag is named as such, with exit 64.
     let output = Command::new(KEEL)
-        .args(["task", "backfill", "--gaps", "--bogus", "--log-format", "json"])
+        .args([
+            "task",
+            "backfill",
+            "--gaps",
+            "--bogus",
+            "--log-format",
+            "json",
+        ])
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(64));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--bogus"), "{stderr}");
-    assert!(!stderr.contains("--gaps'"), "names only the wrong one: {stderr}");
+    assert!(
+        !stderr.contains("--gaps'"),
+        "names only the wrong one: {stderr}"
+    );
 }
 
 #[test]
