@@ -60,12 +60,12 @@ async fn entries_that_cannot_be_stored_go_to_the_dead_letter_stream_and_never_bl
     let mut sideways = trade(3);
     sideways.direction = "sideways".into();
     let entries: Vec<Fields> = vec![
-        streams::encode(&trade(1)),
+        streams::encode(&trade(1)).unwrap(),
         vec![("t".into(), b"{not json".to_vec())],
-        streams::encode(&trade(2)),
-        streams::encode(&sideways),
+        streams::encode(&trade(2)).unwrap(),
+        streams::encode(&sideways).unwrap(),
         vec![("other".into(), b"no trade field".to_vec())],
-        streams::encode(&trade(4)),
+        streams::encode(&trade(4)).unwrap(),
     ];
     redis
         .xadd_bulk(&streams::trade_stream("BTC-PERPETUAL"), Arc::from(entries))

@@ -10,6 +10,7 @@
 pub mod child;
 pub mod delay;
 pub mod deribit;
+pub mod logs;
 pub mod mailbox;
 pub mod market;
 pub mod recorded;

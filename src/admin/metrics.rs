@@ -199,6 +199,18 @@ pub(super) fn render(tree: &TreeSnapshot) -> String {
             "counter",
             "Trades dropped over the buffer limit (recorded as gaps).",
         ),
+        (
+            "keel_receiver_binary_frames_total",
+            "binary_frames",
+            "counter",
+            "Binary frames from the exchange (it sends text only; ignored).",
+        ),
+        (
+            "keel_receiver_unknown_channel_frames_total",
+            "unknown_channels",
+            "counter",
+            "Notifications on channels Keel did not subscribe to (ignored).",
+        ),
     ] {
         if receivers.is_empty() {
             break;
@@ -220,6 +232,23 @@ pub(super) fn render(tree: &TreeSnapshot) -> String {
                 &[("actor", actor)],
                 number(r, "last_data_ms") / 1000.0,
             );
+        }
+    }
+    let rejected = with_detail(tree, "rejected");
+    if !rejected.is_empty() {
+        f.header(
+            "keel_receiver_rejected_trades_total",
+            "counter",
+            "Trades rejected at the edge, by reason; never published.",
+        );
+        for (actor, counts) in &rejected {
+            for reason in keel_actors::service::receiver::Rejection::ALL {
+                f.sample(
+                    "keel_receiver_rejected_trades_total",
+                    &[("actor", actor), ("reason", reason.as_str())],
+                    number(counts, reason.as_str()),
+                );
+            }
         }
     }
     let consumers: Vec<(&str, &Value)> = tree
@@ -259,6 +288,31 @@ pub(super) fn render(tree: &TreeSnapshot) -> String {
 }
 
 /// Every actor's detail `key`, for the actors that have one.
+/// What the admin server itself refused.
+pub(super) fn render_refusals(refusals: &super::Refusals) -> String {
+    use std::sync::atomic::Ordering;
+    let mut out = String::new();
+    let mut f = Family { out: &mut out };
+    f.header(
+        "keel_admin_refused_total",
+        "counter",
+        "Admin requests and connections refused, by reason.",
+    );
+    for (reason, n) in [
+        ("connections", &refusals.connections),
+        ("streams", &refusals.streams),
+        ("unauthorized", &refusals.unauthorized),
+        ("accept_errors", &refusals.accept_errors),
+    ] {
+        f.sample(
+            "keel_admin_refused_total",
+            &[("reason", reason)],
+            n.load(Ordering::Relaxed) as f64,
+        );
+    }
+    out
+}
+
 fn with_detail<'t>(tree: &'t TreeSnapshot, key: &str) -> Vec<(&'t str, &'t Value)> {
     tree.actors
         .iter()

@@ -14,10 +14,15 @@ mod routes;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
 use keel_actors::secret::Secret;
 use serde::{Deserialize, Serialize};
-use tokio::sync::Notify;
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::RuntimeHandle;
 
@@ -66,6 +71,26 @@ impl AdminConfig {
     }
 }
 
+/// Connections served at once; one more gets a 503 and is closed.
+pub const MAX_CONNECTIONS: usize = 256;
+/// Live message tails (SSE) at once; one more gets a 503.
+pub const MAX_STREAMS: usize = 32;
+/// A client has this long to send its request's headers.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the admin server refused, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Refusals {
+    /// Connections over [`MAX_CONNECTIONS`].
+    pub connections: AtomicU64,
+    /// Live tails over [`MAX_STREAMS`].
+    pub streams: AtomicU64,
+    /// Requests without a valid token.
+    pub unauthorized: AtomicU64,
+    /// Failed accepts (out of file descriptors, ...).
+    pub accept_errors: AtomicU64,
+}
+
 /// Why the admin endpoint could not start.
 #[derive(Debug, thiserror::Error)]
 #[error("admin endpoint cannot listen on {addr}: {source}")]
@@ -81,6 +106,8 @@ pub struct AdminServer {
     stop: CancellationToken,
     /// Fired by `POST /api/shutdown`.
     pub shutdown_requested: Arc<Notify>,
+    /// The accept loop (and through it every connection); aborted with the server.
+    _server: AbortOnDropHandle<()>,
 }
 
 impl AdminServer {
@@ -89,7 +116,7 @@ impl AdminServer {
         config: &AdminConfig,
         handle: Arc<RuntimeHandle>,
     ) -> Result<Self, AdminError> {
-        let listener = tokio::net::TcpListener::bind(config.listen)
+        let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| AdminError {
                 addr: config.listen,
@@ -101,26 +128,23 @@ impl AdminServer {
         })?;
         let stop = CancellationToken::new();
         let shutdown_requested = Arc::new(Notify::new());
+        let refusals = Arc::new(Refusals::default());
         let app = routes::router(routes::App {
             handle,
             token: config.token.clone(),
             shutdown_requested: Arc::clone(&shutdown_requested),
             shutting_down: Arc::default(),
+            streams: Arc::new(Semaphore::new(MAX_STREAMS)),
+            refusals: Arc::clone(&refusals),
         });
-        let until = stop.clone();
-        tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { until.cancelled().await })
-                .await;
-            if let Err(error) = served {
-                tracing::error!(%error, "Admin endpoint failed.");
-            }
-        });
+        let server =
+            AbortOnDropHandle::new(tokio::spawn(serve(listener, app, refusals, stop.clone())));
         tracing::info!(%addr, "Admin endpoint listening.");
         Ok(Self {
             addr,
             stop,
             shutdown_requested,
+            _server: server,
         })
     }
 
@@ -128,6 +152,80 @@ impl AdminServer {
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
+}
+
+/// The accept loop: at most [`MAX_CONNECTIONS`] connections at once, each given
+/// [`HEADER_READ_TIMEOUT`] for its headers and closed after one response (so no
+/// connection idles), and a failed accept (out of file descriptors) pauses the
+/// loop instead of spinning.
+async fn serve(
+    listener: TcpListener,
+    app: axum::Router,
+    refusals: Arc<Refusals>,
+    stop: CancellationToken,
+) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut connections = tokio::task::JoinSet::new();
+    let accept_log = keel_actors::logs::Repeats::default();
+    let refusal_log = keel_actors::logs::Repeats::default();
+    loop {
+        while connections.try_join_next().is_some() {}
+        let accepted = tokio::select! {
+            () = stop.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                refusals.accept_errors.fetch_add(1, Ordering::Relaxed);
+                accept_log.warn(|suppressed| {
+                    tracing::warn!(%error, suppressed, "Admin endpoint cannot accept; pausing.");
+                });
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_millis(250)) => {}
+                }
+                continue;
+            }
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            refusals.connections.fetch_add(1, Ordering::Relaxed);
+            refusal_log.warn(|suppressed| {
+                tracing::warn!(
+                    max = MAX_CONNECTIONS,
+                    suppressed,
+                    "Admin endpoint full; connection refused."
+                );
+            });
+            connections.spawn(refuse(stream));
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        connections.spawn(async move {
+            let served = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .keep_alive(false)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+            // A client that went away or never finished its headers.
+            if let Err(error) = served {
+                tracing::debug!(%error, "Admin connection ended with an error.");
+            }
+            drop(slot);
+        });
+    }
+}
+
+/// Answers a connection over the limit with a 503 in JSON and closes it.
+async fn refuse(mut stream: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let body = r#"{"error":"too many connections"}"#;
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(answer.as_bytes())).await;
 }
 
 impl Drop for AdminServer {

@@ -28,6 +28,9 @@ pub(super) struct App {
     pub(super) token: Option<Secret>,
     pub(super) shutdown_requested: Arc<Notify>,
     pub(super) shutting_down: Arc<AtomicBool>,
+    /// Permits for live tails (SSE); none left means 503.
+    pub(super) streams: Arc<tokio::sync::Semaphore>,
+    pub(super) refusals: Arc<super::Refusals>,
 }
 
 /// Most messages one request returns.
@@ -71,7 +74,33 @@ pub(super) fn router(app: App) -> Router {
             )
         })
         .layer(axum::extract::DefaultBodyLimit::max(16 * 1024))
+        .layer(middleware::map_response(json_errors))
         .with_state(app)
+}
+
+/// Every error answer is JSON: the ones axum's extractors make themselves (a
+/// path that is not UTF-8, a body over the limit) arrive as text and are
+/// wrapped here, keeping their status.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let body = axum::body::to_bytes(response.into_body(), 4096)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&body).trim().to_owned();
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_owned()
+    } else {
+        text
+    };
+    error(status, &message).into_response()
 }
 
 /// 200 when every resource is ready and every permanent worker runs; else 503
@@ -115,9 +144,11 @@ async fn readyz(State(app): State<App>) -> Response {
 }
 
 async fn metrics(State(app): State<App>) -> Response {
+    let mut text = super::metrics::render(&app.handle.tree());
+    text.push_str(&super::metrics::render_refusals(&app.refusals));
     (
         [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
-        super::metrics::render(&app.handle.tree()),
+        text,
     )
         .into_response()
 }
@@ -181,6 +212,14 @@ async fn messages(
 /// `GET /api/actors/{name}/messages/stream`: each new message as a Server-Sent
 /// Event (`data:` its JSON), from now on.
 async fn tail(State(app): State<App>, Path(name): Path<String>) -> Response {
+    let Ok(permit) = Arc::clone(&app.streams).try_acquire_owned() else {
+        app.refusals.streams.fetch_add(1, Ordering::Relaxed);
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("at most {} live tails at once", super::MAX_STREAMS),
+        )
+        .into_response();
+    };
     let registry = app.handle.registry().clone();
     let Some(start) = registry
         .messages(&name, 1)
@@ -188,9 +227,10 @@ async fn tail(State(app): State<App>, Path(name): Path<String>) -> Response {
     else {
         return error(StatusCode::NOT_FOUND, &format!("no actor named `{name}`")).into_response();
     };
+    // The permit lives as long as the stream: a tail that ends frees its place.
     let events = futures::stream::unfold(
-        (registry, name, start),
-        |(registry, name, last)| async move {
+        (registry, name, start, permit),
+        |(registry, name, last, permit)| async move {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             let fresh = registry.messages_after(&name, last)?;
             let next = fresh.last().map_or(last, |r| r.seq);
@@ -203,7 +243,10 @@ async fn tail(State(app): State<App>, Path(name): Path<String>) -> Response {
                         .unwrap_or_default())
                 })
                 .collect();
-            Some((futures::stream::iter(events), (registry, name, next)))
+            Some((
+                futures::stream::iter(events),
+                (registry, name, next, permit),
+            ))
         },
     )
     .flatten();

@@ -24,6 +24,7 @@ use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SpawnErr};
 use serde::{Deserialize, Serialize};
 
 use crate::child::{spawn_with_probe, Incarnation, StartContext};
+use crate::logs::Repeats;
 use crate::market::Trade;
 use crate::recorded::Recordable;
 use crate::registry::{Probe, Registry};
@@ -199,6 +200,8 @@ pub struct ConsumerState<S> {
     last_claim: Option<Instant>,
     last_progress: Option<Instant>,
     claim_cursor: BTreeMap<String, String>,
+    /// Dead-letter warnings, bounded: a stream full of bad entries must not flood the log.
+    dead_log: Repeats,
     stored: u64,
     duplicates: u64,
     dead_lettered: u64,
@@ -249,6 +252,7 @@ impl<S: TradeSink> Actor for TradeConsumer<S> {
             last_claim: None,
             last_progress: None,
             claim_cursor: BTreeMap::new(),
+            dead_log: Repeats::default(),
             stored: 0,
             duplicates: 0,
             dead_lettered: 0,
@@ -287,6 +291,24 @@ impl<S: TradeSink> Actor for TradeConsumer<S> {
     }
 }
 
+/// The reason PostgreSQL gave for rejecting a batch because of its data (a value
+/// out of range, a NUL byte, a constraint other than the idempotence key), or
+/// `None` for any other failure (those fail the poll, and nothing is
+/// dead-lettered on their account).
+fn data_error(error: &ActorProcessingErr) -> Option<String> {
+    use crate::resource::pg::PgError;
+    match error.downcast_ref::<PgError>()? {
+        PgError::Rejected {
+            sqlstate, message, ..
+        } if sqlstate.starts_with("22") || (sqlstate.starts_with("23") && sqlstate != "23505") => {
+            Some(format!(
+                "PostgreSQL rejected it: SQLSTATE {sqlstate}: {message}"
+            ))
+        }
+        _ => None,
+    }
+}
+
 /// Whether a poll failed because a consumer group (or its stream) is gone.
 fn missing_group(error: &ActorProcessingErr) -> bool {
     error
@@ -317,44 +339,54 @@ impl<S: TradeSink> ConsumerState<S> {
         if batch.is_empty() {
             return Ok(());
         }
-        let mut trades: Vec<Trade> = Vec::with_capacity(batch.len());
-        let mut acks: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        let mut dead: Vec<(String, Fields)> = Vec::new();
-        for (stream, entry, deliveries) in batch {
-            let verdict = if deliveries > self.config.max_deliveries {
+        let mut trades: Vec<(usize, Trade)> = Vec::with_capacity(batch.len());
+        let mut acks: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        let mut dead: Vec<(usize, String)> = Vec::new();
+        for (i, (stream, entry, deliveries)) in batch.iter().enumerate() {
+            let verdict = if *deliveries > self.config.max_deliveries {
                 Err(format!("delivered {deliveries} times"))
             } else {
-                streams::decode(&entry)
+                streams::decode(entry)
             };
             match verdict {
-                Ok(trade) => trades.push(trade),
-                Err(reason) => {
-                    tracing::warn!(%stream, id = %entry.id, %reason, "Entry dead-lettered.");
+                Ok(trade) => trades.push((i, trade)),
+                Err(reason) => dead.push((i, reason)),
+            }
+            acks.entry(stream.as_str())
+                .or_default()
+                .push(entry.id.clone());
+        }
+        if !trades.is_empty() {
+            let count = trades.len() as u64;
+            let (new, rejected) = self.store_isolating(trades).await?;
+            self.stored += new;
+            self.duplicates += count.saturating_sub(new + rejected.len() as u64);
+            dead.extend(rejected);
+        }
+        if !dead.is_empty() {
+            let fields: Arc<[Fields]> = dead
+                .iter()
+                .map(|(i, reason)| {
+                    let (stream, entry, _) = &batch[*i];
+                    self.dead_log.warn(|suppressed| {
+                        tracing::warn!(%stream, id = %entry.id, %reason, suppressed, "Entry dead-lettered.");
+                    });
                     let mut fields = entry.fields.clone();
                     fields.push(("stream".into(), stream.clone().into_bytes()));
                     fields.push(("id".into(), entry.id.clone().into_bytes()));
-                    fields.push(("reason".into(), reason.into_bytes()));
-                    dead.push((stream.clone(), fields));
-                }
-            }
-            acks.entry(stream).or_default().push(entry.id);
-        }
-        if !dead.is_empty() {
-            let fields: Arc<[Fields]> = dead.iter().map(|(_, f)| f.clone()).collect();
+                    fields.push(("reason".into(), reason.clone().into_bytes()));
+                    fields
+                })
+                .collect();
             self.redis
                 .xadd_bulk(streams::DEAD_LETTER_STREAM, fields)
                 .await?;
             self.dead_lettered += dead.len() as u64;
         }
-        if !trades.is_empty() {
-            let count = trades.len() as u64;
-            let new = self.sink.store(&self.pg, trades).await?;
-            self.stored += new;
-            self.duplicates += count.saturating_sub(new);
-        }
-        // Acknowledged only now: what is not committed is redelivered.
+        // Acknowledged only now: what is not committed (or dead-lettered) is
+        // delivered again.
         for (stream, ids) in acks {
-            self.redis.ack(&stream, &self.config.group, ids).await?;
+            self.redis.ack(stream, &self.config.group, ids).await?;
         }
         self.probe.set_detail(
             S::NAME,
@@ -365,6 +397,35 @@ impl<S: TradeSink> ConsumerState<S> {
             }),
         );
         Ok(())
+    }
+
+    /// Hands `trades` to the sink; when PostgreSQL rejects the batch for its
+    /// data (SQLSTATE class 22 or 23), splits it in halves until the rows it
+    /// rejects are alone, stores the rest, and returns those rows (by batch
+    /// index) with the server's reason. Any other error fails the poll.
+    async fn store_isolating(
+        &self,
+        trades: Vec<(usize, Trade)>,
+    ) -> Result<(u64, Vec<(usize, String)>), ActorProcessingErr> {
+        let mut stored = 0;
+        let mut rejected = Vec::new();
+        let mut parts = vec![trades];
+        while let Some(mut part) = parts.pop() {
+            let rows: Vec<Trade> = part.iter().map(|(_, t)| t.clone()).collect();
+            match self.sink.store(&self.pg, rows).await {
+                Ok(new) => stored += new,
+                Err(error) => match data_error(&error) {
+                    Some(reason) if part.len() == 1 => rejected.push((part[0].0, reason)),
+                    Some(_) => {
+                        let right = part.split_off(part.len() / 2);
+                        parts.push(right);
+                        parts.push(part);
+                    }
+                    None => return Err(error),
+                },
+            }
+        }
+        Ok((stored, rejected))
     }
 
     /// The group's lag (entries not delivered yet) and pending count (delivered,
@@ -413,15 +474,16 @@ impl<S: TradeSink> ConsumerState<S> {
         if !self.own_pending_done {
             let read = self
                 .redis
-                .read_group_from(
-                    &group,
-                    &self.consumer,
-                    &self.streams,
-                    self.config.batch,
-                    "0",
-                )
+                .read_own_pending(&group, &self.consumer, &self.streams, self.config.batch)
                 .await?;
-            let batch = flatten(read, 2);
+            let batch: Vec<Delivery> = read
+                .into_iter()
+                .flat_map(|(stream, entries)| {
+                    entries
+                        .into_iter()
+                        .map(move |d| (stream.clone(), d.entry, d.deliveries))
+                })
+                .collect();
             if batch.is_empty() {
                 self.own_pending_done = true;
             } else {

@@ -17,9 +17,9 @@ pub fn trade_stream(instrument: &str) -> String {
 pub const DEAD_LETTER_STREAM: &str = "trades:dead";
 
 /// One trade as a stream entry.
-pub fn encode(trade: &PublicTrade) -> Fields {
-    let json = serde_json::to_vec(trade).unwrap_or_default();
-    vec![(TRADE_FIELD.to_owned(), json)]
+pub fn encode(trade: &PublicTrade) -> Result<Fields, serde_json::Error> {
+    let json = serde_json::to_vec(trade)?;
+    Ok(vec![(TRADE_FIELD.to_owned(), json)])
 }
 
 /// An entry back into a trade Keel can store.
@@ -29,6 +29,9 @@ pub fn decode(entry: &StreamEntry) -> Result<Trade, String> {
         .ok_or_else(|| format!("entry {} has no `{TRADE_FIELD}` field", entry.id))?;
     let trade: PublicTrade =
         serde_json::from_slice(raw).map_err(|e| format!("entry {}: not a trade: {e}", entry.id))?;
+    // Entries other programs wrote get the checks the receiver applies.
+    crate::service::receiver::check_values(&trade)
+        .map_err(|r| format!("entry {}: rejected: {}", entry.id, r.as_str()))?;
     trade
         .to_trade()
         .map_err(|e| format!("entry {}: {e}", entry.id))

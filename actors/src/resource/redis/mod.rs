@@ -72,6 +72,19 @@ pub enum RedisCall {
         /// Answer: per stream, its entries.
         reply: Reply<Vec<(String, Vec<StreamEntry>)>>,
     },
+    /// The consumer's own pending entries, with their real delivery counts.
+    ReadOwnPending {
+        /// Group.
+        group: String,
+        /// Consumer.
+        consumer: String,
+        /// Streams to read.
+        streams: Vec<String>,
+        /// Entries per stream at most.
+        count: usize,
+        /// Answer: per stream, its entries.
+        reply: Reply<Vec<(String, Vec<Delivered>)>>,
+    },
     /// Acknowledges entries.
     Ack {
         /// Stream.
@@ -122,6 +135,7 @@ impl Recordable for RedisCall {
             RedisCall::XaddBulk(..) => "XaddBulk",
             RedisCall::CreateGroup { .. } => "CreateGroup",
             RedisCall::ReadGroup { .. } => "ReadGroup",
+            RedisCall::ReadOwnPending { .. } => "ReadOwnPending",
             RedisCall::Ack { .. } => "Ack",
             RedisCall::AutoClaim { .. } => "AutoClaim",
             RedisCall::TrimMinId(..) => "TrimMinId",
@@ -152,6 +166,12 @@ impl Recordable for RedisCall {
                     streams.join(",")
                 )
             }
+            RedisCall::ReadOwnPending {
+                group,
+                consumer,
+                streams,
+                ..
+            } => format!("{group}/{consumer} own pending on {}", streams.join(",")),
             RedisCall::Ack {
                 stream, group, ids, ..
             } => {
@@ -411,6 +431,33 @@ impl Resource for Redis {
                     });
                 let _ = reply.send(result);
             }
+            RedisCall::ReadOwnPending {
+                group,
+                consumer,
+                streams,
+                count,
+                reply,
+            } => {
+                let keys: Vec<String> = streams.iter().map(|s| shared.key(s)).collect();
+                let prefix = shared.config.key_prefix.clone();
+                let result = shared
+                    .guarded("read_own_pending", |c| {
+                        Box::pin(async move {
+                            ops::read_own_pending(c, &group, &consumer, &keys, count).await
+                        })
+                    })
+                    .await
+                    .map(|streams| {
+                        streams
+                            .into_iter()
+                            .map(|(key, entries)| {
+                                let name = key.strip_prefix(&prefix).unwrap_or(&key).to_owned();
+                                (name, entries)
+                            })
+                            .collect()
+                    });
+                let _ = reply.send(result);
+            }
             RedisCall::Ack {
                 stream,
                 group,
@@ -629,6 +676,25 @@ impl RedisClient {
             streams: streams.to_vec(),
             count,
             from: from.to_owned(),
+            reply,
+        })
+        .await
+    }
+
+    /// `consumer`'s own pending entries on `streams` (read and never
+    /// acknowledged, e.g. before a restart), each with its real delivery count.
+    pub async fn read_own_pending(
+        &self,
+        group: &str,
+        consumer: &str,
+        streams: &[String],
+        count: usize,
+    ) -> Result<Vec<(String, Vec<Delivered>)>, RedisError> {
+        self.call(|reply| RedisCall::ReadOwnPending {
+            group: group.to_owned(),
+            consumer: consumer.to_owned(),
+            streams: streams.to_vec(),
+            count,
             reply,
         })
         .await

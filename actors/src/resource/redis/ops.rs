@@ -150,19 +150,50 @@ pub(super) async fn autoclaim(
         .into_iter()
         .map(replies::text)
         .collect::<Result<Vec<_>, _>>()?;
-    let (Some(first), Some(last)) = (claimed.first(), claimed.last()) else {
-        return Ok(Claimed {
-            next_start,
-            entries: Vec::new(),
-            deleted,
-        });
+    let entries = with_deliveries(conn, key, group, consumer, claimed).await?;
+    Ok(Claimed {
+        next_start,
+        entries,
+        deleted,
+    })
+}
+
+/// The consumer's own pending entries (`XREADGROUP ... 0`, what it read and
+/// never acknowledged before a restart), each with its delivery count as
+/// `XPENDING` keeps it, so the dead-letter rule sees the real number.
+pub(super) async fn read_own_pending(
+    conn: &mut MultiplexedConnection,
+    group: &str,
+    consumer: &str,
+    keys: &[String],
+    count: usize,
+) -> Result<Vec<(String, Vec<Delivered>)>, DriverError> {
+    let read = read_group(conn, group, consumer, keys, count, Duration::ZERO, "0").await?;
+    let mut out = Vec::with_capacity(read.len());
+    for (key, entries) in read {
+        let delivered = with_deliveries(conn, &key, group, consumer, entries).await?;
+        out.push((key, delivered));
+    }
+    Ok(out)
+}
+
+/// `XPENDING key group first last n consumer`: each entry's delivery count.
+async fn with_deliveries(
+    conn: &mut MultiplexedConnection,
+    key: &str,
+    group: &str,
+    consumer: &str,
+    entries: Vec<StreamEntry>,
+) -> Result<Vec<Delivered>, DriverError> {
+    let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+        return Ok(Vec::new());
     };
     let pending: Value = redis::cmd("XPENDING")
         .arg(key)
         .arg(group)
         .arg(&first.id)
         .arg(&last.id)
-        .arg(claimed.len())
+        .arg(entries.len())
         .arg(consumer)
         .query_async(conn)
         .await?;
@@ -174,18 +205,13 @@ pub(super) async fn autoclaim(
             deliveries.insert(id, u64::try_from(n).unwrap_or(0));
         }
     }
-    let entries = claimed
+    Ok(entries
         .into_iter()
         .map(|entry| Delivered {
             deliveries: deliveries.get(&entry.id).copied().unwrap_or(1),
             entry,
         })
-        .collect();
-    Ok(Claimed {
-        next_start,
-        entries,
-        deleted,
-    })
+        .collect())
 }
 
 /// `XTRIM key MINID min_id`: removes entries older than `min_id`.

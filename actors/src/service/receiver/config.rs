@@ -56,6 +56,13 @@ pub struct ReceiverConfig {
     /// so unusually large trades cannot exhaust memory within the entry count.
     #[serde(default = "default_buffer_bytes")]
     pub buffer_limit_bytes: usize,
+    /// A trade older than this (by its own time) is rejected at the edge.
+    #[serde(with = "humantime_serde", default = "default_max_trade_age")]
+    pub max_trade_age: Duration,
+    /// A `trade_seq` more than this ahead of the last one is rejected unless
+    /// the next trade confirms the jump.
+    #[serde(default = "default_max_seq_jump")]
+    pub max_seq_jump: i64,
 }
 
 fn yes() -> bool {
@@ -91,6 +98,12 @@ fn default_buffer() -> usize {
 fn default_buffer_bytes() -> usize {
     256 * 1024 * 1024
 }
+fn default_max_trade_age() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_max_seq_jump() -> i64 {
+    1_000_000
+}
 
 impl Default for ReceiverConfig {
     fn default() -> Self {
@@ -109,6 +122,8 @@ impl Default for ReceiverConfig {
             linger: default_linger(),
             buffer_limit: default_buffer(),
             buffer_limit_bytes: default_buffer_bytes(),
+            max_trade_age: default_max_trade_age(),
+            max_seq_jump: default_max_seq_jump(),
         }
     }
 }

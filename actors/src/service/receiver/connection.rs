@@ -17,9 +17,11 @@ use tokio_util::task::AbortOnDropHandle;
 
 use super::continuity::{Continuity, Verdict};
 use super::outbox::{Outbox, Pending};
+use super::validate::Gate;
 use super::ReceiverConfig;
 use crate::deribit::model::{BookUpdate, PublicTrade};
 use crate::deribit::{parse_server_frame, Channel, Request, ServerFrame};
+use crate::logs::Repeats;
 use crate::registry::Probe;
 use crate::service::streams;
 
@@ -32,6 +34,17 @@ pub(super) struct Counters {
     pub(super) gaps: AtomicU64,
     pub(super) book_resyncs: AtomicU64,
     pub(super) last_data_ms: AtomicU64,
+    pub(super) binary: AtomicU64,
+    pub(super) unknown_channels: AtomicU64,
+}
+
+/// The receiver's repeating warnings, each bounded (see [`crate::logs`]).
+#[derive(Debug, Default)]
+pub(super) struct Logs {
+    pub(super) malformed: Repeats,
+    pub(super) rejected: Repeats,
+    pub(super) gaps: Repeats,
+    pub(super) dropped: Repeats,
 }
 
 /// Why a connection ended.
@@ -75,7 +88,9 @@ pub(super) struct Connection {
     pub(super) config: ReceiverConfig,
     pub(super) outbox: Arc<Outbox>,
     pub(super) continuity: Continuity,
+    pub(super) gate: Arc<Gate>,
     pub(super) counters: Arc<Counters>,
+    pub(super) logs: Arc<Logs>,
     pub(super) probe: Probe,
 }
 
@@ -205,6 +220,11 @@ impl Connection {
                     return Err("the exchange closed the connection".into())
                 }
                 Some(Err(e)) => return Err(format!("connection lost: {e}").into()),
+                Some(Ok(Message::Binary(_))) => {
+                    // Deribit sends text only; count what it should not send.
+                    self.counters.binary.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
                 Some(Ok(_)) => continue,
             };
             self.counters.frames.fetch_add(1, Ordering::Relaxed);
@@ -212,7 +232,9 @@ impl Connection {
                 Ok(frame) => frame,
                 Err(error) => {
                     self.counters.malformed.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(%error, "Malformed frame from the exchange; ignored.");
+                    self.logs.malformed.warn(|suppressed| {
+                        tracing::warn!(%error, suppressed, "Malformed frame from the exchange; ignored.");
+                    });
                     continue;
                 }
             };
@@ -239,7 +261,7 @@ impl Connection {
                         Ordering::Relaxed,
                     );
                     if channel.starts_with("trades.") {
-                        self.on_trades(data.get());
+                        self.on_trades(&channel, data.get());
                     } else if channel.starts_with("book.") {
                         if let Some(resync) = self.on_book(&channel, data.get(), &mut books) {
                             send(request(
@@ -253,6 +275,10 @@ impl Connection {
                                 json!({"channels": [resync]}),
                             ))?;
                         }
+                    } else {
+                        self.counters
+                            .unknown_channels
+                            .fetch_add(1, Ordering::Relaxed);
                     }
                 }
                 ServerFrame::Other(_) => {}
@@ -260,32 +286,60 @@ impl Connection {
         }
     }
 
-    fn on_trades(&self, data: &str) {
+    fn on_trades(&self, channel: &str, data: &str) {
         let trades: Vec<PublicTrade> = match serde_json::from_str(data) {
             Ok(trades) => trades,
             Err(error) => {
                 self.counters.malformed.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(%error, "Trades payload of the wrong shape; ignored.");
+                self.logs.malformed.warn(|suppressed| {
+                    tracing::warn!(%error, suppressed, "Trades payload of the wrong shape; ignored.");
+                });
                 return;
             }
         };
+        // `trades.{instrument}.{interval}`
+        let channel_instrument = channel
+            .strip_prefix("trades.")
+            .and_then(|rest| rest.rsplit_once('.'))
+            .map(|(instrument, _)| instrument);
+        let now_ms = crate::deribit::model::to_ms(std::time::SystemTime::now());
         let mut entries = Vec::with_capacity(trades.len());
         let mut gaps = Vec::new();
         for trade in &trades {
+            let last = self.continuity.last(&trade.instrument_name);
+            if let Err(reason) = self.gate.check(trade, channel_instrument, last, now_ms) {
+                let json = serde_json::to_string(trade).unwrap_or_default();
+                self.gate.reject(reason, channel, &json, now_ms);
+                self.logs.rejected.warn(|suppressed| {
+                    tracing::warn!(
+                        reason = reason.as_str(), %channel, instrument = %trade.instrument_name,
+                        trade_seq = trade.trade_seq, suppressed,
+                        "Trade rejected at the edge; not published."
+                    );
+                });
+                continue;
+            }
+            let Ok(fields) = streams::encode(trade) else {
+                // Not reachable for a trade that passed the gate; counted if it were.
+                self.counters.malformed.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
             match self
                 .continuity
                 .check(&trade.instrument_name, trade.trade_seq)
             {
                 Verdict::Next | Verdict::Repeat => {}
                 Verdict::After(gap) => {
-                    tracing::warn!(instrument = %gap.instrument_name, from = gap.from_seq, to = gap.to_seq, "Trade gap; recorded for repair.");
+                    self.logs.gaps.warn(|suppressed| {
+                        tracing::warn!(instrument = %gap.instrument_name, from = gap.from_seq, to = gap.to_seq, suppressed, "Trade gap; recorded for repair.");
+                    });
                     gaps.push(gap);
                 }
             }
             entries.push(Pending {
                 instrument: trade.instrument_name.clone(),
                 seq: trade.trade_seq,
-                fields: streams::encode(trade),
+                fields,
             });
         }
         self.counters
@@ -296,10 +350,13 @@ impl Connection {
             .fetch_add(gaps.len() as u64, Ordering::Relaxed);
         let dropped = self.outbox.push(entries, gaps);
         if dropped > 0 {
-            tracing::warn!(
-                dropped,
-                "Redis backlog over its limit; oldest trades dropped and recorded as gaps."
-            );
+            self.logs.dropped.warn(|suppressed| {
+                tracing::warn!(
+                    dropped,
+                    suppressed,
+                    "Redis backlog over its limit; oldest trades dropped and recorded as gaps."
+                );
+            });
         }
     }
 

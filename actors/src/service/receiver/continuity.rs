@@ -35,6 +35,11 @@ impl Continuity {
             .or_insert(last_seq);
     }
 
+    /// The last `trade_seq` seen for `instrument`.
+    pub(super) fn last(&self, instrument: &str) -> Option<i64> {
+        self.0.lock().get(instrument).copied()
+    }
+
     pub(super) fn check(&self, instrument: &str, seq: i64) -> Verdict {
         let mut last = self.0.lock();
         match last.get_mut(instrument) {

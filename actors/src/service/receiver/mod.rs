@@ -12,9 +12,11 @@ mod connection;
 mod continuity;
 mod outbox;
 mod publisher;
+mod validate;
 
 pub use config::ReceiverConfig;
 pub use continuity::Continuity;
+pub use validate::{check_values, Rejected, Rejection};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,9 +34,10 @@ use crate::service::streams;
 use crate::tasks::{OwnedTask, TaskEnd};
 
 pub use connection::Ended;
-use connection::{Connection, Counters};
+use connection::{Connection, Counters, Logs};
 use outbox::Outbox;
 use publisher::Publisher;
+use validate::Gate;
 
 /// What a receiver is started with.
 #[derive(Clone, Debug)]
@@ -52,6 +55,10 @@ pub struct ReceiverArgs {
     /// Trades not in Redis yet; outlives an incarnation, so a reconnect to the
     /// exchange during a Redis outage keeps what was buffered.
     outbox: Arc<Outbox>,
+    /// The edge checks, their counters and sample; outlive an incarnation.
+    gate: Arc<Gate>,
+    /// Repeating warnings, bounded across incarnations.
+    logs: Arc<Logs>,
 }
 
 impl ReceiverArgs {
@@ -63,7 +70,14 @@ impl ReceiverArgs {
         pg: impl Into<String>,
     ) -> Self {
         let outbox = Arc::new(Outbox::new(config.buffer_limit, config.buffer_limit_bytes));
+        let gate = Arc::new(Gate::new(
+            &config.instruments,
+            config.max_trade_age,
+            config.max_seq_jump,
+        ));
         Self {
+            gate,
+            logs: Arc::default(),
             config,
             registry,
             redis: redis.into(),
@@ -150,6 +164,10 @@ impl Actor for Receiver {
             shutdown: own.shutdown.clone(),
         };
         let (weak_counters, weak_outbox) = (Arc::downgrade(&counters), Arc::downgrade(&outbox));
+        let gate = Arc::downgrade(&args.gate);
+        probe.set_live_detail("rejected", move || Some(gate.upgrade()?.counts()));
+        let gate = Arc::downgrade(&args.gate);
+        probe.set_live_detail("rejected_sample", move || Some(gate.upgrade()?.sample()));
         probe.set_live_detail("receiver", move || {
             let (counters, outbox) = (weak_counters.upgrade()?, weak_outbox.upgrade()?);
             Some(publisher::show(&counters, &outbox))
@@ -179,7 +197,9 @@ impl Actor for Receiver {
                 config: args.config,
                 outbox,
                 continuity: args.continuity,
+                gate: args.gate,
                 counters: connection_counters,
+                logs: args.logs,
                 probe: probe.clone(),
             };
             let ended = connection.run(stop).await;

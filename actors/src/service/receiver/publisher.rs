@@ -135,6 +135,8 @@ pub(super) fn show(counters: &Counters, outbox: &Outbox) -> serde_json::Value {
         "gaps_detected": c.gaps.load(Ordering::Relaxed),
         "book_resyncs": c.book_resyncs.load(Ordering::Relaxed),
         "last_data_ms": c.last_data_ms.load(Ordering::Relaxed),
+        "binary_frames": c.binary.load(Ordering::Relaxed),
+        "unknown_channels": c.unknown_channels.load(Ordering::Relaxed),
         "buffered": outbox.len(),
         "dropped": outbox.dropped(),
     })
