@@ -55,8 +55,11 @@ impl BackoffConfig {
     /// Every problem with these bounds, as `(field, what is expected)` pairs.
     pub fn problems(&self) -> Vec<(&'static str, String)> {
         let mut problems = Vec::new();
-        if self.min.is_zero() {
-            problems.push(("min", "a duration above zero".to_owned()));
+        if self.min.is_zero() || self.min > crate::bounds::HOUR {
+            problems.push(("min", "a duration from 1ns to 1h".to_owned()));
+        }
+        if self.max > crate::bounds::HOUR {
+            problems.push(("max", "a duration of at most 1h".to_owned()));
         }
         if self.max < self.min {
             problems.push((
@@ -64,8 +67,8 @@ impl BackoffConfig {
                 format!("a duration of at least min ({:?})", self.min),
             ));
         }
-        if !(self.multiplier.is_finite() && self.multiplier >= 1.0) {
-            problems.push(("multiplier", "a number >= 1".to_owned()));
+        if !(self.multiplier.is_finite() && (1.0..=100.0).contains(&self.multiplier)) {
+            problems.push(("multiplier", "a number from 1 to 100".to_owned()));
         }
         if !(0.0..=1.0).contains(&self.jitter) {
             problems.push(("jitter", "a fraction between 0 and 1".to_owned()));

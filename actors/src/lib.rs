@@ -7,6 +7,7 @@
 //! for every restart and retry, the counted sends of [`mailbox`], and [`secret`] values that never print.
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod bounds;
 pub mod child;
 pub mod delay;
 pub mod deribit;

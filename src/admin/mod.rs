@@ -61,6 +61,15 @@ impl Default for AdminConfig {
 impl AdminConfig {
     /// Every problem, as `(key, what is expected)`.
     pub fn problems(&self) -> Vec<(String, String)> {
+        if let Some(token) = &self.token {
+            let token = token.expose();
+            if token.trim().is_empty() || token.bytes().any(|b| !b.is_ascii_graphic()) {
+                return vec![(
+                    "token".into(),
+                    "a token that is not blank, of printable characters without spaces".into(),
+                )];
+            }
+        }
         if self.enabled && !self.listen.ip().is_loopback() && self.token.is_none() {
             return vec![(
                 "token".into(),

@@ -174,6 +174,83 @@ mod tests {
     }
 
     #[test]
+    fn values_out_of_their_range_are_refused_naming_the_key() {
+        let cases = [
+            ("[receiver]\ninstruments = []", "receiver.instruments"),
+            ("[receiver]\ninstruments = [\"\"]", "receiver.instruments"),
+            (
+                "[receiver]\ninstruments = [\"BTC.PERPETUAL\"]",
+                "receiver.instruments",
+            ),
+            ("[receiver]\nurl = \"ws://\"", "receiver.url"),
+            (
+                "[receiver]\nurl = \"ws://user:pass@example.com/ws\"",
+                "receiver.url",
+            ),
+            ("[backfill]\nhttp_url = \"not a url\"", "backfill.http_url"),
+            (
+                "[backfill]\nhttp_url = \"https://u:p@example.com\"",
+                "backfill.http_url",
+            ),
+            (
+                "[receiver]\nstall_timeout = \"500000000000y\"",
+                "receiver.stall_timeout",
+            ),
+            (
+                "[janitor]\ntrades_retention = \"0s\"",
+                "janitor.trades_retention",
+            ),
+            (
+                "[schedule]\njanitor_every = \"0s\"",
+                "schedule.janitor_every",
+            ),
+            (
+                "[schedule]\ninstruments_every = \"10ms\"",
+                "schedule.instruments_every",
+            ),
+            (
+                "[schedule]\ngap_repair_every = \"0s\"",
+                "schedule.gap_repair_every",
+            ),
+            ("[redis]\nstream_maxlen = 0", "redis.stream_maxlen"),
+            (
+                "[registry]\nmessage_ring = 100000000000",
+                "registry.message_ring",
+            ),
+            ("[admin]\ntoken = \"\"", "admin.token"),
+            ("[admin]\ntoken = \" \"", "admin.token"),
+            (
+                "[postgres]\nurl = \"postgres://keel@127.0.0.1/keel?sslmode=require\"",
+                "postgres.url",
+            ),
+            (
+                "[supervisor]\nshutdown_deadline = \"100y\"",
+                "supervisor.shutdown_deadline",
+            ),
+            (
+                "[supervisor.backoff]\nmax = \"1000y\"",
+                "supervisor.backoff.max",
+            ),
+            (
+                "[distributor]\nmax_deliveries = 0",
+                "distributor.max_deliveries",
+            ),
+            ("[analyzer]\nclaim_every = \"0s\"", "analyzer.claim_every"),
+            ("[redis.breaker]\nwindow = \"0s\"", "redis.breaker.window"),
+            ("[instruments]\ncurrencies = []", "instruments.currencies"),
+            ("[sim]\ntrades_per_sec = 1e300", "sim.trades_per_sec"),
+        ];
+        for (text, key) in cases {
+            let p = problems(parse(text, &[]).unwrap_err());
+            assert!(p.iter().any(|p| p.key == key), "{text}: {p:?}");
+            for p in &p {
+                assert!(!p.message.contains("pass@"), "{p}");
+                assert!(!p.message.contains("u:p@"), "{p}");
+            }
+        }
+    }
+
+    #[test]
     fn syntax_errors_name_the_file_and_line() {
         let err = parse("[supervisor\n", &[]).unwrap_err();
         let text = err.to_string();

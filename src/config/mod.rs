@@ -85,6 +85,14 @@ fn default_http_url() -> String {
     "http://127.0.0.1:8765".into()
 }
 
+impl BackfillConfig {
+    fn problems(&self) -> Vec<(String, String)> {
+        keel_actors::bounds::Check::new()
+            .url("http_url", &self.http_url, &["http", "https"])
+            .finish()
+    }
+}
+
 impl Default for BackfillConfig {
     fn default() -> Self {
         Self {
@@ -114,6 +122,14 @@ fn default_message_ring() -> usize {
     keel_actors::registry::DEFAULT_RING_CAPACITY
 }
 
+impl RegistryConfig {
+    fn problems(&self) -> Vec<(String, String)> {
+        keel_actors::bounds::Check::new()
+            .count("message_ring", self.message_ring as u64, 0, 100_000)
+            .finish()
+    }
+}
+
 impl Default for RegistryConfig {
     fn default() -> Self {
         Self {
@@ -135,6 +151,12 @@ impl Config {
             ("distributor", self.distributor.problems()),
             ("analyzer", self.analyzer.problems()),
             ("admin", self.admin.problems()),
+            ("registry", self.registry.problems()),
+            ("candles", self.candles.problems()),
+            ("backfill", self.backfill.problems()),
+            ("instruments", self.instruments.problems()),
+            ("janitor", self.janitor.problems()),
+            ("schedule", self.schedule.problems()),
         ];
         sections
             .into_iter()

@@ -73,21 +73,15 @@ impl SupervisorConfig {
     /// Every problem with these settings, as `(key, what is expected)` pairs with
     /// keys relative to the section.
     pub fn problems(&self) -> Vec<(String, String)> {
-        let mut problems: Vec<(String, String)> = self
-            .backoff
-            .problems()
-            .into_iter()
-            .map(|(field, expected)| (format!("backoff.{field}"), expected))
-            .collect();
-        if self.period.is_zero() {
-            problems.push(("period".into(), "a duration above zero".into()));
-        }
-        if self.shutdown_timeout.is_zero() {
-            problems.push(("shutdown_timeout".into(), "a duration above zero".into()));
-        }
-        if self.shutdown_deadline.is_zero() {
-            problems.push(("shutdown_deadline".into(), "a duration above zero".into()));
-        }
-        problems
+        use keel_actors::bounds::{Check, DAY, HOUR, SECOND};
+        let ms = Duration::from_millis;
+        Check::new()
+            .nested("backoff", self.backoff.problems())
+            .count("max_restarts", self.max_restarts.into(), 0, 1000)
+            .duration("period", self.period, SECOND, DAY)
+            .duration("stable_after", self.stable_after, SECOND, DAY)
+            .duration("shutdown_timeout", self.shutdown_timeout, ms(100), HOUR)
+            .duration("shutdown_deadline", self.shutdown_deadline, SECOND, HOUR)
+            .finish()
     }
 }

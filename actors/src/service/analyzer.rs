@@ -40,6 +40,20 @@ impl Default for CandlesConfig {
 }
 
 impl CandlesConfig {
+    /// Every problem, as `(key, what is expected)`.
+    pub fn problems(&self) -> Vec<(String, String)> {
+        let mut check = crate::bounds::Check::new();
+        if self.resolutions.len() > 16 {
+            check.push("resolutions", "at most 16 candle lengths");
+        }
+        for (i, r) in self.resolutions.iter().enumerate() {
+            if self.resolutions[..i].contains(r) {
+                check.push("resolutions", "each candle length once");
+            }
+        }
+        check.finish()
+    }
+
     /// The resolutions in minutes, as the database stores them.
     pub fn minutes(&self) -> Arc<[i32]> {
         self.resolutions

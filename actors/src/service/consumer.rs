@@ -100,14 +100,20 @@ impl Default for ConsumerConfig {
 impl ConsumerConfig {
     /// Every problem, as `(key, what is expected)`.
     pub fn problems(&self) -> Vec<(String, String)> {
-        let mut p = Vec::new();
-        if self.batch == 0 {
-            p.push(("batch".into(), "at least 1".into()));
+        use crate::bounds::{Check, DAY, HOUR, SECOND};
+        let mut check = Check::new();
+        for (key, name) in [("group", &self.group), ("consumer", &self.consumer)] {
+            if name.len() > 128 || name.bytes().any(|b| !b.is_ascii_graphic()) {
+                check.push(key, "at most 128 printable characters without spaces");
+            }
         }
-        if self.max_deliveries == 0 {
-            p.push(("max_deliveries".into(), "at least 1".into()));
-        }
-        p
+        check
+            .count("batch", self.batch as u64, 1, 100_000)
+            .count("max_deliveries", self.max_deliveries, 1, 1000)
+            .duration("claim_min_idle", self.claim_min_idle, SECOND, DAY)
+            .duration("claim_every", self.claim_every, SECOND, DAY)
+            .duration("progress_every", self.progress_every, SECOND, HOUR)
+            .finish()
     }
 
     /// The consumer name: configured, or unique to this process.

@@ -34,6 +34,25 @@ fn default_kinds() -> Vec<String> {
     vec!["future".into(), "option".into()]
 }
 
+impl InstrumentsConfig {
+    /// Every problem, as `(key, what is expected)`.
+    pub fn problems(&self) -> Vec<(String, String)> {
+        let mut check = crate::bounds::Check::new();
+        for (key, list) in [("currencies", &self.currencies), ("kinds", &self.kinds)] {
+            if list.is_empty() {
+                check.push(key, "at least one name");
+            }
+            if list.iter().any(|v| !crate::bounds::is_instrument_name(v)) {
+                check.push(
+                    key,
+                    "names of 1 to 64 letters, digits, `-` or `_` (BTC, future)",
+                );
+            }
+        }
+        check.finish()
+    }
+}
+
 impl Default for InstrumentsConfig {
     fn default() -> Self {
         Self {

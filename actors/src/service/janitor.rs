@@ -40,6 +40,27 @@ fn default_groups() -> Vec<String> {
     vec!["distributor".into(), "analyzer".into()]
 }
 
+impl JanitorConfig {
+    /// Every problem, as `(key, what is expected)`.
+    pub fn problems(&self) -> Vec<(String, String)> {
+        use crate::bounds::{Check, CENTURY, HOUR};
+        let mut check = Check::new();
+        check
+            .duration("trades_retention", self.trades_retention, HOUR, CENTURY)
+            .duration("candles_retention", self.candles_retention, HOUR, CENTURY);
+        for group in &self.groups {
+            if group.is_empty() || group.len() > 128 || group.bytes().any(|b| !b.is_ascii_graphic())
+            {
+                check.push(
+                    "groups",
+                    "consumer group names of 1 to 128 printable characters",
+                );
+            }
+        }
+        check.finish()
+    }
+}
+
 impl Default for JanitorConfig {
     fn default() -> Self {
         Self {

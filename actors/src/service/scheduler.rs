@@ -63,6 +63,29 @@ fn ten_seconds() -> Duration {
     Duration::from_secs(10)
 }
 
+impl ScheduleConfig {
+    /// Every problem, as `(key, what is expected)`.
+    pub fn problems(&self) -> Vec<(String, String)> {
+        use crate::bounds::{Check, DAY, HOUR, SECOND};
+        Check::new()
+            .duration(
+                "instruments_every",
+                self.instruments_every,
+                SECOND,
+                30 * DAY,
+            )
+            .duration("janitor_every", self.janitor_every, SECOND, 30 * DAY)
+            .duration("gap_repair_every", self.gap_repair_every, SECOND, 30 * DAY)
+            .duration(
+                "task_shutdown_timeout",
+                self.task_shutdown_timeout,
+                Duration::from_millis(100),
+                HOUR,
+            )
+            .finish()
+    }
+}
+
 impl Default for ScheduleConfig {
     fn default() -> Self {
         Self {

@@ -134,12 +134,21 @@ impl SimConfig {
     /// Every problem, as `(key, what is expected)`.
     pub fn problems(&self) -> Vec<(String, String)> {
         let mut problems = Vec::new();
-        if !(self.trades_per_sec.is_finite() && self.trades_per_sec >= 0.0) {
-            problems.push(("trades_per_sec".into(), "a number >= 0".into()));
+        if !(self.trades_per_sec.is_finite() && (0.0..=1_000_000.0).contains(&self.trades_per_sec))
+        {
+            problems.push(("trades_per_sec".into(), "a number from 0 to 1000000".into()));
         }
-        if self.history_limit == 0 {
-            problems.push(("history_limit".into(), "at least 1".into()));
-        }
+        problems.extend(
+            crate::bounds::Check::new()
+                .count("history_limit", self.history_limit as u64, 1, 10_000_000)
+                .duration(
+                    "min_heartbeat",
+                    self.min_heartbeat,
+                    crate::bounds::SECOND,
+                    10 * crate::bounds::MINUTE,
+                )
+                .finish(),
+        );
         if self.client_id.is_some() != self.client_secret.is_some() {
             problems.push((
                 "client_secret".into(),

@@ -131,38 +131,39 @@ impl PostgresConfig {
 
     /// Every problem, as `(key, what is expected)` with keys relative to the section.
     pub fn problems(&self) -> Vec<(String, String)> {
-        let mut problems = Vec::new();
-        if let Err(expected) = self.driver_config() {
-            problems.push(("url".into(), expected));
-        }
-        if self.max_size == 0 {
-            problems.push(("max_size".into(), "at least 1".into()));
-        }
-        if self.max_attempts == 0 {
-            problems.push(("max_attempts".into(), "at least 1".into()));
-        }
-        if self.delete_batch == 0 {
-            problems.push(("delete_batch".into(), "at least 1".into()));
-        }
-        for (key, d) in [
-            ("connect_timeout", self.connect_timeout),
-            ("checkout_timeout", self.checkout_timeout),
-            ("statement_timeout", self.statement_timeout),
-            ("health_every", self.health_every),
-        ] {
-            if d.is_zero() {
-                problems.push((key.into(), "a duration above zero".into()));
+        use crate::bounds::{Check, HOUR, MINUTE, SECOND};
+        use tokio_postgres::config::SslMode;
+        let ms = Duration::from_millis;
+        let mut check = Check::new();
+        match self.driver_config() {
+            Err(expected) => {
+                check.push("url", expected);
             }
-        }
-        for (section, backoff) in [
-            ("retry_backoff", &self.retry_backoff),
-            ("connect_backoff", &self.connect_backoff),
-        ] {
-            for (field, expected) in backoff.problems() {
-                problems.push((format!("{section}.{field}"), expected));
+            Ok(config) if !matches!(config.get_ssl_mode(), SslMode::Disable | SslMode::Prefer) => {
+                check.push(
+                    "url",
+                    "sslmode disable or prefer: Keel connects without TLS (run it next to \
+                     the server or through a TLS-terminating proxy such as PgBouncer)",
+                );
             }
+            Ok(_) => {}
         }
-        problems
+        check
+            .count("max_size", self.max_size.into(), 1, 1000)
+            .count("max_attempts", self.max_attempts.into(), 1, 100)
+            .count("delete_batch", self.delete_batch.into(), 1, 1_000_000)
+            .duration("connect_timeout", self.connect_timeout, ms(100), 5 * MINUTE)
+            .duration(
+                "checkout_timeout",
+                self.checkout_timeout,
+                ms(10),
+                5 * MINUTE,
+            )
+            .duration("statement_timeout", self.statement_timeout, ms(100), HOUR)
+            .duration("health_every", self.health_every, SECOND, HOUR)
+            .nested("retry_backoff", self.retry_backoff.problems())
+            .nested("connect_backoff", self.connect_backoff.problems())
+            .finish()
     }
 }
 

@@ -70,23 +70,22 @@ impl Default for BreakerConfig {
 impl BreakerConfig {
     /// Every problem, as `(key, what is expected)`.
     pub fn problems(&self) -> Vec<(String, String)> {
-        let mut problems = Vec::new();
-        if self.consecutive_failures == 0 {
-            problems.push(("consecutive_failures".into(), "at least 1".into()));
-        }
+        use crate::bounds::{Check, HOUR, SECOND};
+        let mut check = Check::new();
         if !(self.failure_rate > 0.0 && self.failure_rate <= 1.0) {
-            problems.push((
-                "failure_rate".into(),
-                "a fraction above 0, at most 1".into(),
-            ));
+            check.push("failure_rate", "a fraction above 0, at most 1");
         }
-        if self.window.is_zero() {
-            problems.push(("window".into(), "a duration above zero".into()));
-        }
-        for (field, expected) in self.open_for.problems() {
-            problems.push((format!("open_for.{field}"), expected));
-        }
-        problems
+        check
+            .count(
+                "consecutive_failures",
+                self.consecutive_failures.into(),
+                1,
+                10_000,
+            )
+            .count("min_calls", self.min_calls.into(), 1, 1_000_000)
+            .duration("window", self.window, SECOND, HOUR)
+            .nested("open_for", self.open_for.problems())
+            .finish()
     }
 }
 

@@ -139,41 +139,42 @@ impl RedisConfig {
 
     /// Every problem, as `(key, what is expected)` with keys relative to the section.
     pub fn problems(&self) -> Vec<(String, String)> {
-        let mut problems = Vec::new();
+        use crate::bounds::{Check, HOUR, MINUTE, SECOND};
+        let ms = Duration::from_millis;
+        let mut check = Check::new();
         if let Err(expected) = self.connection_info() {
-            problems.push(("url".into(), expected));
+            check.push("url", expected);
         }
-        for (key, value) in [
-            ("max_size", self.max_size as usize),
-            ("write_concurrency", self.write_concurrency),
-        ] {
-            if value == 0 {
-                problems.push((key.into(), "at least 1".into()));
-            }
+        if self.key_prefix.len() > 64 || self.key_prefix.bytes().any(|b| !b.is_ascii_graphic()) {
+            check.push(
+                "key_prefix",
+                "at most 64 printable characters without spaces",
+            );
         }
         if self.read_block.is_zero() || self.read_block > MAX_READ_BLOCK {
-            problems.push((
-                "read_block".into(),
+            check.push(
+                "read_block",
                 format!(
                     "between 1ms and {}: the redis client times out a reply after {}",
                     humantime::format_duration(MAX_READ_BLOCK),
                     humantime::format_duration(RESPONSE_TIMEOUT)
                 ),
-            ));
+            );
         }
-        if self.checkout_timeout.is_zero() {
-            problems.push(("checkout_timeout".into(), "a duration above zero".into()));
-        }
-        if self.health_every.is_zero() {
-            problems.push(("health_every".into(), "a duration above zero".into()));
-        }
-        for (key, expected) in self.breaker.problems() {
-            problems.push((format!("breaker.{key}"), expected));
-        }
-        for (field, expected) in self.connect_backoff.problems() {
-            problems.push((format!("connect_backoff.{field}"), expected));
-        }
-        problems
+        check
+            .count("max_size", self.max_size.into(), 1, 1000)
+            .count("write_concurrency", self.write_concurrency as u64, 1, 256)
+            .count("stream_maxlen", self.stream_maxlen, 1000, 1_000_000_000)
+            .duration(
+                "checkout_timeout",
+                self.checkout_timeout,
+                ms(10),
+                5 * MINUTE,
+            )
+            .duration("health_every", self.health_every, SECOND, HOUR)
+            .nested("breaker", self.breaker.problems())
+            .nested("connect_backoff", self.connect_backoff.problems())
+            .finish()
     }
 }
 

@@ -132,9 +132,33 @@ impl ReceiverConfig {
     /// Every problem, as `(key, what is expected)`.
     pub fn problems(&self) -> Vec<(String, String)> {
         let mut p = Vec::new();
-        if !(self.url.starts_with("ws://") || self.url.starts_with("wss://")) {
-            p.push(("url".into(), "a ws:// or wss:// URL".into()));
-        }
+        use crate::bounds::{Check, DAY, HOUR, MINUTE, SECOND};
+        let ms = Duration::from_millis;
+        p.extend(
+            Check::new()
+                .url("url", &self.url, &["ws", "wss"])
+                .instruments("instruments", &self.instruments)
+                .duration("heartbeat", self.heartbeat, SECOND, 10 * MINUTE)
+                .duration("stall_timeout", self.stall_timeout, SECOND, HOUR)
+                .duration("connect_timeout", self.connect_timeout, ms(100), 5 * MINUTE)
+                .duration("linger", self.linger, Duration::ZERO, 10 * SECOND)
+                .duration("max_trade_age", self.max_trade_age, MINUTE, 30 * DAY)
+                .count("batch_size", self.batch_size as u64, 1, 100_000)
+                .count("buffer_limit", self.buffer_limit as u64, 1, 100_000_000)
+                .count(
+                    "buffer_limit_bytes",
+                    self.buffer_limit_bytes as u64,
+                    1024,
+                    1 << 36,
+                )
+                .count(
+                    "max_seq_jump",
+                    self.max_seq_jump.max(0) as u64,
+                    1,
+                    1_000_000_000_000,
+                )
+                .finish(),
+        );
         if !matches!(self.interval.as_str(), "raw" | "100ms" | "agg2") {
             p.push(("interval".into(), "raw, 100ms or agg2".into()));
         }
@@ -149,18 +173,6 @@ impl ReceiverConfig {
                 "client_secret".into(),
                 "client_id and client_secret together".into(),
             ));
-        }
-        if self.heartbeat.as_secs() < 1 {
-            p.push(("heartbeat".into(), "at least 1s".into()));
-        }
-        for (key, n) in [
-            ("batch_size", self.batch_size),
-            ("buffer_limit", self.buffer_limit),
-            ("buffer_limit_bytes", self.buffer_limit_bytes),
-        ] {
-            if n == 0 {
-                p.push((key.into(), "at least 1".into()));
-            }
         }
         if self.buffer_limit < self.batch_size {
             p.push(("buffer_limit".into(), "at least batch_size".into()));

@@ -117,7 +117,8 @@ pub fn check_values(trade: &PublicTrade) -> Result<(), Rejection> {
         return Err(Rejection::NotFinite);
     }
     // A combo's price is a spread and may be zero or negative; nothing else's.
-    let combo = trade.instrument_name.contains('_');
+    // Combos are `BTC-FS-29MAR24_PERP`; spot pairs (`BTC_USDC`) have no dash.
+    let combo = trade.instrument_name.contains('_') && trade.instrument_name.contains('-');
     if trade.amount <= 0.0 || (!combo && trade.price <= 0.0) || trade.iv.is_some_and(|v| v < 0.0) {
         return Err(Rejection::WrongSign);
     }

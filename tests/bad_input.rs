@@ -1,0 +1,400 @@
+//! Bad input never stops the pipeline: poison stream entries, entries delivered
+//! too often, and an exchange that sends what it should not.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::db::TestDb;
+use common::redis::TestPrefix;
+use common::{daemon, eventually};
+use futures::{SinkExt, StreamExt};
+use keel::actors::deribit::model::PublicTrade;
+use keel::actors::resource::redis::{Fields, RedisClient};
+use keel::actors::service::streams;
+use keel::{tree, Runtime, RuntimeHandle};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::Message;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// An `XRANGE` reply entry: id and field/value pairs.
+type RangeEntry = (String, Vec<(String, Vec<u8>)>);
+
+fn detail(handle: &RuntimeHandle, actor: &str, key: &str) -> Option<Value> {
+    handle.tree().actor(actor)?.details.get(key).cloned()
+}
+
+fn now_ms() -> u64 {
+    keel::actors::deribit::model::to_ms(std::time::SystemTime::now())
+}
+
+fn trade(instrument: &str, seq: i64) -> PublicTrade {
+    PublicTrade {
+        trade_seq: seq,
+        trade_id: format!("{instrument}-{seq}"),
+        timestamp: now_ms(),
+        tick_direction: 0,
+        price: 100.0,
+        mark_price: 100.0,
+        index_price: 100.0,
+        instrument_name: instrument.into(),
+        direction: "buy".into(),
+        amount: 1.0,
+        contracts: None,
+        iv: None,
+        liquidation: None,
+        block_trade_id: None,
+    }
+}
+
+fn dead_letters(prefix: &TestPrefix) -> Vec<RangeEntry> {
+    redis::cmd("XRANGE")
+        .arg(format!("{}{}", prefix.prefix, streams::DEAD_LETTER_STREAM))
+        .arg("-")
+        .arg("+")
+        .query(&mut prefix.connection())
+        .unwrap()
+}
+
+fn field(entry: &RangeEntry, name: &str) -> Option<String> {
+    entry
+        .1
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+}
+
+fn pending(prefix: &TestPrefix, group: &str) -> u64 {
+    let (count, ..): (
+        u64,
+        Option<String>,
+        Option<String>,
+        Option<Vec<(String, String)>>,
+    ) = redis::cmd("XPENDING")
+        .arg(format!("{}trades:BTC-PERPETUAL", prefix.prefix))
+        .arg(group)
+        .query(&mut prefix.connection())
+        .unwrap();
+    count
+}
+
+async fn stored(db: &TestDb) -> i64 {
+    db.client()
+        .await
+        .query_one("SELECT count(*) FROM trades", &[])
+        .await
+        .map(|r| r.get(0))
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn poison_entries_are_dead_lettered_with_their_reason_and_the_rest_of_the_batch_is_stored() {
+    let db = TestDb::create().await;
+    let prefix = TestPrefix::new();
+    let mut config = daemon::config(&db, &prefix, None);
+    config.receiver.enabled = false;
+    config.schedule.enabled = false;
+    let handle = Runtime::from_config(&config).start().await.unwrap();
+    let redis = RedisClient::new(handle.registry().clone(), tree::REDIS);
+
+    // Both kinds from the issue, between good trades, in one batch: a time
+    // PostgreSQL cannot store (22008) and a NUL byte in a text field.
+    let mut far_future = trade("BTC-PERPETUAL", 2);
+    far_future.timestamp = 9_999_999_999_999_999;
+    let mut nul = trade("BTC-PERPETUAL", 4);
+    nul.trade_id = "bad\0id".into();
+    let entries: Vec<Fields> = [
+        trade("BTC-PERPETUAL", 1),
+        far_future,
+        trade("BTC-PERPETUAL", 3),
+        nul,
+        trade("BTC-PERPETUAL", 5),
+    ]
+    .iter()
+    .map(|t| streams::encode(t).unwrap())
+    .collect();
+    redis
+        .xadd_bulk(&streams::trade_stream("BTC-PERPETUAL"), Arc::from(entries))
+        .await
+        .unwrap();
+
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while stored(&db).await != 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "good rows not stored"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Each consumer dead-letters both, so four entries in all.
+    eventually("both consumers dead-lettered both", WAIT, || {
+        dead_letters(&prefix).len() == 4
+            && pending(&prefix, "distributor") == 0
+            && pending(&prefix, "analyzer") == 0
+    })
+    .await;
+    let dead = dead_letters(&prefix);
+    let reasons: Vec<String> = dead.iter().filter_map(|e| field(e, "reason")).collect();
+    assert_eq!(
+        reasons
+            .iter()
+            .filter(|r| r.contains("SQLSTATE 22008"))
+            .count(),
+        2,
+        "{reasons:?}"
+    );
+    assert_eq!(
+        reasons.iter().filter(|r| r.contains("bad_text")).count(),
+        2,
+        "{reasons:?}"
+    );
+    let seqs: i64 = db
+        .client()
+        .await
+        .query_one("SELECT sum(trade_seq)::bigint FROM trades", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(seqs, 1 + 3 + 5);
+    for actor in [tree::DISTRIBUTOR, tree::ANALYZER] {
+        assert_eq!(handle.tree().actor(actor).unwrap().restarts, 0, "{actor}");
+    }
+    assert!(!handle.has_ended());
+    handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn max_deliveries_counts_the_deliveries_redis_recorded() {
+    let db = TestDb::create().await;
+    let prefix = TestPrefix::new();
+    let stream = format!("{}trades:BTC-PERPETUAL", prefix.prefix);
+    let mut conn = prefix.connection();
+    // An entry this consumer already had delivered ten times (as after ten
+    // crashes), left pending to it.
+    let fields = streams::encode(&trade("BTC-PERPETUAL", 1)).unwrap();
+    let mut add = redis::cmd("XADD");
+    add.arg(&stream).arg("*");
+    for (k, v) in &fields {
+        add.arg(k).arg(v.as_slice());
+    }
+    let id: String = add.query(&mut conn).unwrap();
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&stream)
+        .arg("distributor")
+        .arg("0")
+        .query(&mut conn)
+        .unwrap();
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("distributor")
+        .arg("crashy")
+        .arg("STREAMS")
+        .arg(&stream)
+        .arg(">")
+        .query(&mut conn)
+        .unwrap();
+    let _: redis::Value = redis::cmd("XCLAIM")
+        .arg(&stream)
+        .arg("distributor")
+        .arg("crashy")
+        .arg(0)
+        .arg(&id)
+        .arg("RETRYCOUNT")
+        .arg(10)
+        .query(&mut conn)
+        .unwrap();
+
+    let mut config = daemon::config(&db, &prefix, None);
+    config.receiver.enabled = false;
+    config.analyzer.enabled = false;
+    config.schedule.enabled = false;
+    config.distributor.consumer = "crashy".into();
+    let handle = Runtime::from_config(&config).start().await.unwrap();
+    eventually("dead-lettered for its deliveries", WAIT, || {
+        dead_letters(&prefix).len() == 1 && pending(&prefix, "distributor") == 0
+    })
+    .await;
+    let dead = dead_letters(&prefix);
+    let reason = field(&dead[0], "reason").unwrap_or_default();
+    assert!(reason.starts_with("delivered 1"), "{reason}");
+    assert_eq!(stored(&db).await, 0);
+    handle.shutdown().await;
+}
+
+/// A WebSocket "exchange" that accepts Keel's requests and then sends what a
+/// broken or hostile upstream might: trades for instruments nobody asked for,
+/// absurd sequence numbers, another instrument's trade on this channel, bad
+/// numbers and times, binary frames and unknown channels, then good trades.
+async fn hostile_exchange(good: u64) -> (String, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/ws/api/v2", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        let Ok((socket, _)) = listener.accept().await else {
+            return;
+        };
+        let Ok(mut ws) = tokio_tungstenite::accept_async(socket).await else {
+            return;
+        };
+        let note = |channel: &str, data: Value| {
+            Message::Text(
+                json!({"jsonrpc": "2.0", "method": "subscription",
+                       "params": {"channel": channel, "data": data}})
+                .to_string()
+                .into(),
+            )
+        };
+        let own = "trades.BTC-PERPETUAL.100ms";
+        let trades = |list: Vec<PublicTrade>| serde_json::to_value(list).unwrap();
+        let mut subscribed = false;
+        let mut beat = tokio::time::interval(Duration::from_millis(300));
+        loop {
+            tokio::select! {
+                _ = beat.tick() => {
+                    let frame = json!({"jsonrpc": "2.0", "method": "heartbeat",
+                                       "params": {"type": "heartbeat"}});
+                    if ws.send(Message::Text(frame.to_string().into())).await.is_err() {
+                        return;
+                    }
+                }
+                frame = ws.next() => {
+                    let Some(Ok(Message::Text(text))) = frame else { return };
+                    let request: Value = serde_json::from_str(&text).unwrap_or_default();
+                    let Some(id) = request.get("id").and_then(Value::as_u64) else { continue };
+                    let result = match request["method"].as_str() {
+                        Some("public/subscribe") => request["params"]["channels"].clone(),
+                        _ => json!("ok"),
+                    };
+                    let answer = json!({"jsonrpc": "2.0", "id": id, "result": result,
+                                        "usIn": 0, "usOut": 0, "usDiff": 0, "testnet": false});
+                    let _ = ws.send(Message::Text(answer.to_string().into())).await;
+                    if subscribed || request["method"] != "public/subscribe" {
+                        continue;
+                    }
+                    subscribed = true;
+                    let mut bad = Vec::new();
+                    // 300 instruments Keel never subscribed to, on their own channels.
+                    for i in 0..300 {
+                        let name = format!("FAKE{i}-PERPETUAL");
+                        bad.push(note(&format!("trades.{name}.100ms"), trades(vec![trade(&name, 1)])));
+                    }
+                    let seq = |s: i64| trade("BTC-PERPETUAL", s);
+                    let mut eth = trade("ETH-PERPETUAL", 1);
+                    eth.price = 3000.0;
+                    let mut negative = seq(3);
+                    negative.price = -5.0;
+                    let mut forever = seq(3);
+                    forever.timestamp = u64::MAX;
+                    let mut ancient = seq(3);
+                    ancient.timestamp = 1;
+                    let mut sideways = seq(3);
+                    sideways.direction = "sideways".into();
+                    let mut nul = seq(3);
+                    nul.trade_id = "x\0y".into();
+                    bad.push(note(own, trades(vec![seq(1), seq(2)])));
+                    bad.push(note(own, trades(vec![seq(9_000_000_000_000_000_000)])));
+                    bad.push(note(own, trades(vec![seq(2_000_000)])));
+                    bad.push(note(own, trades(vec![eth])));
+                    bad.push(note(own, trades(vec![negative, forever, ancient, sideways, nul])));
+                    bad.push(Message::Binary(vec![0u8, 159, 146, 150].into()));
+                    bad.push(note("weird.channel.nobody.asked.for", json!({"x": 1})));
+                    bad.push(Message::Text("{not json".into()));
+                    // Then the trades that should be stored, continuing from 2.
+                    let rest: Vec<PublicTrade> = (3..3 + good as i64).map(seq).collect();
+                    bad.push(note(own, trades(rest)));
+                    for frame in bad {
+                        if ws.send(frame).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    });
+    (url, task)
+}
+
+#[tokio::test]
+async fn an_exchange_sending_what_it_should_not_is_turned_away_at_the_edge_and_counted() {
+    let db = TestDb::create().await;
+    let prefix = TestPrefix::new();
+    let (url, exchange) = hostile_exchange(20).await;
+    let mut config = daemon::config(&db, &prefix, None);
+    config.receiver.url = url;
+    config.receiver.instruments = vec!["BTC-PERPETUAL".into(), "ETH-PERPETUAL".into()];
+    config.schedule.enabled = false;
+    let handle = Runtime::from_config(&config).start().await.unwrap();
+
+    // The good trades of the stream arrive: 1, 2 and 3..=22.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while stored(&db).await != 22 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "good trades not stored: {}; receiver {:?}",
+            stored(&db).await,
+            handle
+                .tree()
+                .actor(tree::RECEIVER)
+                .map(|a| a.details.clone())
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let rejected = detail(&handle, tree::RECEIVER, "rejected").unwrap();
+    let expected = [
+        ("unsubscribed", 300),
+        ("wrong_channel", 1),
+        ("seq_out_of_range", 1),
+        ("seq_jump", 1),
+        ("wrong_sign", 1),
+        ("time_out_of_window", 2),
+        ("bad_direction", 1),
+        ("bad_text", 1),
+    ];
+    for (reason, count) in expected {
+        assert_eq!(rejected[reason], count, "{reason}: {rejected}");
+    }
+    let sample = detail(&handle, tree::RECEIVER, "rejected_sample").unwrap();
+    assert_eq!(sample.as_array().map(Vec::len), Some(20), "bounded sample");
+    let counters = detail(&handle, tree::RECEIVER, "receiver").unwrap();
+    assert_eq!(counters["binary_frames"], 1, "{counters}");
+    assert_eq!(counters["unknown_channels"], 1, "{counters}");
+    assert_eq!(counters["malformed_frames"], 1, "{counters}");
+
+    // Nothing rejected reached Redis: one trade stream, no streams for invented names.
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}trades:*", prefix.prefix))
+        .query(&mut prefix.connection())
+        .unwrap();
+    for key in &keys {
+        assert!(
+            [
+                format!("{}trades:BTC-PERPETUAL", prefix.prefix),
+                format!("{}trades:ETH-PERPETUAL", prefix.prefix)
+            ]
+            .contains(key),
+            "{keys:?}"
+        );
+    }
+    let client = db.client().await;
+    let row = client
+        .query_one(
+            "SELECT min(trade_seq), max(trade_seq), min(price), count(DISTINCT instrument_name) FROM trades",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 1);
+    assert_eq!(
+        row.get::<_, i64>(1),
+        22,
+        "the absurd sequence numbers froze nothing"
+    );
+    assert!(row.get::<_, f64>(2) > 0.0);
+    assert_eq!(row.get::<_, i64>(3), 1);
+    assert!(!handle.has_ended());
+    handle.shutdown().await;
+    exchange.abort();
+}
