@@ -605,3 +605,116 @@ async fn readiness_turns_false_while_redis_is_down_and_back_when_it_returns() {
     eventually_some("ready again", WAIT, readyz(200)).await;
     handle.shutdown().await;
 }
+
+/// The value of one `/metrics` sample line, e.g. `name{reason="streams"}`.
+async fn metric(admin: &AdminServer, sample: &str) -> f64 {
+    let (_, body) = call(admin, "GET", "/metrics", Some(TOKEN)).await;
+    let text = body.as_str().unwrap_or_default().to_owned();
+    text.lines()
+        .find_map(|line| line.strip_prefix(sample)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{sample} not in /metrics"))
+}
+
+#[tokio::test]
+async fn idle_sockets_and_a_flood_of_live_tails_leave_healthz_answering() {
+    use tokio::io::AsyncReadExt;
+    let (handle, admin, _) = start().await;
+    let addr = admin.addr();
+
+    // 500 sockets that never send a byte: the ones over the connection cap get a
+    // 503 at once, the rest are closed when their header-read time is up.
+    let mut idle = Vec::new();
+    for _ in 0..500 {
+        idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    let healthz = format!("http://{addr}/healthz");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let answered = reqwest::get(&healthz).await.map(|r| r.status().as_u16());
+        if answered.as_ref().is_ok_and(|s| *s == 200) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/healthz never answered while idle sockets were held: {answered:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (mut refused, mut closed) = (0, 0);
+    for mut socket in idle {
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut answer))
+            .await
+            .expect("every idle socket is answered or closed")
+            .ok();
+        if String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 503") {
+            refused += 1;
+        } else {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, keel::admin::MAX_CONNECTIONS, "held up to the cap");
+    assert_eq!(refused, 500 - keel::admin::MAX_CONNECTIONS);
+
+    // 500 live tails at once: the first few stream, the rest get a JSON 503.
+    let client = reqwest::Client::new();
+    let url = format!("http://{addr}/api/actors/w/messages/stream");
+    let tails = futures::future::join_all((0..500).map(|_| {
+        client
+            .get(&url)
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .send()
+    }))
+    .await;
+    let mut streaming = Vec::new();
+    let mut over = 0;
+    for tail in tails {
+        let tail = tail.unwrap();
+        match tail.status().as_u16() {
+            200 => streaming.push(tail),
+            503 => {
+                let body: Value =
+                    serde_json::from_str(&tail.text().await.unwrap()).expect("a JSON error");
+                assert!(body["error"].is_string(), "{body}");
+                over += 1;
+            }
+            other => panic!("a tail got {other}"),
+        }
+    }
+    assert_eq!(streaming.len(), keel::admin::MAX_STREAMS);
+    assert_eq!(over, 500 - keel::admin::MAX_STREAMS);
+    // With every tail slot taken, the endpoint still answers.
+    let (status, _) = call(&admin, "GET", "/healthz", None).await;
+    assert_eq!(status, 200);
+    let (status, _) = call(&admin, "GET", "/api/tree", Some(TOKEN)).await;
+    assert_eq!(status, 200);
+    assert!(metric(&admin, "keel_admin_refused_total{reason=\"connections\"}").await >= 244.0);
+    assert_eq!(
+        metric(&admin, "keel_admin_refused_total{reason=\"streams\"}").await,
+        (500 - keel::admin::MAX_STREAMS) as f64
+    );
+    drop(streaming);
+    drop(admin);
+    handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_path_that_is_not_utf8_gets_a_json_error() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (handle, admin, _) = start().await;
+    let mut socket = tokio::net::TcpStream::connect(admin.addr()).await.unwrap();
+    socket
+        .write_all(b"GET /api/actors/%FF%FE HTTP/1.1\r\nhost: x\r\nauthorization: Bearer s3cret-admin-token\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(WAIT, socket.read_to_end(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("application/json"), "{answer}");
+    drop(admin);
+    handle.shutdown().await;
+}

@@ -398,3 +398,97 @@ async fn an_exchange_sending_what_it_should_not_is_turned_away_at_the_edge_and_c
     handle.shutdown().await;
     exchange.abort();
 }
+
+/// An HTTP "exchange" whose history never moves forward: whatever is asked
+/// for, it answers with trade 1 (and a trade of another instrument).
+async fn stuck_history() -> (String, tokio::task::JoinHandle<()>) {
+    use axum::extract::Query;
+    use std::collections::HashMap;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let app = axum::Router::new().route(
+        "/api/v2/public/get_last_trades_by_instrument",
+        axum::routing::get(|Query(q): Query<HashMap<String, String>>| async move {
+            let trades = if q.get("sorting").map(String::as_str) == Some("desc") {
+                vec![trade("BTC-PERPETUAL", 10)]
+            } else {
+                vec![trade("BTC-PERPETUAL", 1), trade("ETH-PERPETUAL", 7)]
+            };
+            axum::Json(json!({"jsonrpc": "2.0", "result": {"trades": trades, "has_more": true}}))
+        }),
+    );
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (url, task)
+}
+
+#[tokio::test]
+async fn gap_repair_fails_instead_of_looping_on_a_history_that_does_not_move_forward() {
+    let db = TestDb::create().await;
+    let prefix = TestPrefix::new();
+    let (url, exchange) = stuck_history().await;
+    let mut config = daemon::config(&db, &prefix, None);
+    config.backfill.http_url = url;
+    config.receiver.enabled = false;
+    config.distributor.enabled = false;
+    config.analyzer.enabled = false;
+    config.schedule.enabled = false;
+    // Migrate, then store trades 1 and 10 of BTC-PERPETUAL: a hole of 2..=9.
+    let setup = Runtime::from_config(&config).start().await.unwrap();
+    let client = db.client().await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while client
+        .query_one("SELECT 'trades'::regclass::text", &[])
+        .await
+        .is_err()
+    {
+        assert!(tokio::time::Instant::now() < deadline, "never migrated");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    setup.shutdown().await;
+    db.client()
+        .await
+        .batch_execute(
+            "INSERT INTO trades (instrument_name, trade_seq, trade_id, ts, price, amount, \
+             direction, tick_direction, mark_price, index_price) VALUES \
+             ('BTC-PERPETUAL', 1, 'a', now(), 1, 1, 'buy', 0, 1, 1), \
+             ('BTC-PERPETUAL', 10, 'b', now(), 1, 1, 'buy', 0, 1, 1)",
+        )
+        .await
+        .unwrap();
+
+    let runtime = Runtime::new(config.supervisor.clone());
+    let specs = tree::task(
+        &config,
+        runtime.registry(),
+        &tree::TaskRequest::Backfill(tree::BackfillRequest::gaps()),
+    )
+    .unwrap();
+    let repair = specs
+        .into_iter()
+        .fold(runtime, Runtime::child)
+        .start()
+        .await
+        .unwrap();
+    let outcome = tokio::time::timeout(WAIT, repair.task_outcome(tree::GAP_REPAIR))
+        .await
+        .expect("the repair ends");
+    match outcome {
+        keel::TaskOutcome::Failed(reason) => {
+            assert!(reason.contains("does not move forward"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    repair.shutdown().await;
+    // Nothing of the other instrument, nothing outside the gap was stored.
+    let count: i64 = db
+        .client()
+        .await
+        .query_one("SELECT count(*) FROM trades", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 2);
+    exchange.abort();
+}

@@ -366,3 +366,139 @@ fn without_a_configuration_file_commands_run_on_the_defaults_in_code_and_say_so(
     let printed = String::from_utf8_lossy(&output.stdout);
     assert!(printed.contains("max_restarts = 5"), "{printed}");
 }
+
+#[test]
+fn each_out_of_range_configuration_value_exits_78_naming_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("[receiver]\ninstruments = []", "receiver.instruments"),
+        ("[receiver]\ninstruments = [\"\"]", "receiver.instruments"),
+        ("[receiver]\nurl = \"ws://\"", "receiver.url"),
+        ("[backfill]\nhttp_url = \"not a url\"", "backfill.http_url"),
+        (
+            "[receiver]\nstall_timeout = \"500000000000y\"",
+            "receiver.stall_timeout",
+        ),
+        (
+            "[janitor]\ntrades_retention = \"0s\"",
+            "janitor.trades_retention",
+        ),
+        (
+            "[schedule]\njanitor_every = \"0s\"",
+            "schedule.janitor_every",
+        ),
+        ("[redis]\nstream_maxlen = 0", "redis.stream_maxlen"),
+        (
+            "[registry]\nmessage_ring = 100000000000",
+            "registry.message_ring",
+        ),
+        ("[admin]\ntoken = \" \"", "admin.token"),
+        (
+            "[postgres]\nurl = \"postgres://keel@127.0.0.1/keel?sslmode=require\"",
+            "postgres.url",
+        ),
+        (
+            "[receiver]\nurl = \"wss://user:hunter2@www.deribit.com/ws/api/v2\"",
+            "receiver.url",
+        ),
+    ];
+    for (text, key) in cases {
+        let config = write_config(dir.path(), text);
+        let output = Command::new(KEEL)
+            .args(["check", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(78), "{text}: {stderr}");
+        assert!(stderr.contains(key), "{text}: {stderr}");
+        assert!(!stderr.contains("hunter2"), "{stderr}");
+    }
+}
+
+#[test]
+fn a_million_malformed_frames_make_a_bounded_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = rt.block_on(TestDb::create());
+    let prefix = TestPrefix::new();
+    let (sim, admin) = (closed_port(), closed_port());
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "[sim]\nin_daemon = true\nlisten = \"127.0.0.1:{sim}\"\n\
+             [receiver]\nurl = \"ws://127.0.0.1:{sim}/ws/api/v2\"\n\
+             [backfill]\nhttp_url = \"http://127.0.0.1:{sim}\"\n\
+             [admin]\nlisten = \"127.0.0.1:{admin}\"\n[schedule]\nenabled = false\n\
+             [postgres]\nurl = \"{}\"\n[redis]\nkey_prefix = \"{}\"\n",
+            db.url(PG_PORT),
+            prefix.prefix
+        ),
+    );
+    let (mut child, lines) = spawn_keel(&["run"], &config);
+    wait_for_line(&lines, "Keel is running.", Duration::from_secs(30));
+    let client = reqwest::Client::new();
+    let receiver = |client: &reqwest::Client| {
+        let url = format!("http://127.0.0.1:{admin}/api/actors/receiver");
+        let client = client.clone();
+        async move {
+            let body = client.get(url).send().await.ok()?.text().await.ok()?;
+            let actor: serde_json::Value = serde_json::from_str(&body).ok()?;
+            Some(actor["details"]["receiver"].clone())
+        }
+    };
+    let streaming = |d: &serde_json::Value| d["trades"].as_u64().is_some_and(|n| n > 0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !rt
+        .block_on(receiver(&client))
+        .is_some_and(|d| streaming(&d))
+    {
+        assert!(Instant::now() < deadline, "the receiver never streamed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let before: Vec<String> = lines.try_iter().collect();
+    let fault = client
+        .post(format!("http://127.0.0.1:{sim}/sim/faults"))
+        .header("content-type", "application/json")
+        .body(r#"{"fault":"malformed","count":1000000}"#)
+        .send();
+    assert!(rt.block_on(fault).unwrap().status().is_success());
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let malformed = rt
+            .block_on(receiver(&client))
+            .and_then(|d| d["malformed_frames"].as_u64())
+            .unwrap_or(0);
+        if malformed >= 1_000_000 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {malformed} malformed frames arrived"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    signal(&child, "TERM");
+    assert_eq!(
+        wait_exit(&mut child, Duration::from_secs(30)).code(),
+        Some(0)
+    );
+    let after: Vec<String> = lines.try_iter().collect();
+    let logged = after
+        .iter()
+        .filter(|l| l.contains("Malformed frame"))
+        .count();
+    // The limiter lets 10 a minute through per site, each with the count of
+    // what it suppressed; the whole run's log stays small.
+    assert!(logged >= 1, "the garbage is reported");
+    assert!(logged <= 40, "{logged} lines about malformed frames");
+    assert!(
+        after.len() + before.len() < 400,
+        "{} lines in all",
+        after.len()
+    );
+    assert!(
+        after.iter().any(|l| l.contains("suppressed")),
+        "what was suppressed is counted"
+    );
+}

@@ -14,7 +14,7 @@ use keel::actors::child::Incarnation;
 use keel::actors::resource::pg::PgClient;
 use keel::actors::resource::redis::{Fields, RedisClient};
 use keel::actors::service::scheduler::{Job, Scheduler, SchedulerArgs};
-use keel::actors::service::task::{RunOnce, TaskWork};
+use keel::actors::service::task::{RunOnce, TaskError, TaskWork};
 use keel::actors::sim::{self, SimConfig};
 use keel::config::Config;
 use keel::{tree, Runtime, TaskOutcome};
@@ -475,7 +475,7 @@ async fn a_task_run_through_the_admin_api_is_started_by_the_scheduler() {
 struct Flaky(Arc<std::sync::atomic::AtomicU32>);
 
 impl TaskWork for Flaky {
-    async fn run(self, _own: Incarnation) -> Result<String, String> {
+    async fn run(self, _own: Incarnation) -> Result<String, TaskError> {
         self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Err("flaky fails on purpose".into())
     }
@@ -486,7 +486,7 @@ impl TaskWork for Flaky {
 struct Hangs;
 
 impl TaskWork for Hangs {
-    async fn run(self, own: Incarnation) -> Result<String, String> {
+    async fn run(self, own: Incarnation) -> Result<String, TaskError> {
         own.stop.cancelled().await;
         Ok("stopped".into())
     }

@@ -42,6 +42,32 @@ pub struct HttpClient {
     client: reqwest::Client,
 }
 
+/// The largest answer read: a page of 1,000 trades is about 400 KB.
+pub const MAX_BODY: usize = 16 << 20;
+
+/// Reads a body of at most `cap` bytes; a larger one is an error, not memory.
+async fn read_capped(mut response: reqwest::Response, cap: usize) -> Result<Vec<u8>, HttpError> {
+    if response.content_length().is_some_and(|n| n > cap as u64) {
+        return Err(HttpError::Shape(format!(
+            "an answer larger than {cap} bytes"
+        )));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| HttpError::Transport(e.to_string()))?
+    {
+        if body.len() + chunk.len() > cap {
+            return Err(HttpError::Shape(format!(
+                "an answer larger than {cap} bytes"
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 impl HttpClient {
     /// `base` is e.g. `https://www.deribit.com` or `http://127.0.0.1:8765`.
     pub fn new(base: &str, timeout: Duration) -> Result<Self, HttpError> {
@@ -69,12 +95,9 @@ impl HttpClient {
             .send()
             .await
             .map_err(|e| HttpError::Transport(e.to_string()))?;
-        let text = response
-            .text()
-            .await
-            .map_err(|e| HttpError::Transport(e.to_string()))?;
+        let text = read_capped(response, MAX_BODY).await?;
         let body: Body<T> =
-            serde_json::from_str(&text).map_err(|e| HttpError::Shape(e.to_string()))?;
+            serde_json::from_slice(&text).map_err(|e| HttpError::Shape(e.to_string()))?;
         match (body.result, body.error) {
             (_, Some(error)) => Err(HttpError::Rpc(error)),
             (Some(result), None) => Ok(result),

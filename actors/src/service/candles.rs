@@ -7,7 +7,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use super::task::TaskWork;
+use super::task::{TaskError, TaskWork};
 use crate::child::Incarnation;
 use crate::deribit::http::HttpClient;
 use crate::deribit::model::{from_ms, to_ms, TradingViewChart};
@@ -52,7 +52,7 @@ pub fn api_resolution(r: Resolution) -> Option<String> {
 }
 
 impl TaskWork for CandleBackfill {
-    async fn run(self, own: Incarnation) -> Result<String, String> {
+    async fn run(self, own: Incarnation) -> Result<String, TaskError> {
         let probe = &own.probe;
         let resolution = api_resolution(self.resolution)
             .ok_or_else(|| format!("the exchange has no {} candles", self.resolution))?;

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use super::task::TaskWork;
+use super::task::{TaskError, TaskWork};
 use crate::child::Incarnation;
 use crate::delay::BackoffConfig;
 use crate::deribit::http::{HttpClient, HttpError};
@@ -40,11 +40,15 @@ pub struct GapRepair {
 }
 
 impl TaskWork for GapRepair {
-    async fn run(self, own: Incarnation) -> Result<String, String> {
+    async fn run(self, own: Incarnation) -> Result<String, TaskError> {
         repair(&self, &own)
             .await
             .map(|stored| format!("gaps repaired, {stored} trades stored"))
-            .map_err(|e| e.to_string())
+            .map_err(|e| match e {
+                // The same history would be served again: not worth a restart.
+                RepairError::NoProgress { .. } => TaskError::unrecoverable(e.to_string()),
+                e => e.to_string().into(),
+            })
     }
 }
 
@@ -55,6 +59,13 @@ enum RepairError {
     Pg(#[from] crate::resource::pg::PgError),
     #[error(transparent)]
     Exchange(#[from] HttpError),
+    /// The exchange answered a page with nothing at or after what was asked.
+    #[error("the exchange's history of {instrument} does not move forward: asked from trade_seq {asked}, got up to {last}")]
+    NoProgress {
+        instrument: String,
+        asked: i64,
+        last: i64,
+    },
 }
 
 async fn repair(args: &GapRepair, own: &Incarnation) -> Result<u64, RepairError> {
@@ -71,6 +82,13 @@ async fn repair(args: &GapRepair, own: &Incarnation) -> Result<u64, RepairError>
         else {
             continue;
         };
+        if newest.instrument_name != *instrument
+            || crate::service::receiver::check_values(newest).is_err()
+        {
+            tracing::warn!(%instrument, trade_seq = newest.trade_seq,
+                "The exchange's newest trade is not believable; not repairing up to it.");
+            continue;
+        }
         if newest.trade_seq > stored {
             gaps.push(Gap {
                 instrument_name: instrument.clone(),
@@ -122,16 +140,41 @@ async fn fill(exchange: &HttpClient, pg: &PgClient, gap: &Gap) -> Result<(u64, S
             "asc",
         )
         .await?;
+        // History is exchange input like the stream: only this instrument's
+        // trades in the range asked for, with sane values, are stored.
+        let wanted = |t: &&crate::deribit::model::PublicTrade| {
+            t.instrument_name == gap.instrument_name
+                && (next..=gap.to_seq).contains(&t.trade_seq)
+                && crate::service::receiver::check_values(t).is_ok()
+        };
         let trades: Vec<Trade> = page
             .trades
             .iter()
+            .filter(wanted)
             .filter_map(|t| t.to_trade().ok())
             .collect();
-        let Some(last) = page.trades.last().map(|t| t.trade_seq) else {
+        let turned_away = page.trades.len() - trades.len();
+        if turned_away > 0 {
+            tracing::warn!(instrument = %gap.instrument_name, turned_away,
+                "History page held trades outside the gap or with bad values; skipped.");
+        }
+        let ours = page
+            .trades
+            .iter()
+            .filter(|t| t.instrument_name == gap.instrument_name);
+        let Some(last) = ours.map(|t| t.trade_seq).max() else {
             tracing::error!(instrument = %gap.instrument_name, from = next, to = gap.to_seq,
                 "The exchange no longer has these trades; they cannot be repaired.");
             break;
         };
+        // A page that does not move forward would be asked for again forever.
+        if last < next {
+            return Err(RepairError::NoProgress {
+                instrument: gap.instrument_name.clone(),
+                asked: next,
+                last,
+            });
+        }
         for t in &trades {
             span = Some(match span {
                 None => (t.timestamp, t.timestamp),

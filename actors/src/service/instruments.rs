@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::task::TaskWork;
+use super::task::{TaskError, TaskWork};
 use crate::child::Incarnation;
 use crate::deribit::http::HttpClient;
 use crate::deribit::model::InstrumentInfo;
@@ -76,7 +76,7 @@ pub struct InstrumentSync {
 }
 
 impl TaskWork for InstrumentSync {
-    async fn run(self, own: Incarnation) -> Result<String, String> {
+    async fn run(self, own: Incarnation) -> Result<String, TaskError> {
         let probe = &own.probe;
         let exchange =
             HttpClient::new(&self.http_url, Duration::from_secs(30)).map_err(|e| e.to_string())?;

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use super::streams;
-use super::task::TaskWork;
+use super::task::{TaskError, TaskWork};
 use crate::child::Incarnation;
 use crate::registry::Registry;
 use crate::resource::pg::{PgClient, Retained};
@@ -93,7 +93,7 @@ fn id_key(id: &str) -> (u64, u64) {
 }
 
 impl TaskWork for Janitor {
-    async fn run(self, own: Incarnation) -> Result<String, String> {
+    async fn run(self, own: Incarnation) -> Result<String, TaskError> {
         let probe = &own.probe;
         let pg = PgClient::new(self.registry.clone(), &self.pg).riding_out(RideOut::new(&own));
         let redis =

@@ -18,14 +18,57 @@ use crate::tasks::{OwnedTask, TaskEnd};
 pub trait TaskWork: Clone + Send + Sync + std::fmt::Debug + 'static {
     /// Does the work; returns a summary of what it did, or why it failed. It
     /// should end soon after `own.stop` fires (its clients stop waiting then).
-    fn run(self, own: Incarnation) -> impl Future<Output = Result<String, String>> + Send;
+    fn run(self, own: Incarnation) -> impl Future<Output = Result<String, TaskError>> + Send;
 }
+
+/// Why a task's work failed, and whether running it again could help.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskError {
+    /// What went wrong.
+    pub message: String,
+    /// The same run would fail the same way (bad data from upstream, an
+    /// impossible request): the supervisor does not restart it.
+    pub unrecoverable: bool,
+}
+
+impl TaskError {
+    /// A failure that running again will not mend.
+    pub fn unrecoverable(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            unrecoverable: true,
+        }
+    }
+}
+
+impl From<String> for TaskError {
+    fn from(message: String) -> Self {
+        Self {
+            message,
+            unrecoverable: false,
+        }
+    }
+}
+
+impl From<&str> for TaskError {
+    fn from(message: &str) -> Self {
+        message.to_owned().into()
+    }
+}
+
+impl std::fmt::Display for TaskError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for TaskError {}
 
 /// Messages a task handles.
 #[derive(Debug)]
 pub enum TaskMsg {
     /// The work ended.
-    Finished(Result<String, String>),
+    Finished(Result<String, TaskError>),
 }
 
 impl Recordable for TaskMsg {
@@ -36,7 +79,7 @@ impl Recordable for TaskMsg {
     fn summary(&self) -> String {
         match self {
             TaskMsg::Finished(Ok(done)) => done.clone(),
-            TaskMsg::Finished(Err(why)) => why.clone(),
+            TaskMsg::Finished(Err(why)) => why.message.clone(),
         }
     }
 }
@@ -66,7 +109,7 @@ impl<W: TaskWork> Actor for RunOnce<W> {
         Ok(OwnedTask::spawn(&myself, work.run(own), |end| {
             Some(TaskMsg::Finished(match end {
                 TaskEnd::Returned(result) => result,
-                TaskEnd::Panicked(_) => Err(end.unexpected("work")),
+                TaskEnd::Panicked(_) => Err(end.unexpected("work").into()),
             }))
         }))
     }
@@ -83,7 +126,10 @@ impl<W: TaskWork> Actor for RunOnce<W> {
                 myself.stop(Some(done));
                 Ok(())
             }
-            Err(why) => Err(why.into()),
+            Err(why) if why.unrecoverable => {
+                Err(crate::child::Unrecoverable::new(why.message).into())
+            }
+            Err(why) => Err(why.message.into()),
         }
     }
 }
