@@ -67,18 +67,21 @@ fn field(entry: &RangeEntry, name: &str) -> Option<String> {
         .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
 }
 
+/// `XPENDING key group`: count, smallest id, greatest id, per-consumer counts.
+type PendingSummary = (
+    u64,
+    Option<String>,
+    Option<String>,
+    Option<Vec<(String, String)>>,
+);
+
 fn pending(prefix: &TestPrefix, group: &str) -> u64 {
-    let (count, ..): (
-        u64,
-        Option<String>,
-        Option<String>,
-        Option<Vec<(String, String)>>,
-    ) = redis::cmd("XPENDING")
+    let summary: PendingSummary = redis::cmd("XPENDING")
         .arg(format!("{}trades:BTC-PERPETUAL", prefix.prefix))
         .arg(group)
         .query(&mut prefix.connection())
         .unwrap();
-    count
+    summary.0
 }
 
 async fn stored(db: &TestDb) -> i64 {
