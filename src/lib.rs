@@ -10,6 +10,8 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod exit_code;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod logging;
 mod runtime;
 pub mod supervisor;

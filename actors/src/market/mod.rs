@@ -4,7 +4,7 @@ mod candle;
 mod instrument;
 mod trade;
 
-mod gap;
+pub mod gap;
 pub use gap::Gap;
 
 pub use candle::{Candle, Resolution};

@@ -97,8 +97,8 @@ async fn repair(args: &GapRepair, own: &Incarnation) -> Result<u64, RepairError>
             });
         }
     }
-    gaps.sort();
-    gaps.dedup();
+    // Recorded gaps, holes and the tail overlap; each trade is fetched once.
+    let gaps = crate::market::gap::merge(gaps);
     let total = gaps.len();
     let mut stored = 0;
     for (done, gap) in gaps.into_iter().enumerate() {

@@ -63,7 +63,7 @@ pub enum PgCall {
     RecordGaps(Arc<[Gap]>, Reply<u64>),
     /// Every recorded gap.
     ListGaps(Reply<Vec<Gap>>),
-    /// Deletes a repaired gap.
+    /// Deletes the recorded gaps within a repaired range.
     ClearGap(Gap, Reply<u64>),
     /// The highest stored `trade_seq` of an instrument.
     MaxSeq(String, Reply<Option<i64>>),
@@ -540,7 +540,7 @@ impl PgClient {
         self.call(PgCall::ListGaps).await
     }
 
-    /// Deletes a repaired gap.
+    /// Deletes the recorded gaps within a repaired range.
     pub async fn clear_gap(&self, gap: Gap) -> Result<u64, PgError> {
         self.call(|r| PgCall::ClearGap(gap.clone(), r)).await
     }

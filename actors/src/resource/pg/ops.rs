@@ -368,14 +368,14 @@ pub(super) async fn list_gaps(client: &mut Client) -> Result<Vec<Gap>, tokio_pos
         .collect()
 }
 
-/// Deletes one repaired gap.
+/// Deletes the recorded gaps a repaired range covers.
 pub(super) async fn clear_gap(
     client: &mut Client,
     gap: &Gap,
 ) -> Result<u64, tokio_postgres::Error> {
     client
         .execute_typed(
-            "DELETE FROM trade_gaps WHERE instrument_name = $1 AND from_seq = $2 AND to_seq = $3",
+            "DELETE FROM trade_gaps WHERE instrument_name = $1 AND from_seq >= $2 AND to_seq <= $3",
             &[
                 (&gap.instrument_name, Type::TEXT),
                 (&gap.from_seq, Type::INT8),

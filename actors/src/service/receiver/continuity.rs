@@ -111,3 +111,50 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use std::collections::BTreeSet;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// Whatever order trades arrive in (repeats, reorderings, jumps), the
+        /// trades forwarded as new and the gaps recorded together cover every
+        /// `trade_seq` from the first to the highest exactly once, and no trade
+        /// is forwarded as new twice.
+        #[test]
+        fn new_trades_and_recorded_gaps_cover_the_range_exactly_once(
+            seqs in prop::collection::vec(1i64..300, 1..200)
+        ) {
+            let c = Continuity::default();
+            let mut new = Vec::new();
+            let mut missing = Vec::new();
+            for &seq in &seqs {
+                match c.check("X", seq) {
+                    Verdict::Next => new.push(seq),
+                    Verdict::Repeat => {}
+                    Verdict::After(gap) => {
+                        prop_assert!(!gap.is_empty());
+                        prop_assert_eq!(gap.to_seq + 1, seq);
+                        missing.extend(gap.from_seq..=gap.to_seq);
+                        new.push(seq);
+                    }
+                }
+            }
+            let first = seqs[0];
+            let high = seqs.iter().copied().max().unwrap_or(first);
+            let mut all: Vec<i64> = new.iter().chain(&missing).copied().collect();
+            all.sort_unstable();
+            let expected: Vec<i64> = (first..=high).collect();
+            // Below the first trade nothing is known; above it, each once.
+            let above: Vec<i64> = all.iter().copied().filter(|s| *s >= first).collect();
+            prop_assert_eq!(above, expected);
+            prop_assert_eq!(c.last("X"), Some(high));
+            let unique: BTreeSet<i64> = new.iter().copied().collect();
+            prop_assert_eq!(unique.len(), new.len(), "no trade is new twice");
+        }
+    }
+}

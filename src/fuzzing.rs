@@ -1,0 +1,92 @@
+//! Entry points for the fuzz targets (`fuzz/`) and the corpus replay test.
+//!
+//! Each takes arbitrary bytes and must neither panic nor hang; where a value
+//! gets through, it also checks what the rest of Keel relies on (a trade that
+//! passes the edge survives the trip through a stream entry unchanged).
+
+use std::path::Path;
+
+use keel_actors::deribit::model::PublicTrade;
+use keel_actors::deribit::{parse_request, parse_server_frame, Channel, ServerFrame};
+use keel_actors::resource::redis::StreamEntry;
+use keel_actors::service::receiver::check_values;
+use keel_actors::service::streams;
+
+/// One frame from the exchange, as the receiver handles it.
+pub fn frame(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    // The simulator parses what clients send with the same code.
+    let _ = parse_request(text);
+    let Ok(ServerFrame::Subscription { channel, data }) = parse_server_frame(text) else {
+        return;
+    };
+    let _ = channel.parse::<Channel>();
+    if let Ok(trades) = serde_json::from_str::<Vec<PublicTrade>>(data.get()) {
+        for trade in &trades {
+            round_trip(trade);
+        }
+    }
+}
+
+/// A trade that passes the edge is stored exactly as it came.
+fn round_trip(trade: &PublicTrade) {
+    if check_values(trade).is_err() {
+        return;
+    }
+    let Ok(stored) = trade.to_trade() else {
+        return;
+    };
+    let fields = streams::encode(trade).expect("a checked trade encodes");
+    let entry = StreamEntry {
+        id: "1-0".into(),
+        fields,
+    };
+    assert_eq!(streams::decode(&entry), Ok(stored), "{trade:?}");
+}
+
+/// One stream entry another program may have written: fields separated by
+/// NUL bytes, alternating name and value.
+pub fn stream_entry(data: &[u8]) {
+    let mut parts = data.split(|b| *b == 0);
+    let mut fields = Vec::new();
+    while let (Some(name), Some(value)) = (parts.next(), parts.next()) {
+        fields.push((String::from_utf8_lossy(name).into_owned(), value.to_vec()));
+    }
+    // The whole input as the trade field too, so JSON seeds reach the decoder.
+    fields.push((streams::TRADE_FIELD.into(), data.to_vec()));
+    fields.rotate_right(1);
+    let entry = StreamEntry {
+        id: "1-0".into(),
+        fields,
+    };
+    if streams::decode(&entry).is_ok() {
+        if let Ok(trade) = serde_json::from_slice::<PublicTrade>(data) {
+            round_trip(&trade);
+        }
+    }
+}
+
+/// A configuration file; the first line may name `KEEL__*` variables to set
+/// (`#env KEY=VALUE;KEY=VALUE`).
+pub fn config(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let (vars, body) = match text.strip_prefix("#env ") {
+        Some(rest) => rest.split_once('\n').unwrap_or((rest, "")),
+        None => ("", text),
+    };
+    let vars: Vec<(String, String)> = vars
+        .split(';')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    if let Ok(config) = crate::config::Config::parse(body, Path::new("fuzz.toml"), vars) {
+        // What is valid can be printed (`keel check`).
+        config
+            .to_redacted_toml()
+            .expect("a valid configuration prints");
+    }
+}
