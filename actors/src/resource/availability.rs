@@ -15,8 +15,15 @@ use super::Status;
 #[derive(Clone, Debug)]
 pub struct Availability {
     ready: Arc<AtomicBool>,
+    /// Whether `cause` holds what the server or the OS said (not just that no
+    /// connection was free in time), so a timeout does not hide it.
+    real_cause: Arc<AtomicBool>,
     probe: Probe,
 }
+
+/// How a call says that the pool had no connection for it in time: a symptom
+/// of the outage, never its cause.
+pub(crate) const CHECKOUT_TIMED_OUT: &str = "no connection within checkout_timeout";
 
 impl Availability {
     /// Starts as `connecting`.
@@ -25,6 +32,7 @@ impl Availability {
         probe.set_ready(false);
         Self {
             ready: Arc::new(AtomicBool::new(false)),
+            real_cause: Arc::new(AtomicBool::new(false)),
             probe,
         }
     }
@@ -34,6 +42,7 @@ impl Availability {
         if !self.ready.swap(true, Ordering::AcqRel) {
             self.probe.set_detail("status", Status::Ready.as_str());
             self.probe.clear_detail("cause");
+            self.real_cause.store(false, Ordering::Release);
             self.probe.set_ready(true);
             tracing::info!(resource = %self.probe.name(), "Connected.");
         }
@@ -42,8 +51,13 @@ impl Availability {
     /// The server could not be reached; `cause` is the real reason (refused,
     /// authentication failed, DNS), never a secret.
     pub fn mark_unreachable(&self, cause: &str) {
-        self.probe.record_error(cause);
-        self.probe.set_detail("cause", cause);
+        let symptom = cause == CHECKOUT_TIMED_OUT;
+        let known = self.real_cause.load(Ordering::Acquire);
+        if !(symptom && known && !self.ready.load(Ordering::Acquire)) {
+            self.probe.record_error(cause);
+            self.probe.set_detail("cause", cause);
+            self.real_cause.store(!symptom, Ordering::Release);
+        }
         if self.ready.swap(false, Ordering::AcqRel) {
             self.probe.set_detail("status", Status::Connecting.as_str());
             self.probe.set_ready(false);

@@ -57,7 +57,7 @@ where
 {
     pool.get().await.map(drop).map_err(|e| match e {
         RunError::User(e) => super::describe(&e),
-        RunError::TimedOut => "no connection within checkout_timeout".into(),
+        RunError::TimedOut => super::availability::CHECKOUT_TIMED_OUT.into(),
     })
 }
 

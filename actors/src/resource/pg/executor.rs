@@ -81,7 +81,7 @@ async fn execute_with_retries<T>(
                 }
                 Err(RunError::TimedOut) => Class::Transient {
                     maybe_applied: false,
-                    cause: "no connection free within checkout_timeout".into(),
+                    cause: crate::resource::availability::CHECKOUT_TIMED_OUT.into(),
                 },
                 Err(RunError::User(err)) => classify(&err),
             }

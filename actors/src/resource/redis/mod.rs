@@ -256,7 +256,7 @@ impl RedisShared {
                 .map_err(|e| RedisError::from_driver(op, &e)),
             Err(RunError::TimedOut) => Err(RedisError::Connection {
                 op,
-                cause: "no connection within checkout_timeout".into(),
+                cause: crate::resource::availability::CHECKOUT_TIMED_OUT.into(),
             }),
             Err(RunError::User(e)) => Err(RedisError::from_driver(op, &e)),
         };
