@@ -42,9 +42,26 @@ pub(super) fn resolve(table: &mut Table, prefix: &str) -> Result<(), (String, St
     Ok(())
 }
 
+/// The largest secret file read (a device or a log named by mistake is not).
+const MAX_SECRET: u64 = 64 * 1024;
+
 fn read_secret(path: &Path) -> Result<String, String> {
-    let mut content = std::fs::read_to_string(path)
-        .map_err(|e| format!("a readable secret file, but {}: {e}", path.display()))?;
+    use std::io::Read;
+    let unreadable =
+        |e: std::io::Error| format!("a readable secret file, but {}: {e}", path.display());
+    let file = std::fs::File::open(path).map_err(unreadable)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_SECRET + 1)
+        .read_to_end(&mut bytes)
+        .map_err(unreadable)?;
+    if bytes.len() as u64 > MAX_SECRET {
+        return Err(format!(
+            "a secret file of at most {MAX_SECRET} bytes, but {} is larger",
+            path.display()
+        ));
+    }
+    let mut content = String::from_utf8(bytes)
+        .map_err(|_| format!("a secret file in UTF-8, but {} is not", path.display()))?;
     if content.ends_with('\n') {
         content.pop();
         if content.ends_with('\r') {
@@ -63,6 +80,12 @@ fn read_secret(path: &Path) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_endless_file_is_refused_not_read() {
+        let err = read_secret(Path::new("/dev/zero")).unwrap_err();
+        assert!(err.contains("at most"), "{err}");
+    }
 
     #[test]
     fn file_secrets_replace_their_key() {
