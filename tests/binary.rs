@@ -502,3 +502,80 @@ fn a_million_malformed_frames_make_a_bounded_log() {
         "what was suppressed is counted"
     );
 }
+
+#[test]
+fn out_of_file_descriptors_the_admin_server_pauses_instead_of_spinning_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(TestDb::create());
+    let prefix = TestPrefix::new();
+    let admin = closed_port();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "[admin]\nlisten = \"127.0.0.1:{admin}\"\n[schedule]\nenabled = false\n\
+             [receiver]\nurl = \"ws://127.0.0.1:{}/ws/api/v2\"\n\
+             [postgres]\nurl = \"{}\"\n[redis]\nkey_prefix = \"{}\"\n",
+            closed_port(),
+            db.url(PG_PORT),
+            prefix.prefix
+        ),
+    );
+    // A low descriptor limit, as in a container, and more idle sockets than it.
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n 96 && exec {KEEL} run --config {}",
+            config.display()
+        ))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = stderr_lines(&mut child);
+    wait_for_line(&lines, "Keel is running.", Duration::from_secs(30));
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        idle.push(std::net::TcpStream::connect(("127.0.0.1", admin)).unwrap());
+    }
+    wait_for_line(
+        &lines,
+        "Admin endpoint cannot accept; pausing.",
+        Duration::from_secs(10),
+    );
+    let before = cpu_time(child.id());
+    std::thread::sleep(Duration::from_secs(3));
+    let used = cpu_time(child.id()) - before;
+    assert!(used < Duration::from_millis(600), "{used:?} of CPU in 3 s");
+    // Once the flood goes away, the endpoint answers again by itself.
+    drop(idle);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let answer = std::net::TcpStream::connect(("127.0.0.1", admin)).and_then(|mut s| {
+            use std::io::{Read, Write};
+            s.set_read_timeout(Some(Duration::from_secs(2)))?;
+            s.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")?;
+            let mut text = String::new();
+            s.read_to_string(&mut text)?;
+            Ok(text)
+        });
+        if answer.as_ref().is_ok_and(|t| t.starts_with("HTTP/1.1 200")) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/healthz never answered: {answer:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    signal(&child, "TERM");
+    assert_eq!(
+        wait_exit(&mut child, Duration::from_secs(30)).code(),
+        Some(0)
+    );
+    let rest: Vec<String> = lines.try_iter().collect();
+    let pauses = rest.iter().filter(|l| l.contains("cannot accept")).count();
+    assert!(pauses <= 20, "{pauses} lines about failed accepts");
+}
