@@ -154,6 +154,12 @@ async fn poison_entries_are_dead_lettered_with_their_reason_and_the_rest_of_the_
         2,
         "{reasons:?}"
     );
+    let mut groups: Vec<String> = dead.iter().filter_map(|e| field(e, "group")).collect();
+    groups.sort();
+    assert_eq!(
+        groups,
+        ["analyzer", "analyzer", "distributor", "distributor"]
+    );
     let seqs: i64 = db
         .client()
         .await

@@ -30,7 +30,10 @@ fn inputs(target: &str) -> Vec<(String, Vec<u8>)> {
         let (len, tail) = rest.split_at(4);
         let len = u32::from_le_bytes(len.try_into().unwrap()) as usize;
         let (data, tail) = tail.split_at(len);
-        all.push((format!("{} #{}", packed.display(), all.len()), data.to_vec()));
+        all.push((
+            format!("{} #{}", packed.display(), all.len()),
+            data.to_vec(),
+        ));
         rest = tail;
     }
     all

@@ -14,8 +14,8 @@ pub const MINUTE: Duration = Duration::from_secs(60);
 pub const HOUR: Duration = Duration::from_secs(3600);
 /// One day.
 pub const DAY: Duration = Duration::from_secs(86_400);
-/// The longest retention Keel accepts (about a hundred years).
-pub const CENTURY: Duration = Duration::from_secs(100 * 365 * 86_400);
+/// The longest retention Keel accepts: a hundred years of 365.25 days.
+pub const CENTURY: Duration = Duration::from_secs(36_525 * 86_400);
 
 /// Collects the problems of one section.
 #[derive(Debug, Default)]

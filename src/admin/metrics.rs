@@ -303,6 +303,7 @@ pub(super) fn render_refusals(refusals: &super::Refusals) -> String {
         ("streams", &refusals.streams),
         ("unauthorized", &refusals.unauthorized),
         ("accept_errors", &refusals.accept_errors),
+        ("evicted", &refusals.evicted),
     ] {
         f.sample(
             "keel_admin_refused_total",

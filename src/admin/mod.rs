@@ -14,7 +14,7 @@ mod routes;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use keel_actors::secret::Secret;
@@ -98,6 +98,8 @@ pub struct Refusals {
     pub unauthorized: AtomicU64,
     /// Failed accepts (out of file descriptors, ...).
     pub accept_errors: AtomicU64,
+    /// Connections closed before sending a request, to make room for a new one.
+    pub evicted: AtomicU64,
 }
 
 /// Why the admin endpoint could not start.
@@ -166,7 +168,10 @@ impl AdminServer {
 /// The accept loop: at most [`MAX_CONNECTIONS`] connections at once, each given
 /// [`HEADER_READ_TIMEOUT`] for its headers and closed after one response (so no
 /// connection idles), and a failed accept (out of file descriptors) pauses the
-/// loop instead of spinning.
+/// loop instead of spinning. When every slot is taken, the oldest connection
+/// that has not sent a whole request yet is closed to make room: clients that
+/// open sockets and say nothing cannot keep a prompt one (a liveness probe on
+/// `/healthz`) out.
 async fn serve(
     listener: TcpListener,
     app: axum::Router,
@@ -175,6 +180,9 @@ async fn serve(
 ) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut connections = tokio::task::JoinSet::new();
+    // Connections in accept order, with whether their request arrived.
+    let mut waiting: std::collections::VecDeque<(Arc<AtomicBool>, tokio::task::AbortHandle)> =
+        std::collections::VecDeque::new();
     let accept_log = keel_actors::logs::Repeats::default();
     let refusal_log = keel_actors::logs::Repeats::default();
     loop {
@@ -197,7 +205,30 @@ async fn serve(
                 continue;
             }
         };
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+        let slot = match Arc::clone(&slots).try_acquire_owned() {
+            Ok(slot) => Some(slot),
+            Err(_) => {
+                waiting.retain(|(dispatched, task)| {
+                    !task.is_finished() && !dispatched.load(Ordering::Acquire)
+                });
+                match waiting.pop_front() {
+                    Some((_, oldest)) => {
+                        oldest.abort();
+                        refusals.evicted.fetch_add(1, Ordering::Relaxed);
+                        // The slot comes back once the aborted task is dropped.
+                        tokio::time::timeout(
+                            Duration::from_millis(100),
+                            Arc::clone(&slots).acquire_owned(),
+                        )
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                    }
+                    None => None,
+                }
+            }
+        };
+        let Some(slot) = slot else {
             refusals.connections.fetch_add(1, Ordering::Relaxed);
             refusal_log.warn(|suppressed| {
                 tracing::warn!(
@@ -209,8 +240,12 @@ async fn serve(
             connections.spawn(refuse(stream));
             continue;
         };
-        let service = hyper_util::service::TowerToHyperService::new(app.clone());
-        connections.spawn(async move {
+        let dispatched = Arc::new(AtomicBool::new(false));
+        let service = Dispatched {
+            inner: hyper_util::service::TowerToHyperService::new(app.clone()),
+            flag: Arc::clone(&dispatched),
+        };
+        let task = connections.spawn(async move {
             let served = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT)
@@ -223,6 +258,29 @@ async fn serve(
             }
             drop(slot);
         });
+        waiting.push_back((dispatched, task));
+        if waiting.len() > 2 * MAX_CONNECTIONS {
+            waiting.retain(|(dispatched, task)| {
+                !task.is_finished() && !dispatched.load(Ordering::Acquire)
+            });
+        }
+    }
+}
+
+/// A connection's service that notes when its request has arrived whole.
+struct Dispatched<S> {
+    inner: S,
+    flag: Arc<AtomicBool>,
+}
+
+impl<S: hyper::service::Service<R>, R> hyper::service::Service<R> for Dispatched<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn call(&self, request: R) -> Self::Future {
+        self.flag.store(true, Ordering::Release);
+        self.inner.call(request)
     }
 }
 

@@ -381,6 +381,7 @@ impl<S: TradeSink> ConsumerState<S> {
                     fields.push(("stream".into(), stream.clone().into_bytes()));
                     fields.push(("id".into(), entry.id.clone().into_bytes()));
                     fields.push(("reason".into(), reason.clone().into_bytes()));
+                    fields.push(("group".into(), self.config.group.clone().into_bytes()));
                     fields
                 })
                 .collect();

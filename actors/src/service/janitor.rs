@@ -34,7 +34,7 @@ fn default_trades() -> Duration {
     Duration::from_secs(30 * 86_400)
 }
 fn default_candles() -> Duration {
-    Duration::from_secs(365 * 86_400)
+    Duration::from_secs(31_557_600) // a year of 365.25 days, printed as "1year"
 }
 fn default_groups() -> Vec<String> {
     vec!["distributor".into(), "analyzer".into()]
