@@ -188,7 +188,7 @@ fn an_interrupted_task_exits_75_so_it_can_be_run_again() {
         dir.path(),
         &format!(
             "[supervisor]\nshutdown_timeout = \"1s\"\n\
-             [postgres]\nurl = \"postgres://postgres@127.0.0.1:9/none\"\nmax_attempts = 1000\n\
+             [postgres]\nurl = \"postgres://postgres@127.0.0.1:9/none\"\n\
              [redis]\nkey_prefix = \"{}\"\n",
             prefix.prefix
         ),
