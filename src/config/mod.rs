@@ -70,6 +70,45 @@ pub struct Config {
     /// The admin endpoint.
     #[serde(default)]
     pub admin: crate::admin::AdminConfig,
+    /// Logging limits.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// The `[log]` section.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// Lines each warning site that outside input can repeat (malformed frames,
+    /// rejected trades, dead letters, refused requests) may log per minute; the
+    /// next line says how many were suppressed.
+    #[serde(default = "default_repeats_per_minute")]
+    pub repeats_per_minute: u32,
+}
+
+fn default_repeats_per_minute() -> u32 {
+    keel_actors::logs::DEFAULT_REPEATS_PER_MINUTE
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            repeats_per_minute: default_repeats_per_minute(),
+        }
+    }
+}
+
+impl LogConfig {
+    fn problems(&self) -> Vec<(String, String)> {
+        keel_actors::bounds::Check::new()
+            .count(
+                "repeats_per_minute",
+                self.repeats_per_minute.into(),
+                1,
+                10_000,
+            )
+            .finish()
+    }
 }
 
 /// The `[backfill]` section.
@@ -157,6 +196,7 @@ impl Config {
             ("instruments", self.instruments.problems()),
             ("janitor", self.janitor.problems()),
             ("schedule", self.schedule.problems()),
+            ("log", self.log.problems()),
         ];
         sections
             .into_iter()
