@@ -160,6 +160,16 @@ impl Daemon {
             .collect()
     }
 
+    /// Each worker's last failure, for assertion messages.
+    fn failures(&self) -> String {
+        let tree = self.handle.tree();
+        WORKERS
+            .iter()
+            .filter_map(|w| Some(format!("{w}: {:?}", tree.actor(w)?.last_failure.as_ref()?)))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
     fn running(&self, name: &str) -> bool {
         self.handle
             .tree()
@@ -402,7 +412,8 @@ async fn redis_flapping_for_a_minute_is_ridden_out() {
     assert_eq!(
         daemon.restarts(),
         before,
-        "no worker restart spent on the flapping"
+        "no worker restart spent on the flapping; {}",
+        daemon.failures()
     );
     finish(&servers, daemon).await;
 }
