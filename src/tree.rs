@@ -144,9 +144,7 @@ pub fn children(config: &Config, registry: &Registry) -> Vec<ChildSpec> {
     if config.analyzer.enabled {
         let args = ConsumerArgs {
             config: config.analyzer.clone(),
-            sink: FoldCandles {
-                resolutions: config.candles.minutes(),
-            },
+            sink: FoldCandles::new(config.candles.minutes()),
             instruments: config.receiver.instruments.clone(),
             registry: registry.clone(),
             redis: REDIS.into(),
