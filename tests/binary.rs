@@ -535,7 +535,8 @@ fn out_of_file_descriptors_the_admin_server_pauses_instead_of_spinning_and_recov
         .spawn()
         .unwrap();
     let lines = stderr_lines(&mut child);
-    wait_for_line(&lines, "Keel is running.", Duration::from_secs(30));
+    // The tree starts first, then the admin endpoint binds.
+    wait_for_line(&lines, "Admin endpoint listening.", Duration::from_secs(30));
     let mut idle = Vec::new();
     for _ in 0..300 {
         idle.push(std::net::TcpStream::connect(("127.0.0.1", admin)).unwrap());

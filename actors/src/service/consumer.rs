@@ -273,15 +273,26 @@ impl<S: TradeSink> Actor for TradeConsumer<S> {
     ) -> Result<(), ActorProcessingErr> {
         match state.poll().await {
             Ok(()) => state.missing_groups = 0,
-            Err(error) if missing_group(&error) && state.missing_groups < 3 => {
+            Err(error) if missing_group(&error) => {
                 // Redis lost the group (restarted without persistence, or
                 // flushed): what it held is gone, and gap repair finds those
-                // trades; the consumer carries on from the new stream.
-                tracing::warn!(%error, "Consumer group missing; creating it again.");
+                // trades; the consumer carries on from the new stream. Never a
+                // failure: a flapping Redis can lose it again before a poll
+                // goes through, so each loss in a row waits a little longer.
+                tracing::warn!(%error, lost_in_a_row = state.missing_groups + 1,
+                    "Consumer group missing; creating it again.");
                 state.missing_groups += 1;
                 state.groups_created = false;
                 state.own_pending_done = false;
                 state.claim_cursor.clear();
+                if state.missing_groups > 1 {
+                    let delay =
+                        Duration::from_millis(200).saturating_mul(state.missing_groups.min(10));
+                    tokio::select! {
+                        () = state.stop.cancelled() => {}
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
             }
             // Asked to stop while a resource was out: nothing more to do here
             // (what was not acknowledged is delivered again later).
