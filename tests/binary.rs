@@ -33,8 +33,33 @@ fn stderr_lines(child: &mut Child) -> mpsc::Receiver<String> {
     rx
 }
 
+/// A `keel` process that is killed if the test ends (or panics) first.
+struct Keel(Child);
+
+impl std::ops::Deref for Keel {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Keel {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Keel {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Starts `keel ARGS --config CONFIG` with its stderr readable line by line.
-fn spawn_keel(args: &[&str], config: &Path) -> (Child, mpsc::Receiver<String>) {
+fn spawn_keel(args: &[&str], config: &Path) -> (Keel, mpsc::Receiver<String>) {
     let mut child = Command::new(KEEL)
         .args(args)
         .arg("--config")
@@ -45,7 +70,7 @@ fn spawn_keel(args: &[&str], config: &Path) -> (Child, mpsc::Receiver<String>) {
         .spawn()
         .unwrap();
     let lines = stderr_lines(&mut child);
-    (child, lines)
+    (Keel(child), lines)
 }
 
 fn wait_for_line(lines: &mpsc::Receiver<String>, needle: &str, timeout: Duration) -> String {
@@ -533,6 +558,7 @@ fn out_of_file_descriptors_the_admin_server_pauses_instead_of_spinning_and_recov
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
+        .map(Keel)
         .unwrap();
     let lines = stderr_lines(&mut child);
     // The tree starts first, then the admin endpoint binds.
