@@ -8,18 +8,16 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::db::{TestDb, PG_PORT};
+use common::eventually;
 use common::redis::{PrivateRedis, TestPrefix};
-use common::{eventually, fast_policy};
-use keel::actors::delay::BackoffConfig;
 use keel::actors::registry::ActorState;
 use keel::actors::resource::pg::PostgresConfig;
-use keel::actors::resource::redis::{BreakerConfig, RedisConfig};
+use keel::actors::resource::redis::RedisConfig;
 use keel::actors::secret::Secret;
 use keel::actors::service::consumer::ConsumerConfig;
 use keel::actors::service::receiver::ReceiverConfig;
 use keel::actors::sim::{self, Fault, SimConfig, SimHandle};
 use keel::config::{BackfillConfig, Config};
-use keel::supervisor::Strategy;
 use keel::{tree, Runtime, RuntimeHandle, TaskOutcome};
 
 const INSTRUMENTS: [&str; 2] = ["BTC-PERPETUAL", "ETH-PERPETUAL"];
@@ -35,37 +33,16 @@ type PendingSummary = (
 /// An `XRANGE` reply entry: id and field/value pairs.
 type RangeEntry = (String, Vec<(String, Vec<u8>)>);
 
-fn quick() -> BackoffConfig {
-    BackoffConfig {
-        min: Duration::from_millis(20),
-        max: Duration::from_millis(300),
-        multiplier: 2.0,
-        jitter: 0.1,
-    }
-}
-
 fn config(db: &TestDb, redis: &PrivateRedis, prefix: &TestPrefix, sim: &SimHandle) -> Config {
-    let mut supervisor = fast_policy(Strategy::OneForOne);
-    supervisor.max_restarts = 1000;
-    supervisor.backoff = quick();
+    // The supervisor, backoffs, breaker and timeouts an operator runs.
     Config {
-        supervisor,
         postgres: PostgresConfig {
             url: db.url(PG_PORT),
-            retry_backoff: quick(),
-            connect_backoff: quick(),
-            max_attempts: 20,
             ..PostgresConfig::default()
         },
         redis: RedisConfig {
             url: format!("redis://127.0.0.1:{}/0", redis.port),
             key_prefix: prefix.prefix.clone(),
-            checkout_timeout: Duration::from_millis(300),
-            connect_backoff: quick(),
-            breaker: BreakerConfig {
-                open_for: quick(),
-                ..BreakerConfig::default()
-            },
             ..RedisConfig::default()
         },
         receiver: ReceiverConfig {
