@@ -208,9 +208,7 @@ async fn serve(
         let slot = match Arc::clone(&slots).try_acquire_owned() {
             Ok(slot) => Some(slot),
             Err(_) => {
-                waiting.retain(|(dispatched, task)| {
-                    !task.is_finished() && !dispatched.load(Ordering::Acquire)
-                });
+                waiting.retain(still_waiting);
                 match waiting.pop_front() {
                     Some((_, oldest)) => {
                         oldest.abort();
@@ -260,11 +258,14 @@ async fn serve(
         });
         waiting.push_back((dispatched, task));
         if waiting.len() > 2 * MAX_CONNECTIONS {
-            waiting.retain(|(dispatched, task)| {
-                !task.is_finished() && !dispatched.load(Ordering::Acquire)
-            });
+            waiting.retain(still_waiting);
         }
     }
+}
+
+/// A connection that is open and has not sent a whole request yet.
+fn still_waiting((dispatched, task): &(Arc<AtomicBool>, tokio::task::AbortHandle)) -> bool {
+    !task.is_finished() && !dispatched.load(Ordering::Acquire)
 }
 
 /// A connection's service that notes when its request has arrived whole.

@@ -212,6 +212,18 @@ impl RedisShared {
         format!("{}{name}", self.config.key_prefix)
     }
 
+    /// Per-stream results keyed by stream name again, the prefix taken off.
+    fn unprefixed<T>(&self, streams: Vec<(String, T)>) -> Vec<(String, T)> {
+        let prefix = &self.config.key_prefix;
+        streams
+            .into_iter()
+            .map(|(key, value)| {
+                let name = key.strip_prefix(prefix.as_str()).unwrap_or(&key).to_owned();
+                (name, value)
+            })
+            .collect()
+    }
+
     /// Runs one call behind the breaker: refused at once while open, and only
     /// connection-class failures count against it.
     async fn guarded<T>(
@@ -412,7 +424,6 @@ impl Resource for Redis {
             } => {
                 let keys: Vec<String> = streams.iter().map(|s| shared.key(s)).collect();
                 let block = shared.config.read_block;
-                let prefix = shared.config.key_prefix.clone();
                 let result = shared
                     .guarded("read_group", |c| {
                         Box::pin(async move {
@@ -420,15 +431,7 @@ impl Resource for Redis {
                         })
                     })
                     .await
-                    .map(|streams| {
-                        streams
-                            .into_iter()
-                            .map(|(key, entries)| {
-                                let name = key.strip_prefix(&prefix).unwrap_or(&key).to_owned();
-                                (name, entries)
-                            })
-                            .collect()
-                    });
+                    .map(|streams| shared.unprefixed(streams));
                 let _ = reply.send(result);
             }
             RedisCall::ReadOwnPending {
@@ -439,7 +442,6 @@ impl Resource for Redis {
                 reply,
             } => {
                 let keys: Vec<String> = streams.iter().map(|s| shared.key(s)).collect();
-                let prefix = shared.config.key_prefix.clone();
                 let result = shared
                     .guarded("read_own_pending", |c| {
                         Box::pin(async move {
@@ -447,15 +449,7 @@ impl Resource for Redis {
                         })
                     })
                     .await
-                    .map(|streams| {
-                        streams
-                            .into_iter()
-                            .map(|(key, entries)| {
-                                let name = key.strip_prefix(&prefix).unwrap_or(&key).to_owned();
-                                (name, entries)
-                            })
-                            .collect()
-                    });
+                    .map(|streams| shared.unprefixed(streams));
                 let _ = reply.send(result);
             }
             RedisCall::Ack {
