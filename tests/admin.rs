@@ -615,6 +615,19 @@ async fn metric(admin: &AdminServer, sample: &str) -> f64 {
         .unwrap_or_else(|| panic!("{sample} not in /metrics"))
 }
 
+/// Twenty `/healthz` probes in a row, each answered 200 within 2 s.
+async fn healthz_answers_20_times(client: &reqwest::Client, url: &str, while_: &str) {
+    for _ in 0..20 {
+        let answered = client
+            .get(url)
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .map(|r| r.status().as_u16());
+        assert_eq!(answered.ok(), Some(200), "/healthz {while_}");
+    }
+}
+
 #[tokio::test]
 async fn idle_sockets_and_a_flood_of_live_tails_leave_healthz_answering() {
     use tokio::io::AsyncReadExt;
@@ -630,15 +643,7 @@ async fn idle_sockets_and_a_flood_of_live_tails_leave_healthz_answering() {
     }
     let healthz = format!("http://{addr}/healthz");
     let client = reqwest::Client::new();
-    for _ in 0..20 {
-        let answered = client
-            .get(&healthz)
-            .timeout(Duration::from_secs(2))
-            .send()
-            .await
-            .map(|r| r.status().as_u16());
-        assert_eq!(answered.ok(), Some(200), "/healthz with idle sockets held");
-    }
+    healthz_answers_20_times(&client, &healthz, "with idle sockets held").await;
     for mut socket in idle {
         let mut answer = Vec::new();
         tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut answer))
@@ -666,19 +671,7 @@ async fn idle_sockets_and_a_flood_of_live_tails_leave_healthz_answering() {
         })
     };
     tokio::time::sleep(Duration::from_millis(500)).await; // let the flood build up
-    for _ in 0..20 {
-        let answered = client
-            .get(&healthz)
-            .timeout(Duration::from_secs(2))
-            .send()
-            .await
-            .map(|r| r.status().as_u16());
-        assert_eq!(
-            answered.ok(),
-            Some(200),
-            "/healthz under a reconnecting flood"
-        );
-    }
+    healthz_answers_20_times(&client, &healthz, "under a reconnecting flood").await;
     flood_stop.cancel();
     flood.await.unwrap();
 
