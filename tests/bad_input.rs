@@ -467,29 +467,12 @@ async fn gap_repair_fails_instead_of_looping_on_a_history_that_does_not_move_for
         .await
         .unwrap();
 
-    let runtime = Runtime::new(config.supervisor.clone());
-    let specs = tree::task(
-        &config,
-        runtime.registry(),
-        &tree::TaskRequest::Backfill(tree::BackfillRequest::gaps()),
-    )
-    .unwrap();
-    let repair = specs
-        .into_iter()
-        .fold(runtime, Runtime::child)
-        .start()
-        .await
-        .unwrap();
-    let outcome = tokio::time::timeout(WAIT, repair.task_outcome(tree::GAP_REPAIR))
-        .await
-        .expect("the repair ends");
-    match outcome {
+    match common::conservation::repair(&config, WAIT).await {
         keel::TaskOutcome::Failed(reason) => {
             assert!(reason.contains("does not move forward"), "{reason}")
         }
         other => panic!("{other:?}"),
     }
-    repair.shutdown().await;
     // Nothing of the other instrument, nothing outside the gap was stored.
     let count: i64 = db
         .client()

@@ -250,24 +250,10 @@ async fn every_trade_is_stored_exactly_once_through_faults_restarts_and_outages(
     assert!(short > 0, "before repair, trades are missing");
 
     // Gap repair: recorded gaps, holes and the tail, from the exchange's history.
-    let runtime = Runtime::new(config.supervisor.clone());
-    let specs = tree::task(
-        &config,
-        runtime.registry(),
-        &tree::TaskRequest::Backfill(tree::BackfillRequest::gaps()),
-    )
-    .expect("valid arguments");
-    let repair = specs
-        .into_iter()
-        .fold(runtime, Runtime::child)
-        .start()
-        .await
-        .unwrap();
-    let outcome = tokio::time::timeout(WAIT, repair.task_outcome(tree::GAP_REPAIR))
-        .await
-        .unwrap();
-    assert_eq!(outcome, TaskOutcome::Succeeded);
-    repair.shutdown().await;
+    assert_eq!(
+        common::conservation::repair(&config, WAIT).await,
+        TaskOutcome::Succeeded
+    );
 
     let stats = sim.stats();
     for instrument in INSTRUMENTS {
