@@ -72,7 +72,7 @@ async fn raw_server() -> String {
                         timestamp: 1_795_400_000_000,
                         tick_direction: 1,
                         price: 60_000.5,
-                        mark_price: 60_001.234_5,
+                        mark_price: Some(60_001.234_5),
                         index_price: 59_999.876_5,
                         instrument_name: "BTC-PERPETUAL".into(),
                         direction: "buy".into(),
@@ -81,6 +81,8 @@ async fn raw_server() -> String {
                         iv: None,
                         liquidation: None,
                         block_trade_id: None,
+                        combo_id: None,
+                        combo_trade_id: None,
                     })
                     .collect();
                 let frame = format!(

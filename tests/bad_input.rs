@@ -38,7 +38,7 @@ fn trade(instrument: &str, seq: i64) -> PublicTrade {
         timestamp: now_ms(),
         tick_direction: 0,
         price: 100.0,
-        mark_price: 100.0,
+        mark_price: Some(100.0),
         index_price: 100.0,
         instrument_name: instrument.into(),
         direction: "buy".into(),
@@ -47,6 +47,8 @@ fn trade(instrument: &str, seq: i64) -> PublicTrade {
         iv: None,
         liquidation: None,
         block_trade_id: None,
+        combo_id: None,
+        combo_trade_id: None,
     }
 }
 

@@ -47,7 +47,7 @@ async fn entries_that_cannot_be_stored_go_to_the_dead_letter_stream_and_never_bl
         timestamp: 1_700_000_000_000 + seq as u64,
         tick_direction: 0,
         price: 100.0,
-        mark_price: 100.0,
+        mark_price: Some(100.0),
         index_price: 100.0,
         instrument_name: "BTC-PERPETUAL".into(),
         direction: "buy".into(),
@@ -56,6 +56,8 @@ async fn entries_that_cannot_be_stored_go_to_the_dead_letter_stream_and_never_bl
         iv: None,
         liquidation: None,
         block_trade_id: None,
+        combo_id: None,
+        combo_trade_id: None,
     };
     let mut sideways = trade(3);
     sideways.direction = "sideways".into();

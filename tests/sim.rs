@@ -286,8 +286,8 @@ async fn every_channel_delivers_its_payload() {
     )
     .unwrap();
     assert_eq!(
-        (snapshot.kind.as_str(), snapshot.prev_change_id),
-        ("snapshot", None)
+        (snapshot.kind.as_deref(), snapshot.prev_change_id),
+        (Some("snapshot"), None)
     );
     let mut last = snapshot.change_id;
     for _ in 0..3 {
@@ -297,7 +297,7 @@ async fn every_channel_delivers_its_payload() {
                 .unwrap(),
         )
         .unwrap();
-        assert_eq!(change.kind, "change");
+        assert_eq!(change.kind.as_deref(), Some("change"));
         assert_eq!(
             change.prev_change_id,
             Some(last),

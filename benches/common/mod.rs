@@ -28,10 +28,13 @@ pub fn trades(n: usize) -> Vec<Trade> {
                 Direction::Sell
             },
             tick_direction: (i % 4) as i16,
-            mark_price: 50_000.5,
+            mark_price: Some(50_000.5),
             index_price: 49_999.5,
             iv: None,
             liquidation: None,
+            block_trade_id: None,
+            combo_id: None,
+            combo_trade_id: None,
         })
         .collect()
 }

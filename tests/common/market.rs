@@ -22,10 +22,13 @@ pub fn trades(instrument: &str, seqs: std::ops::Range<i64>) -> Vec<Trade> {
             Direction::Sell
         },
         tick_direction: (seq % 4) as i16,
-        mark_price: 50_000.1,
+        mark_price: Some(50_000.1),
         index_price: 49_999.9,
         iv: (seq % 3 == 0).then_some(55.5),
         liquidation: (seq % 5 == 0).then(|| "M".to_owned()),
+        block_trade_id: None,
+        combo_id: None,
+        combo_trade_id: None,
     })
     .collect()
 }

@@ -19,6 +19,10 @@ pub enum FrameError {
     /// JSON, but not a JSON-RPC message Keel knows.
     #[error("frame is not a JSON-RPC message: {0}")]
     Malformed(&'static str),
+    /// A JSON-RPC message whose envelope has a field of the wrong type
+    /// (`usIn` as a string, say).
+    #[error("frame has a field of the wrong type: {0}")]
+    WrongType(String),
 }
 
 /// A request from a client.
@@ -160,6 +164,12 @@ impl Response {
         serde_json::to_string(&out).unwrap_or_default()
     }
 
+    /// Whether the response names no request (no id, or `"id": null`): an
+    /// error of this kind belongs to whichever request the server could not read.
+    pub fn is_unaddressed(&self) -> bool {
+        self.id.is_null()
+    }
+
     /// The result decoded as `T`.
     pub fn result<T: serde::de::DeserializeOwned>(&self) -> Result<T, ResultError> {
         match &self.outcome {
@@ -266,13 +276,24 @@ struct RawHeartbeat {
 pub fn parse_server_frame(text: &str) -> Result<ServerFrame, FrameError> {
     let frame: RawFrame = serde_json::from_str(text).map_err(|e| {
         if e.is_data() {
-            FrameError::Malformed("fields of the wrong type")
+            FrameError::WrongType(e.to_string())
         } else {
             FrameError::NotJson(e.to_string())
         }
     })?;
     let timing = frame.timing();
-    if let Some(id) = frame.id {
+    // A response carries an id; Deribit's HTTP bodies and some WebSocket errors
+    // (-32600 "request entity too large") carry none, and are still responses:
+    // `Response::is_unaddressed` tells the caller to fail the request it can
+    // belong to instead of letting it wait.
+    let id = match frame.id {
+        Some(id) => Some(id),
+        None if frame.method.is_none() && (frame.result.is_some() || frame.error.is_some()) => {
+            Some(Value::Null)
+        }
+        None => None,
+    };
+    if let Some(id) = id {
         let outcome = match (frame.result, frame.error) {
             (_, Some(error)) => Err(error),
             (Some(result), None) => Ok(result),

@@ -8,6 +8,7 @@ pub mod codes;
 pub mod http;
 mod jsonrpc;
 pub mod model;
+pub mod payload;
 pub mod tls;
 
 pub use channel::{Channel, Interval};
@@ -15,6 +16,7 @@ pub use jsonrpc::{
     parse_request, parse_server_frame, FrameError, Id, Notification, Request, Response, RpcError,
     ServerFrame, Timing,
 };
+pub use payload::{decode, Payload, PayloadError};
 
 #[cfg(test)]
 mod tests;

@@ -19,8 +19,9 @@ pub struct PublicTrade {
     pub tick_direction: i16,
     /// Trade price.
     pub price: f64,
-    /// Mark price at the time.
-    pub mark_price: f64,
+    /// Mark price at the time (absent in 2019-2020 frames).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mark_price: Option<f64>,
     /// Index price at the time.
     pub index_price: f64,
     /// Instrument.
@@ -41,6 +42,12 @@ pub struct PublicTrade {
     /// Block trade id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub block_trade_id: Option<String>,
+    /// The combo this trade was part of (a leg of a spread, a straddle, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub combo_id: Option<String>,
+    /// The combo trade this leg belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub combo_trade_id: Option<String>,
 }
 
 /// A payload field whose value Keel cannot store.
@@ -87,6 +94,9 @@ impl PublicTrade {
             index_price: self.index_price,
             iv: self.iv,
             liquidation: self.liquidation.clone(),
+            block_trade_id: self.block_trade_id.clone(),
+            combo_id: self.combo_id.clone(),
+            combo_trade_id: self.combo_trade_id.clone(),
         })
     }
 }
@@ -105,22 +115,42 @@ pub fn to_ms(t: SystemTime) -> u64 {
 /// `book.{instrument}.{interval}`: a snapshot, then changes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BookUpdate {
-    /// `snapshot` or `change`.
-    #[serde(rename = "type")]
-    pub kind: String,
+    /// `snapshot` or `change`; absent in 2019 frames, where a snapshot is the
+    /// update without `prev_change_id` (see [`BookUpdate::is_snapshot`]).
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
     /// Milliseconds since the epoch.
     pub timestamp: u64,
     /// Instrument.
     pub instrument_name: String,
     /// This update's id.
     pub change_id: i64,
-    /// The previous update's id (absent on a snapshot).
+    /// The previous update's id (absent on most snapshots).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prev_change_id: Option<i64>,
     /// `[action, price, amount]`, action `new`, `change` or `delete`.
     pub bids: Vec<(String, f64, f64)>,
     /// Same for asks.
     pub asks: Vec<(String, f64, f64)>,
+}
+
+impl BookUpdate {
+    /// Whether this update replaces the book. A `type` decides when present
+    /// (2022 snapshots carry a `prev_change_id` too); without one, as in 2019,
+    /// a snapshot is the update without `prev_change_id`.
+    pub fn is_snapshot(&self) -> bool {
+        match self.kind.as_deref() {
+            Some(kind) => kind == "snapshot",
+            None => self.prev_change_id.is_none(),
+        }
+    }
+
+    /// Whether this update starts a chain of changes: a snapshot, or a change
+    /// with `prev_change_id: 0`, which links to nothing (recorded in 2021 on an
+    /// option book the exchange had just restarted).
+    pub fn starts_chain(&self) -> bool {
+        self.is_snapshot() || self.prev_change_id == Some(0)
+    }
 }
 
 /// `book.{instrument}.{group}.{depth}.{interval}`: always a full snapshot.
@@ -138,61 +168,137 @@ pub struct BookGrouped {
     pub asks: Vec<(f64, f64)>,
 }
 
-/// 24-hour statistics in a ticker.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// 24-hour statistics in a ticker. Every figure is `null` on an instrument
+/// that has not traded; `volume_usd` appeared in 2021, `volume_notional` later.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct TickerStats {
     /// Highest price.
+    #[serde(default)]
     pub high: Option<f64>,
     /// Lowest price.
+    #[serde(default)]
     pub low: Option<f64>,
-    /// Volume in the base currency.
-    pub volume: f64,
-    /// Volume in USD.
-    pub volume_usd: f64,
-    /// Percentage change.
+    /// Percentage change over 24 hours.
+    #[serde(default)]
     pub price_change: Option<f64>,
+    /// Volume in the base currency.
+    #[serde(default)]
+    pub volume: Option<f64>,
+    /// Volume in USD.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_usd: Option<f64>,
+    /// Volume in the quote currency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_notional: Option<f64>,
 }
 
-/// `ticker.{instrument}.{interval}`.
+/// `estimated_delivery_price`: a price, or the string `"expired"` on an
+/// instrument past its expiry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum DeliveryEstimate {
+    /// The estimate.
+    Price(f64),
+    /// What the exchange says instead (`expired`).
+    State(String),
+}
+
+/// Option sensitivities in a ticker.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Greeks {
+    /// Delta.
+    pub delta: f64,
+    /// Gamma.
+    pub gamma: f64,
+    /// Vega.
+    pub vega: f64,
+    /// Theta.
+    pub theta: f64,
+    /// Rho.
+    pub rho: f64,
+}
+
+/// `ticker.{instrument}.{interval}` and `public/ticker`. The fields every real
+/// ticker carries are plain; the rest depend on the instrument's kind (options:
+/// greeks and volatilities; perpetuals: funding; combos: implied prices) or on
+/// the era of the API, and are `Option`s serialized only when present.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Ticker {
     /// Milliseconds since the epoch.
     pub timestamp: u64,
     /// `open` or `closed`.
     pub state: String,
-    /// Instrument.
+    /// The instrument.
     pub instrument_name: String,
-    /// Best bid.
+    /// Best bid price (negative on some spreads; 0 when there is none).
     pub best_bid_price: f64,
     /// Amount at the best bid.
     pub best_bid_amount: f64,
-    /// Best ask.
+    /// Best ask price.
     pub best_ask_price: f64,
     /// Amount at the best ask.
     pub best_ask_amount: f64,
-    /// Last trade price.
-    pub last_price: f64,
+    /// Last trade price: `null` on an instrument that has not traded.
+    #[serde(default)]
+    pub last_price: Option<f64>,
     /// Mark price.
     pub mark_price: f64,
     /// Index price.
     pub index_price: f64,
     /// Open interest.
     pub open_interest: f64,
-    /// Lowest price allowed.
+    /// Lowest price the exchange accepts now.
     pub min_price: f64,
-    /// Highest price allowed.
+    /// Highest price the exchange accepts now.
     pub max_price: f64,
     /// Last settlement price.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub settlement_price: Option<f64>,
-    /// Funding rate (perpetuals).
-    #[serde(default)]
+    /// Delivery price (closed instruments).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery_price: Option<f64>,
+    /// Estimated delivery price, or `expired`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimated_delivery_price: Option<DeliveryEstimate>,
+    /// Current funding (perpetuals).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_funding: Option<f64>,
-    /// 8-hour funding (perpetuals).
-    #[serde(default)]
+    /// Funding over 8 hours (perpetuals).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub funding_8h: Option<f64>,
-    /// Estimated delivery price.
-    pub estimated_delivery_price: f64,
+    /// Interest value (perpetuals).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interest_value: Option<f64>,
+    /// Implied volatility of the best bid (options).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bid_iv: Option<f64>,
+    /// Implied volatility of the best ask (options).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ask_iv: Option<f64>,
+    /// Implied volatility of the mark price (options).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mark_iv: Option<f64>,
+    /// Interest rate used for pricing (options).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interest_rate: Option<f64>,
+    /// Underlying price (options).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub underlying_price: Option<f64>,
+    /// Underlying index name, or `index_price` (options).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub underlying_index: Option<String>,
+    /// Sensitivities (options).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub greeks: Option<Greeks>,
+    /// Implied bid from the legs (combos).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub implied_bid: Option<f64>,
+    /// Implied ask from the legs (combos).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub implied_ask: Option<f64>,
+    /// `active` or `inactive` (combos).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub combo_state: Option<String>,
     /// 24-hour statistics.
     pub stats: TickerStats,
 }
@@ -263,56 +369,102 @@ pub struct TradesPage {
     pub has_more: bool,
 }
 
-/// One instrument from `public/get_instruments`.
+/// Deribit's expiration timestamp for instruments that never expire (perpetuals, spot).
+pub const NEVER_EXPIRES_MS: u64 = 32_503_708_800_000;
+
+/// One instrument from `public/get_instruments` / `public/get_instrument`.
+/// Fields added to the API after 2020 (`instrument_id`, `counter_currency`,
+/// `settlement_currency`, `price_index`, ...) are `Option`s: older bodies lack
+/// them, and spot pairs carry no `settlement_period` or expiry.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct InstrumentInfo {
     /// e.g. `BTC-PERPETUAL`.
     pub instrument_name: String,
     /// Numeric id.
-    pub instrument_id: u64,
-    /// `future`, `option`, `spot`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instrument_id: Option<u64>,
+    /// `future`, `option`, `spot`, `future_combo`, `option_combo`.
     pub kind: String,
+    /// `linear` or `reversed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instrument_type: Option<String>,
+    /// `linear` or `reversed` (futures).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub future_type: Option<String>,
     /// e.g. `BTC`.
     pub base_currency: String,
     /// e.g. `USD`.
     pub quote_currency: String,
     /// e.g. `USD`.
-    pub counter_currency: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counter_currency: Option<String>,
     /// e.g. `BTC`.
-    pub settlement_currency: String,
-    /// `perpetual`, `month`, `week`, `day`.
-    pub settlement_period: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settlement_currency: Option<String>,
+    /// `perpetual`, `month`, `week`, `day` (absent on spot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settlement_period: Option<String>,
     /// Minimum price increment.
     pub tick_size: f64,
+    /// Larger increments above given prices (options).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tick_size_steps: Option<Vec<TickSizeStep>>,
     /// Contract size.
     pub contract_size: f64,
     /// Smallest amount.
     pub min_trade_amount: f64,
     /// Listing time, ms.
     pub creation_timestamp: u64,
-    /// Expiry, ms.
-    pub expiration_timestamp: u64,
+    /// Expiry, ms ([`NEVER_EXPIRES_MS`] for perpetuals; absent on spot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiration_timestamp: Option<u64>,
     /// Still trading.
     pub is_active: bool,
     /// `call` / `put` (options).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub option_type: Option<String>,
     /// Strike (options).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strike: Option<f64>,
     /// Index, e.g. `btc_usd`.
-    pub price_index: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price_index: Option<String>,
     /// Maker fee.
     pub maker_commission: f64,
     /// Taker fee.
     pub taker_commission: f64,
+    /// Block trade fee.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_trade_commission: Option<f64>,
+    /// Smallest block trade.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_trade_min_trade_amount: Option<f64>,
+    /// Block trade price increment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_trade_tick_size: Option<f64>,
+    /// Maximum liquidation fee (futures).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_liquidation_commission: Option<f64>,
     /// Maximum leverage (futures).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_leverage: Option<f64>,
+    /// Maximum leverage without asking for more (perpetuals).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_non_default_leverage: Option<f64>,
+}
+
+/// One entry of `tick_size_steps`: from `above_price` on, prices move by `tick_size`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TickSizeStep {
+    /// The price above which the step applies.
+    pub above_price: f64,
+    /// The increment there.
+    pub tick_size: f64,
 }
 
 impl InstrumentInfo {
-    /// The instrument as Keel stores it.
+    /// The instrument as Keel stores it (one that never expires gets
+    /// [`NEVER_EXPIRES_MS`], as Deribit writes perpetuals).
     pub fn to_instrument(&self) -> Instrument {
         Instrument {
             instrument_name: self.instrument_name.clone(),
@@ -323,7 +475,7 @@ impl InstrumentInfo {
             contract_size: self.contract_size,
             min_trade_amount: self.min_trade_amount,
             creation_timestamp: from_ms(self.creation_timestamp),
-            expiration_timestamp: from_ms(self.expiration_timestamp),
+            expiration_timestamp: from_ms(self.expiration_timestamp.unwrap_or(NEVER_EXPIRES_MS)),
             is_active: self.is_active,
             option_type: self.option_type.clone(),
             strike: self.strike,

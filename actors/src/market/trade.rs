@@ -43,12 +43,21 @@ pub struct Trade {
     pub direction: Direction,
     /// 0..=3: plus tick, zero-plus tick, minus tick, zero-minus tick.
     pub tick_direction: i16,
-    /// Mark price at the time of the trade.
-    pub mark_price: f64,
+    /// Mark price at the time of the trade (Deribit sent none before 2020).
+    pub mark_price: Option<f64>,
     /// Index price at the time of the trade.
     pub index_price: f64,
     /// Implied volatility (options only).
     pub iv: Option<f64>,
     /// Liquidation marker (`M`, `T`, `MT`), when one side was liquidated.
     pub liquidation: Option<String>,
+    /// Block trade id, when the trade was a block trade.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_trade_id: Option<String>,
+    /// The combo (spread, straddle, ...) this trade is a leg of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub combo_id: Option<String>,
+    /// The combo trade this leg belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub combo_trade_id: Option<String>,
 }

@@ -157,7 +157,7 @@ mod tests {
             timestamp: 1_700_000_000_000,
             tick_direction: 0,
             price: 1.0,
-            mark_price: 1.0,
+            mark_price: Some(1.0),
             index_price: 1.0,
             instrument_name: instrument.into(),
             direction: "buy".into(),
@@ -166,6 +166,8 @@ mod tests {
             iv: None,
             liquidation: None,
             block_trade_id: None,
+            combo_id: None,
+            combo_trade_id: None,
         }
         .to_trade()
         .unwrap()

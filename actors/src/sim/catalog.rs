@@ -114,28 +114,37 @@ pub(super) fn spec(name: &str, instrument_id: u64, now: SystemTime) -> Option<Sp
     }
     let base = if currency == "ETH" { 3_000.0 } else { 60_000.0 };
     let created = to_ms(now - Duration::from_secs(90 * 86_400));
+    // As Deribit lists them today (nautilus's recorded `get_instrument` bodies).
     let common =
         |kind: &str, period: &str, tick: f64, size: f64, min: f64, expires: u64| InstrumentInfo {
             instrument_name: name.to_owned(),
-            instrument_id,
+            instrument_id: Some(instrument_id),
             kind: kind.into(),
+            instrument_type: Some("reversed".into()),
+            future_type: (kind == "future").then(|| "reversed".into()),
             base_currency: currency.into(),
             quote_currency: "USD".into(),
-            counter_currency: "USD".into(),
-            settlement_currency: currency.into(),
-            settlement_period: period.into(),
+            counter_currency: Some("USD".into()),
+            settlement_currency: Some(currency.into()),
+            settlement_period: Some(period.into()),
             tick_size: tick,
+            tick_size_steps: Some(Vec::new()),
             contract_size: size,
             min_trade_amount: min,
             creation_timestamp: created,
-            expiration_timestamp: expires,
+            expiration_timestamp: Some(expires),
             is_active: true,
             option_type: None,
             strike: None,
-            price_index: format!("{}_usd", currency.to_ascii_lowercase()),
+            price_index: Some(format!("{}_usd", currency.to_ascii_lowercase())),
             maker_commission: 0.0,
             taker_commission: 0.0005,
+            block_trade_commission: Some(0.00025),
+            block_trade_min_trade_amount: Some(200_000.0),
+            block_trade_tick_size: Some(0.01),
+            max_liquidation_commission: Some(0.0075),
             max_leverage: Some(50.0),
+            max_non_default_leverage: (period == "perpetual").then_some(5.0),
         };
     let (perp_tick, fut_tick) = if currency == "ETH" {
         (0.05, 0.25)
@@ -151,7 +160,7 @@ pub(super) fn spec(name: &str, instrument_id: u64, now: SystemTime) -> Option<Sp
                 perp_tick,
                 size,
                 size,
-                32_503_680_000_000,
+                crate::deribit::model::NEVER_EXPIRES_MS,
             ),
             start_price: base,
         }),
@@ -168,8 +177,12 @@ pub(super) fn spec(name: &str, instrument_id: u64, now: SystemTime) -> Option<Sp
             let mut info = common("option", "month", 0.0005, 1.0, 0.1, to_ms(at));
             info.option_type = Some(if *side == "C" { "call" } else { "put" }.into());
             info.strike = Some(strike);
-            info.max_leverage = None;
+            info.max_leverage = Some(1.0);
+            info.quote_currency = currency.into();
+            info.maker_commission = 0.0003;
             info.taker_commission = 0.0003;
+            info.block_trade_min_trade_amount = Some(25.0);
+            info.block_trade_tick_size = Some(0.0001);
             Some(Spec {
                 info,
                 start_price: 0.05,
@@ -200,7 +213,7 @@ mod tests {
         assert_eq!(option.kind, "option");
         assert_eq!(option.option_type.as_deref(), Some("put"));
         // 2026-12-25T08:00:00Z
-        assert_eq!(option.expiration_timestamp, 1_798_185_600_000);
+        assert_eq!(option.expiration_timestamp, Some(1_798_185_600_000));
     }
 
     #[test]

@@ -153,7 +153,7 @@ mod tests {
             timestamp: ts,
             tick_direction: 0,
             price,
-            mark_price: price,
+            mark_price: Some(price),
             index_price: price,
             instrument_name: "X".into(),
             direction: "buy".into(),
@@ -162,6 +162,8 @@ mod tests {
             iv: None,
             liquidation: None,
             block_trade_id: None,
+            combo_id: None,
+            combo_trade_id: None,
         }
     }
 

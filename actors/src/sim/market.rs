@@ -94,11 +94,13 @@ impl Market {
         self.trade_seq += 1;
         PublicTrade {
             trade_seq: self.trade_seq,
-            trade_id: (info.instrument_id * 1_000_000_000 + self.trade_seq as u64).to_string(),
+            trade_id: (info.instrument_id.unwrap_or_default() * 1_000_000_000
+                + self.trade_seq as u64)
+                .to_string(),
             timestamp: now_ms,
             tick_direction,
             price,
-            mark_price: mark,
+            mark_price: Some(mark),
             index_price: index,
             instrument_name: info.instrument_name.clone(),
             direction: direction.into(),
@@ -107,6 +109,8 @@ impl Market {
             iv,
             liquidation,
             block_trade_id: None,
+            combo_id: None,
+            combo_trade_id: None,
         }
     }
 
@@ -162,7 +166,7 @@ impl Market {
             (Vec::new(), entry)
         };
         BookUpdate {
-            kind: "change".into(),
+            kind: Some("change".into()),
             timestamp: now_ms,
             instrument_name: spec.info.instrument_name.clone(),
             change_id: book.change_id,
@@ -176,7 +180,7 @@ impl Market {
     pub(super) fn book_snapshot(&self, now_ms: u64) -> BookUpdate {
         let level = |(p, a): (&i64, &f64)| ("new".to_owned(), self.price(*p), *a);
         BookUpdate {
-            kind: "snapshot".into(),
+            kind: Some("snapshot".into()),
             timestamp: now_ms,
             instrument_name: self.spec.info.instrument_name.clone(),
             change_id: self.book.change_id,

@@ -8,7 +8,8 @@ use super::params::Params;
 use crate::deribit::channel::RESOLUTIONS;
 use crate::deribit::codes;
 use crate::deribit::model::{
-    to_ms, CurrencyInfo, Quote, Ticker, TickerStats, TradesPage, VersionResult,
+    to_ms, CurrencyInfo, DeliveryEstimate, Greeks, Quote, Ticker, TickerStats, TradesPage,
+    VersionResult,
 };
 use crate::deribit::RpcError;
 
@@ -42,6 +43,19 @@ pub(super) fn call(
         "public/get_time" => Ok(json!(now_ms())),
         "public/get_currencies" => Ok(to_value(currencies())),
         "public/get_instruments" => instruments(exchange, &p),
+        "public/get_instrument" => instrument(exchange, &p),
+        "public/get_contract_size" => contract_size(exchange, &p),
+        "public/get_expirations" => expirations(exchange, &p),
+        "public/ticker" => instrument_index(exchange, &p).map(|i| to_value(ticker(exchange, i))),
+        "public/get_book_summary_by_instrument" => {
+            instrument_index(exchange, &p).map(|i| json!([book_summary(exchange, i)]))
+        }
+        "public/get_book_summary_by_currency" => book_summaries(exchange, &p),
+        "public/get_index_price" => index(exchange, &p),
+        "public/get_funding_rate_value" => funding_rate_value(exchange, &p),
+        // `locked` is a string: "true", "partial" or "false" (Deribit's
+        // documented type; clients compare it with "false").
+        "public/status" => Ok(json!({"locked": "false", "locked_currencies": []})),
         "public/get_order_book" => order_book(exchange, &p),
         "public/get_tradingview_chart_data" => chart(exchange, &p),
         "public/get_last_trades_by_instrument" => trades_by_seq(exchange, &p),
@@ -67,9 +81,26 @@ fn currencies() -> Vec<CurrencyInfo> {
         .collect()
 }
 
+/// `currency` as the instrument methods take it: omitted or `any` means all.
+fn currency_filter<'a>(p: &'a Params<'_>) -> Result<Option<&'a str>, RpcError> {
+    Ok(p.opt_str("currency")?
+        .filter(|c| !c.eq_ignore_ascii_case("any")))
+}
+
+fn kind_filter<'a>(p: &'a Params<'_>) -> Result<Option<&'a str>, RpcError> {
+    let kind = p.opt_str("kind")?.filter(|k| *k != "any");
+    match kind {
+        None | Some("future" | "option" | "spot" | "future_combo" | "option_combo") => Ok(kind),
+        Some(_) => Err(bad(
+            "kind must be future, option, spot, future_combo, option_combo or any",
+            "kind",
+        )),
+    }
+}
+
 fn instruments(exchange: &Exchange, p: &Params<'_>) -> Result<Value, RpcError> {
-    let currency = p.str("currency")?;
-    let kind = p.opt_str("kind")?;
+    let currency = currency_filter(p)?;
+    let kind = kind_filter(p)?;
     if p.opt_bool("expired")?.unwrap_or(false) {
         // The simulator lists no expired instruments.
         return Ok(json!([]));
@@ -77,10 +108,153 @@ fn instruments(exchange: &Exchange, p: &Params<'_>) -> Result<Value, RpcError> {
     let list: Vec<_> = exchange
         .infos()
         .into_iter()
-        .filter(|i| currency == "any" || i.base_currency == currency)
+        .filter(|i| currency.is_none_or(|c| i.base_currency.eq_ignore_ascii_case(c)))
         .filter(|i| kind.is_none_or(|k| i.kind == k))
         .collect();
     Ok(to_value(list))
+}
+
+fn instrument(exchange: &Exchange, p: &Params<'_>) -> Result<Value, RpcError> {
+    let i = instrument_index(exchange, p)?;
+    Ok(to_value(&exchange.infos()[i]))
+}
+
+fn contract_size(exchange: &Exchange, p: &Params<'_>) -> Result<Value, RpcError> {
+    let i = instrument_index(exchange, p)?;
+    Ok(json!({ "contract_size": exchange.infos()[i].contract_size }))
+}
+
+/// `{kind: [expiry, ...]}` for `currency=any`, `{currency: {kind: [...]}}`
+/// otherwise, as the recorded answers are shaped.
+fn expirations(exchange: &Exchange, p: &Params<'_>) -> Result<Value, RpcError> {
+    let currency = p.str("currency")?;
+    let kind = p.str("kind")?;
+    let wanted = if currency.eq_ignore_ascii_case("any") {
+        None
+    } else {
+        Some(currency)
+    };
+    let kinds: &[&str] = match kind {
+        "any" => &["future", "option"],
+        "future" => &["future"],
+        "option" => &["option"],
+        _ => return Err(bad("kind must be future, option or any", "kind")),
+    };
+    let infos = exchange.infos();
+    let mut by_kind = serde_json::Map::new();
+    for kind in kinds {
+        let mut list: Vec<(u64, String)> = Vec::new();
+        for info in infos.iter().filter(|i| i.kind == *kind) {
+            if wanted.is_some_and(|c| !info.base_currency.eq_ignore_ascii_case(c)) {
+                continue;
+            }
+            let Some(expiry) = info.instrument_name.split('-').nth(1) else {
+                continue;
+            };
+            let at = info.expiration_timestamp.unwrap_or_default();
+            if !list.iter().any(|(_, e)| e == expiry) {
+                list.push((at, expiry.to_owned()));
+            }
+        }
+        // Dated expiries in time order, `PERPETUAL` last.
+        list.sort();
+        by_kind.insert(
+            (*kind).to_owned(),
+            json!(list.into_iter().map(|(_, e)| e).collect::<Vec<_>>()),
+        );
+    }
+    Ok(match wanted {
+        None => Value::Object(by_kind),
+        Some(c) => json!({ c.to_ascii_lowercase(): by_kind }),
+    })
+}
+
+/// One entry of `get_book_summary_by_*`.
+fn book_summary(exchange: &Exchange, i: usize) -> Value {
+    let t = ticker(exchange, i);
+    let info = &exchange.infos()[i];
+    let mid = (t.best_bid_price > 0.0 && t.best_ask_price > 0.0)
+        .then(|| (t.best_bid_price + t.best_ask_price) / 2.0);
+    let mut summary = json!({
+        "volume_usd": t.stats.volume_usd,
+        "volume": t.stats.volume,
+        "quote_currency": info.quote_currency,
+        "price_change": t.stats.price_change,
+        "open_interest": t.open_interest,
+        "mid_price": mid,
+        "mark_price": t.mark_price,
+        "low": t.stats.low,
+        "last": t.last_price,
+        "instrument_name": t.instrument_name,
+        "high": t.stats.high,
+        "estimated_delivery_price": t.estimated_delivery_price,
+        "creation_timestamp": t.timestamp,
+        "bid_price": (t.best_bid_price > 0.0).then_some(t.best_bid_price),
+        "base_currency": info.base_currency,
+        "ask_price": (t.best_ask_price > 0.0).then_some(t.best_ask_price),
+    });
+    if let Value::Object(map) = &mut summary {
+        if let (Some(funding), Some(f8h)) = (t.current_funding, t.funding_8h) {
+            map.insert("current_funding".into(), json!(funding));
+            map.insert("funding_8h".into(), json!(f8h));
+        }
+        if info.kind == "option" {
+            map.insert("underlying_price".into(), json!(t.underlying_price));
+            map.insert("underlying_index".into(), json!(t.underlying_index));
+            map.insert("interest_rate".into(), json!(t.interest_rate));
+            map.insert("mark_iv".into(), json!(t.mark_iv));
+        }
+    }
+    summary
+}
+
+fn book_summaries(exchange: &Exchange, p: &Params<'_>) -> Result<Value, RpcError> {
+    let currency = p.str("currency")?;
+    let kind = kind_filter(p)?;
+    let all = currency.eq_ignore_ascii_case("any");
+    let list: Vec<Value> = exchange
+        .infos()
+        .iter()
+        .enumerate()
+        .filter(|(_, i)| all || i.base_currency.eq_ignore_ascii_case(currency))
+        .filter(|(_, i)| kind.is_none_or(|k| i.kind == k))
+        .map(|(n, _)| book_summary(exchange, n))
+        .collect();
+    Ok(json!(list))
+}
+
+/// `get_index_price {index_name}`: `btc_usd`, `eth_usd`, ... of the
+/// currencies the simulator lists.
+fn index(exchange: &Exchange, p: &Params<'_>) -> Result<Value, RpcError> {
+    let name = p.str("index_name")?;
+    let currency = name
+        .strip_suffix("_usd")
+        .or_else(|| name.strip_suffix("_usdc"))
+        .map(str::to_ascii_uppercase);
+    let price = currency
+        .as_deref()
+        .and_then(|c| index_price(exchange, c))
+        .ok_or_else(|| bad(format!("unknown index `{name}`"), "index_name"))?;
+    Ok(json!({ "index_price": price, "estimated_delivery_price": price }))
+}
+
+/// `get_funding_rate_value`: the funding over the period, perpetuals only.
+/// The simulator's funding is a constant 0.0001 per 8 hours.
+fn funding_rate_value(exchange: &Exchange, p: &Params<'_>) -> Result<Value, RpcError> {
+    let i = instrument_index(exchange, p)?;
+    let start = p.u64("start_timestamp")?;
+    let end = p.u64("end_timestamp")?;
+    if end < start {
+        return Err(bad(
+            "end_timestamp is before start_timestamp",
+            "end_timestamp",
+        ));
+    }
+    if exchange.infos()[i].settlement_period.as_deref() != Some("perpetual") {
+        return Err(bad("funding applies to perpetuals only", "instrument_name"));
+    }
+    let eight_hours = 8.0 * 3_600_000.0;
+    Ok(json!(0.0001 * (end - start) as f64 / eight_hours))
 }
 
 fn instrument_index(exchange: &Exchange, p: &Params<'_>) -> Result<usize, RpcError> {
@@ -90,40 +264,96 @@ fn instrument_index(exchange: &Exchange, p: &Params<'_>) -> Result<usize, RpcErr
         .ok_or_else(|| bad(format!("unknown instrument `{name}`"), "instrument_name"))
 }
 
-/// The ticker of instrument `i`.
+/// The index price of `currency` (`btc_usd`): its perpetual's last price,
+/// or the first of its instruments that is not an option.
+fn index_price(exchange: &Exchange, currency: &str) -> Option<f64> {
+    let mut fallback = None;
+    for venue in &exchange.venues {
+        let venue = venue.lock();
+        let info = &venue.market.spec.info;
+        if info.base_currency != currency || info.kind == "option" {
+            continue;
+        }
+        if info.settlement_period.as_deref() == Some("perpetual") {
+            return Some(venue.market.last_price());
+        }
+        fallback.get_or_insert(venue.market.last_price());
+    }
+    fallback
+}
+
+/// The ticker of instrument `i`, with the fields real tickers of its kind carry
+/// (see the corpus: perpetuals add funding and `interest_value`, options greeks
+/// and volatilities).
 pub(super) fn ticker(exchange: &Exchange, i: usize) -> Ticker {
-    let venue = exchange.venues[i].lock();
-    let market = &venue.market;
-    let (bid, bid_amount, ask, ask_amount) = market.best();
-    let last = market.last_price();
-    let day = venue.history.last(1000);
+    let (info, best, last, day) = {
+        let venue = exchange.venues[i].lock();
+        (
+            venue.market.spec.info.clone(),
+            venue.market.best(),
+            venue.market.last_price(),
+            venue.history.last(1000),
+        )
+    };
+    let (bid, bid_amount, ask, ask_amount) = best;
+    let option = info.kind == "option";
+    let perpetual = info.settlement_period.as_deref() == Some("perpetual");
+    let index = if option {
+        index_price(exchange, &info.base_currency).unwrap_or(last)
+    } else {
+        last
+    };
     let high = day.iter().map(|t| t.price).reduce(f64::max);
     let low = day.iter().map(|t| t.price).reduce(f64::min);
     let volume: f64 = day.iter().map(|t| t.amount).sum();
+    let first = day.first().map(|t| t.price);
+    let traded = !day.is_empty();
+    let vol = |v: f64| (v * 1e4).round() / 1e4;
     Ticker {
         timestamp: now_ms(),
         state: "open".into(),
-        instrument_name: market.spec.info.instrument_name.clone(),
+        instrument_name: info.instrument_name.clone(),
         best_bid_price: bid,
         best_bid_amount: bid_amount,
         best_ask_price: ask,
         best_ask_amount: ask_amount,
-        last_price: last,
+        last_price: traded.then_some(last),
         mark_price: last,
-        index_price: last,
+        index_price: index,
         open_interest: 1_000_000.0,
-        min_price: last * 0.97,
-        max_price: last * 1.03,
+        min_price: vol(last * 0.97),
+        max_price: vol(last * 1.03),
         settlement_price: Some(last),
-        current_funding: (market.spec.info.settlement_period == "perpetual").then_some(0.0),
-        funding_8h: (market.spec.info.settlement_period == "perpetual").then_some(0.0001),
-        estimated_delivery_price: last,
+        delivery_price: None,
+        estimated_delivery_price: Some(DeliveryEstimate::Price(index)),
+        current_funding: perpetual.then_some(0.0),
+        funding_8h: perpetual.then_some(0.0001),
+        interest_value: perpetual.then_some(0.0),
+        bid_iv: option.then_some(if bid > 0.0 { 48.0 } else { 0.0 }),
+        ask_iv: option.then_some(if ask > 0.0 { 52.0 } else { 0.0 }),
+        mark_iv: option.then_some(50.0),
+        interest_rate: option.then_some(0.0),
+        underlying_price: option.then_some(index),
+        underlying_index: option.then(|| "index_price".to_owned()),
+        greeks: option.then(|| Greeks {
+            delta: 0.5,
+            gamma: 0.00002,
+            vega: 40.0,
+            theta: -30.0,
+            rho: 10.0,
+        }),
+        implied_bid: None,
+        implied_ask: None,
+        combo_state: None,
         stats: TickerStats {
             high,
             low,
-            volume,
-            volume_usd: volume * last,
-            price_change: None,
+            price_change: first
+                .filter(|f| *f != 0.0)
+                .map(|f| vol((last - f) / f * 100.0)),
+            volume: Some(vol(volume)),
+            volume_usd: Some(vol(volume * index)),
+            volume_notional: Some(vol(volume * index)),
         },
     }
 }

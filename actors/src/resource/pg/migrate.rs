@@ -35,6 +35,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "candle_progress",
         sql: include_str!("migrations/V003__candle_progress.sql"),
     },
+    Migration {
+        version: 4,
+        name: "trade_fidelity",
+        sql: include_str!("migrations/V004__trade_fidelity.sql"),
+    },
 ];
 
 /// Any constant works; it only has to be the same for every Keel.

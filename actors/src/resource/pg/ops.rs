@@ -17,30 +17,34 @@ use super::Retained;
 
 const COPY_TRADES: &str = "\
 COPY trades (instrument_name, trade_seq, trade_id, ts, price, amount, direction,
-             tick_direction, mark_price, index_price, iv, liquidation)
+             tick_direction, mark_price, index_price, iv, liquidation, block_trade_id,
+             combo_id, combo_trade_id)
 FROM STDIN BINARY";
 
 const STAGE_TRADES: &str = "\
 CREATE TEMP TABLE keel_trades_stage (
     instrument_name text, trade_seq int8, trade_id text, ts timestamptz, price float8,
     amount float8, direction text, tick_direction int2, mark_price float8,
-    index_price float8, iv float8, liquidation text
+    index_price float8, iv float8, liquidation text, block_trade_id text, combo_id text,
+    combo_trade_id text
 ) ON COMMIT DROP";
 
 const COPY_STAGE: &str = "\
 COPY keel_trades_stage (instrument_name, trade_seq, trade_id, ts, price, amount, direction,
-                        tick_direction, mark_price, index_price, iv, liquidation)
+                        tick_direction, mark_price, index_price, iv, liquidation,
+                        block_trade_id, combo_id, combo_trade_id)
 FROM STDIN BINARY";
 
 const MERGE_STAGE: &str = "\
 INSERT INTO trades (instrument_name, trade_seq, trade_id, ts, price, amount, direction,
-                    tick_direction, mark_price, index_price, iv, liquidation)
+                    tick_direction, mark_price, index_price, iv, liquidation, block_trade_id,
+                    combo_id, combo_trade_id)
 SELECT instrument_name, trade_seq, trade_id, ts, price, amount, direction, tick_direction,
-       mark_price, index_price, iv, liquidation
+       mark_price, index_price, iv, liquidation, block_trade_id, combo_id, combo_trade_id
 FROM keel_trades_stage
 ON CONFLICT (instrument_name, trade_seq) DO NOTHING";
 
-const TRADE_COLUMNS: [Type; 12] = [
+const TRADE_COLUMNS: [Type; 15] = [
     Type::TEXT,
     Type::INT8,
     Type::TEXT,
@@ -52,6 +56,9 @@ const TRADE_COLUMNS: [Type; 12] = [
     Type::FLOAT8,
     Type::FLOAT8,
     Type::FLOAT8,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
     Type::TEXT,
 ];
 
@@ -154,6 +161,9 @@ async fn copy_rows(
                 &t.index_price,
                 &t.iv,
                 &t.liquidation,
+                &t.block_trade_id,
+                &t.combo_id,
+                &t.combo_trade_id,
             ])
             .await?;
     }

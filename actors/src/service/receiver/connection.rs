@@ -20,7 +20,7 @@ use super::outbox::{Outbox, Pending};
 use super::validate::Gate;
 use super::ReceiverConfig;
 use crate::deribit::model::{BookUpdate, PublicTrade};
-use crate::deribit::{parse_server_frame, Channel, Request, ServerFrame};
+use crate::deribit::{decode, parse_server_frame, Channel, Payload, Request, ServerFrame};
 use crate::logs::Repeats;
 use crate::registry::Probe;
 use crate::service::streams;
@@ -96,6 +96,34 @@ pub(super) struct Connection {
 
 fn request(id: u64, method: &str, params: Value) -> String {
     serde_json::to_string(&Request::new(id, method, params)).unwrap_or_default()
+}
+
+/// Deribit refuses a frame over 32 kB (-32600 "request entity too large", sent
+/// without an id); subscriptions go in requests well below that.
+pub(crate) const SUBSCRIBE_FRAME_LIMIT: usize = 16 * 1024;
+
+/// `channels` split into lists whose subscribe request stays under
+/// [`SUBSCRIBE_FRAME_LIMIT`] bytes, in order.
+pub(crate) fn subscribe_batches(channels: Vec<String>) -> Vec<Vec<String>> {
+    // `{"jsonrpc":"2.0","id":N,"method":"private/subscribe","params":{"channels":[]}}`
+    const ENVELOPE: usize = 96;
+    let mut batches = Vec::new();
+    let mut batch: Vec<String> = Vec::new();
+    let mut size = ENVELOPE;
+    for channel in channels {
+        // The name, its quotes and a comma; names are ASCII, never escaped.
+        let cost = channel.len() + 3;
+        if !batch.is_empty() && size + cost > SUBSCRIBE_FRAME_LIMIT {
+            batches.push(std::mem::take(&mut batch));
+            size = ENVELOPE;
+        }
+        size += cost;
+        batch.push(channel);
+    }
+    if !batch.is_empty() {
+        batches.push(batch);
+    }
+    batches
 }
 
 impl Connection {
@@ -196,7 +224,9 @@ impl Connection {
         } else {
             "public/subscribe"
         };
-        ask(subscribe, json!({"channels": self.channels()}), &mut expect)?;
+        for channels in subscribe_batches(self.channels()) {
+            ask(subscribe, json!({ "channels": channels }), &mut expect)?;
+        }
         self.probe.set_detail("connection", "subscribing");
 
         let now = Instant::now();
@@ -246,7 +276,14 @@ impl Connection {
                     }
                 }
                 ServerFrame::Response(response) => {
-                    let id = response.id.as_u64().unwrap_or(0);
+                    let id = if response.is_unaddressed() && response.outcome.is_err() {
+                        // An error without an id ("request entity too large")
+                        // answers a request the exchange could not read: the
+                        // oldest one still waiting, which must not wait forever.
+                        expect.keys().min().copied().unwrap_or(0)
+                    } else {
+                        response.id.as_u64().unwrap_or(0)
+                    };
                     if let (Some(method), Err(error)) = (expect.remove(&id), &response.outcome) {
                         return Err(Ended::Refused(format!("{method} refused: {error}")));
                     }
@@ -260,25 +297,34 @@ impl Connection {
                         crate::deribit::model::to_ms(std::time::SystemTime::now()),
                         Ordering::Relaxed,
                     );
-                    if channel.starts_with("trades.") {
-                        self.on_trades(&channel, data.get());
-                    } else if channel.starts_with("book.") {
-                        if let Some(resync) = self.on_book(&channel, data.get(), &mut books) {
-                            send(request(
-                                0,
-                                "public/unsubscribe",
-                                json!({"channels": [resync]}),
-                            ))?;
-                            send(request(
-                                0,
-                                "public/subscribe",
-                                json!({"channels": [resync]}),
-                            ))?;
+                    match decode(&channel, data.get()) {
+                        Ok(Payload::Trades(trades)) => self.on_trades(&channel, &trades),
+                        Ok(Payload::Book(update)) => {
+                            if let Some(resync) = self.on_book(&channel, &update, &mut books) {
+                                send(request(
+                                    0,
+                                    "public/unsubscribe",
+                                    json!({"channels": [resync]}),
+                                ))?;
+                                send(request(
+                                    0,
+                                    "public/subscribe",
+                                    json!({"channels": [resync]}),
+                                ))?;
+                            }
                         }
-                    } else {
-                        self.counters
-                            .unknown_channels
-                            .fetch_add(1, Ordering::Relaxed);
+                        // Channels Keel did not ask for.
+                        Ok(_) => {
+                            self.counters
+                                .unknown_channels
+                                .fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(error) => {
+                            self.counters.malformed.fetch_add(1, Ordering::Relaxed);
+                            self.logs.malformed.warn(|suppressed| {
+                                tracing::warn!(%error, suppressed, "Payload of the wrong shape; ignored.");
+                            });
+                        }
                     }
                 }
                 ServerFrame::Other(_) => {}
@@ -286,17 +332,7 @@ impl Connection {
         }
     }
 
-    fn on_trades(&self, channel: &str, data: &str) {
-        let trades: Vec<PublicTrade> = match serde_json::from_str(data) {
-            Ok(trades) => trades,
-            Err(error) => {
-                self.counters.malformed.fetch_add(1, Ordering::Relaxed);
-                self.logs.malformed.warn(|suppressed| {
-                    tracing::warn!(%error, suppressed, "Trades payload of the wrong shape; ignored.");
-                });
-                return;
-            }
-        };
+    fn on_trades(&self, channel: &str, trades: &[PublicTrade]) {
         // `trades.{instrument}.{interval}`
         let channel_instrument = channel
             .strip_prefix("trades.")
@@ -305,7 +341,7 @@ impl Connection {
         let now_ms = crate::deribit::model::to_ms(std::time::SystemTime::now());
         let mut entries = Vec::with_capacity(trades.len());
         let mut gaps = Vec::new();
-        for trade in &trades {
+        for trade in trades {
             let last = self.continuity.last(&trade.instrument_name);
             if let Err(reason) = self.gate.check(trade, channel_instrument, last, now_ms) {
                 let json = serde_json::to_string(trade).unwrap_or_default();
@@ -364,14 +400,10 @@ impl Connection {
     fn on_book(
         &self,
         channel: &str,
-        data: &str,
+        update: &BookUpdate,
         last: &mut HashMap<String, i64>,
     ) -> Option<String> {
-        let Ok(update) = serde_json::from_str::<BookUpdate>(data) else {
-            self.counters.malformed.fetch_add(1, Ordering::Relaxed);
-            return None;
-        };
-        if update.kind == "snapshot" {
+        if update.starts_chain() {
             last.insert(channel.to_owned(), update.change_id);
             return None;
         }

@@ -93,6 +93,8 @@ pub fn check_values(trade: &PublicTrade) -> Result<(), Rejection> {
         Some(trade.direction.as_str()),
         trade.liquidation.as_deref(),
         trade.block_trade_id.as_deref(),
+        trade.combo_id.as_deref(),
+        trade.combo_trade_id.as_deref(),
     ];
     if trade.instrument_name.is_empty()
         || texts
@@ -108,7 +110,7 @@ pub fn check_values(trade: &PublicTrade) -> Result<(), Rejection> {
     let numbers = [
         Some(trade.price),
         Some(trade.amount),
-        Some(trade.mark_price),
+        trade.mark_price,
         Some(trade.index_price),
         trade.iv,
         trade.contracts,
@@ -117,8 +119,14 @@ pub fn check_values(trade: &PublicTrade) -> Result<(), Rejection> {
         return Err(Rejection::NotFinite);
     }
     // A combo's price is a spread and may be zero or negative; nothing else's.
-    // Combos are `BTC-FS-29MAR24_PERP`; spot pairs (`BTC_USDC`) have no dash.
-    let combo = trade.instrument_name.contains('_') && trade.instrument_name.contains('-');
+    // Combos name their structure second (`BTC-FS-29MAR24_PERP`,
+    // `BTC-STRD-30SEP22-20000`, `BTC-CSR12-16SEP22-21000_23000`); futures and
+    // options name a date, perpetuals `PERPETUAL`, spot pairs nothing.
+    let combo = trade
+        .instrument_name
+        .split('-')
+        .nth(1)
+        .is_some_and(|s| s.starts_with(|c: char| c.is_ascii_alphabetic()) && s != "PERPETUAL");
     if trade.amount <= 0.0 || (!combo && trade.price <= 0.0) || trade.iv.is_some_and(|v| v < 0.0) {
         return Err(Rejection::WrongSign);
     }
@@ -249,7 +257,7 @@ mod tests {
             timestamp: NOW,
             tick_direction: 0,
             price: 50_000.0,
-            mark_price: 50_000.0,
+            mark_price: Some(50_000.0),
             index_price: 50_000.0,
             instrument_name: "BTC-PERPETUAL".into(),
             direction: "buy".into(),
@@ -258,6 +266,8 @@ mod tests {
             iv: None,
             liquidation: None,
             block_trade_id: None,
+            combo_id: None,
+            combo_trade_id: None,
         }
     }
 

@@ -1,0 +1,62 @@
+//! What a subscription notification carries, decoded by its channel's kind.
+//!
+//! The receiver and the corpus test both go through [`decode`], so "every real
+//! frame parses" is a statement about the code the daemon runs.
+
+use super::model::{BookGrouped, BookUpdate, ChartBar, PublicTrade, Quote, Ticker};
+
+/// A decoded notification payload.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Payload {
+    /// `trades.{instrument}.{interval}` and `trades.{kind}.{currency}.{interval}`.
+    Trades(Vec<PublicTrade>),
+    /// `book.{instrument}.{interval}`: a snapshot or a change.
+    Book(BookUpdate),
+    /// `book.{instrument}.{group}.{depth}.{interval}`: a full snapshot.
+    BookGrouped(BookGrouped),
+    /// `ticker.{instrument}.{interval}`.
+    Ticker(Box<Ticker>),
+    /// `quote.{instrument}`.
+    Quote(Quote),
+    /// `chart.trades.{instrument}.{resolution}`.
+    Chart(ChartBar),
+    /// A channel Keel does not consume (`user.*`, `platform_state`,
+    /// `deribit_price_index.*`, `incremental_ticker.*`, ...), named by its
+    /// first segment; recognised, not an error.
+    Skipped(String),
+}
+
+/// A payload that does not have the shape its channel promises.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("`{channel}` payload: {reason}")]
+pub struct PayloadError {
+    /// The channel it arrived on.
+    pub channel: String,
+    /// What is wrong, naming the field (serde's message: "missing field `trade_seq`").
+    pub reason: String,
+}
+
+fn parse<T: serde::de::DeserializeOwned>(channel: &str, data: &str) -> Result<T, PayloadError> {
+    serde_json::from_str(data).map_err(|e| PayloadError {
+        channel: channel.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+/// Decodes `data` as the payload of `channel`.
+pub fn decode(channel: &str, data: &str) -> Result<Payload, PayloadError> {
+    let mut parts = channel.split('.');
+    let kind = parts.next().unwrap_or_default();
+    let segments = channel.split('.').count();
+    Ok(match (kind, segments) {
+        ("trades", 3 | 4) => Payload::Trades(parse(channel, data)?),
+        ("book", 3) => Payload::Book(parse(channel, data)?),
+        ("book", 5) => Payload::BookGrouped(parse(channel, data)?),
+        ("ticker", 3) => Payload::Ticker(Box::new(parse(channel, data)?)),
+        ("quote", 2) => Payload::Quote(parse(channel, data)?),
+        ("chart", 4) if channel.starts_with("chart.trades.") => {
+            Payload::Chart(parse(channel, data)?)
+        }
+        (other, _) => Payload::Skipped(other.to_owned()),
+    })
+}
