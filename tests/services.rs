@@ -232,3 +232,45 @@ async fn missed_heartbeats_fail_the_connection_while_data_still_flows_and_it_rec
     handle.shutdown().await;
     sim.stop().await;
 }
+
+#[tokio::test]
+async fn twelve_hundred_channels_are_subscribed_in_frames_the_exchange_reads() {
+    let db = TestDb::create().await;
+    let prefix = TestPrefix::new();
+    // 600 instruments, trades and book each: 1,200 channels, about 40 kB in
+    // one subscribe, over Deribit's 32 kB frame limit.
+    let instruments: Vec<String> = (0..600)
+        .map(|i| format!("BTC-25JUN27-{}-C", 100_000 + i * 500))
+        .collect();
+    let sim = keel::actors::sim::start(keel::actors::sim::SimConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        instruments: instruments.clone(),
+        trades_per_sec: 500.0,
+        client_id: Some("k".into()),
+        client_secret: Some(keel::actors::secret::Secret::new("s")),
+        min_heartbeat: Duration::from_secs(1),
+        ..keel::actors::sim::SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let mut config = daemon::config(&db, &prefix, Some(&sim));
+    config.receiver.instruments = instruments;
+    config.receiver.book = true;
+    config.schedule.enabled = false;
+    let handle = Runtime::from_config(&config).start().await.unwrap();
+    eventually("every subscribe answered", WAIT, || {
+        detail(&handle, tree::RECEIVER, "connection").is_some_and(|c| c == "streaming")
+    })
+    .await;
+    eventually("1,200 subscriptions held by the exchange", WAIT, || {
+        sim.stats().subscriptions == 1_200
+    })
+    .await;
+    assert_eq!(
+        handle.tree().actor(tree::RECEIVER).unwrap().restarts,
+        0,
+        "no subscribe was refused"
+    );
+    handle.shutdown().await;
+    sim.stop().await;
+}

@@ -831,3 +831,57 @@ async fn the_generation_rate_changes_at_run_time() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_frame_over_32_kb_is_refused_without_an_id_and_batches_under_it_subscribe() {
+    let instruments: Vec<String> = (0..250)
+        .map(|i| format!("BTC-25JUN27-{}-C", 20_000 + i * 500))
+        .collect();
+    let sim = start(SimConfig {
+        instruments: instruments.clone(),
+        ..config()
+    })
+    .await;
+    let channels: Vec<String> = instruments
+        .iter()
+        .flat_map(|i| {
+            [
+                format!("trades.{i}.100ms"),
+                format!("book.{i}.none.10.100ms"),
+                format!("ticker.{i}.100ms"),
+                format!("book.{i}.100ms"),
+                format!("quote.{i}"),
+            ]
+        })
+        .collect();
+    let mut ws = WsClient::connect(&sim.ws_url()).await;
+    let one = json!({"jsonrpc": "2.0", "id": 7, "method": "public/subscribe",
+                     "params": {"channels": channels}})
+    .to_string();
+    assert!(one.len() > codes::MAX_REQUEST_BYTES, "{} bytes", one.len());
+    ws.send_raw(one).await;
+    let refusal = loop {
+        match ws.read(5 * SECOND).await {
+            Read::Frame(ServerFrame::Response(r)) => break r,
+            Read::Frame(_) => continue,
+            Read::Closed | Read::TimedOut => panic!("no answer to the large frame"),
+        }
+    };
+    assert!(refusal.is_unaddressed(), "{:?}", refusal.id);
+    let error = refusal.outcome.unwrap_err();
+    assert_eq!(
+        (error.code, error.message.as_str()),
+        (codes::INVALID_REQUEST, codes::REQUEST_TOO_LARGE)
+    );
+    assert_eq!(sim.stats().subscriptions, 0);
+    let batches = keel::actors::deribit::channel::subscribe_batches(channels.clone());
+    assert!(batches.len() >= 2);
+    for batch in batches {
+        let answer = ws
+            .request("public/subscribe", json!({ "channels": batch }))
+            .await;
+        assert_eq!(answer.result::<Vec<String>>().unwrap(), batch);
+    }
+    assert_eq!(sim.stats().subscriptions, channels.len());
+    sim.stop().await;
+}

@@ -215,6 +215,34 @@ impl Channel {
     }
 }
 
+/// Deribit refuses a frame over 32 kB (-32600 "request entity too large", sent
+/// without an id); subscriptions go in requests well below that.
+pub const SUBSCRIBE_FRAME_LIMIT: usize = 16 * 1024;
+
+/// `channels` split into lists whose subscribe request stays under
+/// [`SUBSCRIBE_FRAME_LIMIT`] bytes, in order.
+pub fn subscribe_batches(channels: Vec<String>) -> Vec<Vec<String>> {
+    // `{"jsonrpc":"2.0","id":N,"method":"private/subscribe","params":{"channels":[]}}`
+    const ENVELOPE: usize = 96;
+    let mut batches = Vec::new();
+    let mut batch: Vec<String> = Vec::new();
+    let mut size = ENVELOPE;
+    for channel in channels {
+        // The name, its quotes and a comma; names are ASCII, never escaped.
+        let cost = channel.len() + 3;
+        if !batch.is_empty() && size + cost > SUBSCRIBE_FRAME_LIMIT {
+            batches.push(std::mem::take(&mut batch));
+            size = ENVELOPE;
+        }
+        size += cost;
+        batch.push(channel);
+    }
+    if !batch.is_empty() {
+        batches.push(batch);
+    }
+    batches
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,6 +282,31 @@ mod tests {
         ] {
             assert!(name.parse::<Channel>().is_err(), "{name}");
         }
+    }
+
+    #[test]
+    fn subscribe_batches_stay_under_the_limit_and_keep_every_channel_in_order() {
+        let channels: Vec<String> = (0..2_000)
+            .map(|i| format!("book.BTC-25DEC26-{}-C.none.10.100ms", 1000 + i))
+            .collect();
+        let batches = subscribe_batches(channels.clone());
+        assert!(batches.len() > 1, "{} batches", batches.len());
+        for batch in &batches {
+            let frame = serde_json::to_string(&crate::deribit::Request::new(
+                u64::MAX,
+                "private/subscribe",
+                serde_json::json!({ "channels": batch }),
+            ))
+            .unwrap();
+            assert!(
+                frame.len() <= SUBSCRIBE_FRAME_LIMIT,
+                "{} bytes",
+                frame.len()
+            );
+        }
+        assert_eq!(batches.concat(), channels);
+        assert_eq!(subscribe_batches(vec!["quote.X".into()]), [["quote.X"]]);
+        assert!(subscribe_batches(Vec::new()).is_empty());
     }
 
     #[test]

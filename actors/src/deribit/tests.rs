@@ -100,7 +100,7 @@ fn responses_with_results_and_errors() {
     let err = error.outcome.clone().unwrap_err();
     assert_eq!(
         (err.code, err.message.as_str()),
-        (codes::INVALID_TOKEN, "invalid_token")
+        (codes::INVALID_TOKEN, "unauthorized")
     );
 
     let page: TradesPage = response(include_str!("fixtures/last_trades_response.json"))

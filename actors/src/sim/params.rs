@@ -12,13 +12,18 @@ fn invalid(name: &str, expected: &str) -> RpcError {
     RpcError::new(codes::INVALID_PARAMS).because(format!("`{name}` must be {expected}"), Some(name))
 }
 
+/// A required parameter that is absent, in Deribit's words.
+fn missing(name: &str) -> RpcError {
+    RpcError::new(codes::INVALID_PARAMS).because("value required", Some(name))
+}
+
 impl Params<'_> {
     fn get(&self, name: &str) -> Option<&Value> {
         self.0.get(name).filter(|v| !v.is_null())
     }
 
     pub(super) fn str(&self, name: &str) -> Result<&str, RpcError> {
-        self.opt_str(name)?.ok_or_else(|| invalid(name, "given"))
+        self.opt_str(name)?.ok_or_else(|| missing(name))
     }
 
     pub(super) fn opt_str(&self, name: &str) -> Result<Option<&str>, RpcError> {
@@ -42,7 +47,7 @@ impl Params<'_> {
     }
 
     pub(super) fn u64(&self, name: &str) -> Result<u64, RpcError> {
-        self.opt_u64(name)?.ok_or_else(|| invalid(name, "given"))
+        self.opt_u64(name)?.ok_or_else(|| missing(name))
     }
 
     pub(super) fn opt_u64(&self, name: &str) -> Result<Option<u64>, RpcError> {

@@ -176,6 +176,25 @@ impl Session {
 
     async fn on_request(&mut self, tx: &mut Sink, text: &str) -> Result<(), End> {
         let us_in = micros();
+        if text.len() > codes::MAX_REQUEST_BYTES {
+            // As Deribit does: unread, so answered without an id.
+            let us_out = micros();
+            let response = Response {
+                id: Value::Null,
+                outcome: Err(RpcError {
+                    code: codes::INVALID_REQUEST,
+                    message: codes::REQUEST_TOO_LARGE.into(),
+                    data: None,
+                }),
+                timing: Some(Timing {
+                    us_in,
+                    us_out,
+                    us_diff: us_out.saturating_sub(us_in),
+                    testnet: true,
+                }),
+            };
+            return self.send(tx, response.to_http_json()).await;
+        }
         let request = match parse_request(text) {
             Ok(request) => request,
             Err((id, error)) => return self.reply(tx, id, us_in, Err(error)).await,

@@ -19,6 +19,7 @@ use super::continuity::{Continuity, Verdict};
 use super::outbox::{Outbox, Pending};
 use super::validate::Gate;
 use super::ReceiverConfig;
+use crate::deribit::channel::subscribe_batches;
 use crate::deribit::model::{BookUpdate, PublicTrade};
 use crate::deribit::{decode, parse_server_frame, Channel, Payload, Request, ServerFrame};
 use crate::logs::Repeats;
@@ -96,34 +97,6 @@ pub(super) struct Connection {
 
 fn request(id: u64, method: &str, params: Value) -> String {
     serde_json::to_string(&Request::new(id, method, params)).unwrap_or_default()
-}
-
-/// Deribit refuses a frame over 32 kB (-32600 "request entity too large", sent
-/// without an id); subscriptions go in requests well below that.
-pub(crate) const SUBSCRIBE_FRAME_LIMIT: usize = 16 * 1024;
-
-/// `channels` split into lists whose subscribe request stays under
-/// [`SUBSCRIBE_FRAME_LIMIT`] bytes, in order.
-pub(crate) fn subscribe_batches(channels: Vec<String>) -> Vec<Vec<String>> {
-    // `{"jsonrpc":"2.0","id":N,"method":"private/subscribe","params":{"channels":[]}}`
-    const ENVELOPE: usize = 96;
-    let mut batches = Vec::new();
-    let mut batch: Vec<String> = Vec::new();
-    let mut size = ENVELOPE;
-    for channel in channels {
-        // The name, its quotes and a comma; names are ASCII, never escaped.
-        let cost = channel.len() + 3;
-        if !batch.is_empty() && size + cost > SUBSCRIBE_FRAME_LIMIT {
-            batches.push(std::mem::take(&mut batch));
-            size = ENVELOPE;
-        }
-        size += cost;
-        batch.push(channel);
-    }
-    if !batch.is_empty() {
-        batches.push(batch);
-    }
-    batches
 }
 
 impl Connection {
