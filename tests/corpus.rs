@@ -106,7 +106,7 @@ fn read(kind: &str, text: &str) -> Result<String, String> {
             if consumed != expect_consumed {
                 return Err(format!("{kind} decoded as {payload:?}"));
             }
-            Ok(format!("{channel}"))
+            Ok(channel)
         }
         ServerFrame::Response(response) => match (&response.outcome, kind) {
             (Err(e), "error response") if !e.message.is_empty() => Ok(format!("error {e}")),

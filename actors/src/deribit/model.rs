@@ -3,6 +3,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::market::{Direction, Instrument, Trade};
 
@@ -490,16 +491,26 @@ pub struct CurrencyInfo {
     pub currency: String,
     /// e.g. `Bitcoin`.
     pub currency_long: String,
-    /// Decimal places of amounts.
-    pub fee_precision: u32,
+    /// `BITCOIN`, `ETHER`, ...
+    pub coin_type: String,
     /// Minimum confirmations for deposits.
     pub min_confirmations: u32,
     /// Minimum withdrawal fee.
     pub min_withdrawal_fee: f64,
     /// Withdrawal fee.
     pub withdrawal_fee: f64,
-    /// `BTC`, `ETH`, ...
-    pub coin_type: String,
+    /// Fee levels for faster withdrawals.
+    #[serde(default)]
+    pub withdrawal_priorities: Vec<Value>,
+    /// The network's own currency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_currency: Option<String>,
+    /// The network's fee.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_fee: Option<f64>,
+    /// Decimal places of amounts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decimals: Option<u32>,
 }
 
 /// `public/auth`.
@@ -515,6 +526,9 @@ pub struct AuthResult {
     pub scope: String,
     /// Always `bearer`.
     pub token_type: String,
+    /// Features enabled for the key.
+    #[serde(default)]
+    pub enabled_features: Vec<String>,
 }
 
 /// `public/hello`, `public/test`.

@@ -108,6 +108,7 @@ fn issue(exchange: &Exchange, scope: String) -> AuthResult {
         expires_in: EXPIRES_IN_SECS,
         scope,
         token_type: "bearer".into(),
+        enabled_features: Vec::new(),
     }
 }
 

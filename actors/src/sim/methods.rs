@@ -67,18 +67,24 @@ pub(super) fn call(
 }
 
 fn currencies() -> Vec<CurrencyInfo> {
-    [("BTC", "Bitcoin", 0.0001), ("ETH", "Ethereum", 0.0006)]
-        .into_iter()
-        .map(|(currency, long, fee)| CurrencyInfo {
-            currency: currency.into(),
-            currency_long: long.into(),
-            fee_precision: 4,
-            min_confirmations: 1,
-            min_withdrawal_fee: fee,
-            withdrawal_fee: fee,
-            coin_type: currency.into(),
-        })
-        .collect()
+    [
+        ("BTC", "Bitcoin", "BITCOIN", 0.0001, 8),
+        ("ETH", "Ethereum", "ETHER", 0.0006, 6),
+    ]
+    .into_iter()
+    .map(|(currency, long, coin, fee, decimals)| CurrencyInfo {
+        currency: currency.into(),
+        currency_long: long.into(),
+        coin_type: coin.into(),
+        min_confirmations: 1,
+        min_withdrawal_fee: fee,
+        withdrawal_fee: fee,
+        withdrawal_priorities: Vec::new(),
+        network_currency: Some(currency.into()),
+        network_fee: Some(fee),
+        decimals: Some(decimals),
+    })
+    .collect()
 }
 
 /// `currency` as the instrument methods take it: omitted or `any` means all.
@@ -450,7 +456,8 @@ fn trades_by_seq(exchange: &Exchange, p: &Params<'_>) -> Result<Value, RpcError>
 fn trades_by_time(exchange: &Exchange, p: &Params<'_>) -> Result<Value, RpcError> {
     let i = instrument_index(exchange, p)?;
     let (count, sorting) = paging(p, Sorting::Desc)?;
-    let start = p.u64("start_timestamp")?;
+    // Deribit answers without `start_timestamp` (its own docs example omits it).
+    let start = p.opt_u64("start_timestamp")?.unwrap_or(0);
     let end = p.u64("end_timestamp")?;
     let (trades, has_more) = exchange.venues[i]
         .lock()

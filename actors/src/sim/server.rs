@@ -61,16 +61,14 @@ async fn public(
     );
     let full = format!("public/{method}");
     let limited = !app.exchange.spend_http(&full);
-    let outcome =
-        if limited {
-            Err(RpcError::new(codes::TOO_MANY_REQUESTS))
-        } else {
-            match methods::call(&app.exchange, &full, &params) {
-                Some(result) => result,
-                None => Err(RpcError::new(codes::METHOD_NOT_FOUND)
-                    .because(format!("no method `{full}`"), None)),
-            }
-        };
+    let outcome = if limited {
+        Err(RpcError::new(codes::TOO_MANY_REQUESTS))
+    } else {
+        match methods::call(&app.exchange, &full, &params) {
+            Some(result) => result,
+            None => Err(RpcError::new(codes::METHOD_NOT_FOUND)),
+        }
+    };
     let status = match &outcome {
         Ok(_) => StatusCode::OK,
         Err(_) if limited => StatusCode::TOO_MANY_REQUESTS,

@@ -319,8 +319,8 @@ impl Session {
                 result
             }
             _ => methods::call(&self.exchange, method, params).unwrap_or_else(|| {
-                Err(RpcError::new(codes::METHOD_NOT_FOUND)
-                    .because(format!("no method `{method}`"), None))
+                // As Deribit: the code and message, no details.
+                Err(RpcError::new(codes::METHOD_NOT_FOUND))
             }),
         }
     }
@@ -355,10 +355,8 @@ impl Session {
             }
             if channel.is_raw() && !self.authenticated {
                 return Err(
-                    RpcError::new(codes::RAW_SUBSCRIPTIONS_UNAUTHORIZED).because(
-                        format!("`{name}` needs an authenticated connection"),
-                        Some("channels"),
-                    ),
+                    // As recorded: the code and message, no details.
+                    RpcError::new(codes::RAW_SUBSCRIPTIONS_UNAUTHORIZED),
                 );
             }
             channels.push(channel);
