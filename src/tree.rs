@@ -225,6 +225,7 @@ fn task_spec(
                 registry: registry.clone(),
                 pg: PG.into(),
                 http_url: config.backfill.http_url.clone(),
+                ca_file: config.receiver.ca_file.clone(),
                 instruments: config.receiver.instruments.clone(),
                 resolutions: config.candles.minutes(),
             };
@@ -252,6 +253,7 @@ fn task_spec(
                 registry: registry.clone(),
                 pg: PG.into(),
                 http_url: config.backfill.http_url.clone(),
+                ca_file: config.receiver.ca_file.clone(),
             };
             ChildSpec::task(CANDLE_BACKFILL, move |ctx| {
                 RunOnce::spawn(work.clone(), ctx)
@@ -268,6 +270,7 @@ fn task_spec(
                 registry: registry.clone(),
                 pg: PG.into(),
                 http_url: config.backfill.http_url.clone(),
+                ca_file: config.receiver.ca_file.clone(),
             };
             ChildSpec::task(INSTRUMENTS, move |ctx| RunOnce::spawn(work.clone(), ctx))
         }

@@ -274,3 +274,94 @@ async fn twelve_hundred_channels_are_subscribed_in_frames_the_exchange_reads() {
     handle.shutdown().await;
     sim.stop().await;
 }
+
+/// `scripts/sim-cert` (what the README tells users to run) in a fresh directory.
+fn sim_certificate() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "keel-sim-cert-{}-{}",
+        std::process::id(),
+        prefix_nonce()
+    ));
+    let made = std::process::Command::new(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/sim-cert"),
+    )
+    .arg(&dir)
+    .output()
+    .expect("scripts/sim-cert runs (openssl: scripts/up installs it)");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    dir
+}
+
+fn prefix_nonce() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
+#[tokio::test]
+async fn over_tls_the_receiver_and_the_backfill_trust_the_configured_ca_and_nothing_else() {
+    let certs = sim_certificate();
+    let db = TestDb::create().await;
+    let prefix = TestPrefix::new();
+    let sim = keel::actors::sim::start(keel::actors::sim::SimConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        instruments: vec!["BTC-PERPETUAL".into()],
+        trades_per_sec: 200.0,
+        client_id: Some("k".into()),
+        client_secret: Some(keel::actors::secret::Secret::new("s")),
+        min_heartbeat: Duration::from_secs(1),
+        tls_cert: Some(certs.join("cert.pem")),
+        tls_key: Some(certs.join("key.pem")),
+        ..keel::actors::sim::SimConfig::default()
+    })
+    .await
+    .unwrap();
+    assert!(sim.ws_url().starts_with("wss://"), "{}", sim.ws_url());
+    assert!(sim.http_url().starts_with("https://"), "{}", sim.http_url());
+
+    // HTTP, as the backfill and the instruments task call it.
+    use keel::actors::deribit::http::HttpClient;
+    use keel::actors::deribit::model::VersionResult;
+    let ca = certs.join("ca.pem");
+    let trusted = HttpClient::new(&sim.http_url(), Duration::from_secs(5), Some(&ca)).unwrap();
+    let version: VersionResult = trusted.public("test", &[]).await.unwrap();
+    assert!(!version.version.is_empty());
+    let untrusted = HttpClient::new(&sim.http_url(), Duration::from_secs(5), None).unwrap();
+    let refused = untrusted
+        .public::<VersionResult>("test", &[])
+        .await
+        .expect_err("a certificate from an unknown CA is refused");
+    assert!(refused.to_string().contains("unreachable"), "{refused}");
+
+    // The receiver over wss:// with `ca_file`.
+    let mut config = daemon::config(&db, &prefix, Some(&sim));
+    config.receiver.ca_file = Some(ca.clone());
+    config.schedule.enabled = false;
+    let handle = Runtime::from_config(&config).start().await.unwrap();
+    eventually("trades over wss://", WAIT, || {
+        detail(&handle, tree::RECEIVER, "receiver").is_some_and(|r| r["trades"].as_u64() > Some(10))
+    })
+    .await;
+    handle.shutdown().await;
+
+    // Without it, the handshake fails and the receiver says why.
+    let prefix = TestPrefix::new();
+    let mut config = daemon::config(&db, &prefix, Some(&sim));
+    config.schedule.enabled = false;
+    let handle = Runtime::from_config(&config).start().await.unwrap();
+    eventually("the receiver reports the certificate", WAIT, || {
+        handle.tree().actor(tree::RECEIVER).is_some_and(|a| {
+            a.last_failure.as_ref().is_some_and(|f| {
+                f.reason.contains("certificate") || f.reason.contains("UnknownIssuer")
+            })
+        })
+    })
+    .await;
+    handle.shutdown().await;
+    sim.stop().await;
+    let _ = std::fs::remove_dir_all(&certs);
+}

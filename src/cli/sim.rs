@@ -34,6 +34,12 @@ pub struct SimArgs {
         requires = "client_id"
     )]
     pub client_secret: Option<String>,
+    /// PEM certificate chain: serve `wss://` and `https://` (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 impl SimArgs {
@@ -55,6 +61,12 @@ impl SimArgs {
         }
         if let Some(secret) = self.client_secret {
             config.client_secret = Some(Secret::new(secret));
+        }
+        if let Some(cert) = self.tls_cert {
+            config.tls_cert = Some(cert);
+        }
+        if let Some(key) = self.tls_key {
+            config.tls_key = Some(key);
         }
         config
     }

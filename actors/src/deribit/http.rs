@@ -69,10 +69,25 @@ async fn read_capped(mut response: reqwest::Response, cap: usize) -> Result<Vec<
 }
 
 impl HttpClient {
-    /// `base` is e.g. `https://www.deribit.com` or `http://127.0.0.1:8765`.
-    pub fn new(base: &str, timeout: Duration) -> Result<Self, HttpError> {
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
+    /// `base` is e.g. `https://www.deribit.com` or `http://127.0.0.1:8765`;
+    /// `ca_file`, a PEM CA trusted besides the public roots (a `keel sim` with
+    /// its own certificate).
+    pub fn new(
+        base: &str,
+        timeout: Duration,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<Self, HttpError> {
+        let mut builder = reqwest::Client::builder().timeout(timeout);
+        if let Some(path) = ca_file {
+            for cert in
+                super::tls::certificates(path).map_err(|e| HttpError::Transport(e.to_string()))?
+            {
+                let cert = reqwest::Certificate::from_der(cert.as_ref())
+                    .map_err(|e| HttpError::Transport(format!("{}: {e}", path.display())))?;
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let client = builder
             .build()
             .map_err(|e| HttpError::Transport(e.to_string()))?;
         Ok(Self {

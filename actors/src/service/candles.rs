@@ -36,6 +36,8 @@ pub struct CandleBackfill {
     pub pg: String,
     /// The exchange's HTTP base URL.
     pub http_url: String,
+    /// A CA to trust for `https://` besides the public roots (`[receiver] ca_file`).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// Deribit's spelling of a resolution, if it offers it.
@@ -57,8 +59,12 @@ impl TaskWork for CandleBackfill {
         let resolution = api_resolution(self.resolution)
             .ok_or_else(|| format!("the exchange has no {} candles", self.resolution))?;
         let step = self.resolution.duration().as_millis() as u64;
-        let exchange =
-            HttpClient::new(&self.http_url, Duration::from_secs(30)).map_err(|e| e.to_string())?;
+        let exchange = HttpClient::new(
+            &self.http_url,
+            Duration::from_secs(30),
+            self.ca_file.as_deref(),
+        )
+        .map_err(|e| e.to_string())?;
         let pg = PgClient::new(self.registry.clone(), &self.pg).riding_out(RideOut::new(&own));
         let now = to_ms(SystemTime::now());
         let closed_until = now - now % step;

@@ -33,6 +33,8 @@ pub struct GapRepair {
     pub pg: String,
     /// The exchange's HTTP base URL.
     pub http_url: String,
+    /// A CA to trust for `https://` besides the public roots (`[receiver] ca_file`).
+    pub ca_file: Option<std::path::PathBuf>,
     /// Instruments whose tail is checked against the exchange.
     pub instruments: Vec<String>,
     /// Candle resolutions (minutes) recomputed over repaired spans.
@@ -71,7 +73,11 @@ enum RepairError {
 async fn repair(args: &GapRepair, own: &Incarnation) -> Result<u64, RepairError> {
     let probe = &own.probe;
     let pg = PgClient::new(args.registry.clone(), &args.pg).riding_out(RideOut::new(own));
-    let exchange = HttpClient::new(&args.http_url, Duration::from_secs(30))?;
+    let exchange = HttpClient::new(
+        &args.http_url,
+        Duration::from_secs(30),
+        args.ca_file.as_deref(),
+    )?;
     let mut gaps = pg.list_gaps().await?;
     for instrument in &args.instruments {
         // Holes nobody recorded (a Redis that lost entries, say) are found in the

@@ -73,13 +73,19 @@ pub struct InstrumentSync {
     pub pg: String,
     /// The exchange's HTTP base URL.
     pub http_url: String,
+    /// A CA to trust for `https://` besides the public roots (`[receiver] ca_file`).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl TaskWork for InstrumentSync {
     async fn run(self, own: Incarnation) -> Result<String, TaskError> {
         let probe = &own.probe;
-        let exchange =
-            HttpClient::new(&self.http_url, Duration::from_secs(30)).map_err(|e| e.to_string())?;
+        let exchange = HttpClient::new(
+            &self.http_url,
+            Duration::from_secs(30),
+            self.ca_file.as_deref(),
+        )
+        .map_err(|e| e.to_string())?;
         let pg = PgClient::new(self.registry.clone(), &self.pg).riding_out(RideOut::new(&own));
         let (mut upserted, mut deactivated) = (0, 0);
         for currency in &self.config.currencies {

@@ -1,6 +1,7 @@
 //! `keel sim` settings (and the `[sim]` section when the daemon hosts it).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -95,6 +96,13 @@ pub struct SimConfig {
     /// Rate limits.
     #[serde(default)]
     pub rate_limits: RateLimits,
+    /// A PEM certificate chain: with `tls_key`, the port serves `wss://` and
+    /// `https://` instead of plain text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of `tls_cert`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -126,6 +134,8 @@ impl Default for SimConfig {
             history_limit: default_history(),
             min_heartbeat: default_min_heartbeat(),
             rate_limits: RateLimits::default(),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -149,6 +159,9 @@ impl SimConfig {
                 )
                 .finish(),
         );
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            problems.push(("tls_key".into(), "tls_cert and tls_key together".into()));
+        }
         if self.client_id.is_some() != self.client_secret.is_some() {
             problems.push((
                 "client_secret".into(),

@@ -19,6 +19,7 @@ mod params;
 mod rng;
 mod server;
 mod session;
+mod tls;
 
 pub use actor::SimActor;
 pub use auth::signature;
@@ -54,6 +55,8 @@ pub enum SimError {
 #[derive(Debug)]
 pub struct SimHandle {
     addr: SocketAddr,
+    /// Serving TLS: `wss://` and `https://`.
+    secure: bool,
     exchange: Arc<Exchange>,
     stop: CancellationToken,
     /// The engine and the server; aborted if the handle is dropped.
@@ -73,21 +76,47 @@ pub async fn start(config: SimConfig) -> Result<SimHandle, SimError> {
         addr: exchange.config.listen,
         source,
     })?;
+    let tls = match (&exchange.config.tls_cert, &exchange.config.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            crate::deribit::tls::server_config(cert, key)
+                .map_err(|e| SimError::Config(format!("TLS: {e}")))?,
+        ),
+        _ => None,
+    };
     let stop = CancellationToken::new();
     let engine = tokio::spawn(exchange::run_engine(Arc::clone(&exchange), stop.clone()));
     let app = server::router(Arc::clone(&exchange), stop.clone());
     let shutdown = stop.clone();
-    let server = tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await;
-        if let Err(error) = served {
-            tracing::error!(%error, "Simulator server failed.");
+    let secure = tls.is_some();
+    let server = match tls {
+        None => tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { shutdown.cancelled().await })
+                .await;
+            if let Err(error) = served {
+                tracing::error!(%error, "Simulator server failed.");
+            }
+        }),
+        Some(config) => {
+            let listener =
+                tls::TlsListener::new(listener, config).map_err(|source| SimError::Bind {
+                    addr: exchange.config.listen,
+                    source,
+                })?;
+            tokio::spawn(async move {
+                let served = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move { shutdown.cancelled().await })
+                    .await;
+                if let Err(error) = served {
+                    tracing::error!(%error, "Simulator server failed.");
+                }
+            })
         }
-    });
+    };
     tracing::info!(%addr, instruments = exchange.names.len(), "Simulator listening.");
     Ok(SimHandle {
         addr,
+        secure,
         exchange,
         stop,
         tasks: Some((
@@ -103,14 +132,16 @@ impl SimHandle {
         self.addr
     }
 
-    /// `ws://ADDR/ws/api/v2`.
+    /// `ws://ADDR/ws/api/v2` (`wss://` with TLS).
     pub fn ws_url(&self) -> String {
-        format!("ws://{}/ws/api/v2", self.addr)
+        let scheme = if self.secure { "wss" } else { "ws" };
+        format!("{scheme}://{}/ws/api/v2", self.addr)
     }
 
-    /// `http://ADDR`.
+    /// `http://ADDR` (`https://` with TLS).
     pub fn http_url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.secure { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// The instruments it trades, in order.

@@ -22,6 +22,10 @@ pub struct ReceiverConfig {
     /// `raw` (needs credentials), `100ms` or `agg2`.
     #[serde(default = "default_interval")]
     pub interval: String,
+    /// A PEM CA trusted for `wss://` (and the backfill's `https://`) besides
+    /// the public roots: a `keel sim` serving its own certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<std::path::PathBuf>,
     /// Also follow each instrument's order book (continuity checked, resynchronised on gaps).
     #[serde(default)]
     pub book: bool,
@@ -112,6 +116,7 @@ impl Default for ReceiverConfig {
             url: default_url(),
             instruments: default_instruments(),
             interval: default_interval(),
+            ca_file: None,
             book: false,
             client_id: None,
             client_secret: None,
@@ -132,6 +137,12 @@ impl ReceiverConfig {
     /// Every problem, as `(key, what is expected)`.
     pub fn problems(&self) -> Vec<(String, String)> {
         let mut p = Vec::new();
+        if let Err(e) = crate::deribit::tls::client_config(self.ca_file.as_deref()) {
+            p.push((
+                "ca_file".into(),
+                format!("a readable PEM CA certificate ({e})"),
+            ));
+        }
         use crate::bounds::{Check, DAY, HOUR, MINUTE, SECOND};
         let ms = Duration::from_millis;
         p.extend(

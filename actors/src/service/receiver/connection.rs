@@ -121,10 +121,16 @@ impl Connection {
     /// Runs until the connection fails (the reason) or `stop` fires (`Ok`).
     pub(super) async fn run(&self, stop: CancellationToken) -> Result<(), Ended> {
         let cfg = &self.config;
-        crate::deribit::tls::ensure_provider();
+        let tls = crate::deribit::tls::client_config(cfg.ca_file.as_deref())
+            .map_err(|e| Ended::Refused(format!("TLS configuration: {e}")))?;
         let (ws, _) = timeout(
             cfg.connect_timeout,
-            tokio_tungstenite::connect_async(cfg.url.as_str()),
+            tokio_tungstenite::connect_async_tls_with_config(
+                cfg.url.as_str(),
+                None,
+                false,
+                Some(tokio_tungstenite::Connector::Rustls(tls)),
+            ),
         )
         .await
         .map_err(|_| {
