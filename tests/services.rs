@@ -365,3 +365,76 @@ async fn over_tls_the_receiver_and_the_backfill_trust_the_configured_ca_and_noth
     sim.stop().await;
     let _ = std::fs::remove_dir_all(&certs);
 }
+
+/// The cryptofeed recording of 2021-07-22 (one continuous production session,
+/// one file per line in the corpus) joined back into its JSON-lines form, with
+/// cryptofeed's `<timestamp>: ` prefix.
+fn recorded_session() -> std::path::PathBuf {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/deribit-frames/cryptofeed");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("ws-"))
+        .collect();
+    files.sort();
+    let lines: Vec<String> = files
+        .iter()
+        .map(|p| {
+            format!(
+                "1626966071.0: {}",
+                std::fs::read_to_string(p).unwrap().trim()
+            )
+        })
+        .collect();
+    let file = std::env::temp_dir().join(format!(
+        "keel-replay-{}-{}.jsonl",
+        std::process::id(),
+        prefix_nonce()
+    ));
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    file
+}
+
+#[tokio::test]
+async fn the_receiver_follows_the_books_of_a_recorded_real_session() {
+    let db = TestDb::create().await;
+    let prefix = TestPrefix::new();
+    let file = recorded_session();
+    let sim = keel::actors::sim::start(keel::actors::sim::SimConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        replay: Some(file.clone()),
+        replay_speed: 10.0,
+        min_heartbeat: Duration::from_secs(1),
+        ..keel::actors::sim::SimConfig::default()
+    })
+    .await
+    .unwrap();
+    // The recording's ten options, as the exchange listed them then.
+    assert_eq!(sim.instruments().len(), 10, "{:?}", sim.instruments());
+    let mut config = daemon::config(&db, &prefix, Some(&sim));
+    config.receiver.instruments = sim.instruments().to_vec();
+    config.receiver.book = true;
+    config.schedule.enabled = false;
+    let handle = Runtime::from_config(&config).start().await.unwrap();
+    // 10 snapshots and 36 changes of the recorded books (its tickers are not subscribed).
+    eventually("every recorded book frame served", WAIT, || {
+        sim.stats().notifications >= 46
+    })
+    .await;
+    eventually("and read", WAIT, || {
+        detail(&handle, tree::RECEIVER, "receiver")
+            .is_some_and(|r| r["frames"].as_u64() >= Some(46))
+    })
+    .await;
+    let stats = detail(&handle, tree::RECEIVER, "receiver").unwrap();
+    assert_eq!(
+        stats["book_resyncs"], 0,
+        "the real book chains are continuous: {stats}"
+    );
+    assert_eq!(stats["malformed_frames"], 0, "{stats}");
+    assert_eq!(stats["unknown_channels"], 0, "{stats}");
+    handle.shutdown().await;
+    sim.stop().await;
+    let _ = std::fs::remove_file(&file);
+}

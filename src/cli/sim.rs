@@ -40,6 +40,13 @@ pub struct SimArgs {
     /// PEM private key of --tls-cert.
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<std::path::PathBuf>,
+    /// Serve a recorded session (JSON lines of real notifications, optionally
+    /// `<timestamp>: ` prefixed) instead of generated data.
+    #[arg(long)]
+    pub replay: Option<std::path::PathBuf>,
+    /// Replay pace: 1 recorded, 10 ten times faster, 0 as fast as possible.
+    #[arg(long)]
+    pub replay_speed: Option<f64>,
 }
 
 impl SimArgs {
@@ -67,6 +74,12 @@ impl SimArgs {
         }
         if let Some(key) = self.tls_key {
             config.tls_key = Some(key);
+        }
+        if let Some(file) = self.replay {
+            config.replay = Some(file);
+        }
+        if let Some(speed) = self.replay_speed {
+            config.replay_speed = speed;
         }
         config
     }

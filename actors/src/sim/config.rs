@@ -103,6 +103,18 @@ pub struct SimConfig {
     /// The PEM private key of `tls_cert`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_key: Option<PathBuf>,
+    /// A recorded session (JSON lines of real notifications) served to
+    /// subscribers instead of generated data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay: Option<PathBuf>,
+    /// Replay pace: 1 is the recorded pace, 10 ten times faster, 0 as fast as
+    /// the connection takes it.
+    #[serde(default = "default_replay_speed")]
+    pub replay_speed: f64,
+}
+
+fn default_replay_speed() -> f64 {
+    1.0
 }
 
 fn default_listen() -> SocketAddr {
@@ -136,6 +148,8 @@ impl Default for SimConfig {
             rate_limits: RateLimits::default(),
             tls_cert: None,
             tls_key: None,
+            replay: None,
+            replay_speed: default_replay_speed(),
         }
     }
 }
@@ -159,6 +173,9 @@ impl SimConfig {
                 )
                 .finish(),
         );
+        if !(self.replay_speed.is_finite() && (0.0..=10_000.0).contains(&self.replay_speed)) {
+            problems.push(("replay_speed".into(), "a number from 0 to 10000".into()));
+        }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             problems.push(("tls_key".into(), "tls_cert and tls_key together".into()));
         }

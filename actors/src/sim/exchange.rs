@@ -99,6 +99,8 @@ pub(super) struct Exchange {
     /// Credits of the HTTP API (one pool: the simulator's clients share an address).
     http_credits: Mutex<(f64, Instant)>,
     pub(super) started: Instant,
+    /// `--replay`: the recorded session served instead of generated data.
+    pub(super) recording: Option<Arc<super::replay::Recording>>,
 }
 
 /// `/sim/stats`.
@@ -132,12 +134,29 @@ pub struct InstrumentStats {
 }
 
 impl Exchange {
-    pub(super) fn new(config: SimConfig) -> Result<Self, String> {
+    pub(super) fn new(mut config: SimConfig) -> Result<Self, String> {
         let now = SystemTime::now();
-        let names = if config.instruments.is_empty() {
-            catalog::default_names(now)
-        } else {
-            config.instruments.clone()
+        let recording = match &config.replay {
+            Some(path) => Some(Arc::new(super::replay::Recording::load(
+                path,
+                config.replay_speed,
+            )?)),
+            None => None,
+        };
+        let names = match &recording {
+            // The recording's instruments (and any configured), and no generated data.
+            Some(recording) => {
+                config.trades_per_sec = 0.0;
+                let mut names = config.instruments.clone();
+                for name in recording.instruments() {
+                    if !names.contains(&name) {
+                        names.push(name);
+                    }
+                }
+                names
+            }
+            None if config.instruments.is_empty() => catalog::default_names(now),
+            None => config.instruments.clone(),
         };
         let mut venues = Vec::new();
         let mut index = HashMap::new();
@@ -166,6 +185,7 @@ impl Exchange {
             tokens: Mutex::new(HashMap::new()),
             http_credits: Mutex::new((config.rate_limits.max_credits as f64, Instant::now())),
             started: Instant::now(),
+            recording,
             names,
             index,
             venues,

@@ -16,6 +16,7 @@ mod history;
 mod market;
 mod methods;
 mod params;
+mod replay;
 mod rng;
 mod server;
 mod session;

@@ -47,6 +47,9 @@ struct Session {
     /// Heartbeats are not sent (nor answers expected) until then (fault).
     heartbeats_silent_until: Option<tokio::time::Instant>,
     credits: Option<Credits>,
+    /// `--replay`: the next recorded frame and when the recording started for
+    /// this connection (at its first subscription to a recorded channel).
+    replay: Option<(usize, tokio::time::Instant)>,
 }
 
 fn micros() -> u64 {
@@ -84,10 +87,12 @@ pub(super) async fn run(socket: WebSocket, exchange: Arc<Exchange>, stop: Cancel
         ignore_next_test: false,
         rate_limit_next: false,
         heartbeats_silent_until: None,
+        replay: None,
     };
     let mut paused_until: Option<tokio::time::Instant> = None;
     let end = loop {
         let reading = paused_until.is_none();
+        let replay_due = session.next_recorded();
         let step = tokio::select! {
             () = stop.cancelled() => Err(End::Closed("simulator stopping")),
             message = rx.next(), if reading => match message {
@@ -126,6 +131,9 @@ pub(super) async fn run(socket: WebSocket, exchange: Arc<Exchange>, stop: Cancel
             },
             () = async { match session.heartbeat.as_mut() { Some(h) => { h.tick().await; } None => std::future::pending().await } } => {
                 session.on_heartbeat(&mut tx).await
+            }
+            () = async { match replay_due { Some(at) => tokio::time::sleep_until(at).await, None => std::future::pending().await } } => {
+                session.play(&mut tx).await
             }
         };
         if let Err(end) = step {
@@ -375,7 +383,69 @@ impl Session {
     }
 
     /// The first message of each newly subscribed book channel: a snapshot.
+    /// When the next recorded frame is due (none without a recording this
+    /// connection follows, or at its end).
+    fn next_recorded(&self) -> Option<tokio::time::Instant> {
+        match (&self.exchange.recording, self.replay) {
+            (Some(recording), Some((next, started))) => {
+                recording.frames.get(next).map(|frame| started + frame.due)
+            }
+            _ => None,
+        }
+    }
+
+    /// Sends every recorded frame now due on a channel this connection follows.
+    async fn play(&mut self, tx: &mut Sink) -> Result<(), End> {
+        let Some(recording) = self.exchange.recording.clone() else {
+            return Ok(());
+        };
+        let Some((mut next, started)) = self.replay else {
+            return Ok(());
+        };
+        let now = tokio::time::Instant::now();
+        while let Some(frame) = recording.frames.get(next) {
+            if started + frame.due > now {
+                break;
+            }
+            next += 1;
+            if self
+                .subs
+                .iter()
+                .any(|s| super::replay::serves(s, &frame.channel))
+            {
+                self.exchange
+                    .counters
+                    .notifications
+                    .fetch_add(1, Ordering::Relaxed);
+                self.send(tx, frame.text.clone()).await?;
+            }
+        }
+        self.replay = Some((next, started));
+        Ok(())
+    }
+
+    /// Starts this connection's replay at its first subscription to a recorded channel.
+    fn start_replay(&mut self) {
+        let Some(recording) = &self.exchange.recording else {
+            return;
+        };
+        if self.replay.is_none()
+            && recording.frames.iter().any(|f| {
+                self.subs
+                    .iter()
+                    .any(|s| super::replay::serves(s, &f.channel))
+            })
+        {
+            self.replay = Some((0, tokio::time::Instant::now()));
+        }
+    }
+
     fn snapshots(&mut self, params: &Value) -> Vec<String> {
+        if self.exchange.recording.is_some() {
+            // Books come from the recording, its snapshots included.
+            self.start_replay();
+            return Vec::new();
+        }
         let Ok(names) = Params(params).strings("channels") else {
             return Vec::new();
         };
@@ -429,7 +499,8 @@ impl Session {
 
     /// Sends what this connection subscribed to from one engine tick.
     async fn deliver(&mut self, tx: &mut Sink, tick: &Tick) -> Result<(), End> {
-        if self.subs.is_empty() {
+        // A replaying simulator serves the recording only.
+        if self.subs.is_empty() || self.exchange.recording.is_some() {
             return Ok(());
         }
         let now = to_ms(std::time::SystemTime::now());
