@@ -885,3 +885,120 @@ async fn a_frame_over_32_kb_is_refused_without_an_id_and_batches_under_it_subscr
     assert_eq!(sim.stats().subscriptions, channels.len());
     sim.stop().await;
 }
+
+#[tokio::test]
+async fn the_market_data_methods_unmodified_clients_call_answer_as_deribit_documents() {
+    let sim = start(config()).await;
+    wait_for_trades(&sim, "BTC-PERPETUAL", 5).await;
+    let get = |path: &'static str| {
+        let sim = &sim;
+        async move {
+            let (status, body) = http(sim, path).await;
+            assert_eq!(status, 200, "{path}: {body}");
+            body["result"].clone()
+        }
+    };
+    // ccxt loads markets with no currency at all; cryptofeed asks per currency.
+    let all = get("/api/v2/public/get_instruments").await;
+    assert_eq!(all.as_array().unwrap().len(), 3, "{all}");
+    let any = get("/api/v2/public/get_instruments?currency=any&kind=any").await;
+    assert_eq!(any, all);
+    let futures = get("/api/v2/public/get_instruments?kind=future&expired=false").await;
+    assert_eq!(futures.as_array().unwrap().len(), 2);
+    let sol = get("/api/v2/public/get_instruments?currency=SOL").await;
+    assert_eq!(
+        sol,
+        json!([]),
+        "a currency without instruments is an empty list"
+    );
+    let info: InstrumentInfo = serde_json::from_value(
+        get("/api/v2/public/get_instrument?instrument_name=BTC-PERPETUAL").await,
+    )
+    .unwrap();
+    assert_eq!(info.settlement_period.as_deref(), Some("perpetual"));
+    assert_eq!(info.settlement_currency.as_deref(), Some("BTC"));
+    assert_eq!(info.counter_currency.as_deref(), Some("USD"));
+
+    let ticker: Ticker =
+        serde_json::from_value(get("/api/v2/public/ticker?instrument_name=BTC-PERPETUAL").await)
+            .unwrap();
+    assert!(ticker.best_bid_price > 0.0 && ticker.best_ask_price > ticker.best_bid_price);
+    assert!(ticker.current_funding.is_some() && ticker.funding_8h.is_some());
+    assert!(ticker.last_price.is_some() && ticker.stats.volume.is_some());
+    let option: Ticker = serde_json::from_value(
+        get("/api/v2/public/ticker?instrument_name=BTC-25DEC26-60000-C").await,
+    )
+    .unwrap();
+    assert!(
+        option.greeks.is_some() && option.mark_iv.is_some() && option.current_funding.is_none()
+    );
+    assert_eq!(option.underlying_price, Some(option.index_price));
+
+    let status = get("/api/v2/public/status").await;
+    assert_eq!(status, json!({"locked": "false", "locked_currencies": []}));
+    let index = get("/api/v2/public/get_index_price?index_name=btc_usd").await;
+    assert!(
+        index["index_price"].as_f64().is_some_and(|p| p > 0.0),
+        "{index}"
+    );
+    assert_eq!(index["index_price"], index["estimated_delivery_price"]);
+    let size = get("/api/v2/public/get_contract_size?instrument_name=BTC-PERPETUAL").await;
+    assert_eq!(size, json!({"contract_size": 10.0}));
+    let summary =
+        get("/api/v2/public/get_book_summary_by_instrument?instrument_name=BTC-PERPETUAL").await;
+    let summary = &summary[0];
+    for key in [
+        "instrument_name",
+        "mark_price",
+        "bid_price",
+        "ask_price",
+        "mid_price",
+        "volume",
+        "open_interest",
+        "funding_8h",
+    ] {
+        assert!(summary.get(key).is_some(), "{key} in {summary}");
+    }
+    let by_currency =
+        get("/api/v2/public/get_book_summary_by_currency?currency=BTC&kind=option").await;
+    assert_eq!(by_currency.as_array().unwrap().len(), 1, "{by_currency}");
+    assert!(by_currency[0].get("mark_iv").is_some());
+    let now = to_ms(std::time::SystemTime::now());
+    let funding = get(Box::leak(
+        format!(
+            "/api/v2/public/get_funding_rate_value?instrument_name=BTC-PERPETUAL&start_timestamp={}&end_timestamp={now}",
+            now - 8 * 3_600_000
+        )
+        .into_boxed_str(),
+    ))
+    .await;
+    assert!(
+        (funding.as_f64().unwrap() - 0.0001).abs() < 1e-12,
+        "{funding}"
+    );
+    let (status, body) = http(
+        &sim,
+        &format!("/api/v2/public/get_funding_rate_value?instrument_name=BTC-25DEC26&start_timestamp=0&end_timestamp={now}"),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_i64()),
+        (400, Some(codes::INVALID_PARAMS)),
+        "{body}"
+    );
+    let expirations = get("/api/v2/public/get_expirations?currency=any&kind=any").await;
+    assert_eq!(
+        expirations,
+        json!({"future": ["PERPETUAL"], "option": ["25DEC26"]})
+    );
+    let btc = get("/api/v2/public/get_expirations?currency=btc&kind=option").await;
+    assert_eq!(btc, json!({"btc": {"option": ["25DEC26"]}}));
+    // A missing parameter, in Deribit's words.
+    let (status, body) = http(&sim, "/api/v2/public/ticker").await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        body["error"],
+        json!({"code": -32602, "message": "Invalid params", "data": {"reason": "value required", "param": "instrument_name"}})
+    );
+    sim.stop().await;
+}

@@ -255,14 +255,7 @@ impl Connection {
                     }
                 }
                 ServerFrame::Response(response) => {
-                    let id = if response.is_unaddressed() && response.outcome.is_err() {
-                        // An error without an id ("request entity too large")
-                        // answers a request the exchange could not read: the
-                        // oldest one still waiting, which must not wait forever.
-                        expect.keys().min().copied().unwrap_or(0)
-                    } else {
-                        response.id.as_u64().unwrap_or(0)
-                    };
+                    let id = addressee(&response, &expect);
                     if let (Some(method), Err(error)) = (expect.remove(&id), &response.outcome) {
                         return Err(Ended::Refused(format!("{method} refused: {error}")));
                     }
@@ -406,6 +399,17 @@ impl Connection {
     }
 }
 
+/// The request a response answers: its id; for an error without one
+/// ("request entity too large"), the exchange could not read the request, and it
+/// is the oldest still waiting, which must not wait forever.
+fn addressee(response: &crate::deribit::Response, waiting: &HashMap<u64, &'static str>) -> u64 {
+    if response.is_unaddressed() && response.outcome.is_err() {
+        waiting.keys().min().copied().unwrap_or(0)
+    } else {
+        response.id.as_u64().unwrap_or(0)
+    }
+}
+
 /// `from + by`, or a day later when that does not fit an `Instant`
 /// (configuration bounds the durations; this only keeps a bad one from panicking).
 fn later(from: Instant, by: Duration) -> Instant {
@@ -415,3 +419,42 @@ fn later(from: Instant, by: Duration) -> Instant {
 
 /// How long to wait between attempts when Redis or PostgreSQL refuse the publisher.
 pub(super) const PUBLISH_RETRY: Duration = Duration::from_millis(200);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(text: &str) -> crate::deribit::Response {
+        match parse_server_frame(text) {
+            Ok(ServerFrame::Response(r)) => r,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_error_without_an_id_fails_the_oldest_request_still_waiting() {
+        let waiting: HashMap<u64, &'static str> = [
+            (4, "public/subscribe"),
+            (3, "public/subscribe"),
+            (9, "public/auth"),
+        ]
+        .into();
+        // As recorded (tmatic issue 402): no id at all.
+        let too_large = response(
+            r#"{"jsonrpc":"2.0","error":{"code":-32600,"message":"request entity too large"},"usIn":1,"usOut":2,"usDiff":1,"testnet":true}"#,
+        );
+        assert!(too_large.is_unaddressed());
+        assert_eq!(addressee(&too_large, &waiting), 3);
+        let null_id = response(
+            r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"Parse error"}}"#,
+        );
+        assert_eq!(addressee(&null_id, &waiting), 3);
+        let addressed = response(r#"{"jsonrpc":"2.0","id":9,"result":"ok"}"#);
+        assert_eq!(addressee(&addressed, &waiting), 9);
+        assert_eq!(
+            addressee(&too_large, &HashMap::new()),
+            0,
+            "nothing waiting: ignored"
+        );
+    }
+}
