@@ -221,6 +221,11 @@ impl Exchange {
         self.index.get(name).copied()
     }
 
+    /// The listing of instrument `i`.
+    pub(super) fn info(&self, i: usize) -> InstrumentInfo {
+        self.venues[i].lock().market.spec.info.clone()
+    }
+
     pub(super) fn infos(&self) -> Vec<InstrumentInfo> {
         self.venues
             .iter()

@@ -122,12 +122,12 @@ fn instruments(exchange: &Exchange, p: &Params<'_>) -> Result<Value, RpcError> {
 
 fn instrument(exchange: &Exchange, p: &Params<'_>) -> Result<Value, RpcError> {
     let i = instrument_index(exchange, p)?;
-    Ok(to_value(&exchange.infos()[i]))
+    Ok(to_value(exchange.info(i)))
 }
 
 fn contract_size(exchange: &Exchange, p: &Params<'_>) -> Result<Value, RpcError> {
     let i = instrument_index(exchange, p)?;
-    Ok(json!({ "contract_size": exchange.infos()[i].contract_size }))
+    Ok(json!({ "contract_size": exchange.info(i).contract_size }))
 }
 
 /// `{kind: [expiry, ...]}` for `currency=any`, `{currency: {kind: [...]}}`
@@ -178,7 +178,7 @@ fn expirations(exchange: &Exchange, p: &Params<'_>) -> Result<Value, RpcError> {
 /// One entry of `get_book_summary_by_*`.
 fn book_summary(exchange: &Exchange, i: usize) -> Value {
     let t = ticker(exchange, i);
-    let info = &exchange.infos()[i];
+    let info = exchange.info(i);
     let mid = (t.best_bid_price > 0.0 && t.best_ask_price > 0.0)
         .then(|| (t.best_bid_price + t.best_ask_price) / 2.0);
     let mut summary = json!({
@@ -256,7 +256,7 @@ fn funding_rate_value(exchange: &Exchange, p: &Params<'_>) -> Result<Value, RpcE
             "end_timestamp",
         ));
     }
-    if exchange.infos()[i].settlement_period.as_deref() != Some("perpetual") {
+    if exchange.info(i).settlement_period.as_deref() != Some("perpetual") {
         return Err(bad("funding applies to perpetuals only", "instrument_name"));
     }
     let eight_hours = 8.0 * 3_600_000.0;

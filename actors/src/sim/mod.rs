@@ -64,6 +64,20 @@ pub struct SimHandle {
     tasks: Option<(AbortOnDropHandle<()>, AbortOnDropHandle<()>)>,
 }
 
+/// Serves `app` on `listener` (plain TCP or TLS) until `shutdown` fires.
+async fn serve<L>(listener: L, app: axum::Router, shutdown: CancellationToken)
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await;
+    if let Err(error) = served {
+        tracing::error!(%error, "Simulator server failed.");
+    }
+}
+
 /// Starts a simulator; it runs until [`SimHandle::stop`] (or the handle is dropped).
 pub async fn start(config: SimConfig) -> Result<SimHandle, SimError> {
     let exchange = Arc::new(Exchange::new(config).map_err(SimError::Config)?);
@@ -90,28 +104,14 @@ pub async fn start(config: SimConfig) -> Result<SimHandle, SimError> {
     let shutdown = stop.clone();
     let secure = tls.is_some();
     let server = match tls {
-        None => tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { shutdown.cancelled().await })
-                .await;
-            if let Err(error) = served {
-                tracing::error!(%error, "Simulator server failed.");
-            }
-        }),
+        None => tokio::spawn(serve(listener, app, shutdown)),
         Some(config) => {
             let listener =
                 tls::TlsListener::new(listener, config).map_err(|source| SimError::Bind {
                     addr: exchange.config.listen,
                     source,
                 })?;
-            tokio::spawn(async move {
-                let served = axum::serve(listener, app)
-                    .with_graceful_shutdown(async move { shutdown.cancelled().await })
-                    .await;
-                if let Err(error) = served {
-                    tracing::error!(%error, "Simulator server failed.");
-                }
-            })
+            tokio::spawn(serve(listener, app, shutdown))
         }
     };
     tracing::info!(%addr, instruments = exchange.names.len(), "Simulator listening.");
