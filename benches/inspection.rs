@@ -11,9 +11,9 @@
 
 use std::time::{Duration, Instant};
 
-use keel::actors::mailbox::Tell;
-use keel::actors::recorded::{Recordable, Recorded};
-use keel::actors::registry::{ActorKind, Registry};
+use keel_core::mailbox::Tell;
+use keel_core::recorded::{Recordable, Recorded};
+use keel_core::registry::{ActorKind, Registry};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 const MESSAGES: u64 = 500_000;

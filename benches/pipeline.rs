@@ -17,9 +17,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{connect, raw_copy, raw_xadd, trades};
-use keel::actors::resource::redis::Fields;
-use keel::actors::secret::Secret;
-use keel::actors::sim::{self, SimConfig, SimHandle};
+use keel_actors::resource::redis::Fields;
+use keel_core::secret::Secret;
+use keel_deribit::sim::{self, SimConfig, SimHandle};
 
 const INSTRUMENTS: [&str; 2] = ["BTC-PERPETUAL", "ETH-PERPETUAL"];
 const WINDOW: Duration = Duration::from_secs(10);

@@ -13,11 +13,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{connect, raw_copy, raw_xadd, trades, BATCH};
 
-use keel::actors::market::Trade;
-use keel::actors::resource::pg::{PgClient, Postgres, PostgresConfig};
-use keel::actors::resource::redis::{Fields, Redis, RedisClient, RedisConfig};
-use keel::supervisor::{ChildSpec, SupervisorConfig};
 use keel::Runtime;
+use keel_actors::resource::pg::{PgClient, Postgres, PostgresConfig};
+use keel_actors::resource::redis::{Fields, Redis, RedisClient, RedisConfig};
+use keel_core::supervisor::{ChildSpec, SupervisorConfig};
+use keel_market::Trade;
 
 const ROWS: usize = 200_000;
 const ENTRIES: usize = 200_000;

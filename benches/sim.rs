@@ -9,10 +9,10 @@
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
-use keel::actors::deribit::model::PublicTrade;
-use keel::actors::deribit::{parse_server_frame, ServerFrame};
-use keel::actors::secret::Secret;
-use keel::actors::sim::{self, SimConfig};
+use keel_core::secret::Secret;
+use keel_deribit::model::PublicTrade;
+use keel_deribit::sim::{self, SimConfig};
+use keel_deribit::{parse_server_frame, ServerFrame};
 use tokio_tungstenite::tungstenite::Message;
 
 const TARGET: f64 = 200_000.0;

@@ -6,11 +6,11 @@
 
 use std::path::Path;
 
-use keel_actors::deribit::model::PublicTrade;
-use keel_actors::deribit::{parse_request, parse_server_frame, Channel, ServerFrame};
 use keel_actors::resource::redis::StreamEntry;
 use keel_actors::service::receiver::check_values;
 use keel_actors::service::streams;
+use keel_deribit::model::PublicTrade;
+use keel_deribit::{parse_request, parse_server_frame, Channel, ServerFrame};
 
 /// One frame from the exchange, as the receiver handles it.
 pub fn frame(data: &[u8]) {

@@ -2,8 +2,9 @@
 //!
 //! [`Runtime`] starts a supervision tree in-process (the daemon and the tests use
 //! the same API); [`config`] loads and validates the configuration; [`cli`] is the
-//! `keel` command line. Concrete actors live in the `keel-actors` crate, re-exported
-//! here as [`actors`].
+//! `keel` command line; [`admin`] is the admin endpoint; [`tree`] turns a
+//! configuration into child specs. The runtime itself is `keel-core`, the actors
+//! are `keel-actors`, the exchange protocol and simulator are `keel-deribit`.
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod admin;
@@ -14,9 +15,7 @@ pub mod exit_code;
 pub mod fuzzing;
 pub mod logging;
 mod runtime;
-pub mod supervisor;
 pub mod tree;
 
-pub use keel_actors as actors;
+pub use keel_core::supervisor::{ChildEvent, TreeExit};
 pub use runtime::{Runtime, RuntimeHandle, StartError, TaskOutcome, ROOT};
-pub use supervisor::{ChildEvent, TreeExit};

@@ -1,14 +1,14 @@
 //! The embedded entry point: start a tree in-process, inspect it, shut it down.
 
-use keel_actors::mailbox::Tell;
-use keel_actors::recorded::Recorded;
-use keel_actors::registry::{ActorKind, ActorState, Registry, TreeSnapshot};
+use keel_core::mailbox::Tell;
+use keel_core::recorded::Recorded;
+use keel_core::registry::{ActorKind, ActorState, Registry, TreeSnapshot};
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef};
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::supervisor::{
+use keel_core::supervisor::{
     ChildEvent, ChildSpec, ShutdownReport, Supervisor, SupervisorArgs, SupervisorConfig,
     SupervisorMsg, TreeExit,
 };
@@ -204,7 +204,7 @@ impl RuntimeHandle {
     }
 
     /// Drains child `name` and starts it again now (as an operator asks).
-    pub async fn restart(&self, name: &str) -> Result<(), crate::supervisor::RestartRefused> {
+    pub async fn restart(&self, name: &str) -> Result<(), keel_core::supervisor::RestartRefused> {
         let name = name.to_owned();
         match self
             .root
@@ -215,7 +215,7 @@ impl RuntimeHandle {
             .await
         {
             Ok(CallResult::Success(result)) => result,
-            _ => Err(crate::supervisor::RestartRefused::ShuttingDown),
+            _ => Err(keel_core::supervisor::RestartRefused::ShuttingDown),
         }
     }
 

@@ -1,6 +1,5 @@
 //! Which children a configuration puts in the tree, and their registry names.
 
-use keel_actors::market::Resolution;
 use keel_actors::resource::pg::Postgres;
 use keel_actors::resource::redis::Redis;
 use keel_actors::service::analyzer::{Analyzer, FoldCandles};
@@ -11,15 +10,16 @@ use keel_actors::service::gaps::GapRepair;
 use keel_actors::service::instruments::InstrumentSync;
 use keel_actors::service::janitor::Janitor;
 use keel_actors::service::receiver::{Receiver, ReceiverArgs};
-use keel_actors::service::scheduler::{Job, Scheduler, SchedulerArgs};
 use keel_actors::service::task::RunOnce;
-use keel_actors::sim::SimActor;
+use keel_core::scheduler::{Job, Scheduler, SchedulerArgs};
+use keel_deribit::sim::SimActor;
+use keel_market::Resolution;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use keel_actors::registry::Registry;
+use keel_core::registry::Registry;
 
 use crate::config::Config;
-use crate::supervisor::ChildSpec;
+use keel_core::supervisor::ChildSpec;
 
 /// PgActor's registry name.
 pub const PG: &str = "pg";

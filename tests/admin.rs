@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use common::*;
 use keel::admin::{AdminConfig, AdminServer};
-use keel::supervisor::Strategy;
 use keel::Runtime;
+use keel_core::supervisor::Strategy;
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -393,8 +393,8 @@ fn samples(text: &str) -> std::collections::BTreeMap<String, f64> {
 #[tokio::test]
 async fn a_running_daemon_exposes_pools_call_latency_errors_lag_and_task_runs() {
     use common::{daemon, db::TestDb, redis::TestPrefix};
-    use keel::actors::resource::redis::RedisClient;
     use keel::tree;
+    use keel_actors::resource::redis::RedisClient;
 
     let db = TestDb::create().await;
     let prefix = TestPrefix::new();
@@ -563,8 +563,8 @@ async fn a_running_daemon_exposes_pools_call_latency_errors_lag_and_task_runs() 
 #[tokio::test]
 async fn readiness_turns_false_while_redis_is_down_and_back_when_it_returns() {
     use common::redis::{fast_config, PrivateRedis, TestPrefix};
-    use keel::actors::resource::redis::{Redis, RedisConfig};
-    use keel::supervisor::ChildSpec;
+    use keel_actors::resource::redis::{Redis, RedisConfig};
+    use keel_core::supervisor::ChildSpec;
 
     let mut server = PrivateRedis::start();
     let prefix = TestPrefix::on(server.port);

@@ -10,10 +10,10 @@ use common::db::TestDb;
 use common::redis::TestPrefix;
 use common::{daemon, eventually};
 use futures::{SinkExt, StreamExt};
-use keel::actors::deribit::model::PublicTrade;
-use keel::actors::resource::redis::{Fields, RedisClient};
-use keel::actors::service::streams;
 use keel::{tree, Runtime, RuntimeHandle};
+use keel_actors::resource::redis::{Fields, RedisClient};
+use keel_actors::service::streams;
+use keel_deribit::model::PublicTrade;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
@@ -28,7 +28,7 @@ fn detail(handle: &RuntimeHandle, actor: &str, key: &str) -> Option<Value> {
 }
 
 fn now_ms() -> u64 {
-    keel::actors::deribit::model::to_ms(std::time::SystemTime::now())
+    keel_deribit::model::to_ms(std::time::SystemTime::now())
 }
 
 fn trade(instrument: &str, seq: i64) -> PublicTrade {

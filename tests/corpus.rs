@@ -8,8 +8,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use keel::actors::deribit::model::*;
-use keel::actors::deribit::{decode, parse_request, parse_server_frame, Payload, ServerFrame};
+use keel_deribit::model::*;
+use keel_deribit::{decode, parse_request, parse_server_frame, Payload, ServerFrame};
 use serde::de::DeserializeOwned;
 
 fn corpus_dir() -> PathBuf {

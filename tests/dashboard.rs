@@ -16,8 +16,8 @@ use common::db::TestDb;
 use common::redis::TestPrefix;
 use common::*;
 use keel::admin::AdminServer;
-use keel::supervisor::Strategy;
 use keel::{tree, Runtime, RuntimeHandle};
+use keel_core::supervisor::Strategy;
 
 const WAIT: Duration = Duration::from_secs(30);
 const TOKEN: &str = "dashboard-test-token";

@@ -10,12 +10,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use keel::actors::child::{spawn_recorded, StartContext};
-use keel::actors::mailbox::Tell;
-use keel::actors::recorded::Recordable;
 use keel::config::Config;
-use keel::supervisor::ChildSpec;
 use keel::Runtime;
+use keel_core::child::{spawn_recorded, StartContext};
+use keel_core::mailbox::Tell;
+use keel_core::recorded::Recordable;
+use keel_core::supervisor::ChildSpec;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 /// The defaults, less the admin endpoint (its port could be taken).

@@ -18,14 +18,14 @@ use common::conservation::{self, stored};
 use common::pg_cluster::PrivatePg;
 use common::redis::{PrivateRedis, TestPrefix};
 use common::{admin_endpoint, eventually_some};
-use keel::actors::registry::ActorState;
-use keel::actors::resource::pg::PostgresConfig;
-use keel::actors::resource::redis::RedisConfig;
-use keel::actors::service::receiver::ReceiverConfig;
-use keel::actors::sim::{self, SimConfig, SimHandle};
 use keel::admin::AdminServer;
 use keel::config::{BackfillConfig, Config};
 use keel::{tree, Runtime, RuntimeHandle, TaskOutcome};
+use keel_actors::resource::pg::PostgresConfig;
+use keel_actors::resource::redis::RedisConfig;
+use keel_actors::service::receiver::ReceiverConfig;
+use keel_core::registry::ActorState;
+use keel_deribit::sim::{self, SimConfig, SimHandle};
 
 const INSTRUMENTS: [&str; 2] = ["BTC-PERPETUAL", "ETH-PERPETUAL"];
 const TOKEN: &str = "outage-token";
@@ -528,7 +528,7 @@ async fn a_wrong_postgres_password_is_reported_as_such() {
     let mut servers = Servers::start().await;
     let pg = PrivatePg::start_with_password("right-password");
     servers.config.postgres.url = pg.url();
-    servers.config.postgres.password = Some(keel::actors::secret::Secret::new("wrong-password"));
+    servers.config.postgres.password = Some(keel_core::secret::Secret::new("wrong-password"));
     let daemon = Daemon::start(&servers.config).await;
     let details = cause_of(&daemon, tree::PG, "password authentication failed").await;
     assert_eq!(details["permanent"], true, "{details}");
@@ -545,7 +545,7 @@ async fn a_wrong_redis_password_is_reported_as_such_and_mending_it_needs_no_rest
     let mut servers = Servers::start().await;
     let redis = PrivateRedis::start_with(&["--requirepass", "right-password"]);
     servers.config.redis.url = format!("redis://127.0.0.1:{}/0", redis.port);
-    servers.config.redis.password = Some(keel::actors::secret::Secret::new("wrong-password"));
+    servers.config.redis.password = Some(keel_core::secret::Secret::new("wrong-password"));
     let daemon = Daemon::start(&servers.config).await;
     let details = cause_of(&daemon, tree::REDIS, "authentication failed").await;
     assert_eq!(details["permanent"], true, "{details}");

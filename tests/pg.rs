@@ -10,11 +10,11 @@ use common::db::{TestDb, PGBOUNCER_PORT, PG_PORT};
 use common::market::{at, candle, instrument, trades};
 use common::proxy::{Mode, TcpProxy};
 use common::{eventually, fast_policy};
-use keel::actors::delay::BackoffConfig;
-use keel::actors::resource::pg::{PgClient, PgError, Postgres, PostgresConfig, Retained};
-use keel::actors::resource::Status;
-use keel::supervisor::{ChildSpec, Strategy};
 use keel::{Runtime, RuntimeHandle};
+use keel_actors::resource::pg::{PgClient, PgError, Postgres, PostgresConfig, Retained};
+use keel_actors::resource::Status;
+use keel_core::delay::BackoffConfig;
+use keel_core::supervisor::{ChildSpec, Strategy};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -222,7 +222,7 @@ async fn it_starts_while_the_database_is_down_and_becomes_ready_when_it_is_up() 
     // Connecting ran the migrations.
     assert_eq!(
         count(&db, "SELECT count(*) FROM keel_schema_migrations").await,
-        keel::actors::resource::pg::MIGRATIONS.len() as i64
+        keel_actors::resource::pg::MIGRATIONS.len() as i64
     );
     assert_eq!(pg.insert_trades(trades("X", 0..3).into()).await.unwrap(), 3);
     handle.shutdown().await;
@@ -297,7 +297,7 @@ async fn a_permanent_error_returns_at_once_with_its_sqlstate_and_is_not_retried(
     let db = TestDb::create().await;
     let (handle, pg) = start(pg_config(db.url(PG_PORT))).await;
     wait_ready(&handle).await;
-    let attempts = |h: &keel::actors::resource::Health| h.details["attempts"].as_u64().unwrap();
+    let attempts = |h: &keel_actors::resource::Health| h.details["attempts"].as_u64().unwrap();
     let before = attempts(&pg.health().await.unwrap());
 
     // A NUL byte is not valid in PostgreSQL text: SQLSTATE 22021, a data error.

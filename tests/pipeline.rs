@@ -10,15 +10,15 @@ use std::time::Duration;
 use common::db::{TestDb, PG_PORT};
 use common::eventually;
 use common::redis::{PrivateRedis, TestPrefix};
-use keel::actors::registry::ActorState;
-use keel::actors::resource::pg::PostgresConfig;
-use keel::actors::resource::redis::RedisConfig;
-use keel::actors::secret::Secret;
-use keel::actors::service::consumer::ConsumerConfig;
-use keel::actors::service::receiver::ReceiverConfig;
-use keel::actors::sim::{self, Fault, SimConfig, SimHandle};
 use keel::config::{BackfillConfig, Config};
 use keel::{tree, Runtime, RuntimeHandle, TaskOutcome};
+use keel_actors::resource::pg::PostgresConfig;
+use keel_actors::resource::redis::RedisConfig;
+use keel_actors::service::consumer::ConsumerConfig;
+use keel_actors::service::receiver::ReceiverConfig;
+use keel_core::registry::ActorState;
+use keel_core::secret::Secret;
+use keel_deribit::sim::{self, Fault, SimConfig, SimHandle};
 
 const INSTRUMENTS: [&str; 2] = ["BTC-PERPETUAL", "ETH-PERPETUAL"];
 const WAIT: Duration = Duration::from_secs(30);
@@ -314,7 +314,7 @@ async fn every_trade_is_stored_exactly_once_through_faults_restarts_and_outages(
         );
         let body: serde_json::Value =
             serde_json::from_str(&reqwest::get(url).await.unwrap().text().await.unwrap()).unwrap();
-        let chart: keel::actors::deribit::model::TradingViewChart =
+        let chart: keel_deribit::model::TradingViewChart =
             serde_json::from_value(body["result"].clone()).unwrap();
         let rows = client
             .query(
@@ -393,7 +393,7 @@ async fn a_graceful_shutdown_under_load_loses_nothing_and_leaves_nothing_pending
         let key = format!(
             "{}{}",
             prefix.prefix,
-            keel::actors::service::streams::trade_stream(instrument)
+            keel_actors::service::streams::trade_stream(instrument)
         );
         let pending: PendingSummary = redis::cmd("XPENDING")
             .arg(&key)

@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use common::redis::{fast_config, PrivateRedis, TestPrefix, REDIS_PORT};
 use common::{eventually, fast_policy};
-use keel::actors::delay::BackoffConfig;
-use keel::actors::resource::redis::{
+use keel::{Runtime, RuntimeHandle};
+use keel_actors::resource::redis::{
     BreakerConfig, Fields, Redis, RedisClient, RedisConfig, RedisError, MAX_READ_BLOCK,
 };
-use keel::actors::resource::Status;
-use keel::supervisor::{ChildSpec, Strategy};
-use keel::{Runtime, RuntimeHandle};
+use keel_actors::resource::Status;
+use keel_core::delay::BackoffConfig;
+use keel_core::supervisor::{ChildSpec, Strategy};
 
 const WAIT: Duration = Duration::from_secs(20);
 

@@ -9,11 +9,11 @@ use std::time::Duration;
 use common::db::TestDb;
 use common::redis::TestPrefix;
 use common::{daemon, eventually};
-use keel::actors::deribit::model::PublicTrade;
-use keel::actors::resource::redis::{Fields, RedisClient};
-use keel::actors::service::streams;
-use keel::actors::sim::Fault;
 use keel::{tree, Runtime, RuntimeHandle};
+use keel_actors::resource::redis::{Fields, RedisClient};
+use keel_actors::service::streams;
+use keel_deribit::model::PublicTrade;
+use keel_deribit::sim::Fault;
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -242,14 +242,14 @@ async fn twelve_hundred_channels_are_subscribed_in_frames_the_exchange_reads() {
     let instruments: Vec<String> = (0..600)
         .map(|i| format!("BTC-25JUN27-{}-C", 100_000 + i * 500))
         .collect();
-    let sim = keel::actors::sim::start(keel::actors::sim::SimConfig {
+    let sim = keel_deribit::sim::start(keel_deribit::sim::SimConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         instruments: instruments.clone(),
         trades_per_sec: 500.0,
         client_id: Some("k".into()),
-        client_secret: Some(keel::actors::secret::Secret::new("s")),
+        client_secret: Some(keel_core::secret::Secret::new("s")),
         min_heartbeat: Duration::from_secs(1),
-        ..keel::actors::sim::SimConfig::default()
+        ..keel_deribit::sim::SimConfig::default()
     })
     .await
     .unwrap();
@@ -307,16 +307,16 @@ async fn over_tls_the_receiver_and_the_backfill_trust_the_configured_ca_and_noth
     let certs = sim_certificate();
     let db = TestDb::create().await;
     let prefix = TestPrefix::new();
-    let sim = keel::actors::sim::start(keel::actors::sim::SimConfig {
+    let sim = keel_deribit::sim::start(keel_deribit::sim::SimConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         instruments: vec!["BTC-PERPETUAL".into()],
         trades_per_sec: 200.0,
         client_id: Some("k".into()),
-        client_secret: Some(keel::actors::secret::Secret::new("s")),
+        client_secret: Some(keel_core::secret::Secret::new("s")),
         min_heartbeat: Duration::from_secs(1),
         tls_cert: Some(certs.join("cert.pem")),
         tls_key: Some(certs.join("key.pem")),
-        ..keel::actors::sim::SimConfig::default()
+        ..keel_deribit::sim::SimConfig::default()
     })
     .await
     .unwrap();
@@ -324,8 +324,8 @@ async fn over_tls_the_receiver_and_the_backfill_trust_the_configured_ca_and_noth
     assert!(sim.http_url().starts_with("https://"), "{}", sim.http_url());
 
     // HTTP, as the backfill and the instruments task call it.
-    use keel::actors::deribit::http::HttpClient;
-    use keel::actors::deribit::model::VersionResult;
+    use keel_deribit::http::HttpClient;
+    use keel_deribit::model::VersionResult;
     let ca = certs.join("ca.pem");
     let trusted = HttpClient::new(&sim.http_url(), Duration::from_secs(5), Some(&ca)).unwrap();
     let version: VersionResult = trusted.public("test", &[]).await.unwrap();
@@ -401,12 +401,12 @@ async fn the_receiver_follows_the_books_of_a_recorded_real_session() {
     let db = TestDb::create().await;
     let prefix = TestPrefix::new();
     let file = recorded_session();
-    let sim = keel::actors::sim::start(keel::actors::sim::SimConfig {
+    let sim = keel_deribit::sim::start(keel_deribit::sim::SimConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         replay: Some(file.clone()),
         replay_speed: 10.0,
         min_heartbeat: Duration::from_secs(1),
-        ..keel::actors::sim::SimConfig::default()
+        ..keel_deribit::sim::SimConfig::default()
     })
     .await
     .unwrap();

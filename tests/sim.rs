@@ -7,10 +7,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::deribit::{Read, WsClient};
-use keel::actors::deribit::model::*;
-use keel::actors::deribit::{codes, ServerFrame};
-use keel::actors::secret::Secret;
-use keel::actors::sim::{self, Fault, SimConfig, SimHandle};
+use keel_core::secret::Secret;
+use keel_deribit::model::*;
+use keel_deribit::sim::{self, Fault, SimConfig, SimHandle};
+use keel_deribit::{codes, ServerFrame};
 use serde_json::{json, Value};
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -874,7 +874,7 @@ async fn a_frame_over_32_kb_is_refused_without_an_id_and_batches_under_it_subscr
         (codes::INVALID_REQUEST, codes::REQUEST_TOO_LARGE)
     );
     assert_eq!(sim.stats().subscriptions, 0);
-    let batches = keel::actors::deribit::channel::subscribe_batches(channels.clone());
+    let batches = keel_deribit::channel::subscribe_batches(channels.clone());
     assert!(batches.len() >= 2);
     for batch in batches {
         let answer = ws

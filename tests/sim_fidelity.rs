@@ -14,9 +14,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::deribit::WsClient;
-use keel::actors::deribit::{codes, Response};
-use keel::actors::secret::Secret;
-use keel::actors::sim::{self, SimConfig, SimHandle};
+use keel_core::secret::Secret;
+use keel_deribit::sim::{self, SimConfig, SimHandle};
+use keel_deribit::{codes, Response};
 use serde_json::{json, Value};
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -155,7 +155,7 @@ struct Case {
 fn cases() -> Vec<Case> {
     let request =
         |name: &str| corpus(&format!("deribit-docs/{name}.request.json"))["params"].clone();
-    let now = keel::actors::deribit::model::to_ms(std::time::SystemTime::now());
+    let now = keel_deribit::model::to_ms(std::time::SystemTime::now());
     vec![
         Case {
             file: "deribit-docs/public-test.response.json",

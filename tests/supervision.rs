@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use keel::actors::registry::{ActorKind, ActorState};
-use keel::supervisor::{Restart, StopOutcome, Strategy};
 use keel::{Runtime, TaskOutcome, TreeExit, ROOT};
+use keel_core::registry::{ActorKind, ActorState};
+use keel_core::supervisor::{Restart, StopOutcome, Strategy};
 use parking_lot::Mutex;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -610,7 +610,7 @@ struct Panicky;
 #[derive(Debug)]
 struct Boom;
 
-impl keel::actors::recorded::Recordable for Boom {
+impl keel_core::recorded::Recordable for Boom {
     fn kind(&self) -> &'static str {
         "Boom"
     }
@@ -629,7 +629,7 @@ impl ractor::Actor for Panicky {
         myself: ractor::ActorRef<Boom>,
         _: (),
     ) -> Result<(), ractor::ActorProcessingErr> {
-        use keel::actors::mailbox::Tell;
+        use keel_core::mailbox::Tell;
         myself.tell(Boom)?;
         Ok(())
     }
@@ -646,11 +646,11 @@ impl ractor::Actor for Panicky {
 
 #[tokio::test]
 async fn a_worker_that_panics_on_every_message_makes_the_default_policy_give_up() {
-    let spec = keel::supervisor::ChildSpec::worker("panicky", |ctx| {
-        keel::actors::child::spawn_recorded(Panicky, (), ctx)
+    let spec = keel_core::supervisor::ChildSpec::worker("panicky", |ctx| {
+        keel_core::child::spawn_recorded(Panicky, (), ctx)
     });
     let started = std::time::Instant::now();
-    let handle = Runtime::new(keel::supervisor::SupervisorConfig::default())
+    let handle = Runtime::new(keel_core::supervisor::SupervisorConfig::default())
         .child(spec)
         .start()
         .await
@@ -678,7 +678,7 @@ enum InnerMsg {
     TaskFailed(String),
 }
 
-impl keel::actors::recorded::Recordable for InnerMsg {
+impl keel_core::recorded::Recordable for InnerMsg {
     fn kind(&self) -> &'static str {
         "TaskFailed"
     }
@@ -690,7 +690,7 @@ impl keel::actors::recorded::Recordable for InnerMsg {
 
 impl ractor::Actor for InnerPanic {
     type Msg = InnerMsg;
-    type State = keel::actors::tasks::OwnedTask;
+    type State = keel_core::tasks::OwnedTask;
     type Arguments = ();
 
     async fn pre_start(
@@ -702,10 +702,10 @@ impl ractor::Actor for InnerPanic {
             tokio::time::sleep(Duration::from_millis(50)).await;
             panic!("the inner loop broke");
         };
-        Ok(keel::actors::tasks::OwnedTask::spawn(
+        Ok(keel_core::tasks::OwnedTask::spawn(
             &myself,
             inner,
-            |end: keel::actors::tasks::TaskEnd<()>| {
+            |end: keel_core::tasks::TaskEnd<()>| {
                 Some(InnerMsg::TaskFailed(end.unexpected("inner")))
             },
         ))
@@ -723,8 +723,8 @@ impl ractor::Actor for InnerPanic {
 
 #[tokio::test]
 async fn a_panic_in_a_workers_inner_task_restarts_the_worker_and_the_tree_says_why() {
-    let spec = keel::supervisor::ChildSpec::worker("inner", |ctx| {
-        keel::actors::child::spawn_recorded(InnerPanic, (), ctx)
+    let spec = keel_core::supervisor::ChildSpec::worker("inner", |ctx| {
+        keel_core::child::spawn_recorded(InnerPanic, (), ctx)
     });
     let handle = Runtime::new(fast_policy(Strategy::OneForOne))
         .child(spec)

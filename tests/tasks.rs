@@ -10,14 +10,14 @@ use common::db::TestDb;
 use common::eventually;
 use common::market::{at, trades};
 use common::redis::TestPrefix;
-use keel::actors::child::Incarnation;
-use keel::actors::resource::pg::PgClient;
-use keel::actors::resource::redis::{Fields, RedisClient};
-use keel::actors::service::scheduler::{Job, Scheduler, SchedulerArgs};
-use keel::actors::service::task::{RunOnce, TaskError, TaskWork};
-use keel::actors::sim::{self, SimConfig};
 use keel::config::Config;
 use keel::{tree, Runtime, TaskOutcome};
+use keel_actors::resource::pg::PgClient;
+use keel_actors::resource::redis::{Fields, RedisClient};
+use keel_actors::service::task::{RunOnce, TaskError, TaskWork};
+use keel_core::child::Incarnation;
+use keel_core::scheduler::{Job, Scheduler, SchedulerArgs};
+use keel_deribit::sim::{self, SimConfig};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -383,7 +383,7 @@ async fn candle_backfill_stores_the_exchanges_closed_bars_only() {
     );
     let body: serde_json::Value =
         serde_json::from_str(&reqwest::get(url).await.unwrap().text().await.unwrap()).unwrap();
-    let chart: keel::actors::deribit::model::TradingViewChart =
+    let chart: keel_deribit::model::TradingViewChart =
         serde_json::from_value(body["result"].clone()).unwrap();
     for row in &rows {
         let tick = row.get::<_, i64>(0) as u64;
@@ -493,7 +493,7 @@ impl TaskWork for Hangs {
 }
 
 fn scheduler_with(job: Job) -> (Runtime, SchedulerArgs) {
-    let runtime = Runtime::new(keel::supervisor::SupervisorConfig::default());
+    let runtime = Runtime::new(keel_core::supervisor::SupervisorConfig::default());
     let args = SchedulerArgs {
         jobs: vec![job],
         registry: runtime.registry().clone(),
@@ -527,7 +527,7 @@ async fn a_task_that_keeps_failing_runs_once_per_interval_not_more_and_more_ofte
     };
     let (runtime, args) = scheduler_with(job);
     let handle = runtime
-        .child(keel::supervisor::ChildSpec::worker(
+        .child(keel_core::supervisor::ChildSpec::worker(
             "scheduler",
             move |ctx| Scheduler::spawn(args.clone(), ctx),
         ))
@@ -561,7 +561,7 @@ async fn a_killed_run_counts_as_failed() {
     };
     let (runtime, args) = scheduler_with(job);
     let handle = runtime
-        .child(keel::supervisor::ChildSpec::worker(
+        .child(keel_core::supervisor::ChildSpec::worker(
             "scheduler",
             move |ctx| Scheduler::spawn(args.clone(), ctx),
         ))

@@ -4,8 +4,8 @@
 
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use keel::actors::market::{Direction, Trade};
-use keel::actors::resource::redis::Fields;
+use keel_actors::resource::redis::Fields;
+use keel_market::{Direction, Trade};
 use std::sync::Arc;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::Type;

@@ -9,7 +9,7 @@ use super::routes::{error, App};
 
 /// Refusals are logged within the repeat allowance: a client retrying without a
 /// token must not flood the log.
-static UNAUTHORIZED_LOG: std::sync::LazyLock<keel_actors::logs::Repeats> =
+static UNAUTHORIZED_LOG: std::sync::LazyLock<keel_core::logs::Repeats> =
     std::sync::LazyLock::new(Default::default);
 
 /// Compares without stopping at the first difference.

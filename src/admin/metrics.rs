@@ -4,8 +4,8 @@
 
 use std::fmt::Write as _;
 
-use keel_actors::registry::{ActorState, TreeSnapshot};
 use keel_actors::resource::LATENCY_BUCKETS;
+use keel_core::registry::{ActorState, TreeSnapshot};
 use serde_json::Value;
 
 const STATES: [(ActorState, &str); 6] = [

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use keel_actors::secret::Secret;
+use keel_core::secret::Secret;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, Semaphore};
@@ -183,8 +183,8 @@ async fn serve(
     // Connections in accept order, with whether their request arrived.
     let mut waiting: std::collections::VecDeque<(Arc<AtomicBool>, tokio::task::AbortHandle)> =
         std::collections::VecDeque::new();
-    let accept_log = keel_actors::logs::Repeats::default();
-    let refusal_log = keel_actors::logs::Repeats::default();
+    let accept_log = keel_core::logs::Repeats::default();
+    let refusal_log = keel_core::logs::Repeats::default();
     loop {
         while connections.try_join_next().is_some() {}
         let accepted = tokio::select! {

@@ -12,14 +12,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::StreamExt as _;
-use keel_actors::registry::{ActorKind, ActorState};
-use keel_actors::secret::Secret;
+use keel_core::registry::{ActorKind, ActorState};
+use keel_core::secret::Secret;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 
-use crate::supervisor::RestartRefused;
 use crate::RuntimeHandle;
+use keel_core::supervisor::RestartRefused;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -268,7 +268,7 @@ async fn restart(State(app): State<App>, Path(name): Path<String>) -> Response {
 }
 
 async fn run_task(State(app): State<App>, Path(name): Path<String>) -> Response {
-    use keel_actors::service::scheduler::{run_now, RunRefused};
+    use keel_core::scheduler::{run_now, RunRefused};
     match run_now(app.handle.registry(), crate::tree::SCHEDULER, &name).await {
         Ok(()) => (StatusCode::ACCEPTED, Json(json!({ "started": name }))).into_response(),
         Err(RunRefused::Unknown(_)) => {

@@ -79,7 +79,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(exit_code::BAD_CONFIG);
         }
     };
-    keel_actors::logs::set_repeats_per_minute(config.log.repeats_per_minute);
+    keel_core::logs::set_repeats_per_minute(config.log.repeats_per_minute);
     if let Command::Check = cli.command {
         return ExitCode::from(check::run(&config));
     }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use keel_actors::registry::Registry;
+use keel_core::registry::Registry;
 use tokio::task::JoinHandle;
 
 /// Follows `task`'s progress until aborted; the bar is cleared when it ends.

@@ -2,8 +2,8 @@
 
 use crate::config::Config;
 use crate::runtime::Runtime;
-use crate::supervisor::TreeExit;
 use crate::{exit_code, RuntimeHandle};
+use keel_core::supervisor::TreeExit;
 
 use std::time::Duration;
 

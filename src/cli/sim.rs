@@ -2,8 +2,8 @@
 
 use std::net::SocketAddr;
 
-use keel_actors::secret::Secret;
-use keel_actors::sim::{self, SimConfig};
+use keel_core::secret::Secret;
+use keel_deribit::sim::{self, SimConfig};
 
 use super::signals::ShutdownSignals;
 use crate::exit_code;

@@ -9,7 +9,7 @@
 use std::sync::mpsc;
 use std::time::Duration;
 
-use keel_actors::registry::{ActorState, Registry};
+use keel_core::registry::{ActorState, Registry};
 
 /// How long after the shutdown deadline the process is ended regardless.
 pub(super) const GRACE: Duration = Duration::from_secs(5);

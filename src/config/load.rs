@@ -97,7 +97,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::supervisor::Strategy;
+    use keel_core::supervisor::Strategy;
 
     fn parse(text: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let vars = vars.iter().map(|(k, v)| (k.to_string(), v.to_string()));

@@ -19,10 +19,10 @@ use keel_actors::service::consumer::ConsumerConfig;
 use keel_actors::service::instruments::InstrumentsConfig;
 use keel_actors::service::janitor::JanitorConfig;
 use keel_actors::service::receiver::ReceiverConfig;
-use keel_actors::service::scheduler::ScheduleConfig;
-use keel_actors::sim::SimConfig;
+use keel_core::scheduler::ScheduleConfig;
+use keel_deribit::sim::SimConfig;
 
-use crate::supervisor::SupervisorConfig;
+use keel_core::supervisor::SupervisorConfig;
 
 /// The whole configuration. Every section has defaults, so an empty file is valid.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -87,7 +87,7 @@ pub struct LogConfig {
 }
 
 fn default_repeats_per_minute() -> u32 {
-    keel_actors::logs::DEFAULT_REPEATS_PER_MINUTE
+    keel_core::logs::DEFAULT_REPEATS_PER_MINUTE
 }
 
 impl Default for LogConfig {
@@ -100,7 +100,7 @@ impl Default for LogConfig {
 
 impl LogConfig {
     fn problems(&self) -> Vec<(String, String)> {
-        keel_actors::bounds::Check::new()
+        keel_core::bounds::Check::new()
             .count(
                 "repeats_per_minute",
                 self.repeats_per_minute.into(),
@@ -126,7 +126,7 @@ fn default_http_url() -> String {
 
 impl BackfillConfig {
     fn problems(&self) -> Vec<(String, String)> {
-        keel_actors::bounds::Check::new()
+        keel_core::bounds::Check::new()
             .url("http_url", &self.http_url, &["http", "https"])
             .finish()
     }
@@ -158,12 +158,12 @@ fn default_record_messages() -> bool {
 }
 
 fn default_message_ring() -> usize {
-    keel_actors::registry::DEFAULT_RING_CAPACITY
+    keel_core::registry::DEFAULT_RING_CAPACITY
 }
 
 impl RegistryConfig {
     fn problems(&self) -> Vec<(String, String)> {
-        keel_actors::bounds::Check::new()
+        keel_core::bounds::Check::new()
             .count("message_ring", self.message_ring as u64, 0, 100_000)
             .finish()
     }

@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use keel::actors::sim::SimHandle;
 use keel::config::Config;
 use keel::{tree, Runtime, TaskOutcome};
+use keel_deribit::sim::SimHandle;
 use tokio_postgres::Client;
 
 /// `(count, min, max)` of an instrument's stored `trade_seq`s.

@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
-use keel::actors::resource::pg::PostgresConfig;
-use keel::actors::resource::redis::RedisConfig;
-use keel::actors::secret::Secret;
-use keel::actors::service::receiver::ReceiverConfig;
-use keel::actors::sim::{self, SimConfig, SimHandle};
 use keel::config::{BackfillConfig, Config};
+use keel_actors::resource::pg::PostgresConfig;
+use keel_actors::resource::redis::RedisConfig;
+use keel_actors::service::receiver::ReceiverConfig;
+use keel_core::secret::Secret;
+use keel_deribit::sim::{self, SimConfig, SimHandle};
 
 use super::db::{TestDb, PG_PORT};
 use super::redis::{TestPrefix, REDIS_PORT};

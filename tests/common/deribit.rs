@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use keel::actors::deribit::{parse_server_frame, Request, Response, ServerFrame};
+use keel_deribit::{parse_server_frame, Request, Response, ServerFrame};
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use keel::actors::market::{Candle, Direction, Instrument, Resolution, Trade};
+use keel_market::{Candle, Direction, Instrument, Resolution, Trade};
 
 pub fn at(ms: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms)

@@ -5,11 +5,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use keel::actors::child::{spawn_recorded, StartContext, Unrecoverable};
-use keel::actors::delay::BackoffConfig;
-use keel::actors::mailbox::Tell;
-use keel::actors::recorded::Recordable;
-use keel::supervisor::{ChildSpec, Strategy, SupervisorConfig};
+use keel_core::child::{spawn_recorded, StartContext, Unrecoverable};
+use keel_core::delay::BackoffConfig;
+use keel_core::mailbox::Tell;
+use keel_core::recorded::Recordable;
+use keel_core::supervisor::{ChildSpec, Strategy, SupervisorConfig};
 use parking_lot::Mutex;
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef};
 
@@ -280,7 +280,7 @@ pub async fn admin_endpoint(
     let config = keel::admin::AdminConfig {
         enabled: true,
         listen: "127.0.0.1:0".parse().expect("a socket address"),
-        token: Some(keel::actors::secret::Secret::new(token)),
+        token: Some(keel_core::secret::Secret::new(token)),
     };
     keel::admin::AdminServer::start(&config, Arc::clone(handle))
         .await

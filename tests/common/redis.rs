@@ -136,12 +136,12 @@ impl Drop for PrivateRedis {
 
 /// RedisActor settings for a test: its own server and prefix, a short checkout
 /// timeout and quick reconnects.
-pub fn fast_config(port: u16, prefix: &TestPrefix) -> keel::actors::resource::redis::RedisConfig {
-    keel::actors::resource::redis::RedisConfig {
+pub fn fast_config(port: u16, prefix: &TestPrefix) -> keel_actors::resource::redis::RedisConfig {
+    keel_actors::resource::redis::RedisConfig {
         url: format!("redis://127.0.0.1:{port}/0"),
         key_prefix: prefix.prefix.clone(),
         checkout_timeout: Duration::from_millis(300),
-        connect_backoff: keel::actors::delay::BackoffConfig {
+        connect_backoff: keel_core::delay::BackoffConfig {
             min: Duration::from_millis(10),
             max: Duration::from_millis(100),
             multiplier: 2.0,

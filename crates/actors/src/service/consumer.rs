@@ -1,0 +1,566 @@
+//! A consumer of the trade streams through a consumer group: the distributor
+//! (trades → PostgreSQL) and the analyzer (trades → candles) are this actor with
+//! different sinks.
+//!
+//! Each `Poll` reads one batch (its own pending entries first after a restart,
+//! then claims from dead consumers when due, else new entries), hands the
+//! trades to the sink, and acknowledges only after the sink committed. An entry
+//! that cannot be parsed, or was delivered too often, goes to the dead-letter
+//! stream with its reason and is acknowledged: it never blocks the group. A
+//! drain lets the `Poll` in hand finish (read, commit, acknowledge), then the
+//! mailbox refuses the next one and the actor stops.
+//!
+//! An outage of Redis or PostgreSQL is not the consumer's failure: its clients
+//! wait for the resource and the batch in hand goes on once it is back. A group
+//! Redis lost (a restart without persistence) is created again. Only its own
+//! failures (a sink that rejects data, a bug) fail the actor.
+
+use keel_core::mailbox::Tell;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SpawnErr};
+use serde::{Deserialize, Serialize};
+
+use crate::resource::pg::PgClient;
+use crate::resource::redis::{Fields, RedisClient, StreamEntry};
+use crate::resource::RideOut;
+use crate::service::streams;
+use keel_core::child::{spawn_with_probe, Incarnation, StartContext};
+use keel_core::logs::Repeats;
+use keel_core::recorded::Recordable;
+use keel_core::registry::{Probe, Registry};
+use keel_market::Trade;
+
+/// The `[distributor]` and `[analyzer]` sections.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumerConfig {
+    /// Whether the daemon runs this service.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Consumer group name; empty: the service's name.
+    #[serde(default)]
+    pub group: String,
+    /// Consumer name; empty: `{hostname}-{pid}`, unique per process.
+    #[serde(default)]
+    pub consumer: String,
+    /// Entries per stream per read.
+    #[serde(default = "default_batch")]
+    pub batch: usize,
+    /// Entries pending this long with another consumer are claimed.
+    #[serde(with = "humantime_serde", default = "default_min_idle")]
+    pub claim_min_idle: Duration,
+    /// How often to look for such entries.
+    #[serde(with = "humantime_serde", default = "default_claim_every")]
+    pub claim_every: Duration,
+    /// Deliveries after which an entry is dead-lettered.
+    #[serde(default = "default_max_deliveries")]
+    pub max_deliveries: u64,
+    /// How often the group's lag and pending count are read for the registry.
+    #[serde(with = "humantime_serde", default = "default_progress_every")]
+    pub progress_every: Duration,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_batch() -> usize {
+    1000
+}
+fn default_min_idle() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_claim_every() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_max_deliveries() -> u64 {
+    5
+}
+fn default_progress_every() -> Duration {
+    Duration::from_secs(5)
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            group: String::new(),
+            consumer: String::new(),
+            batch: default_batch(),
+            claim_min_idle: default_min_idle(),
+            claim_every: default_claim_every(),
+            max_deliveries: default_max_deliveries(),
+            progress_every: default_progress_every(),
+        }
+    }
+}
+
+impl ConsumerConfig {
+    /// Every problem, as `(key, what is expected)`.
+    pub fn problems(&self) -> Vec<(String, String)> {
+        use keel_core::bounds::{Check, DAY, HOUR, SECOND};
+        let mut check = Check::new();
+        for (key, name) in [("group", &self.group), ("consumer", &self.consumer)] {
+            if name.len() > 128 || name.bytes().any(|b| !b.is_ascii_graphic()) {
+                check.push(key, "at most 128 printable characters without spaces");
+            }
+        }
+        check
+            .count("batch", self.batch as u64, 1, 100_000)
+            .count("max_deliveries", self.max_deliveries, 1, 1000)
+            .duration("claim_min_idle", self.claim_min_idle, SECOND, DAY)
+            .duration("claim_every", self.claim_every, SECOND, DAY)
+            .duration("progress_every", self.progress_every, SECOND, HOUR)
+            .finish()
+    }
+
+    /// The consumer name: configured, or unique to this process.
+    pub fn consumer_name(&self) -> String {
+        if !self.consumer.is_empty() {
+            return self.consumer.clone();
+        }
+        let host = std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "keel".into());
+        format!("{host}-{}", std::process::id())
+    }
+}
+
+/// Where a consumer's trades go. `store` must be idempotent: entries are
+/// redelivered after a failure, and acknowledged only once it returned `Ok`.
+pub trait TradeSink: Clone + Send + Sync + std::fmt::Debug + 'static {
+    /// What the registry calls this service.
+    const NAME: &'static str;
+
+    /// Stores (or folds in) a batch.
+    fn store(
+        &self,
+        pg: &PgClient,
+        trades: Vec<Trade>,
+    ) -> impl std::future::Future<Output = Result<u64, ActorProcessingErr>> + Send;
+}
+
+/// What a consumer is started with.
+#[derive(Clone, Debug)]
+pub struct ConsumerArgs<S> {
+    /// Settings.
+    pub config: ConsumerConfig,
+    /// Where its trades go.
+    pub sink: S,
+    /// Instruments whose streams it reads.
+    pub instruments: Vec<String>,
+    /// The tree's registry.
+    pub registry: Registry,
+    /// RedisActor's name.
+    pub redis: String,
+    /// PgActor's name.
+    pub pg: String,
+}
+
+/// Messages a consumer handles.
+#[derive(Debug)]
+pub enum ConsumerMsg {
+    /// Read, store and acknowledge one batch, then poll again.
+    Poll,
+}
+
+impl Recordable for ConsumerMsg {
+    fn kind(&self) -> &'static str {
+        "Poll"
+    }
+
+    fn summary(&self) -> String {
+        "read, store, acknowledge one batch".into()
+    }
+}
+
+/// The consumer actor.
+#[derive(Debug)]
+pub struct TradeConsumer<S>(std::marker::PhantomData<fn() -> S>);
+
+impl<S> Default for TradeConsumer<S> {
+    fn default() -> Self {
+        Self(std::marker::PhantomData)
+    }
+}
+
+/// Its state.
+#[derive(Debug)]
+pub struct ConsumerState<S> {
+    sink: S,
+    config: ConsumerConfig,
+    consumer: String,
+    streams: Vec<String>,
+    redis: RedisClient,
+    pg: PgClient,
+    probe: Probe,
+    stop: tokio_util::sync::CancellationToken,
+    /// Consecutive polls that found a group missing right after creating it.
+    missing_groups: u32,
+    own_pending_done: bool,
+    /// Groups are created once per incarnation: a group Redis lost makes the
+    /// next read fail with NOGROUP, and the new incarnation creates it again.
+    groups_created: bool,
+    last_claim: Option<Instant>,
+    last_progress: Option<Instant>,
+    claim_cursor: BTreeMap<String, String>,
+    /// Dead-letter warnings, bounded: a stream full of bad entries must not flood the log.
+    dead_log: Repeats,
+    stored: u64,
+    duplicates: u64,
+    dead_lettered: u64,
+}
+
+impl<S: TradeSink> TradeConsumer<S> {
+    /// Spawns one incarnation; use as a child factory.
+    pub async fn spawn(args: ConsumerArgs<S>, ctx: StartContext) -> Result<ActorCell, SpawnErr> {
+        spawn_with_probe(Self::default(), args, ctx).await
+    }
+}
+
+impl<S: TradeSink> Actor for TradeConsumer<S> {
+    type Msg = ConsumerMsg;
+    type State = ConsumerState<S>;
+    type Arguments = (ConsumerArgs<S>, Incarnation);
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<ConsumerMsg>,
+        (mut args, own): (ConsumerArgs<S>, Incarnation),
+    ) -> Result<ConsumerState<S>, ActorProcessingErr> {
+        let probe = own.probe.clone();
+        let consumer = args.config.consumer_name();
+        if args.config.group.is_empty() {
+            args.config.group = S::NAME.to_owned();
+        }
+        probe.set_detail("consumer", consumer.clone());
+        probe.set_detail("group", args.config.group.clone());
+        myself.tell(ConsumerMsg::Poll)?;
+        Ok(ConsumerState {
+            sink: args.sink,
+            streams: args
+                .instruments
+                .iter()
+                .map(|i| streams::trade_stream(i))
+                .collect(),
+            redis: RedisClient::new(args.registry.clone(), &args.redis)
+                .riding_out(RideOut::new(&own)),
+            pg: PgClient::new(args.registry, &args.pg).riding_out(RideOut::new(&own)),
+            config: args.config,
+            consumer,
+            probe,
+            stop: own.stop,
+            missing_groups: 0,
+            own_pending_done: false,
+            groups_created: false,
+            last_claim: None,
+            last_progress: None,
+            claim_cursor: BTreeMap::new(),
+            dead_log: Repeats::default(),
+            stored: 0,
+            duplicates: 0,
+            dead_lettered: 0,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<ConsumerMsg>,
+        ConsumerMsg::Poll: ConsumerMsg,
+        state: &mut ConsumerState<S>,
+    ) -> Result<(), ActorProcessingErr> {
+        match state.poll().await {
+            Ok(()) => state.missing_groups = 0,
+            Err(error) if missing_group(&error) => {
+                // Redis lost the group (restarted without persistence, or
+                // flushed): what it held is gone, and gap repair finds those
+                // trades; the consumer carries on from the new stream. Never a
+                // failure: a flapping Redis can lose it again before a poll
+                // goes through, so each loss in a row waits a little longer.
+                tracing::warn!(%error, lost_in_a_row = state.missing_groups + 1,
+                    "Consumer group missing; creating it again.");
+                state.missing_groups += 1;
+                state.groups_created = false;
+                state.own_pending_done = false;
+                state.claim_cursor.clear();
+                if state.missing_groups > 1 {
+                    let delay =
+                        Duration::from_millis(200).saturating_mul(state.missing_groups.min(10));
+                    tokio::select! {
+                        () = state.stop.cancelled() => {}
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+            // Asked to stop while a resource was out: nothing more to do here
+            // (what was not acknowledged is delivered again later).
+            Err(error) if state.stop.is_cancelled() => {
+                tracing::debug!(%error, "Stopping with the batch in hand unfinished.");
+                return Ok(());
+            }
+            Err(error) => return Err(error),
+        }
+        // Refused once a drain has begun: the batch in hand was the last.
+        let _ = myself.tell(ConsumerMsg::Poll);
+        Ok(())
+    }
+}
+
+/// The reason PostgreSQL gave for rejecting a batch because of its data (a value
+/// out of range, a NUL byte, a constraint other than the idempotence key), or
+/// `None` for any other failure (those fail the poll, and nothing is
+/// dead-lettered on their account).
+fn data_error(error: &ActorProcessingErr) -> Option<String> {
+    use crate::resource::pg::PgError;
+    match error.downcast_ref::<PgError>()? {
+        PgError::Rejected {
+            sqlstate, message, ..
+        } if sqlstate.starts_with("22") || (sqlstate.starts_with("23") && sqlstate != "23505") => {
+            Some(format!(
+                "PostgreSQL rejected it: SQLSTATE {sqlstate}: {message}"
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// Whether a poll failed because a consumer group (or its stream) is gone.
+fn missing_group(error: &ActorProcessingErr) -> bool {
+    error
+        .downcast_ref::<crate::resource::redis::RedisError>()
+        .and_then(|e| e.code())
+        == Some("NOGROUP")
+}
+
+/// An entry and how often it has been delivered (0: unknown, first read).
+type Delivery = (String, StreamEntry, u64);
+
+impl<S: TradeSink> ConsumerState<S> {
+    async fn poll(&mut self) -> Result<(), ActorProcessingErr> {
+        if !self.groups_created {
+            for stream in &self.streams {
+                self.redis.create_group(stream, &self.config.group).await?;
+            }
+            self.groups_created = true;
+        }
+        let due = self
+            .last_progress
+            .is_none_or(|at| at.elapsed() >= self.config.progress_every);
+        if due {
+            self.last_progress = Some(Instant::now());
+            self.publish_progress().await;
+        }
+        let batch = self.next_batch().await?;
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut trades: Vec<(usize, Trade)> = Vec::with_capacity(batch.len());
+        let mut acks: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        let mut dead: Vec<(usize, String)> = Vec::new();
+        for (i, (stream, entry, deliveries)) in batch.iter().enumerate() {
+            let verdict = if *deliveries > self.config.max_deliveries {
+                Err(format!("delivered {deliveries} times"))
+            } else {
+                streams::decode(entry)
+            };
+            match verdict {
+                Ok(trade) => trades.push((i, trade)),
+                Err(reason) => dead.push((i, reason)),
+            }
+            acks.entry(stream.as_str())
+                .or_default()
+                .push(entry.id.clone());
+        }
+        if !trades.is_empty() {
+            let count = trades.len() as u64;
+            let (new, rejected) = self.store_isolating(trades).await?;
+            self.stored += new;
+            self.duplicates += count.saturating_sub(new + rejected.len() as u64);
+            dead.extend(rejected);
+        }
+        if !dead.is_empty() {
+            let fields: Arc<[Fields]> = dead
+                .iter()
+                .map(|(i, reason)| {
+                    let (stream, entry, _) = &batch[*i];
+                    self.dead_log.warn(|suppressed| {
+                        tracing::warn!(%stream, id = %entry.id, %reason, suppressed, "Entry dead-lettered.");
+                    });
+                    let mut fields = entry.fields.clone();
+                    fields.push(("stream".into(), stream.clone().into_bytes()));
+                    fields.push(("id".into(), entry.id.clone().into_bytes()));
+                    fields.push(("reason".into(), reason.clone().into_bytes()));
+                    fields.push(("group".into(), self.config.group.clone().into_bytes()));
+                    fields
+                })
+                .collect();
+            self.redis
+                .xadd_bulk(streams::DEAD_LETTER_STREAM, fields)
+                .await?;
+            self.dead_lettered += dead.len() as u64;
+        }
+        // Acknowledged only now: what is not committed (or dead-lettered) is
+        // delivered again.
+        for (stream, ids) in acks {
+            self.redis.ack(stream, &self.config.group, ids).await?;
+        }
+        self.probe.set_detail(
+            S::NAME,
+            serde_json::json!({
+                "stored": self.stored,
+                "duplicates": self.duplicates,
+                "dead_lettered": self.dead_lettered,
+            }),
+        );
+        Ok(())
+    }
+
+    /// Hands `trades` to the sink; when PostgreSQL rejects the batch for its
+    /// data (SQLSTATE class 22 or 23), splits it in halves until the rows it
+    /// rejects are alone, stores the rest, and returns those rows (by batch
+    /// index) with the server's reason. Any other error fails the poll.
+    async fn store_isolating(
+        &self,
+        trades: Vec<(usize, Trade)>,
+    ) -> Result<(u64, Vec<(usize, String)>), ActorProcessingErr> {
+        let mut stored = 0;
+        let mut rejected = Vec::new();
+        let mut parts = vec![trades];
+        while let Some(mut part) = parts.pop() {
+            let rows: Vec<Trade> = part.iter().map(|(_, t)| t.clone()).collect();
+            match self.sink.store(&self.pg, rows).await {
+                Ok(new) => stored += new,
+                Err(error) => match data_error(&error) {
+                    Some(reason) if part.len() == 1 => rejected.push((part[0].0, reason)),
+                    Some(_) => {
+                        let right = part.split_off(part.len() / 2);
+                        parts.push(right);
+                        parts.push(part);
+                    }
+                    None => return Err(error),
+                },
+            }
+        }
+        Ok((stored, rejected))
+    }
+
+    /// The group's lag (entries not delivered yet) and pending count (delivered,
+    /// not acknowledged), per stream and in total, for the registry. Best effort:
+    /// a Redis that cannot answer fails the next read, which is where it counts.
+    async fn publish_progress(&self) {
+        let mut streams = serde_json::Map::new();
+        let (mut lag, mut pending, mut lag_known) = (0u64, 0u64, true);
+        let redis = self.redis.plain();
+        for stream in &self.streams {
+            let groups = match redis.group_progress(stream).await {
+                Ok(groups) => groups,
+                Err(err) => {
+                    tracing::debug!(%stream, %err, "Group progress unavailable.");
+                    return;
+                }
+            };
+            let Some(mine) = groups.into_iter().find(|g| g.group == self.config.group) else {
+                continue;
+            };
+            pending += mine.pending;
+            match mine.lag {
+                Some(n) => lag += n,
+                None => lag_known = false,
+            }
+            streams.insert(
+                stream.clone(),
+                serde_json::json!({
+                    "lag": mine.lag,
+                    "pending": mine.pending,
+                    "oldest_pending": mine.oldest_pending,
+                    "last_delivered": mine.last_delivered,
+                }),
+            );
+        }
+        // Redis cannot tell the lag of a stream trimmed past undelivered entries.
+        let lag = lag_known.then_some(lag);
+        self.probe.set_detail(
+            "group_progress",
+            serde_json::json!({ "lag": lag, "pending": pending, "streams": streams }),
+        );
+    }
+
+    async fn next_batch(&mut self) -> Result<Vec<Delivery>, ActorProcessingErr> {
+        let group = self.config.group.clone();
+        if !self.own_pending_done {
+            let read = self
+                .redis
+                .read_own_pending(&group, &self.consumer, &self.streams, self.config.batch)
+                .await?;
+            let batch: Vec<Delivery> = read
+                .into_iter()
+                .flat_map(|(stream, entries)| {
+                    entries
+                        .into_iter()
+                        .map(move |d| (stream.clone(), d.entry, d.deliveries))
+                })
+                .collect();
+            if batch.is_empty() {
+                self.own_pending_done = true;
+            } else {
+                return Ok(batch);
+            }
+        }
+        let due = self
+            .last_claim
+            .is_none_or(|at| at.elapsed() >= self.config.claim_every);
+        if due {
+            self.last_claim = Some(Instant::now());
+            let mut claimed = Vec::new();
+            for stream in &self.streams {
+                let cursor = self
+                    .claim_cursor
+                    .get(stream)
+                    .cloned()
+                    .unwrap_or_else(|| "0-0".into());
+                let result = self
+                    .redis
+                    .autoclaim(
+                        stream,
+                        &group,
+                        &self.consumer,
+                        self.config.claim_min_idle,
+                        &cursor,
+                        self.config.batch,
+                    )
+                    .await?;
+                self.claim_cursor.insert(stream.clone(), result.next_start);
+                claimed.extend(
+                    result
+                        .entries
+                        .into_iter()
+                        .map(|d| (stream.clone(), d.entry, d.deliveries)),
+                );
+            }
+            if !claimed.is_empty() {
+                tracing::info!(
+                    claimed = claimed.len(),
+                    "Claimed entries left pending by another consumer."
+                );
+                return Ok(claimed);
+            }
+        }
+        let read = self
+            .redis
+            .read_group(&group, &self.consumer, &self.streams, self.config.batch)
+            .await?;
+        Ok(flatten(read, 1))
+    }
+}
+
+fn flatten(read: Vec<(String, Vec<StreamEntry>)>, deliveries: u64) -> Vec<Delivery> {
+    read.into_iter()
+        .flat_map(|(stream, entries)| {
+            entries
+                .into_iter()
+                .map(move |e| (stream.clone(), e, deliveries))
+        })
+        .collect()
+}

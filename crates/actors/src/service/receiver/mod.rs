@@ -1,0 +1,261 @@
+//! The receiver: Deribit WebSocket → Redis Streams.
+//!
+//! A connection task reads frames and never waits on downstream work: trades go
+//! into a bounded outbox that a separate publisher drains into Redis in
+//! pipelined batches. Liveness needs no monitor: no data for `stall_timeout`,
+//! missed heartbeats, a closed socket or a refused subscription end the
+//! connection, the receiver fails, and the supervisor starts a new one with
+//! backoff, which subscribes again. There is no reconnect loop here.
+
+mod config;
+mod connection;
+mod continuity;
+mod outbox;
+mod publisher;
+mod validate;
+
+pub use config::ReceiverConfig;
+pub use continuity::Continuity;
+pub use validate::{check_values, Rejected, Rejection};
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SpawnErr};
+use tokio_util::sync::CancellationToken;
+
+use crate::resource::pg::PgClient;
+use crate::resource::redis::RedisClient;
+use crate::resource::RideOut;
+use crate::service::streams;
+use keel_core::child::{spawn_with_probe, Incarnation, Outage, StartContext};
+use keel_core::recorded::Recordable;
+use keel_core::registry::Registry;
+use keel_core::tasks::{OwnedTask, TaskEnd};
+
+pub use connection::Ended;
+use connection::{Connection, Counters, Logs};
+use outbox::Outbox;
+use publisher::Publisher;
+use validate::Gate;
+
+/// What a receiver is started with.
+#[derive(Clone, Debug)]
+pub struct ReceiverArgs {
+    /// Its settings.
+    pub config: ReceiverConfig,
+    /// The tree's registry (to reach the resource actors).
+    pub registry: Registry,
+    /// RedisActor's name.
+    pub redis: String,
+    /// PgActor's name.
+    pub pg: String,
+    /// Sequence state that outlives an incarnation.
+    continuity: Continuity,
+    /// Trades not in Redis yet; outlives an incarnation, so a reconnect to the
+    /// exchange during a Redis outage keeps what was buffered.
+    outbox: Arc<Outbox>,
+    /// The edge checks, their counters and sample; outlive an incarnation.
+    gate: Arc<Gate>,
+    /// Repeating warnings, bounded across incarnations.
+    logs: Arc<Logs>,
+}
+
+impl ReceiverArgs {
+    /// Arguments for every incarnation of one receiver.
+    pub fn new(
+        config: ReceiverConfig,
+        registry: Registry,
+        redis: impl Into<String>,
+        pg: impl Into<String>,
+    ) -> Self {
+        let outbox = Arc::new(Outbox::new(config.buffer_limit, config.buffer_limit_bytes));
+        let gate = Arc::new(Gate::new(
+            &config.instruments,
+            config.max_trade_age,
+            config.max_seq_jump,
+        ));
+        Self {
+            gate,
+            logs: Arc::default(),
+            config,
+            registry,
+            redis: redis.into(),
+            pg: pg.into(),
+            continuity: Continuity::default(),
+            outbox,
+        }
+    }
+}
+
+/// Messages the receiver handles.
+#[derive(Debug)]
+pub enum ReceiverMsg {
+    /// The connection task ended, with the reason when it failed.
+    ConnectionEnded(Result<(), Ended>),
+    /// A task of its own panicked or ended when it should not have.
+    TaskFailed(String),
+}
+
+impl Recordable for ReceiverMsg {
+    fn kind(&self) -> &'static str {
+        match self {
+            ReceiverMsg::ConnectionEnded(_) => "ConnectionEnded",
+            ReceiverMsg::TaskFailed(_) => "TaskFailed",
+        }
+    }
+
+    fn summary(&self) -> String {
+        match self {
+            ReceiverMsg::ConnectionEnded(Ok(())) => "connection closed on request".into(),
+            ReceiverMsg::ConnectionEnded(Err(ended)) => ended.to_string(),
+            ReceiverMsg::TaskFailed(reason) => reason.clone(),
+        }
+    }
+}
+
+/// The receiver actor.
+#[derive(Debug, Default)]
+pub struct Receiver;
+
+/// Its running state. Dropping it (however the actor ended) aborts both tasks.
+#[derive(Debug)]
+pub struct ReceiverState {
+    /// Kept for the registry's live `receiver` detail.
+    _counters: Arc<Counters>,
+    connection_stop: CancellationToken,
+    connection: Option<OwnedTask>,
+    publisher_stop: CancellationToken,
+    publisher: Option<OwnedTask>,
+}
+
+impl Receiver {
+    /// Spawns one receiver incarnation; use as a child factory.
+    pub async fn spawn(args: ReceiverArgs, ctx: StartContext) -> Result<ActorCell, SpawnErr> {
+        spawn_with_probe(Receiver, args, ctx).await
+    }
+}
+
+impl Actor for Receiver {
+    type Msg = ReceiverMsg;
+    type State = ReceiverState;
+    type Arguments = (ReceiverArgs, Incarnation);
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<ReceiverMsg>,
+        (args, own): (ReceiverArgs, Incarnation),
+    ) -> Result<ReceiverState, ActorProcessingErr> {
+        let probe = own.probe.clone();
+        let outbox = Arc::clone(&args.outbox);
+        let counters = Arc::new(Counters::default());
+        let redis = RedisClient::new(args.registry.clone(), &args.redis);
+        // The publisher waits out a Redis outage until it is told to stop, which
+        // happens only after the connection ended (see `post_stop`).
+        let publisher_stop = CancellationToken::new();
+        let publisher = Publisher {
+            outbox: Arc::clone(&outbox),
+            redis: redis
+                .clone()
+                .riding_out(RideOut::until(probe.clone(), publisher_stop.clone())),
+            pg: PgClient::new(args.registry.clone(), &args.pg),
+            batch_size: args.config.batch_size,
+            linger: args.config.linger,
+            shutdown: own.shutdown.clone(),
+        };
+        let (weak_counters, weak_outbox) = (Arc::downgrade(&counters), Arc::downgrade(&outbox));
+        let gate = Arc::downgrade(&args.gate);
+        probe.set_live_detail("rejected", move || Some(gate.upgrade()?.counts()));
+        let gate = Arc::downgrade(&args.gate);
+        probe.set_live_detail("rejected_sample", move || Some(gate.upgrade()?.sample()));
+        probe.set_live_detail("receiver", move || {
+            let (counters, outbox) = (weak_counters.upgrade()?, weak_outbox.upgrade()?);
+            Some(publisher::show(&counters, &outbox))
+        });
+        let publisher = OwnedTask::spawn(&myself, publisher.run(publisher_stop.clone()), |end| {
+            Some(ReceiverMsg::TaskFailed(end.unexpected("publisher")))
+        });
+
+        let connection_counters = Arc::clone(&counters);
+        let connection_stop = own.stop.child_token();
+        let stop = connection_stop.clone();
+        probe.set_detail("subscriptions", args.config.instruments.len());
+        let connection = async move {
+            // A cold start learns where each stream ended, so a hole across a
+            // process restart is seen too. Best effort: Redis may be down.
+            for instrument in &args.config.instruments {
+                let stream = streams::trade_stream(instrument);
+                let last =
+                    tokio::time::timeout(Duration::from_secs(2), redis.last_entry(&stream)).await;
+                if let Ok(Ok(Some(entry))) = last {
+                    if let Ok(trade) = streams::decode(&entry) {
+                        args.continuity.seed(instrument, trade.trade_seq);
+                    }
+                }
+            }
+            let connection = Connection {
+                config: args.config,
+                outbox,
+                continuity: args.continuity,
+                gate: args.gate,
+                counters: connection_counters,
+                logs: args.logs,
+                probe: probe.clone(),
+            };
+            let ended = connection.run(stop).await;
+            probe.set_detail(
+                "connection",
+                if ended.is_ok() { "closed" } else { "failed" },
+            );
+            ended
+        };
+        let connection = OwnedTask::spawn(&myself, connection, |end| match end {
+            TaskEnd::Returned(ended) => Some(ReceiverMsg::ConnectionEnded(ended)),
+            TaskEnd::Panicked(_) => Some(ReceiverMsg::TaskFailed(end.unexpected("connection"))),
+        });
+        Ok(ReceiverState {
+            _counters: counters,
+            connection_stop,
+            connection: Some(connection),
+            publisher_stop,
+            publisher: Some(publisher),
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<ReceiverMsg>,
+        message: ReceiverMsg,
+        state: &mut ReceiverState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            // Restarting is how the receiver reconnects; an exchange that went
+            // away is not the receiver's own failure.
+            ReceiverMsg::ConnectionEnded(Err(Ended::Lost(reason))) => {
+                Err(Outage::new(reason).into())
+            }
+            ReceiverMsg::ConnectionEnded(Err(Ended::Refused(reason))) => Err(reason.into()),
+            ReceiverMsg::ConnectionEnded(Ok(())) => Ok(()),
+            // The publisher ends only when told to; anything else is a bug.
+            ReceiverMsg::TaskFailed(_) if state.publisher_stop.is_cancelled() => Ok(()),
+            ReceiverMsg::TaskFailed(reason) => Err(reason.into()),
+        }
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<ReceiverMsg>,
+        state: &mut ReceiverState,
+    ) -> Result<(), ActorProcessingErr> {
+        // Stop intake first, then let the publisher flush what it holds.
+        state.connection_stop.cancel();
+        if let Some(connection) = state.connection.take() {
+            connection.join().await;
+        }
+        state.publisher_stop.cancel();
+        if let Some(publisher) = state.publisher.take() {
+            publisher.join().await;
+        }
+        Ok(())
+    }
+}

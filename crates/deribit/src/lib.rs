@@ -1,0 +1,24 @@
+//! Deribit API v2 as Keel speaks it: JSON-RPC envelopes, channel names, error
+//! codes and payloads, shared by the receiver (client) and `keel sim` (server).
+//!
+//! Parsing never panics: a malformed frame is a [`FrameError`].
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod channel;
+pub mod codes;
+pub mod http;
+mod jsonrpc;
+pub mod model;
+pub mod payload;
+pub mod sim;
+pub mod tls;
+
+pub use channel::{Channel, Interval};
+pub use jsonrpc::{
+    parse_request, parse_server_frame, FrameError, Id, Notification, Request, Response, RpcError,
+    ServerFrame, Timing,
+};
+pub use payload::{decode, Payload, PayloadError};
+
+#[cfg(test)]
+mod tests;
