@@ -268,7 +268,7 @@ enabled = false
     .unwrap();
     let admin_addr = free_port();
     let keel = spawn_keel(&config, analyzer, true, Some(admin_addr));
-    let db = connect(&db_name).await;
+    let mut db = connect(&db_name).await;
     wait_subscribed(&sim).await;
 
     let (messages0, rows0) = (messages_handled(admin_addr).await, stored(&db).await);
@@ -302,7 +302,7 @@ enabled = false
     // Raw ceilings from the same run: COPY into the same table shape, pipelined XADD.
     let rows_for_copy = trades(200_000);
     db.batch_execute("TRUNCATE trades").await.unwrap();
-    let copy = 200_000.0 / raw_copy(&db, &rows_for_copy).await.as_secs_f64();
+    let copy = 200_000.0 / raw_copy(&mut db, &rows_for_copy).await.as_secs_f64();
     let entries: Vec<Fields> = rows_for_copy
         .iter()
         .map(|t| {

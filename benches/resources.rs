@@ -97,7 +97,7 @@ async fn main() {
     while pg.ping().await.is_err() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let client = connect(&db).await;
+    let mut client = connect(&db).await;
 
     // --- PostgreSQL ---
     let rows = trades(ROWS);
@@ -107,7 +107,7 @@ async fn main() {
     keel_insert(&pg, &batches).await;
     for _ in 0..ROUNDS {
         client.batch_execute("TRUNCATE trades").await.unwrap();
-        best_raw = best_raw.min(raw_copy(&client, &rows).await);
+        best_raw = best_raw.min(raw_copy(&mut client, &rows).await);
         client.batch_execute("TRUNCATE trades").await.unwrap();
         best_keel = best_keel.min(keel_insert(&pg, &batches).await);
     }

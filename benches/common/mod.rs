@@ -4,11 +4,10 @@
 
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
+use keel_actors::resource::pg::op::copy_trades;
 use keel_actors::resource::redis::Fields;
 use keel_market::{Direction, Trade};
 use std::sync::Arc;
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::types::Type;
 use tokio_postgres::{Client, NoTls};
 
 pub const BATCH: usize = 5_000;
@@ -50,55 +49,15 @@ pub async fn connect(db: &str) -> Client {
     client
 }
 
-/// Raw driver baseline: binary COPY of the same rows, batch by batch.
-pub async fn raw_copy(client: &Client, rows: &[Trade]) -> Duration {
-    let types = [
-        Type::TEXT,
-        Type::INT8,
-        Type::TEXT,
-        Type::TIMESTAMPTZ,
-        Type::FLOAT8,
-        Type::FLOAT8,
-        Type::TEXT,
-        Type::INT2,
-        Type::FLOAT8,
-        Type::FLOAT8,
-        Type::FLOAT8,
-        Type::TEXT,
-    ];
+/// Raw driver baseline: binary COPY of the same rows and columns, batch by
+/// batch, each in its own transaction, with none of PgActor's locking,
+/// duplicate check, pool, retries or actor messages.
+pub async fn raw_copy(client: &mut Client, rows: &[Trade]) -> Duration {
     let started = Instant::now();
     for batch in rows.chunks(BATCH) {
-        let sink = client
-            .copy_in(
-                "COPY trades (instrument_name, trade_seq, trade_id, ts, price, amount, direction,
-                              tick_direction, mark_price, index_price, iv, liquidation)
-                 FROM STDIN BINARY",
-            )
-            .await
-            .unwrap();
-        let writer = BinaryCopyInWriter::new(sink, &types);
-        futures::pin_mut!(writer);
-        for t in batch {
-            writer
-                .as_mut()
-                .write(&[
-                    &t.instrument_name,
-                    &t.trade_seq,
-                    &t.trade_id,
-                    &t.timestamp,
-                    &t.price,
-                    &t.amount,
-                    &t.direction.as_str(),
-                    &t.tick_direction,
-                    &t.mark_price,
-                    &t.index_price,
-                    &t.iv,
-                    &t.liquidation,
-                ])
-                .await
-                .unwrap();
-        }
-        writer.finish().await.unwrap();
+        let tx = client.transaction().await.unwrap();
+        copy_trades(&tx, batch).await.unwrap();
+        tx.commit().await.unwrap();
     }
     started.elapsed()
 }

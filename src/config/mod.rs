@@ -2,13 +2,17 @@
 //! environment variables, with secrets from `*_file` keys, validated as a whole
 //! before anything starts.
 
+mod admin;
 mod env;
 mod error;
 mod load;
+mod schedule;
 mod secret_files;
 
+pub use admin::AdminConfig;
 pub use error::{ConfigError, Problem};
 pub use load::DEFAULT_PATH;
+pub use schedule::ScheduleConfig;
 
 use serde::{Deserialize, Serialize};
 
@@ -19,7 +23,6 @@ use keel_actors::service::consumer::ConsumerConfig;
 use keel_actors::service::instruments::InstrumentsConfig;
 use keel_actors::service::janitor::JanitorConfig;
 use keel_actors::service::receiver::ReceiverConfig;
-use keel_core::scheduler::ScheduleConfig;
 use keel_deribit::sim::SimConfig;
 
 use keel_core::supervisor::SupervisorConfig;
@@ -69,7 +72,7 @@ pub struct Config {
     pub schedule: ScheduleConfig,
     /// The admin endpoint.
     #[serde(default)]
-    pub admin: crate::admin::AdminConfig,
+    pub admin: AdminConfig,
     /// Logging limits.
     #[serde(default)]
     pub log: LogConfig,

@@ -6,16 +6,16 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use keel_core::child::{Incarnation, Unrecoverable};
+use keel_core::child::{spawn_with_probe, Incarnation, StartContext, Unrecoverable};
 use keel_core::delay::BackoffConfig;
 use keel_core::recorded::Recordable;
 use keel_core::tasks::{OwnedTask, TaskEnd, Tasks};
 
-use super::{Availability, CallStats};
+use super::{Availability, Call, CallStats};
 
 /// Whether a resource can reach its server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -86,9 +86,8 @@ pub enum ConnectError {
 
 /// What distinguishes one resource from another; [`ResourceActor`] does the rest.
 pub trait Resource: Send + Sync + Sized + 'static {
-    /// Typed operations callers send.
-    type Call: Recordable + Send + 'static;
     /// Everything a call needs (the pool and its policy); cheap to clone.
+    /// Operations run on it ([`Execute`](super::Execute)).
     type Shared: Clone + Send + Sync + 'static;
 
     /// Builds the pool without any I/O. `stop` fires when this incarnation is
@@ -111,9 +110,6 @@ pub trait Resource: Send + Sync + Sized + 'static {
     /// One check that the server answers (a validated pool checkout); the error
     /// says why not.
     fn check(shared: &Self::Shared) -> impl Future<Output = Result<(), String>> + Send;
-
-    /// Serves one call to completion, replying through the call's own port.
-    fn serve(shared: Self::Shared, call: Self::Call) -> impl Future<Output = ()> + Send;
 
     /// Pool figures.
     fn pool_stats(shared: &Self::Shared) -> PoolStats;
@@ -162,6 +158,13 @@ impl<C: Recordable> Recordable for ResourceMsg<C> {
 #[derive(Debug)]
 pub struct ResourceActor<R>(PhantomData<fn() -> R>);
 
+impl<R: Resource> ResourceActor<R> {
+    /// Spawns one incarnation of `resource`: the child factory of every resource.
+    pub async fn spawn(resource: R, ctx: StartContext) -> Result<ActorCell, SpawnErr> {
+        spawn_with_probe(Self::default(), resource, ctx).await
+    }
+}
+
 impl<R> Default for ResourceActor<R> {
     fn default() -> Self {
         Self(PhantomData)
@@ -191,7 +194,7 @@ impl<S> Drop for ResourceState<S> {
 }
 
 impl<R: Resource> Actor for ResourceActor<R> {
-    type Msg = ResourceMsg<R::Call>;
+    type Msg = ResourceMsg<Call<R::Shared>>;
     type State = ResourceState<R::Shared>;
     type Arguments = (R, Incarnation);
 
@@ -252,7 +255,7 @@ impl<R: Resource> Actor for ResourceActor<R> {
             ResourceMsg::Call(call) => {
                 // Served off the mailbox: one slow statement must not hold up the
                 // others, and the pool (not the mailbox) bounds concurrency.
-                let serve = R::serve(R::Shared::clone(&state.shared), call);
+                let serve = call.serve(R::Shared::clone(&state.shared));
                 state.calls.spawn(&myself, serve, |end| match end {
                     TaskEnd::Panicked(_) => Some(ResourceMsg::TaskFailed(end.unexpected("call"))),
                     TaskEnd::Returned(()) => None,
@@ -319,7 +322,7 @@ async fn connect_loop<R: Resource>(
     shared: R::Shared,
     availability: Availability,
     stop: CancellationToken,
-    actor: ActorRef<ResourceMsg<R::Call>>,
+    actor: ActorRef<ResourceMsg<Call<R::Shared>>>,
 ) {
     let name = availability.probe().name().to_owned();
     let mut backoff = R::connect_backoff(&shared).sequence();

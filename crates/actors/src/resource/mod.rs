@@ -13,6 +13,7 @@
 mod actor;
 mod availability;
 mod call;
+mod operation;
 mod outage;
 pub mod pg;
 mod pool;
@@ -21,8 +22,8 @@ mod stats;
 
 pub use actor::{ConnectError, Health, PoolStats, Resource, ResourceActor, ResourceMsg, Status};
 pub use availability::Availability;
-pub use call::{call, health, NotRunning};
-pub(crate) use outage::riding_out;
+pub use call::{Client, NotRunning};
+pub use operation::{Call, Execute, Operation};
 pub use outage::{CallError, RideOut};
 
 /// The driver's error with every cause it carries: `db error` alone hides

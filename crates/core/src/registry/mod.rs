@@ -8,10 +8,12 @@
 mod entry;
 mod ring;
 mod snapshot;
+mod state;
 
-pub use entry::{ActorKind, ActorState, Failure, LiveDetail, Probe};
+pub use entry::{LiveDetail, Probe};
 pub use ring::MessageRecord;
 pub use snapshot::{ActorSnapshot, TreeSnapshot};
+pub use state::{ActorKind, ActorState, Failure};
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

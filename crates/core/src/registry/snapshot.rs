@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use super::entry::{ActorKind, ActorState, Failure};
+use super::state::{ActorKind, ActorState, Failure};
 
 /// Every actor of a tree at one moment.
 #[derive(Clone, Debug, Serialize)]

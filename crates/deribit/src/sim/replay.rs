@@ -116,7 +116,8 @@ mod tests {
 
     #[test]
     fn the_cryptofeed_session_loads_paced_by_its_timestamps() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/deribit-frames/cryptofeed");
+        let dir =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/deribit-frames/cryptofeed");
         let mut names: Vec<_> = std::fs::read_dir(&dir)
             .unwrap()
             .map(|e| e.unwrap().path())

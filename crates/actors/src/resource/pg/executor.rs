@@ -4,36 +4,27 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use bb8::RunError;
-use futures::future::BoxFuture;
 use tokio_postgres::{Client, Transaction};
 
 use super::error::{classify, Class, PgError};
-use super::PgShared;
+use super::{PgOp, PgShared};
 
-/// Runs `work` on a pooled connection, retrying transient errors with backoff up
+/// Runs operation `work` on a pooled connection, retrying transient errors with backoff up
 /// to `max_attempts`; permanent errors return at once. After an error that may
 /// have reached the server, only `idempotent` work is retried. Once the
 /// incarnation is asked to stop, nothing is retried: the attempt in hand (bounded
 /// by the checkout timeout and the attempt limit) finishes, and the call returns.
-pub(super) async fn execute<T>(
-    shared: &PgShared,
-    op: &'static str,
-    idempotent: bool,
-    work: impl for<'c> Fn(&'c mut Client) -> BoxFuture<'c, Result<T, tokio_postgres::Error>>,
-) -> Result<T, PgError> {
+pub(super) async fn execute<O: PgOp>(shared: &PgShared, work: &O) -> Result<O::Output, PgError> {
+    let op = O::NAME;
     let started = Instant::now();
-    let result = execute_with_retries(shared, op, idempotent, work).await;
+    let result = execute_with_retries(shared, work).await;
     let class = result.as_ref().err().map(PgError::class);
     shared.stats.record(op, started.elapsed(), class);
     result
 }
 
-async fn execute_with_retries<T>(
-    shared: &PgShared,
-    op: &'static str,
-    idempotent: bool,
-    work: impl for<'c> Fn(&'c mut Client) -> BoxFuture<'c, Result<T, tokio_postgres::Error>>,
-) -> Result<T, PgError> {
+async fn execute_with_retries<O: PgOp>(shared: &PgShared, work: &O) -> Result<O::Output, PgError> {
+    let (op, idempotent) = (O::NAME, O::IDEMPOTENT);
     let counters = &shared.counters;
     counters.calls.fetch_add(1, Ordering::Relaxed);
     let mut backoff = shared.config.retry_backoff.sequence();
@@ -55,8 +46,11 @@ async fn execute_with_retries<T>(
             };
             match checkout {
                 Ok(mut conn) => {
-                    let outcome =
-                        tokio::time::timeout(shared.attempt_limit(), work(&mut conn)).await;
+                    let outcome = tokio::time::timeout(
+                        shared.attempt_limit(),
+                        work.attempt(&mut conn, shared),
+                    )
+                    .await;
                     match outcome {
                         Ok(Ok(value)) => {
                             shared.availability.mark_ready();
