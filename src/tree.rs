@@ -1,16 +1,16 @@
 //! Which children a configuration puts in the tree, and their registry names.
 
-use keel_actors::resource::pg::Postgres;
-use keel_actors::resource::redis::Redis;
+use keel_actors::resource::pg::{PgClient, Postgres};
+use keel_actors::resource::redis::{Redis, RedisClient};
 use keel_actors::service::analyzer::{Analyzer, FoldCandles};
 use keel_actors::service::candles::CandleBackfill;
-use keel_actors::service::consumer::ConsumerArgs;
+use keel_actors::service::consumer::{ConsumerArgs, ConsumerConfig};
 use keel_actors::service::distributor::{Distributor, StoreTrades};
 use keel_actors::service::gaps::GapRepair;
 use keel_actors::service::instruments::InstrumentSync;
 use keel_actors::service::janitor::Janitor;
 use keel_actors::service::receiver::{Receiver, ReceiverArgs};
-use keel_actors::service::task::RunOnce;
+use keel_actors::service::task::{RunOnce, TaskWork};
 use keel_core::scheduler::{Job, Scheduler, SchedulerArgs};
 use keel_deribit::sim::SimActor;
 use keel_market::Resolution;
@@ -116,10 +116,27 @@ fn parse_resolution(text: &str) -> Result<Resolution, String> {
     Resolution::try_from(text.to_owned())
 }
 
+/// The typed clients of a tree's resources, handed to every actor that uses them.
+#[derive(Clone, Debug)]
+struct Clients {
+    pg: PgClient,
+    redis: RedisClient,
+}
+
+impl Clients {
+    fn of(registry: &Registry) -> Self {
+        Self {
+            pg: PgClient::new(registry.clone(), PG),
+            redis: RedisClient::new(registry.clone(), REDIS),
+        }
+    }
+}
+
 /// Every child `config` asks for, in start order: resources before the services
 /// that use them.
 pub fn children(config: &Config, registry: &Registry) -> Vec<ChildSpec> {
-    let mut children = vec![resources::postgres(config), resources::redis(config)];
+    let clients = Clients::of(registry);
+    let mut children = resources(config);
     if config.sim.in_daemon {
         let sim = config.sim.clone();
         children.push(ChildSpec::resource(SIM, move |ctx| {
@@ -129,40 +146,28 @@ pub fn children(config: &Config, registry: &Registry) -> Vec<ChildSpec> {
     // The distributor starts before the receiver, so a shutdown stops the
     // producer first and the consumer last.
     if config.distributor.enabled {
-        let args = ConsumerArgs {
-            config: config.distributor.clone(),
-            sink: StoreTrades,
-            instruments: config.receiver.instruments.clone(),
-            registry: registry.clone(),
-            redis: REDIS.into(),
-            pg: PG.into(),
-        };
+        let args = consumer(config, &config.distributor, StoreTrades, &clients);
         children.push(ChildSpec::worker(DISTRIBUTOR, move |ctx| {
             Distributor::spawn(args.clone(), ctx)
         }));
     }
     if config.analyzer.enabled {
-        let args = ConsumerArgs {
-            config: config.analyzer.clone(),
-            sink: FoldCandles::new(config.candles.minutes()),
-            instruments: config.receiver.instruments.clone(),
-            registry: registry.clone(),
-            redis: REDIS.into(),
-            pg: PG.into(),
-        };
+        let sink = FoldCandles::new(config.candles.minutes());
+        let args = consumer(config, &config.analyzer, sink, &clients);
         children.push(ChildSpec::worker(ANALYZER, move |ctx| {
             Analyzer::spawn(args.clone(), ctx)
         }));
     }
     if config.receiver.enabled {
-        let args = ReceiverArgs::new(config.receiver.clone(), registry.clone(), REDIS, PG);
+        let Clients { pg, redis } = clients.clone();
+        let args = ReceiverArgs::new(config.receiver.clone(), redis, pg);
         children.push(
             ChildSpec::worker(RECEIVER, move |ctx| Receiver::spawn(args.clone(), ctx)).producer(),
         );
     }
     if config.schedule.enabled {
         let schedule = &config.schedule;
-        let jobs: Vec<Job> = [
+        let jobs = [
             (
                 TaskRequest::Instruments,
                 schedule.instruments_every,
@@ -174,18 +179,20 @@ pub fn children(config: &Config, registry: &Registry) -> Vec<ChildSpec> {
                 schedule.gap_repair_every,
                 false,
             ),
-        ]
-        .into_iter()
-        .filter_map(|(request, every, at_boot)| {
-            let spec = task_spec(config, registry, &request).ok()?;
-            Some(Job {
-                name: spec.name,
-                every,
-                at_boot,
-                factory: spec.factory,
+        ];
+        let jobs = jobs
+            .into_iter()
+            .filter_map(|(request, every, at_boot)| {
+                let spec = task_spec(config, &clients, &request).ok()?;
+                let (name, factory) = (spec.name, spec.factory);
+                Some(Job {
+                    name,
+                    every,
+                    at_boot,
+                    factory,
+                })
             })
-        })
-        .collect();
+            .collect();
         let args = SchedulerArgs {
             jobs,
             registry: registry.clone(),
@@ -205,31 +212,61 @@ pub fn task(
     registry: &Registry,
     request: &TaskRequest,
 ) -> Result<Vec<ChildSpec>, String> {
-    let spec = task_spec(config, registry, request)?;
-    Ok(vec![
-        resources::postgres(config),
-        resources::redis(config),
-        spec,
-    ])
+    let spec = task_spec(config, &Clients::of(registry), request)?;
+    let mut children = resources(config);
+    children.push(spec);
+    Ok(children)
+}
+
+/// PgActor and RedisActor, in start order.
+fn resources(config: &Config) -> Vec<ChildSpec> {
+    let (pg, redis) = (config.postgres.clone(), config.redis.clone());
+    vec![
+        ChildSpec::resource(PG, move |ctx| Postgres::spawn(pg.clone(), ctx)),
+        ChildSpec::resource(REDIS, move |ctx| Redis::spawn(redis.clone(), ctx)),
+    ]
+}
+
+/// A stream consumer's arguments: the distributor's or the analyzer's.
+fn consumer<S>(
+    config: &Config,
+    consumer: &ConsumerConfig,
+    sink: S,
+    clients: &Clients,
+) -> ConsumerArgs<S> {
+    ConsumerArgs {
+        config: consumer.clone(),
+        sink,
+        instruments: config.receiver.instruments.clone(),
+        redis: clients.redis.clone(),
+        pg: clients.pg.clone(),
+    }
+}
+
+/// A run-once task doing `work`, registered as `name`.
+fn run_once<W: TaskWork>(name: &str, work: W) -> ChildSpec {
+    ChildSpec::task(name, move |ctx| RunOnce::spawn(work.clone(), ctx))
 }
 
 /// The task child itself.
 fn task_spec(
     config: &Config,
-    registry: &Registry,
+    clients: &Clients,
     request: &TaskRequest,
 ) -> Result<ChildSpec, String> {
+    let pg = clients.pg.clone();
+    let http_url = config.backfill.http_url.clone();
+    let ca_file = config.receiver.ca_file.clone();
     Ok(match request {
         TaskRequest::Backfill(BackfillRequest { gaps: true, .. }) => {
             let work = GapRepair {
-                registry: registry.clone(),
-                pg: PG.into(),
-                http_url: config.backfill.http_url.clone(),
-                ca_file: config.receiver.ca_file.clone(),
+                pg,
+                http_url,
+                ca_file,
                 instruments: config.receiver.instruments.clone(),
                 resolutions: config.candles.minutes(),
             };
-            ChildSpec::task(GAP_REPAIR, move |ctx| RunOnce::spawn(work.clone(), ctx))
+            run_once(GAP_REPAIR, work)
         }
         TaskRequest::Backfill(BackfillRequest {
             instrument: Some(instrument),
@@ -250,14 +287,11 @@ fn task_spec(
                 from: *from,
                 to: *to,
                 resolution,
-                registry: registry.clone(),
-                pg: PG.into(),
-                http_url: config.backfill.http_url.clone(),
-                ca_file: config.receiver.ca_file.clone(),
+                pg,
+                http_url,
+                ca_file,
             };
-            ChildSpec::task(CANDLE_BACKFILL, move |ctx| {
-                RunOnce::spawn(work.clone(), ctx)
-            })
+            run_once(CANDLE_BACKFILL, work)
         }
         TaskRequest::Backfill(_) => {
             return Err(
@@ -267,38 +301,22 @@ fn task_spec(
         TaskRequest::Instruments => {
             let work = InstrumentSync {
                 config: config.instruments.clone(),
-                registry: registry.clone(),
-                pg: PG.into(),
-                http_url: config.backfill.http_url.clone(),
-                ca_file: config.receiver.ca_file.clone(),
+                pg,
+                http_url,
+                ca_file,
             };
-            ChildSpec::task(INSTRUMENTS, move |ctx| RunOnce::spawn(work.clone(), ctx))
+            run_once(INSTRUMENTS, work)
         }
         TaskRequest::Janitor => {
             let work = Janitor {
                 config: config.janitor.clone(),
                 instruments: config.receiver.instruments.clone(),
-                registry: registry.clone(),
-                pg: PG.into(),
-                redis: REDIS.into(),
+                pg,
+                redis: clients.redis.clone(),
             };
-            ChildSpec::task(JANITOR, move |ctx| RunOnce::spawn(work.clone(), ctx))
+            run_once(JANITOR, work)
         }
     })
-}
-
-mod resources {
-    use super::*;
-
-    pub(super) fn postgres(config: &Config) -> ChildSpec {
-        let pg = config.postgres.clone();
-        ChildSpec::resource(PG, move |ctx| Postgres::spawn(pg.clone(), ctx))
-    }
-
-    pub(super) fn redis(config: &Config) -> ChildSpec {
-        let redis = config.redis.clone();
-        ChildSpec::resource(REDIS, move |ctx| Redis::spawn(redis.clone(), ctx))
-    }
 }
 
 #[cfg(test)]

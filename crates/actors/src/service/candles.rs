@@ -11,7 +11,6 @@ use super::task::{TaskError, TaskWork};
 use crate::resource::pg::PgClient;
 use crate::resource::RideOut;
 use keel_core::child::Incarnation;
-use keel_core::registry::Registry;
 use keel_deribit::http::HttpClient;
 use keel_deribit::model::{from_ms, to_ms, TradingViewChart};
 use keel_market::{Candle, Resolution};
@@ -30,10 +29,8 @@ pub struct CandleBackfill {
     pub to: SystemTime,
     /// Candle length.
     pub resolution: Resolution,
-    /// The tree's registry.
-    pub registry: Registry,
-    /// PgActor's name.
-    pub pg: String,
+    /// PgActor, reached by name in the tree's registry.
+    pub pg: PgClient,
     /// The exchange's HTTP base URL.
     pub http_url: String,
     /// A CA to trust for `https://` besides the public roots (`[receiver] ca_file`).
@@ -65,7 +62,7 @@ impl TaskWork for CandleBackfill {
             self.ca_file.as_deref(),
         )
         .map_err(|e| e.to_string())?;
-        let pg = PgClient::new(self.registry.clone(), &self.pg).riding_out(RideOut::new(&own));
+        let pg = self.pg.clone().riding_out(RideOut::new(&own));
         let now = to_ms(SystemTime::now());
         let closed_until = now - now % step;
         let (start, end) = (

@@ -30,7 +30,7 @@ use crate::service::streams;
 use keel_core::child::{spawn_with_probe, Incarnation, StartContext};
 use keel_core::logs::Repeats;
 use keel_core::recorded::Recordable;
-use keel_core::registry::{Probe, Registry};
+use keel_core::registry::Probe;
 use keel_market::Trade;
 
 /// The `[distributor]` and `[analyzer]` sections.
@@ -151,12 +151,10 @@ pub struct ConsumerArgs<S> {
     pub sink: S,
     /// Instruments whose streams it reads.
     pub instruments: Vec<String>,
-    /// The tree's registry.
-    pub registry: Registry,
-    /// RedisActor's name.
-    pub redis: String,
-    /// PgActor's name.
-    pub pg: String,
+    /// RedisActor, reached by name in the tree's registry.
+    pub redis: RedisClient,
+    /// PgActor, reached by name in the tree's registry.
+    pub pg: PgClient,
 }
 
 /// Messages a consumer handles.
@@ -245,9 +243,8 @@ impl<S: TradeSink> Actor for TradeConsumer<S> {
                 .iter()
                 .map(|i| streams::trade_stream(i))
                 .collect(),
-            redis: RedisClient::new(args.registry.clone(), &args.redis)
-                .riding_out(RideOut::new(&own)),
-            pg: PgClient::new(args.registry, &args.pg).riding_out(RideOut::new(&own)),
+            redis: args.redis.riding_out(RideOut::new(&own)),
+            pg: args.pg.riding_out(RideOut::new(&own)),
             config: args.config,
             consumer,
             probe,

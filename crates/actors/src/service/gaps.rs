@@ -14,7 +14,6 @@ use crate::resource::pg::PgClient;
 use crate::resource::RideOut;
 use keel_core::child::Incarnation;
 use keel_core::delay::BackoffConfig;
-use keel_core::registry::Registry;
 use keel_deribit::http::{HttpClient, HttpError};
 use keel_deribit::model::TradesPage;
 use keel_market::{Gap, Trade};
@@ -27,10 +26,8 @@ const RATE_LIMIT_ATTEMPTS: u32 = 8;
 /// Gap repair's settings; the task is `RunOnce<GapRepair>`.
 #[derive(Clone, Debug)]
 pub struct GapRepair {
-    /// The tree's registry.
-    pub registry: Registry,
-    /// PgActor's name.
-    pub pg: String,
+    /// PgActor, reached by name in the tree's registry.
+    pub pg: PgClient,
     /// The exchange's HTTP base URL.
     pub http_url: String,
     /// A CA to trust for `https://` besides the public roots (`[receiver] ca_file`).
@@ -72,7 +69,7 @@ enum RepairError {
 
 async fn repair(args: &GapRepair, own: &Incarnation) -> Result<u64, RepairError> {
     let probe = &own.probe;
-    let pg = PgClient::new(args.registry.clone(), &args.pg).riding_out(RideOut::new(own));
+    let pg = args.pg.clone().riding_out(RideOut::new(own));
     let exchange = HttpClient::new(
         &args.http_url,
         Duration::from_secs(30),

@@ -10,7 +10,6 @@ use super::task::{TaskError, TaskWork};
 use crate::resource::pg::PgClient;
 use crate::resource::RideOut;
 use keel_core::child::Incarnation;
-use keel_core::registry::Registry;
 use keel_deribit::http::HttpClient;
 use keel_deribit::model::InstrumentInfo;
 use keel_market::Instrument;
@@ -70,10 +69,8 @@ impl Default for InstrumentsConfig {
 pub struct InstrumentSync {
     /// What to sync.
     pub config: InstrumentsConfig,
-    /// The tree's registry.
-    pub registry: Registry,
-    /// PgActor's name.
-    pub pg: String,
+    /// PgActor, reached by name in the tree's registry.
+    pub pg: PgClient,
     /// The exchange's HTTP base URL.
     pub http_url: String,
     /// A CA to trust for `https://` besides the public roots (`[receiver] ca_file`).
@@ -89,7 +86,7 @@ impl TaskWork for InstrumentSync {
             self.ca_file.as_deref(),
         )
         .map_err(|e| e.to_string())?;
-        let pg = PgClient::new(self.registry.clone(), &self.pg).riding_out(RideOut::new(&own));
+        let pg = self.pg.clone().riding_out(RideOut::new(&own));
         let (mut upserted, mut deactivated) = (0, 0);
         for currency in &self.config.currencies {
             let listed: Vec<InstrumentInfo> = exchange

@@ -13,7 +13,6 @@ use crate::resource::pg::{PgClient, Retained};
 use crate::resource::redis::RedisClient;
 use crate::resource::RideOut;
 use keel_core::child::Incarnation;
-use keel_core::registry::Registry;
 
 /// The `[janitor]` section.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -78,12 +77,10 @@ pub struct Janitor {
     pub config: JanitorConfig,
     /// Instruments whose streams are trimmed.
     pub instruments: Vec<String>,
-    /// The tree's registry.
-    pub registry: Registry,
-    /// PgActor's name.
-    pub pg: String,
-    /// RedisActor's name.
-    pub redis: String,
+    /// PgActor, reached by name in the tree's registry.
+    pub pg: PgClient,
+    /// RedisActor, reached by name in the tree's registry.
+    pub redis: RedisClient,
 }
 
 /// Compares stream ids (`ms-seq`) numerically.
@@ -95,9 +92,8 @@ fn id_key(id: &str) -> (u64, u64) {
 impl TaskWork for Janitor {
     async fn run(self, own: Incarnation) -> Result<String, TaskError> {
         let probe = &own.probe;
-        let pg = PgClient::new(self.registry.clone(), &self.pg).riding_out(RideOut::new(&own));
-        let redis =
-            RedisClient::new(self.registry.clone(), &self.redis).riding_out(RideOut::new(&own));
+        let pg = self.pg.clone().riding_out(RideOut::new(&own));
+        let redis = self.redis.clone().riding_out(RideOut::new(&own));
         let now = SystemTime::now();
         let trades = pg
             .delete_older_than(Retained::Trades, now - self.config.trades_retention)

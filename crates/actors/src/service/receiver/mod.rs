@@ -30,7 +30,6 @@ use crate::resource::RideOut;
 use crate::service::streams;
 use keel_core::child::{spawn_with_probe, Incarnation, Outage, StartContext};
 use keel_core::recorded::Recordable;
-use keel_core::registry::Registry;
 use keel_core::tasks::{OwnedTask, TaskEnd};
 
 pub use connection::Ended;
@@ -44,12 +43,10 @@ use validate::Gate;
 pub struct ReceiverArgs {
     /// Its settings.
     pub config: ReceiverConfig,
-    /// The tree's registry (to reach the resource actors).
-    pub registry: Registry,
-    /// RedisActor's name.
-    pub redis: String,
-    /// PgActor's name.
-    pub pg: String,
+    /// RedisActor, reached by name in the tree's registry.
+    pub redis: RedisClient,
+    /// PgActor, reached by name in the tree's registry.
+    pub pg: PgClient,
     /// Sequence state that outlives an incarnation.
     continuity: Continuity,
     /// Trades not in Redis yet; outlives an incarnation, so a reconnect to the
@@ -63,12 +60,7 @@ pub struct ReceiverArgs {
 
 impl ReceiverArgs {
     /// Arguments for every incarnation of one receiver.
-    pub fn new(
-        config: ReceiverConfig,
-        registry: Registry,
-        redis: impl Into<String>,
-        pg: impl Into<String>,
-    ) -> Self {
+    pub fn new(config: ReceiverConfig, redis: RedisClient, pg: PgClient) -> Self {
         let outbox = Arc::new(Outbox::new(config.buffer_limit, config.buffer_limit_bytes));
         let gate = Arc::new(Gate::new(
             &config.instruments,
@@ -79,9 +71,8 @@ impl ReceiverArgs {
             gate,
             logs: Arc::default(),
             config,
-            registry,
-            redis: redis.into(),
-            pg: pg.into(),
+            redis,
+            pg,
             continuity: Continuity::default(),
             outbox,
         }
@@ -149,7 +140,7 @@ impl Actor for Receiver {
         let probe = own.probe.clone();
         let outbox = Arc::clone(&args.outbox);
         let counters = Arc::new(Counters::default());
-        let redis = RedisClient::new(args.registry.clone(), &args.redis);
+        let redis = args.redis.clone();
         // The publisher waits out a Redis outage until it is told to stop, which
         // happens only after the connection ended (see `post_stop`).
         let publisher_stop = CancellationToken::new();
@@ -158,7 +149,7 @@ impl Actor for Receiver {
             redis: redis
                 .clone()
                 .riding_out(RideOut::until(probe.clone(), publisher_stop.clone())),
-            pg: PgClient::new(args.registry.clone(), &args.pg),
+            pg: args.pg.clone(),
             batch_size: args.config.batch_size,
             linger: args.config.linger,
             shutdown: own.shutdown.clone(),
