@@ -1,5 +1,6 @@
 //! The admin routes.
 
+use keel_actors::resource::Status;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -110,18 +111,17 @@ async fn readyz(State(app): State<App>) -> Response {
     for actor in app.handle.tree().actors {
         match actor.kind {
             ActorKind::Resource => {
-                let status = actor
-                    .details
-                    .get("status")
-                    .and_then(Value::as_str)
-                    .unwrap_or("running");
+                // A resource without a status (the embedded simulator) is
+                // ready once it runs.
+                let status = actor.details.get("status").cloned();
+                let status = status.and_then(|s| serde_json::from_value::<Status>(s).ok());
                 if actor.state != ActorState::Running {
                     reasons.insert(actor.name, format!("{:?}", actor.state).to_lowercase());
-                } else if status != "ready" && status != "running" {
+                } else if status == Some(Status::Connecting) {
                     // The real cause (refused, authentication failed, ...).
                     let reason = match actor.details.get("cause").and_then(Value::as_str) {
-                        Some(cause) => format!("{status}: {cause}"),
-                        None => status.to_owned(),
+                        Some(cause) => format!("connecting: {cause}"),
+                        None => Status::Connecting.as_str().to_owned(),
                     };
                     reasons.insert(actor.name, reason);
                 }

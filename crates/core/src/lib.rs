@@ -9,7 +9,8 @@
 //!   actor spawns, owned by it;
 //! - [`delay`]: the one backoff policy for restarts and retries; [`bounds`]: valid
 //!   ranges of configuration values; [`logs`]: the limiter for repeated warnings;
-//!   [`secret`]: values that never print.
+//!   [`secret`]: values that never print; [`stats`]: the typed figures actors
+//!   report, shown in the registry and exported to Prometheus.
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod bounds;
@@ -21,5 +22,6 @@ pub mod recorded;
 pub mod registry;
 pub mod scheduler;
 pub mod secret;
+pub mod stats;
 pub mod supervisor;
 pub mod tasks;

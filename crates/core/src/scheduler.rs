@@ -22,6 +22,7 @@ use crate::child::{
 };
 use crate::recorded::Recordable;
 use crate::registry::{ActorKind, ActorState, Registry};
+use crate::stats::{Family, Samples, Stats};
 
 /// A failed run is tried again after this long (or its interval, if shorter).
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(30);
@@ -145,7 +146,7 @@ impl Slot {
 }
 
 /// Completed runs of one task, shown as its `runs` detail and in `/metrics`.
-#[derive(Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 struct RunStats {
     succeeded: u64,
     failed: u64,
@@ -162,6 +163,30 @@ impl RunStats {
         }
         self.total_seconds += took.as_secs_f64();
         self.last_seconds = Some(took.as_secs_f64());
+    }
+}
+
+const RUNS: Family = Family::counter("keel_task_runs_total", "Completed task runs by outcome.");
+const DURATION: Family = Family::summary("keel_task_run_duration_seconds", "Time task runs took.");
+const LAST: Family = Family::gauge(
+    "keel_task_last_run_duration_seconds",
+    "Time the last run of each task took.",
+);
+
+impl Stats for RunStats {
+    fn show(&self) -> Option<serde_json::Value> {
+        serde_json::to_value(self).ok()
+    }
+
+    fn export(&self, task: &str, out: &mut Samples) {
+        for (outcome, n) in [("succeeded", self.succeeded), ("failed", self.failed)] {
+            out.add(&RUNS, &[("task", task), ("outcome", outcome)], n as f64);
+        }
+        out.add_to(&DURATION, "_sum", &[("task", task)], self.total_seconds);
+        let count = (self.succeeded + self.failed) as f64;
+        out.add_to(&DURATION, "_count", &[("task", task)], count);
+        let last = self.last_seconds.unwrap_or(0.0);
+        out.add(&LAST, &[("task", task)], last);
     }
 }
 
@@ -314,9 +339,7 @@ impl Actor for Scheduler {
         let slot = &mut state.slots[n];
         let took = slot.child.ended().unwrap_or_default();
         slot.runs.finished(took, exit.is_failure());
-        if let Ok(runs) = serde_json::to_value(&slot.runs) {
-            slot.child.probe().set_detail("runs", runs);
-        }
+        slot.child.probe().set_stats("runs", slot.runs.clone());
         match exit {
             Exit::Normal => slot.child.probe().set_state(ActorState::Stopped),
             Exit::Failed { reason, .. } => {

@@ -3,22 +3,23 @@
 use keel_core::mailbox::Tell;
 use std::future::Future;
 use std::marker::PhantomData;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use keel_core::child::{spawn_with_probe, Incarnation, StartContext, Unrecoverable};
 use keel_core::delay::BackoffConfig;
 use keel_core::recorded::Recordable;
+use keel_core::stats::{Family, Samples, Stats};
 use keel_core::tasks::{OwnedTask, TaskEnd, Tasks};
 
 use super::{Availability, Call, CallStats};
 
 /// Whether a resource can reach its server.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     /// Not connected yet, or lost the server; calls are retried or fail fast.
@@ -153,6 +154,101 @@ impl<C: Recordable> Recordable for ResourceMsg<C> {
     }
 }
 
+/// A pool family and how to read it from the figures.
+type PoolMetric = (Family, fn(&PoolFigures) -> f64);
+
+const POOL: [PoolMetric; 6] = [
+    (
+        Family::gauge("keel_pool_connections", "Connections the pool holds."),
+        |p| f64::from(p.pool.connections),
+    ),
+    (
+        Family::gauge(
+            "keel_pool_idle_connections",
+            "Idle connections in the pool.",
+        ),
+        |p| f64::from(p.pool.idle),
+    ),
+    (
+        Family::gauge("keel_pool_max_connections", "The pool's maximum size."),
+        |p| f64::from(p.pool.max_size),
+    ),
+    (
+        Family::gauge(
+            "keel_pool_waiting_callers",
+            "Callers waiting for a connection now.",
+        ),
+        |p| p.waiting as f64,
+    ),
+    (
+        Family::counter(
+            "keel_pool_checkout_waits_total",
+            "Checkouts that had to wait.",
+        ),
+        |p| p.pool.waited as f64,
+    ),
+    (
+        Family::counter(
+            "keel_pool_checkout_timeouts_total",
+            "Checkouts that timed out.",
+        ),
+        |p| p.pool.timed_out as f64,
+    ),
+];
+
+/// The `pool` detail.
+#[derive(Serialize)]
+struct PoolFigures {
+    #[serde(flatten)]
+    pool: PoolStats,
+    waiting: u64,
+}
+
+/// A resource's pool figures, read when the registry is; gone with the pool.
+struct PoolView<R: Resource>(Weak<R::Shared>);
+
+impl<R: Resource> PoolView<R> {
+    fn figures(&self) -> Option<PoolFigures> {
+        let shared = self.0.upgrade()?;
+        let waiting = R::call_stats(&shared).waiting_callers();
+        Some(PoolFigures {
+            pool: R::pool_stats(&shared),
+            waiting,
+        })
+    }
+}
+
+impl<R: Resource> Stats for PoolView<R> {
+    fn show(&self) -> Option<serde_json::Value> {
+        serde_json::to_value(self.figures()?).ok()
+    }
+
+    fn export(&self, actor: &str, out: &mut Samples) {
+        let Some(figures) = self.figures() else {
+            return;
+        };
+        for (family, value) in &POOL {
+            out.add(family, &[("actor", actor)], value(&figures));
+        }
+    }
+}
+
+/// A resource's call latency and errors by operation (the `calls` detail).
+struct CallsView<R: Resource>(Weak<R::Shared>);
+
+impl<R: Resource> Stats for CallsView<R> {
+    fn show(&self) -> Option<serde_json::Value> {
+        let shared = self.0.upgrade()?;
+        Some(R::call_stats(&shared).ops_json())
+    }
+
+    fn export(&self, actor: &str, out: &mut Samples) {
+        if let Some(shared) = self.0.upgrade() {
+            R::call_stats(&shared).export(actor, out);
+        }
+    }
+}
+
 /// A resource actor: PostgreSQL is `ResourceActor<Postgres>`, Redis is
 /// `ResourceActor<Redis>`.
 #[derive(Debug)]
@@ -206,18 +302,8 @@ impl<R: Resource> Actor for ResourceActor<R> {
         let probe = own.probe;
         let availability = Availability::new(probe.clone());
         let shared = Arc::new(resource.open(availability.clone(), own.stop.clone())?);
-        let weak = Arc::downgrade(&shared);
-        probe.set_live_detail("pool", move || {
-            let shared = weak.upgrade()?;
-            let mut pool = serde_json::to_value(R::pool_stats(&shared)).ok()?;
-            pool["waiting"] = R::call_stats(&shared).waiting_callers().into();
-            Some(pool)
-        });
-        let weak = Arc::downgrade(&shared);
-        probe.set_live_detail("calls", move || {
-            let shared = weak.upgrade()?;
-            Some(R::call_stats(&shared).ops_json())
-        });
+        probe.set_stats("pool", PoolView::<R>(Arc::downgrade(&shared)));
+        probe.set_stats("calls", CallsView::<R>(Arc::downgrade(&shared)));
         Ok(ResourceState {
             shared,
             availability,

@@ -1,5 +1,5 @@
 //! Per-operation call latency and error counts of one resource, read by the
-//! registry when an operator looks (see `Probe::set_live_detail`).
+//! registry when an operator looks (see `Probe::set_stats`).
 //!
 //! Each call costs one short lock and a few additions; nothing is formatted until
 //! the registry is read. Operation names and error classes are `&'static str`
@@ -11,6 +11,17 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use serde_json::{json, Value};
+
+use keel_core::stats::{Family, Samples};
+
+const LATENCY: Family = Family::histogram(
+    "keel_resource_call_duration_seconds",
+    "Time to serve one call, retries included, by operation.",
+);
+const ERRORS: Family = Family::counter(
+    "keel_resource_call_errors_total",
+    "Calls that failed, by operation and error class.",
+);
 
 /// Upper bounds (seconds) of the latency histogram's buckets; `+Inf` is implied.
 pub const LATENCY_BUCKETS: [f64; 14] = [
@@ -71,6 +82,31 @@ impl CallStats {
     /// Callers waiting for a pooled connection right now.
     pub fn waiting_callers(&self) -> u64 {
         u64::try_from(self.waiting.load(Ordering::Relaxed)).unwrap_or(0)
+    }
+
+    /// The latency histogram and error counts, by operation.
+    pub fn export(&self, actor: &str, out: &mut Samples) {
+        let ops = self.ops.lock();
+        for (op, s) in ops.iter() {
+            let mut cumulative = 0;
+            for (bound, n) in LATENCY_BUCKETS.iter().zip(s.buckets) {
+                cumulative += n;
+                let le = bound.to_string();
+                let labels = [("actor", actor), ("op", op), ("le", le.as_str())];
+                out.add_to(&LATENCY, "_bucket", &labels, cumulative as f64);
+            }
+            let labels = [("actor", actor), ("op", op), ("le", "+Inf")];
+            out.add_to(&LATENCY, "_bucket", &labels, s.count as f64);
+            let labels = [("actor", actor), ("op", op)];
+            out.add_to(&LATENCY, "_sum", &labels, s.sum_seconds);
+            out.add_to(&LATENCY, "_count", &labels, s.count as f64);
+        }
+        for (op, s) in ops.iter() {
+            for (class, n) in &s.errors {
+                let labels = [("actor", actor), ("op", op), ("class", class)];
+                out.add(&ERRORS, &labels, *n as f64);
+            }
+        }
     }
 
     /// The calls as JSON: `{op: {"buckets": [cumulative counts per bound],

@@ -12,6 +12,7 @@ use super::ring::{MessageRecord, Ring};
 use super::snapshot::ActorSnapshot;
 use super::state::{ActorKind, ActorState, Failure};
 use crate::mailbox::{self, Depth};
+use crate::stats::{Computed, Handle, Stats};
 
 /// Registration order across all registries; only relative order matters.
 static NEXT_ORDER: AtomicU64 = AtomicU64::new(0);
@@ -47,17 +48,13 @@ pub(super) struct Entry {
 }
 
 #[derive(Default)]
-struct LiveDetails(BTreeMap<String, LiveDetail>);
+struct LiveDetails(BTreeMap<String, Arc<dyn Stats>>);
 
 impl std::fmt::Debug for LiveDetails {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_set().entries(self.0.keys()).finish()
     }
 }
-
-/// A detail computed when the registry is read (pool figures, call histograms),
-/// so the hot path only bumps its own counters. `None` once its source is gone.
-pub type LiveDetail = Arc<dyn Fn() -> Option<serde_json::Value> + Send + Sync>;
 
 impl Entry {
     pub(super) fn new(
@@ -107,17 +104,18 @@ impl Entry {
 
     pub(super) fn snapshot(&self) -> ActorSnapshot {
         // Read outside the status lock: a live detail may take locks of its own.
-        let live: Vec<(String, LiveDetail)> = self
+        let stats: Vec<(String, Arc<dyn Stats>)> = self
             .live
             .lock()
             .0
             .iter()
-            .map(|(k, f)| (k.clone(), Arc::clone(f)))
+            .map(|(k, s)| (k.clone(), Arc::clone(s)))
             .collect();
-        let live: Vec<(String, serde_json::Value)> = live
-            .into_iter()
-            .filter_map(|(k, f)| Some((k, f()?)))
+        let live: Vec<(String, serde_json::Value)> = stats
+            .iter()
+            .filter_map(|(k, s)| Some((k.clone(), s.show()?)))
             .collect();
+        let stats = stats.into_iter().map(|(_, s)| Handle(s)).collect();
         let status = self.status.lock();
         let mut details = status.details.clone();
         details.extend(live);
@@ -134,6 +132,7 @@ impl Entry {
             messages_handled: self.messages_handled.load(Ordering::Relaxed),
             mailbox_depth: u64::try_from(self.depth.load(Ordering::Relaxed)).unwrap_or(0),
             details,
+            stats,
         }
     }
 }
@@ -256,11 +255,17 @@ impl Probe {
         key: &str,
         read: impl Fn() -> Option<serde_json::Value> + Send + Sync + 'static,
     ) {
+        self.set_stats(key, Computed(read));
+    }
+
+    /// Registers typed stats under `key`: shown as that detail, and exported to
+    /// `/metrics`. Like a live detail, they should hold their source weakly.
+    pub fn set_stats(&self, key: &str, stats: impl Stats) {
         self.entry
             .live
             .lock()
             .0
-            .insert(key.to_owned(), Arc::new(read));
+            .insert(key.to_owned(), Arc::new(stats));
     }
 
     /// Sets (or clears) the live incarnation, so others can reach it by name.

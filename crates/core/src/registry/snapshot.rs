@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 use super::state::{ActorKind, ActorState, Failure};
+use crate::stats::{Handle, Samples};
 
 /// Every actor of a tree at one moment.
 #[derive(Clone, Debug, Serialize)]
@@ -59,4 +60,16 @@ pub struct ActorSnapshot {
     pub mailbox_depth: u64,
     /// Actor-specific status (pool state, breaker, lag, ...).
     pub details: BTreeMap<String, serde_json::Value>,
+    /// The typed stats behind its live details, for `/metrics`.
+    #[serde(skip)]
+    pub stats: Vec<Handle>,
+}
+
+impl ActorSnapshot {
+    /// Adds every sample its stats export to `out`.
+    pub fn export(&self, out: &mut Samples) {
+        for Handle(stats) in &self.stats {
+            stats.export(&self.name, out);
+        }
+    }
 }

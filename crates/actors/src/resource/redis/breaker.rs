@@ -7,11 +7,14 @@
 //! success closes the circuit, failure re-opens it for a longer interval.
 
 use std::collections::VecDeque;
+use std::sync::Weak;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use keel_core::delay::{Backoff, BackoffConfig};
+use keel_core::stats::{Family, Samples, Stats};
+use parking_lot::Mutex;
 
 /// When the circuit opens and for how long.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -101,6 +104,17 @@ pub enum BreakerState {
     HalfOpen,
 }
 
+impl BreakerState {
+    /// The spelling in the registry and in metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BreakerState::Closed => "closed",
+            BreakerState::Open => "open",
+            BreakerState::HalfOpen => "half_open",
+        }
+    }
+}
+
 /// Refused without touching the network.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Rejected {
@@ -141,6 +155,49 @@ pub struct BreakerSnapshot {
     pub opened: u64,
     /// Calls refused while open.
     pub rejected: u64,
+}
+
+const BREAKER_STATE: Family = Family::gauge(
+    "keel_redis_breaker_state",
+    "1 for the circuit breaker's current state.",
+);
+const TRANSITIONS: Family = Family::counter(
+    "keel_redis_breaker_transitions_total",
+    "Circuit breaker state changes.",
+);
+const REJECTED: Family = Family::counter(
+    "keel_redis_breaker_rejected_calls_total",
+    "Calls refused while the circuit was open.",
+);
+
+/// The `breaker` detail, read when the registry is.
+pub(super) struct BreakerView(pub(super) Weak<Mutex<Breaker>>);
+
+impl Stats for BreakerView {
+    fn show(&self) -> Option<serde_json::Value> {
+        serde_json::to_value(self.0.upgrade()?.lock().snapshot()).ok()
+    }
+
+    fn export(&self, actor: &str, out: &mut Samples) {
+        let Some(breaker) = self.0.upgrade() else {
+            return;
+        };
+        let b = breaker.lock().snapshot();
+        for state in [
+            BreakerState::Closed,
+            BreakerState::Open,
+            BreakerState::HalfOpen,
+        ] {
+            let current = f64::from(u8::from(b.state == state));
+            out.add(
+                &BREAKER_STATE,
+                &[("actor", actor), ("state", state.as_str())],
+                current,
+            );
+        }
+        out.add(&TRANSITIONS, &[("actor", actor)], b.transitions as f64);
+        out.add(&REJECTED, &[("actor", actor)], b.rejected as f64);
+    }
 }
 
 /// The breaker itself.

@@ -31,7 +31,7 @@ use keel_core::child::StartContext;
 use keel_core::delay::BackoffConfig;
 
 use super::{Availability, CallStats, Client, ConnectError, PoolStats, Resource, ResourceActor};
-use breaker::{Outcome, Permit};
+use breaker::{BreakerView, Outcome};
 
 /// Everything a RedisActor call needs.
 #[derive(Clone, Debug)]
@@ -82,7 +82,6 @@ impl RedisShared {
         let permit = match admitted {
             Ok(permit) => permit,
             Err(rejected) => {
-                self.publish_breaker();
                 return Err(RedisError::CircuitOpen {
                     op,
                     retry_after: rejected.retry_after,
@@ -115,17 +114,12 @@ impl RedisShared {
             }
         };
         self.breaker.lock().record(Instant::now(), permit, outcome);
-        if permit == Permit::Probe || outcome == Outcome::Failed {
-            self.publish_breaker();
-        }
         result
     }
 
     fn publish_breaker(&self) {
-        let snapshot = self.breaker.lock().snapshot();
-        if let Ok(value) = serde_json::to_value(&snapshot) {
-            self.availability.probe().set_detail("breaker", value);
-        }
+        let view = BreakerView(Arc::downgrade(&self.breaker));
+        self.availability.probe().set_stats("breaker", view);
     }
 }
 

@@ -12,6 +12,7 @@ mod connection;
 mod continuity;
 mod outbox;
 mod publisher;
+mod stats;
 mod validate;
 
 pub use config::ReceiverConfig;
@@ -36,6 +37,7 @@ pub use connection::Ended;
 use connection::{Connection, Counters, Logs};
 use outbox::Outbox;
 use publisher::Publisher;
+use stats::{ReceiverStats, RejectedStats};
 use validate::Gate;
 
 /// What a receiver is started with.
@@ -154,15 +156,10 @@ impl Actor for Receiver {
             linger: args.config.linger,
             shutdown: own.shutdown.clone(),
         };
-        let (weak_counters, weak_outbox) = (Arc::downgrade(&counters), Arc::downgrade(&outbox));
-        let gate = Arc::downgrade(&args.gate);
-        probe.set_live_detail("rejected", move || Some(gate.upgrade()?.counts()));
+        probe.set_stats("rejected", RejectedStats(Arc::downgrade(&args.gate)));
         let gate = Arc::downgrade(&args.gate);
         probe.set_live_detail("rejected_sample", move || Some(gate.upgrade()?.sample()));
-        probe.set_live_detail("receiver", move || {
-            let (counters, outbox) = (weak_counters.upgrade()?, weak_outbox.upgrade()?);
-            Some(publisher::show(&counters, &outbox))
-        });
+        probe.set_stats("receiver", ReceiverStats::new(&counters, &outbox));
         let publisher = OwnedTask::spawn(&myself, publisher.run(publisher_stop.clone()), |end| {
             Some(ReceiverMsg::TaskFailed(end.unexpected("publisher")))
         });

@@ -1,13 +1,12 @@
 //! Drains the outbox into Redis in pipelined batches (on size or after a short
 //! linger) and records gaps in PostgreSQL. Only it waits on downstream work.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::connection::{Counters, PUBLISH_RETRY};
+use super::connection::PUBLISH_RETRY;
 use super::outbox::{Outbox, Pending};
 use crate::resource::pg::PgClient;
 use crate::resource::redis::{Fields, RedisClient};
@@ -123,21 +122,4 @@ impl Publisher {
         }
         ok
     }
-}
-
-/// The receiver's counters as the registry shows them, read when it is read.
-pub(super) fn show(counters: &Counters, outbox: &Outbox) -> serde_json::Value {
-    let c = counters;
-    serde_json::json!({
-        "frames": c.frames.load(Ordering::Relaxed),
-        "trades": c.trades.load(Ordering::Relaxed),
-        "malformed_frames": c.malformed.load(Ordering::Relaxed),
-        "gaps_detected": c.gaps.load(Ordering::Relaxed),
-        "book_resyncs": c.book_resyncs.load(Ordering::Relaxed),
-        "last_data_ms": c.last_data_ms.load(Ordering::Relaxed),
-        "binary_frames": c.binary.load(Ordering::Relaxed),
-        "unknown_channels": c.unknown_channels.load(Ordering::Relaxed),
-        "buffered": outbox.len(),
-        "dropped": outbox.dropped(),
-    })
 }

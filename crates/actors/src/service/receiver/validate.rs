@@ -230,12 +230,14 @@ impl Gate {
     pub(super) fn counts(&self) -> serde_json::Value {
         let mut out = serde_json::Map::new();
         for reason in Rejection::ALL {
-            out.insert(
-                reason.as_str().into(),
-                self.counts[reason.index()].load(Ordering::Relaxed).into(),
-            );
+            out.insert(reason.as_str().into(), self.count(reason).into());
         }
         out.into()
+    }
+
+    /// Trades rejected for `reason` so far.
+    pub(super) fn count(&self, reason: Rejection) -> u64 {
+        self.counts[reason.index()].load(Ordering::Relaxed)
     }
 
     /// The most recent rejections.

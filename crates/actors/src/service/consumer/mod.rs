@@ -15,6 +15,10 @@
 //! Redis lost (a restart without persistence) is created again. Only its own
 //! failures (a sink that rejects data, a bug) fail the actor.
 
+mod stats;
+
+use stats::{Counts, Progress, ProgressStats, StreamFigures};
+
 use keel_core::mailbox::Tell;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -30,7 +34,6 @@ use crate::service::streams;
 use keel_core::child::{spawn_with_probe, Incarnation, StartContext};
 use keel_core::logs::Repeats;
 use keel_core::recorded::Recordable;
-use keel_core::registry::Probe;
 use keel_market::Trade;
 
 /// The `[distributor]` and `[analyzer]` sections.
@@ -193,7 +196,6 @@ pub struct ConsumerState<S> {
     streams: Vec<String>,
     redis: RedisClient,
     pg: PgClient,
-    probe: Probe,
     stop: tokio_util::sync::CancellationToken,
     /// Consecutive polls that found a group missing right after creating it.
     missing_groups: u32,
@@ -206,9 +208,8 @@ pub struct ConsumerState<S> {
     claim_cursor: BTreeMap<String, String>,
     /// Dead-letter warnings, bounded: a stream full of bad entries must not flood the log.
     dead_log: Repeats,
-    stored: u64,
-    duplicates: u64,
-    dead_lettered: u64,
+    counts: Arc<Counts>,
+    progress: Arc<ProgressStats>,
 }
 
 impl<S: TradeSink> TradeConsumer<S> {
@@ -235,6 +236,9 @@ impl<S: TradeSink> Actor for TradeConsumer<S> {
         }
         probe.set_detail("consumer", consumer.clone());
         probe.set_detail("group", args.config.group.clone());
+        let (counts, progress) = (Arc::<Counts>::default(), Arc::<ProgressStats>::default());
+        probe.set_stats(S::NAME, Arc::clone(&counts));
+        probe.set_stats("group_progress", Arc::clone(&progress));
         myself.tell(ConsumerMsg::Poll)?;
         Ok(ConsumerState {
             sink: args.sink,
@@ -247,7 +251,6 @@ impl<S: TradeSink> Actor for TradeConsumer<S> {
             pg: args.pg.riding_out(RideOut::new(&own)),
             config: args.config,
             consumer,
-            probe,
             stop: own.stop,
             missing_groups: 0,
             own_pending_done: false,
@@ -256,9 +259,8 @@ impl<S: TradeSink> Actor for TradeConsumer<S> {
             last_progress: None,
             claim_cursor: BTreeMap::new(),
             dead_log: Repeats::default(),
-            stored: 0,
-            duplicates: 0,
-            dead_lettered: 0,
+            counts,
+            progress,
         })
     }
 
@@ -373,8 +375,9 @@ impl<S: TradeSink> ConsumerState<S> {
         if !trades.is_empty() {
             let count = trades.len() as u64;
             let (new, rejected) = self.store_isolating(trades).await?;
-            self.stored += new;
-            self.duplicates += count.saturating_sub(new + rejected.len() as u64);
+            Counts::add(&self.counts.stored, new);
+            let duplicates = count.saturating_sub(new + rejected.len() as u64);
+            Counts::add(&self.counts.duplicates, duplicates);
             dead.extend(rejected);
         }
         if !dead.is_empty() {
@@ -396,21 +399,13 @@ impl<S: TradeSink> ConsumerState<S> {
             self.redis
                 .xadd_bulk(streams::DEAD_LETTER_STREAM, fields)
                 .await?;
-            self.dead_lettered += dead.len() as u64;
+            Counts::add(&self.counts.dead_lettered, dead.len() as u64);
         }
         // Acknowledged only now: what is not committed (or dead-lettered) is
         // delivered again.
         for (stream, ids) in acks {
             self.redis.ack(stream, &self.config.group, ids).await?;
         }
-        self.probe.set_detail(
-            S::NAME,
-            serde_json::json!({
-                "stored": self.stored,
-                "duplicates": self.duplicates,
-                "dead_lettered": self.dead_lettered,
-            }),
-        );
         Ok(())
     }
 
@@ -447,7 +442,7 @@ impl<S: TradeSink> ConsumerState<S> {
     /// not acknowledged), per stream and in total, for the registry. Best effort:
     /// a Redis that cannot answer fails the next read, which is where it counts.
     async fn publish_progress(&self) {
-        let mut streams = serde_json::Map::new();
+        let mut streams = BTreeMap::new();
         let (mut lag, mut pending, mut lag_known) = (0u64, 0u64, true);
         let redis = self.redis.plain();
         for stream in &self.streams {
@@ -466,22 +461,22 @@ impl<S: TradeSink> ConsumerState<S> {
                 Some(n) => lag += n,
                 None => lag_known = false,
             }
-            streams.insert(
-                stream.clone(),
-                serde_json::json!({
-                    "lag": mine.lag,
-                    "pending": mine.pending,
-                    "oldest_pending": mine.oldest_pending,
-                    "last_delivered": mine.last_delivered,
-                }),
-            );
+            let figures = StreamFigures {
+                lag: mine.lag,
+                pending: mine.pending,
+                oldest_pending: mine.oldest_pending,
+                last_delivered: mine.last_delivered,
+            };
+            streams.insert(stream.clone(), figures);
         }
         // Redis cannot tell the lag of a stream trimmed past undelivered entries.
         let lag = lag_known.then_some(lag);
-        self.probe.set_detail(
-            "group_progress",
-            serde_json::json!({ "lag": lag, "pending": pending, "streams": streams }),
-        );
+        let progress = Progress {
+            lag,
+            pending,
+            streams,
+        };
+        *self.progress.0.lock() = Some(progress);
     }
 
     async fn next_batch(&mut self) -> Result<Vec<Delivery>, ActorProcessingErr> {
