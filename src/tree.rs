@@ -13,7 +13,7 @@ use keel_actors::service::receiver::{Receiver, ReceiverArgs};
 use keel_actors::service::task::{RunOnce, TaskWork};
 use keel_core::scheduler::{Job, Scheduler, SchedulerArgs};
 use keel_deribit::sim::SimActor;
-use keel_market::Resolution;
+use keel_market::{NotAResolution, Resolution};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use keel_core::registry::Registry;
@@ -112,7 +112,7 @@ fn parse_time(text: &str) -> Result<SystemTime, String> {
     humantime::parse_rfc3339_weak(text).map_err(|e| format!("`{text}` is not a time: {e}"))
 }
 
-fn parse_resolution(text: &str) -> Result<Resolution, String> {
+fn parse_resolution(text: &str) -> Result<Resolution, NotAResolution> {
     Resolution::try_from(text.to_owned())
 }
 
@@ -205,13 +205,24 @@ pub fn children(config: &Config, registry: &Registry) -> Vec<ChildSpec> {
     children
 }
 
-/// The resources plus the one task `request` asks for, for `keel task`; an
-/// error says what is wrong with the request's values.
+/// What is wrong with a task request's values (the command line checked their
+/// form).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// A range that ends before it starts.
+    #[error("--from must not be after --to")]
+    Backwards,
+    /// `backfill` without `--gaps` or a complete range.
+    #[error("backfill needs --gaps, or --instrument X --from T --to T [--resolution R]")]
+    Incomplete,
+}
+
+/// The resources plus the one task `request` asks for, for `keel task`.
 pub fn task(
     config: &Config,
     registry: &Registry,
     request: &TaskRequest,
-) -> Result<Vec<ChildSpec>, String> {
+) -> Result<Vec<ChildSpec>, RequestError> {
     let spec = task_spec(config, &Clients::of(registry), request)?;
     let mut children = resources(config);
     children.push(spec);
@@ -253,7 +264,7 @@ fn task_spec(
     config: &Config,
     clients: &Clients,
     request: &TaskRequest,
-) -> Result<ChildSpec, String> {
+) -> Result<ChildSpec, RequestError> {
     let pg = clients.pg.clone();
     let http_url = config.backfill.http_url.clone();
     let ca_file = config.receiver.ca_file.clone();
@@ -276,12 +287,9 @@ fn task_spec(
             ..
         }) => {
             if from > to {
-                return Err("--from must not be after --to".into());
+                return Err(RequestError::Backwards);
             }
-            let resolution = match resolution {
-                Some(r) => *r,
-                None => Resolution::minutes(1).ok_or("no 1-minute resolution")?,
-            };
+            let resolution = resolution.unwrap_or(Resolution::ONE_MINUTE);
             let work = CandleBackfill {
                 instrument: instrument.clone(),
                 from: *from,
@@ -293,11 +301,7 @@ fn task_spec(
             };
             run_once(CANDLE_BACKFILL, work)
         }
-        TaskRequest::Backfill(_) => {
-            return Err(
-                "backfill needs --gaps, or --instrument X --from T --to T [--resolution R]".into(),
-            )
-        }
+        TaskRequest::Backfill(_) => return Err(RequestError::Incomplete),
         TaskRequest::Instruments => {
             let work = InstrumentSync {
                 config: config.instruments.clone(),
@@ -358,6 +362,7 @@ mod tests {
         let backwards =
             TaskRequest::parse(&["backfill", "--instrument", "X", "--from", "5", "--to", "1"])
                 .unwrap();
-        assert!(task(&config, &registry, &backwards).is_err());
+        let refused = task(&config, &registry, &backwards).map(|_| ());
+        assert_eq!(refused, Err(RequestError::Backwards));
     }
 }

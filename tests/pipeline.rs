@@ -48,7 +48,7 @@ fn config(db: &TestDb, redis: &PrivateRedis, prefix: &TestPrefix, sim: &SimHandl
         receiver: ReceiverConfig {
             url: sim.ws_url(),
             instruments: INSTRUMENTS.iter().map(|s| s.to_string()).collect(),
-            interval: "raw".into(),
+            interval: keel_deribit::Interval::Raw,
             client_id: Some("keel".into()),
             client_secret: Some(Secret::new("secret")),
             heartbeat: Duration::from_secs(1),

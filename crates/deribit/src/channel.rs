@@ -3,8 +3,12 @@
 use std::fmt;
 use std::str::FromStr;
 
-/// How often a channel's updates are sent.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// How often a channel's updates are sent; written as on the wire (`raw`,
+/// `100ms`, `agg2`) in configuration too.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(try_from = "String", into = "String")]
 pub enum Interval {
     /// Every change as it happens (authenticated connections only).
     Raw,
@@ -31,6 +35,31 @@ impl Interval {
             "agg2" => Some(Interval::Agg2),
             _ => None,
         }
+    }
+}
+
+/// Text that is not an interval.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not an interval: raw, 100ms or agg2")]
+pub struct NotAnInterval(pub String);
+
+impl TryFrom<String> for Interval {
+    type Error = NotAnInterval;
+
+    fn try_from(text: String) -> Result<Self, NotAnInterval> {
+        Interval::parse(&text).ok_or(NotAnInterval(text))
+    }
+}
+
+impl From<Interval> for String {
+    fn from(interval: Interval) -> String {
+        interval.as_str().to_owned()
+    }
+}
+
+impl fmt::Display for Interval {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -13,6 +13,9 @@ pub struct Resolution {
 }
 
 impl Resolution {
+    /// One-minute candles.
+    pub const ONE_MINUTE: Self = Self { minutes: 1 };
+
     /// A resolution of `minutes` minutes (at least one).
     pub fn minutes(minutes: u32) -> Option<Self> {
         (minutes > 0).then_some(Self { minutes })
@@ -39,27 +42,30 @@ impl fmt::Display for Resolution {
     }
 }
 
+/// Text that is not a candle resolution.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a resolution such as 1m, 5m, 1h or 1d")]
+pub struct NotAResolution(pub String);
+
 impl TryFrom<String> for Resolution {
-    type Error = String;
+    type Error = NotAResolution;
 
     /// Accepts `1m`, `5m`, `1h`, `1d` (and plain minutes, `15`).
-    fn try_from(text: String) -> Result<Self, String> {
+    fn try_from(text: String) -> Result<Self, NotAResolution> {
         let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
             Some(at) => text.split_at(at),
             None => (text.as_str(), "m"),
         };
-        let n: u32 = number
-            .parse()
-            .map_err(|_| format!("`{text}` is not a resolution such as 1m, 5m, 1h or 1d"))?;
+        let Ok(n) = number.parse::<u32>() else {
+            return Err(NotAResolution(text));
+        };
         let minutes = match unit {
             "m" => Some(n),
             "h" => n.checked_mul(60),
             "d" => n.checked_mul(1440),
             _ => None,
         };
-        minutes
-            .and_then(Self::minutes)
-            .ok_or_else(|| format!("`{text}` is not a resolution such as 1m, 5m, 1h or 1d"))
+        minutes.and_then(Self::minutes).ok_or(NotAResolution(text))
     }
 }
 

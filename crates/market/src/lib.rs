@@ -8,7 +8,7 @@ mod trade;
 pub mod gap;
 pub use gap::Gap;
 
-pub use candle::{Candle, Resolution};
+pub use candle::{Candle, NotAResolution, Resolution};
 pub use instrument::Instrument;
 pub use trade::{Direction, Trade};
 

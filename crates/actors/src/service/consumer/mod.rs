@@ -362,7 +362,7 @@ impl<S: TradeSink> ConsumerState<S> {
             let verdict = if *deliveries > self.config.max_deliveries {
                 Err(format!("delivered {deliveries} times"))
             } else {
-                streams::decode(entry)
+                streams::decode(entry).map_err(|e| e.to_string())
             };
             match verdict {
                 Ok(trade) => trades.push((i, trade)),

@@ -1,5 +1,6 @@
 //! The `[receiver]` section.
 
+use keel_deribit::Interval;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -21,7 +22,7 @@ pub struct ReceiverConfig {
     pub instruments: Vec<String>,
     /// `raw` (needs credentials), `100ms` or `agg2`.
     #[serde(default = "default_interval")]
-    pub interval: String,
+    pub interval: Interval,
     /// A PEM CA trusted for `wss://` (and the backfill's `https://`) besides
     /// the public roots: a `keel sim` serving its own certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -78,8 +79,8 @@ fn default_url() -> String {
 fn default_instruments() -> Vec<String> {
     vec!["BTC-PERPETUAL".into(), "ETH-PERPETUAL".into()]
 }
-fn default_interval() -> String {
-    "100ms".into()
+fn default_interval() -> Interval {
+    Interval::Ms100
 }
 fn default_heartbeat() -> Duration {
     Duration::from_secs(10)
@@ -170,10 +171,7 @@ impl ReceiverConfig {
                 )
                 .finish(),
         );
-        if !matches!(self.interval.as_str(), "raw" | "100ms" | "agg2") {
-            p.push(("interval".into(), "raw, 100ms or agg2".into()));
-        }
-        if self.interval == "raw" && self.client_id.is_none() {
+        if self.interval == Interval::Raw && self.client_id.is_none() {
             p.push((
                 "interval".into(),
                 "100ms or agg2 without credentials (raw needs client_id)".into(),

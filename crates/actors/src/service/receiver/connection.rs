@@ -24,7 +24,7 @@ use keel_core::logs::Repeats;
 use keel_core::registry::Probe;
 use keel_deribit::channel::subscribe_batches;
 use keel_deribit::model::{BookUpdate, PublicTrade};
-use keel_deribit::{decode, parse_server_frame, Channel, Payload, Request, ServerFrame};
+use keel_deribit::{decode, parse_server_frame, Channel, Interval, Payload, Request, ServerFrame};
 
 /// Counters shown in the registry.
 #[derive(Debug, Default)]
@@ -101,21 +101,21 @@ fn request(id: u64, method: &str, params: Value) -> String {
 
 impl Connection {
     fn channels(&self) -> Vec<String> {
-        let mut channels: Vec<String> = self
-            .config
-            .instruments
-            .iter()
-            .map(|i| format!("trades.{i}.{}", self.config.interval))
-            .collect();
-        if self.config.book {
-            channels.extend(
-                self.config
-                    .instruments
-                    .iter()
-                    .map(|i| format!("book.{i}.100ms")),
-            );
-        }
-        channels
+        let instruments = &self.config.instruments;
+        let trades = instruments.iter().map(|instrument| Channel::Trades {
+            instrument: instrument.clone(),
+            interval: self.config.interval,
+        });
+        let books = instruments.iter().map(|instrument| Channel::Book {
+            instrument: instrument.clone(),
+            interval: Interval::Ms100,
+        });
+        let books = books.take(if self.config.book {
+            instruments.len()
+        } else {
+            0
+        });
+        trades.chain(books).map(|c| c.to_string()).collect()
     }
 
     /// Runs until the connection fails (the reason) or `stop` fires (`Ok`).
