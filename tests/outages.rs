@@ -145,10 +145,14 @@ impl Daemon {
     /// Waits until `/readyz` answers `status`; returns how long that took.
     async fn readyz_becomes(&self, status: u16, within: Duration) -> Duration {
         let started = Instant::now();
-        eventually_some(&format!("/readyz {status}"), within, || async {
-            (self.readyz().await == status).then_some(())
-        })
-        .await;
+        while self.readyz().await != status {
+            assert!(
+                started.elapsed() < within,
+                "/readyz never answered {status} within {within:?}; not ready: {}",
+                self.not_ready().await
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         started.elapsed()
     }
 

@@ -300,7 +300,7 @@ impl<R: Resource> Actor for ResourceActor<R> {
         (resource, own): (R, Incarnation),
     ) -> Result<Self::State, ActorProcessingErr> {
         let probe = own.probe;
-        let availability = Availability::new(probe.clone());
+        let availability = Availability::new(&probe);
         let shared = Arc::new(resource.open(availability.clone(), own.stop.clone())?);
         probe.set_stats("pool", PoolView::<R>(Arc::downgrade(&shared)));
         probe.set_stats("calls", CallsView::<R>(Arc::downgrade(&shared)));

@@ -45,6 +45,9 @@ pub(super) struct Entry {
     /// Whether the actor can serve now (a resource: running and reaching its
     /// server). Outlives incarnations, so callers can wait for the next one.
     ready: tokio::sync::watch::Sender<bool>,
+    /// Which incarnation may write readiness (see [`Readiness`]); held while it
+    /// writes, so a check and its write cannot be split by a newer claim.
+    readiness_owner: Mutex<u64>,
 }
 
 #[derive(Default)]
@@ -83,6 +86,7 @@ impl Entry {
             cell: Mutex::new(None),
             live: Mutex::default(),
             ready: tokio::sync::watch::channel(false).0,
+            readiness_owner: Mutex::new(0),
         }
     }
 
@@ -134,6 +138,32 @@ impl Entry {
             details,
             stats,
         }
+    }
+}
+
+/// One incarnation's right to write its actor's readiness and status details,
+/// until a later incarnation claims it (see [`Probe::claim_readiness`]).
+#[derive(Clone, Debug)]
+pub struct Readiness {
+    probe: Probe,
+    generation: u64,
+}
+
+impl Readiness {
+    /// Runs `write` on the entry if this incarnation is still the latest to have
+    /// claimed it; answers whether it ran.
+    pub fn write(&self, write: impl FnOnce(&Probe)) -> bool {
+        let owner = self.probe.entry.readiness_owner.lock();
+        let current = *owner == self.generation;
+        if current {
+            write(&self.probe);
+        }
+        current
+    }
+
+    /// The entry written to.
+    pub fn probe(&self) -> &Probe {
+        &self.probe
     }
 }
 
@@ -245,6 +275,19 @@ impl Probe {
     /// Whether the actor said it can serve.
     pub fn is_ready(&self) -> bool {
         *self.entry.ready.borrow()
+    }
+
+    /// Makes the caller (a new incarnation) the only one whose [`Readiness`]
+    /// writes take effect: whatever an earlier incarnation still writes (its
+    /// state dropped after the next one started, a call that was finishing)
+    /// cannot undo what the live one says.
+    pub fn claim_readiness(&self) -> Readiness {
+        let mut owner = self.entry.readiness_owner.lock();
+        *owner += 1;
+        Readiness {
+            probe: self.clone(),
+            generation: *owner,
+        }
     }
 
     /// Sets a detail computed each time the registry is read. The closure should

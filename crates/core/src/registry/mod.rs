@@ -10,7 +10,7 @@ mod ring;
 mod snapshot;
 mod state;
 
-pub use entry::Probe;
+pub use entry::{Probe, Readiness};
 pub use ring::MessageRecord;
 pub use snapshot::{ActorSnapshot, TreeSnapshot};
 pub use state::{ActorKind, ActorState, Failure};
