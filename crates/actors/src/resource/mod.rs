@@ -16,6 +16,7 @@ mod call;
 mod operation;
 mod outage;
 pub mod pg;
+mod ping;
 mod pool;
 pub mod redis;
 mod stats;
@@ -25,6 +26,7 @@ pub use availability::Availability;
 pub use call::{Client, NotRunning};
 pub use operation::{Call, Execute, Operation};
 pub use outage::{CallError, RideOut};
+pub use ping::Ping;
 
 /// The driver's error with every cause it carries: `db error` alone hides
 /// `database "keel" does not exist`, and `error connecting to server` hides the

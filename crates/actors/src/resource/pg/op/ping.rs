@@ -1,26 +1,12 @@
-//! One round trip to the server.
+//! One round trip to the server (`SELECT 1`).
 
-use std::time::{Duration, Instant};
-
-use tokio_postgres::Client;
+use std::time::Duration;
 
 use futures::future::BoxFuture;
+use tokio_postgres::Client;
 
 use crate::resource::pg::{PgClient, PgError, PgOp, PgShared};
-use crate::resource::Operation;
-
-/// One round trip to the server; answers its latency.
-#[derive(Clone, Copy, Debug)]
-pub struct Ping;
-
-impl Operation for Ping {
-    type Output = Duration;
-    const NAME: &'static str = "ping";
-
-    fn summary(&self) -> String {
-        "ping".into()
-    }
-}
+pub use crate::resource::Ping;
 
 impl PgOp for Ping {
     fn attempt<'c>(
@@ -28,22 +14,13 @@ impl PgOp for Ping {
         client: &'c mut Client,
         _pg: &'c PgShared,
     ) -> BoxFuture<'c, Result<Duration, tokio_postgres::Error>> {
-        Box::pin(async move {
-            let started = Instant::now();
-            ping(client).await?;
-            Ok(started.elapsed())
-        })
+        Box::pin(Ping::time(client.batch_execute("SELECT 1")))
     }
 }
 
 impl PgClient {
-    /// One round trip to the server.
+    /// One round trip to the server; answers its latency.
     pub async fn ping(&self) -> Result<Duration, PgError> {
         self.run(Ping).await
     }
-}
-
-/// One round trip.
-async fn ping(client: &mut Client) -> Result<(), tokio_postgres::Error> {
-    client.batch_execute("SELECT 1").await
 }

@@ -1,44 +1,26 @@
-//! One round trip to the server.
+//! One round trip to the server (`PING`).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use redis::aio::MultiplexedConnection;
 use redis::RedisError as DriverError;
 
 use crate::resource::redis::{RedisClient, RedisError, RedisOp, RedisShared};
-use crate::resource::Operation;
-
-/// One round trip; answers its latency.
-#[derive(Clone, Copy, Debug)]
-pub struct Ping;
-
-impl Operation for Ping {
-    type Output = Duration;
-    const NAME: &'static str = "ping";
-
-    fn summary(&self) -> String {
-        "ping".into()
-    }
-}
+pub use crate::resource::Ping;
 
 impl RedisOp for Ping {
     fn attempt<'c>(
         &'c self,
         conn: &'c mut MultiplexedConnection,
-        redis: &'c RedisShared,
+        _redis: &'c RedisShared,
     ) -> BoxFuture<'c, Result<Duration, DriverError>> {
-        let _ = redis;
-        Box::pin(async move {
-            let started = Instant::now();
-            ping(conn).await?;
-            Ok(started.elapsed())
-        })
+        Box::pin(Ping::time(ping(conn)))
     }
 }
 
 impl RedisClient {
-    /// One round trip.
+    /// One round trip to the server; answers its latency.
     pub async fn ping(&self) -> Result<Duration, RedisError> {
         self.run(Ping).await
     }
