@@ -103,10 +103,18 @@ fn is_connection_class(err: &redis::RedisError, codes: &[String]) -> bool {
         || err.is_timeout()
         || err.is_connection_dropped()
         || err.is_connection_refusal()
+        || is_truncated_reply(err)
         || permanent_fix(err).is_some()
         || codes
             .iter()
             .any(|c| matches!(c.as_str(), "LOADING" | "BUSY" | "TRYAGAIN" | "MASTERDOWN"))
+}
+
+/// A reply cut off when the connection died mid-reply: the async decoder
+/// reports it as a parse error ("Unexpected end of input"), not as I/O, though
+/// the command was fine and the connection is what broke.
+fn is_truncated_reply(err: &redis::RedisError) -> bool {
+    err.kind() == redis::ErrorKind::Parse && err.to_string().contains("Unexpected end of input")
 }
 
 /// What to do about an error only an operator can fix (the server wants a
@@ -144,6 +152,22 @@ mod tests {
         assert!(matches!(
             RedisError::from_driver("x", &parse),
             RedisError::Command { .. }
+        ));
+    }
+
+    #[test]
+    fn a_reply_cut_off_by_a_dying_connection_is_connection_class() {
+        // What the async decoder said when Redis was killed mid-reply (seen
+        // in the flapping outage test).
+        let cut: redis::RedisError = (
+            ErrorKind::Parse,
+            "Parse error",
+            "Parse error at 0\nUnexpected end of input\nexpected 223 more elements\n".to_owned(),
+        )
+            .into();
+        assert!(matches!(
+            RedisError::from_driver("read_group", &cut),
+            RedisError::Connection { .. }
         ));
     }
 }
