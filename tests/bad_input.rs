@@ -33,22 +33,8 @@ fn now_ms() -> u64 {
 
 fn trade(instrument: &str, seq: i64) -> PublicTrade {
     PublicTrade {
-        trade_seq: seq,
         trade_id: format!("{instrument}-{seq}"),
-        timestamp: now_ms(),
-        tick_direction: 0,
-        price: 100.0,
-        mark_price: Some(100.0),
-        index_price: 100.0,
-        instrument_name: instrument.into(),
-        direction: "buy".into(),
-        amount: 1.0,
-        contracts: None,
-        iv: None,
-        liquidation: None,
-        block_trade_id: None,
-        combo_id: None,
-        combo_trade_id: None,
+        ..PublicTrade::buy(instrument, seq, now_ms(), 100.0, 1.0)
     }
 }
 

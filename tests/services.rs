@@ -41,23 +41,14 @@ async fn entries_that_cannot_be_stored_go_to_the_dead_letter_stream_and_never_bl
     config.schedule.enabled = false;
     let handle = Runtime::from_config(&config).start().await.unwrap();
     let redis = RedisClient::new(handle.registry().clone(), tree::REDIS);
-    let trade = |seq: i64| PublicTrade {
-        trade_seq: seq,
-        trade_id: seq.to_string(),
-        timestamp: 1_700_000_000_000 + seq as u64,
-        tick_direction: 0,
-        price: 100.0,
-        mark_price: Some(100.0),
-        index_price: 100.0,
-        instrument_name: "BTC-PERPETUAL".into(),
-        direction: "buy".into(),
-        amount: 1.0,
-        contracts: None,
-        iv: None,
-        liquidation: None,
-        block_trade_id: None,
-        combo_id: None,
-        combo_trade_id: None,
+    let trade = |seq: i64| {
+        PublicTrade::buy(
+            "BTC-PERPETUAL",
+            seq,
+            1_700_000_000_000 + seq as u64,
+            100.0,
+            1.0,
+        )
     };
     let mut sideways = trade(3);
     sideways.direction = "sideways".into();

@@ -64,6 +64,29 @@ pub struct BadTrade {
 }
 
 impl PublicTrade {
+    /// A buy of `amount` at `price` (its mark and index price too) with none of
+    /// the optional fields, as a test or a hand-made recording writes one.
+    pub fn buy(instrument: &str, trade_seq: i64, timestamp: u64, price: f64, amount: f64) -> Self {
+        Self {
+            trade_seq,
+            trade_id: trade_seq.to_string(),
+            timestamp,
+            tick_direction: 0,
+            price,
+            mark_price: Some(price),
+            index_price: price,
+            instrument_name: instrument.into(),
+            direction: "buy".into(),
+            amount,
+            contracts: None,
+            iv: None,
+            liquidation: None,
+            block_trade_id: None,
+            combo_id: None,
+            combo_trade_id: None,
+        }
+    }
+
     /// The trade as Keel stores it.
     pub fn to_trade(&self) -> Result<Trade, BadTrade> {
         let bad = |problem: String| BadTrade {

@@ -151,26 +151,9 @@ mod tests {
     use super::*;
 
     fn trade(instrument: &str, seq: i64) -> Trade {
-        keel_deribit::model::PublicTrade {
-            trade_seq: seq,
-            trade_id: seq.to_string(),
-            timestamp: 1_700_000_000_000,
-            tick_direction: 0,
-            price: 1.0,
-            mark_price: Some(1.0),
-            index_price: 1.0,
-            instrument_name: instrument.into(),
-            direction: "buy".into(),
-            amount: 1.0,
-            contracts: None,
-            iv: None,
-            liquidation: None,
-            block_trade_id: None,
-            combo_id: None,
-            combo_trade_id: None,
-        }
-        .to_trade()
-        .unwrap()
+        keel_deribit::model::PublicTrade::buy(instrument, seq, 1_700_000_000_000, 1.0, 1.0)
+            .to_trade()
+            .unwrap()
     }
 
     #[test]

@@ -5,13 +5,13 @@
 //! stored with `trades = 0` and a `last_trade_seq` no trade reaches, so the
 //! analyzer never folds trades on top of them. Only closed buckets are filled.
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
+use super::exchange_http;
 use super::task::{TaskError, TaskWork};
 use crate::resource::pg::PgClient;
 use crate::resource::RideOut;
 use keel_core::child::Incarnation;
-use keel_deribit::http::HttpClient;
 use keel_deribit::model::{from_ms, to_ms, TradingViewChart};
 use keel_market::{Candle, Resolution};
 
@@ -56,12 +56,8 @@ impl TaskWork for CandleBackfill {
         let resolution = api_resolution(self.resolution)
             .ok_or_else(|| format!("the exchange has no {} candles", self.resolution))?;
         let step = self.resolution.duration().as_millis() as u64;
-        let exchange = HttpClient::new(
-            &self.http_url,
-            Duration::from_secs(30),
-            self.ca_file.as_deref(),
-        )
-        .map_err(|e| e.to_string())?;
+        let exchange =
+            exchange_http(&self.http_url, self.ca_file.as_deref()).map_err(|e| e.to_string())?;
         let pg = self.pg.clone().riding_out(RideOut::new(&own));
         let now = to_ms(SystemTime::now());
         let closed_until = now - now % step;

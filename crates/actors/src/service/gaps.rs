@@ -7,7 +7,7 @@
 //! killed run is simply run again.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use super::task::{TaskError, TaskWork};
 use crate::resource::pg::PgClient;
@@ -15,6 +15,8 @@ use crate::resource::RideOut;
 use keel_core::child::Incarnation;
 use keel_core::delay::BackoffConfig;
 use keel_deribit::http::{HttpClient, HttpError};
+
+use super::exchange_http;
 use keel_deribit::model::TradesPage;
 use keel_market::{Gap, Trade};
 
@@ -70,11 +72,7 @@ enum RepairError {
 async fn repair(args: &GapRepair, own: &Incarnation) -> Result<u64, RepairError> {
     let probe = &own.probe;
     let pg = args.pg.clone().riding_out(RideOut::new(own));
-    let exchange = HttpClient::new(
-        &args.http_url,
-        Duration::from_secs(30),
-        args.ca_file.as_deref(),
-    )?;
+    let exchange = exchange_http(&args.http_url, args.ca_file.as_deref())?;
     let mut gaps = pg.list_gaps().await?;
     for instrument in &args.instruments {
         // Holes nobody recorded (a Redis that lost entries, say) are found in the

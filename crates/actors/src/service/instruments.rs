@@ -2,15 +2,13 @@
 //! configured currencies and kinds, bulk-upserted; an instrument that is no
 //! longer listed (expired, delisted) is marked inactive, never deleted.
 
-use std::time::Duration;
-
 use serde::{Deserialize, Serialize};
 
+use super::exchange_http;
 use super::task::{TaskError, TaskWork};
 use crate::resource::pg::PgClient;
 use crate::resource::RideOut;
 use keel_core::child::Incarnation;
-use keel_deribit::http::HttpClient;
 use keel_deribit::model::InstrumentInfo;
 use keel_market::Instrument;
 
@@ -80,12 +78,8 @@ pub struct InstrumentSync {
 impl TaskWork for InstrumentSync {
     async fn run(self, own: Incarnation) -> Result<String, TaskError> {
         let probe = &own.probe;
-        let exchange = HttpClient::new(
-            &self.http_url,
-            Duration::from_secs(30),
-            self.ca_file.as_deref(),
-        )
-        .map_err(|e| e.to_string())?;
+        let exchange =
+            exchange_http(&self.http_url, self.ca_file.as_deref()).map_err(|e| e.to_string())?;
         let pg = self.pg.clone().riding_out(RideOut::new(&own));
         let (mut upserted, mut deactivated) = (0, 0);
         for currency in &self.config.currencies {

@@ -10,3 +10,11 @@ pub mod janitor;
 pub mod receiver;
 pub mod streams;
 pub mod task;
+
+/// The exchange's HTTP API as the tasks call it: each answer within 30 s.
+fn exchange_http(
+    url: &str,
+    ca_file: Option<&std::path::Path>,
+) -> Result<keel_deribit::http::HttpClient, keel_deribit::http::HttpError> {
+    keel_deribit::http::HttpClient::new(url, std::time::Duration::from_secs(30), ca_file)
+}

@@ -147,24 +147,7 @@ mod tests {
     use super::*;
 
     fn trade(seq: i64, ts: u64, price: f64) -> PublicTrade {
-        PublicTrade {
-            trade_seq: seq,
-            trade_id: seq.to_string(),
-            timestamp: ts,
-            tick_direction: 0,
-            price,
-            mark_price: Some(price),
-            index_price: price,
-            instrument_name: "X".into(),
-            direction: "buy".into(),
-            amount: 1.0,
-            contracts: None,
-            iv: None,
-            liquidation: None,
-            block_trade_id: None,
-            combo_id: None,
-            combo_trade_id: None,
-        }
+        PublicTrade::buy("X", seq, ts, price, 1.0)
     }
 
     fn history() -> History {

@@ -17,6 +17,7 @@ mod market;
 mod methods;
 mod params;
 mod replay;
+mod reply;
 mod rng;
 mod server;
 mod session;

@@ -15,8 +15,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::exchange::Exchange;
 use super::faults::Fault;
+use super::reply::{self, micros};
 use super::{methods, session};
-use crate::{codes, Response, RpcError, Timing};
+use crate::{codes, RpcError};
 
 #[derive(Clone)]
 struct App {
@@ -37,12 +38,6 @@ pub(super) fn router(exchange: Arc<Exchange>, stop: CancellationToken) -> Router
 
 async fn websocket(State(app): State<App>, upgrade: WebSocketUpgrade) -> HttpResponse {
     upgrade.on_upgrade(move |socket| session::run(socket, app.exchange, app.stop))
-}
-
-fn micros() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
 }
 
 /// `GET /api/v2/public/{method}?name=value...`: the same JSON-RPC body as over
@@ -74,22 +69,7 @@ async fn public(
         Err(_) if limited => StatusCode::TOO_MANY_REQUESTS,
         Err(_) => StatusCode::BAD_REQUEST,
     };
-    let outcome = outcome.and_then(|v| {
-        serde_json::value::to_raw_value(&v)
-            .map_err(|e| RpcError::new(codes::BAD_REQUEST).because(e.to_string(), None))
-    });
-    let us_out = micros();
-    let body = Response {
-        id: Value::Null,
-        outcome,
-        timing: Some(Timing {
-            us_in,
-            us_out,
-            us_diff: us_out.saturating_sub(us_in),
-            testnet: true,
-        }),
-    }
-    .to_http_json();
+    let body = reply::timed(Value::Null, us_in, outcome).to_http_json();
     (status, [("content-type", "application/json")], body).into_response()
 }
 

@@ -16,8 +16,9 @@ use super::exchange::{Exchange, Tick};
 use super::faults::{Control, GARBAGE};
 use super::methods;
 use super::params::Params;
+use super::reply::{self, micros};
 use crate::model::to_ms;
-use crate::{codes, parse_request, Channel, Id, Interval, Response, RpcError, Timing};
+use crate::{codes, parse_request, Channel, Id, Interval, RpcError};
 
 type Sink = SplitSink<WebSocket, Message>;
 
@@ -50,12 +51,6 @@ struct Session {
     /// `--replay`: the next recorded frame and when the recording started for
     /// this connection (at its first subscription to a recorded channel).
     replay: Option<(usize, tokio::time::Instant)>,
-}
-
-fn micros() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
 }
 
 fn notification(channel: &str, data: &str) -> String {
@@ -164,21 +159,7 @@ impl Session {
         us_in: u64,
         outcome: Result<Value, RpcError>,
     ) -> Result<(), End> {
-        let outcome = outcome.and_then(|value| {
-            serde_json::value::to_raw_value(&value)
-                .map_err(|e| RpcError::new(codes::BAD_REQUEST).because(e.to_string(), None))
-        });
-        let us_out = micros();
-        let response = Response {
-            id,
-            outcome,
-            timing: Some(Timing {
-                us_in,
-                us_out,
-                us_diff: us_out.saturating_sub(us_in),
-                testnet: true,
-            }),
-        };
+        let response = reply::timed(id, us_in, outcome);
         self.send(tx, response.to_json()).await
     }
 
@@ -186,21 +167,12 @@ impl Session {
         let us_in = micros();
         if text.len() > codes::MAX_REQUEST_BYTES {
             // As Deribit does: unread, so answered without an id.
-            let us_out = micros();
-            let response = Response {
-                id: Value::Null,
-                outcome: Err(RpcError {
-                    code: codes::INVALID_REQUEST,
-                    message: codes::REQUEST_TOO_LARGE.into(),
-                    data: None,
-                }),
-                timing: Some(Timing {
-                    us_in,
-                    us_out,
-                    us_diff: us_out.saturating_sub(us_in),
-                    testnet: true,
-                }),
-            };
+            let too_large = Err(RpcError {
+                code: codes::INVALID_REQUEST,
+                message: codes::REQUEST_TOO_LARGE.into(),
+                data: None,
+            });
+            let response = reply::timed(Value::Null, us_in, too_large);
             return self.send(tx, response.to_http_json()).await;
         }
         let request = match parse_request(text) {

@@ -254,22 +254,8 @@ mod tests {
 
     fn trade(seq: i64) -> PublicTrade {
         PublicTrade {
-            trade_seq: seq,
             trade_id: format!("id-{seq}"),
-            timestamp: NOW,
-            tick_direction: 0,
-            price: 50_000.0,
-            mark_price: Some(50_000.0),
-            index_price: 50_000.0,
-            instrument_name: "BTC-PERPETUAL".into(),
-            direction: "buy".into(),
-            amount: 10.0,
-            contracts: None,
-            iv: None,
-            liquidation: None,
-            block_trade_id: None,
-            combo_id: None,
-            combo_trade_id: None,
+            ..PublicTrade::buy("BTC-PERPETUAL", seq, NOW, 50_000.0, 10.0)
         }
     }
 

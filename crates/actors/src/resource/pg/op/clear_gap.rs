@@ -4,7 +4,6 @@ use tokio_postgres::Client;
 
 use keel_market::Gap;
 
-use futures::future::BoxFuture;
 use tokio_postgres::types::Type;
 
 use crate::resource::pg::{PgClient, PgError, PgOp, PgShared};
@@ -25,12 +24,12 @@ impl Operation for ClearGap {
 }
 
 impl PgOp for ClearGap {
-    fn attempt<'c>(
-        &'c self,
-        client: &'c mut Client,
-        _pg: &'c PgShared,
-    ) -> BoxFuture<'c, Result<u64, tokio_postgres::Error>> {
-        Box::pin(clear_gap(client, &self.0))
+    async fn attempt(
+        &self,
+        client: &mut Client,
+        _pg: &PgShared,
+    ) -> Result<u64, tokio_postgres::Error> {
+        clear_gap(client, &self.0).await
     }
 }
 

@@ -2,7 +2,6 @@
 
 use tokio_postgres::Client;
 
-use futures::future::BoxFuture;
 use tokio_postgres::types::Type;
 
 use crate::resource::pg::{PgClient, PgError, PgOp, PgShared};
@@ -31,17 +30,12 @@ impl Operation for DeactivateInstruments {
 }
 
 impl PgOp for DeactivateInstruments {
-    fn attempt<'c>(
-        &'c self,
-        client: &'c mut Client,
-        _pg: &'c PgShared,
-    ) -> BoxFuture<'c, Result<u64, tokio_postgres::Error>> {
-        Box::pin(deactivate_instruments(
-            client,
-            &self.currency,
-            &self.kinds,
-            &self.keep,
-        ))
+    async fn attempt(
+        &self,
+        client: &mut Client,
+        _pg: &PgShared,
+    ) -> Result<u64, tokio_postgres::Error> {
+        deactivate_instruments(client, &self.currency, &self.kinds, &self.keep).await
     }
 }
 

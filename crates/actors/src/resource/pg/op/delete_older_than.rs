@@ -8,7 +8,6 @@ use tokio_postgres::Client;
 use crate::resource::pg::executor;
 use crate::resource::Execute;
 
-use futures::future::BoxFuture;
 use tokio_postgres::types::Type;
 
 use crate::resource::pg::executor::begin;
@@ -84,19 +83,12 @@ impl Operation for DeleteBatch {
 }
 
 impl PgOp for DeleteBatch {
-    fn attempt<'c>(
-        &'c self,
-        client: &'c mut Client,
-        pg: &'c PgShared,
-    ) -> BoxFuture<'c, Result<u64, tokio_postgres::Error>> {
-        let ms = pg.timeout_ms();
-        Box::pin(delete_batch(
-            client,
-            ms,
-            self.table,
-            self.before,
-            self.limit,
-        ))
+    async fn attempt(
+        &self,
+        client: &mut Client,
+        pg: &PgShared,
+    ) -> Result<u64, tokio_postgres::Error> {
+        delete_batch(client, pg.timeout_ms(), self.table, self.before, self.limit).await
     }
 }
 

@@ -4,7 +4,6 @@ use tokio_postgres::Client;
 
 use keel_market::Gap;
 
-use futures::future::BoxFuture;
 use tokio_postgres::types::Type;
 
 use crate::resource::pg::{PgClient, PgError, PgOp, PgShared};
@@ -24,12 +23,12 @@ impl Operation for FindHoles {
 }
 
 impl PgOp for FindHoles {
-    fn attempt<'c>(
-        &'c self,
-        client: &'c mut Client,
-        _pg: &'c PgShared,
-    ) -> BoxFuture<'c, Result<Vec<Gap>, tokio_postgres::Error>> {
-        Box::pin(find_holes(client, &self.0))
+    async fn attempt(
+        &self,
+        client: &mut Client,
+        _pg: &PgShared,
+    ) -> Result<Vec<Gap>, tokio_postgres::Error> {
+        find_holes(client, &self.0).await
     }
 }
 

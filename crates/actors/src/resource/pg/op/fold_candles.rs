@@ -7,8 +7,7 @@ use tokio_postgres::Client;
 
 use keel_market::Trade;
 
-use futures::future::BoxFuture;
-use tokio_postgres::types::Type;
+use tokio_postgres::types::{ToSql, Type};
 
 use crate::resource::pg::executor::begin;
 use crate::resource::pg::{PgClient, PgError, PgOp, PgShared};
@@ -34,13 +33,12 @@ impl Operation for FoldCandles {
 }
 
 impl PgOp for FoldCandles {
-    fn attempt<'c>(
-        &'c self,
-        client: &'c mut Client,
-        pg: &'c PgShared,
-    ) -> BoxFuture<'c, Result<u64, tokio_postgres::Error>> {
-        let ms = pg.timeout_ms();
-        Box::pin(fold_candles(client, ms, &self.trades, &self.resolutions))
+    async fn attempt(
+        &self,
+        client: &mut Client,
+        pg: &PgShared,
+    ) -> Result<u64, tokio_postgres::Error> {
+        fold_candles(client, pg.timeout_ms(), &self.trades, &self.resolutions).await
     }
 }
 
@@ -98,9 +96,26 @@ ON CONFLICT (instrument_name, resolution_minutes, bucket) DO UPDATE SET
     updated_at = now()";
 
 /// Per instrument, so two analyzers never fold the same instrument at once.
-pub(super) const LOCK_FOLD: &str = "\
+const LOCK_FOLD: &str = "\
 SELECT count(pg_advisory_xact_lock(hashtextextended('candles:' || name, 7308)))
 FROM (SELECT DISTINCT unnest($1::text[]) AS name ORDER BY 1) AS names";
+
+/// Runs one candle write in a transaction that first takes the fold lock of
+/// each of `instruments`: folding and recomputing never interleave on one.
+pub(super) async fn write_candles(
+    client: &mut Client,
+    timeout_ms: u128,
+    instruments: &[&str],
+    statement: &str,
+    params: &[(&(dyn ToSql + Sync), Type)],
+) -> Result<u64, tokio_postgres::Error> {
+    let tx = begin(client, timeout_ms).await?;
+    tx.query_typed(LOCK_FOLD, &[(&instruments, Type::TEXT_ARRAY)])
+        .await?;
+    let n = tx.execute_typed(statement, params).await?;
+    tx.commit().await?;
+    Ok(n)
+}
 
 async fn fold_candles(
     client: &mut Client,
@@ -113,22 +128,13 @@ async fn fold_candles(
     let times: Vec<SystemTime> = trades.iter().map(|t| t.timestamp).collect();
     let prices: Vec<f64> = trades.iter().map(|t| t.price).collect();
     let amounts: Vec<f64> = trades.iter().map(|t| t.amount).collect();
-    let tx = begin(client, timeout_ms).await?;
-    tx.query_typed(LOCK_FOLD, &[(&names, Type::TEXT_ARRAY)])
-        .await?;
-    let n = tx
-        .execute_typed(
-            FOLD_CANDLES,
-            &[
-                (&names, Type::TEXT_ARRAY),
-                (&seqs, Type::INT8_ARRAY),
-                (&times, Type::TIMESTAMPTZ_ARRAY),
-                (&prices, Type::FLOAT8_ARRAY),
-                (&amounts, Type::FLOAT8_ARRAY),
-                (&resolutions, Type::INT4_ARRAY),
-            ],
-        )
-        .await?;
-    tx.commit().await?;
-    Ok(n)
+    let params: [(&(dyn ToSql + Sync), Type); 6] = [
+        (&names, Type::TEXT_ARRAY),
+        (&seqs, Type::INT8_ARRAY),
+        (&times, Type::TIMESTAMPTZ_ARRAY),
+        (&prices, Type::FLOAT8_ARRAY),
+        (&amounts, Type::FLOAT8_ARRAY),
+        (&resolutions, Type::INT4_ARRAY),
+    ];
+    write_candles(client, timeout_ms, &names, FOLD_CANDLES, &params).await
 }

@@ -8,7 +8,6 @@ use tokio_postgres::{Client, Transaction};
 
 use keel_market::Trade;
 
-use futures::future::BoxFuture;
 use tokio_postgres::types::Type;
 
 use crate::resource::pg::executor::begin;
@@ -31,12 +30,12 @@ impl Operation for InsertTrades {
 }
 
 impl PgOp for InsertTrades {
-    fn attempt<'c>(
-        &'c self,
-        client: &'c mut Client,
-        pg: &'c PgShared,
-    ) -> BoxFuture<'c, Result<u64, tokio_postgres::Error>> {
-        Box::pin(insert_trades(client, pg.timeout_ms(), &self.0))
+    async fn attempt(
+        &self,
+        client: &mut Client,
+        pg: &PgShared,
+    ) -> Result<u64, tokio_postgres::Error> {
+        insert_trades(client, pg.timeout_ms(), &self.0).await
     }
 }
 

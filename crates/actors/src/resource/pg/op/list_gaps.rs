@@ -4,8 +4,6 @@ use tokio_postgres::Client;
 
 use keel_market::Gap;
 
-use futures::future::BoxFuture;
-
 use crate::resource::pg::{PgClient, PgError, PgOp, PgShared};
 use crate::resource::Operation;
 
@@ -23,12 +21,12 @@ impl Operation for ListGaps {
 }
 
 impl PgOp for ListGaps {
-    fn attempt<'c>(
-        &'c self,
-        client: &'c mut Client,
-        _pg: &'c PgShared,
-    ) -> BoxFuture<'c, Result<Vec<Gap>, tokio_postgres::Error>> {
-        Box::pin(list_gaps(client))
+    async fn attempt(
+        &self,
+        client: &mut Client,
+        _pg: &PgShared,
+    ) -> Result<Vec<Gap>, tokio_postgres::Error> {
+        list_gaps(client).await
     }
 }
 

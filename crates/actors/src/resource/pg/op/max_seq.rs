@@ -2,7 +2,6 @@
 
 use tokio_postgres::Client;
 
-use futures::future::BoxFuture;
 use tokio_postgres::types::Type;
 
 use crate::resource::pg::{PgClient, PgError, PgOp, PgShared};
@@ -22,12 +21,12 @@ impl Operation for MaxSeq {
 }
 
 impl PgOp for MaxSeq {
-    fn attempt<'c>(
-        &'c self,
-        client: &'c mut Client,
-        _pg: &'c PgShared,
-    ) -> BoxFuture<'c, Result<Option<i64>, tokio_postgres::Error>> {
-        Box::pin(max_seq(client, &self.0))
+    async fn attempt(
+        &self,
+        client: &mut Client,
+        _pg: &PgShared,
+    ) -> Result<Option<i64>, tokio_postgres::Error> {
+        max_seq(client, &self.0).await
     }
 }
 

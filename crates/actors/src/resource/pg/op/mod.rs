@@ -37,7 +37,6 @@ pub use upsert_instruments::UpsertInstruments;
 
 use std::future::Future;
 
-use futures::future::BoxFuture;
 use tokio_postgres::Client;
 
 use super::{executor, PgError, PgShared};
@@ -51,11 +50,11 @@ pub trait PgOp: Operation {
     const IDEMPOTENT: bool = true;
 
     /// One attempt on `client`.
-    fn attempt<'c>(
-        &'c self,
-        client: &'c mut Client,
-        pg: &'c PgShared,
-    ) -> BoxFuture<'c, Result<Self::Output, tokio_postgres::Error>>;
+    fn attempt(
+        &self,
+        client: &mut Client,
+        pg: &PgShared,
+    ) -> impl Future<Output = Result<Self::Output, tokio_postgres::Error>> + Send;
 }
 
 impl<O: PgOp> Execute<PgShared> for O {

@@ -2,19 +2,18 @@
 
 use std::time::Duration;
 
-use futures::future::BoxFuture;
 use tokio_postgres::Client;
 
 use crate::resource::pg::{PgClient, PgError, PgOp, PgShared};
 pub use crate::resource::Ping;
 
 impl PgOp for Ping {
-    fn attempt<'c>(
-        &'c self,
-        client: &'c mut Client,
-        _pg: &'c PgShared,
-    ) -> BoxFuture<'c, Result<Duration, tokio_postgres::Error>> {
-        Box::pin(Ping::time(client.batch_execute("SELECT 1")))
+    async fn attempt(
+        &self,
+        client: &mut Client,
+        _pg: &PgShared,
+    ) -> Result<Duration, tokio_postgres::Error> {
+        Ping::time(client.batch_execute("SELECT 1")).await
     }
 }
 

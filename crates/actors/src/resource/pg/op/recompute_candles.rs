@@ -5,12 +5,10 @@ use std::time::SystemTime;
 
 use tokio_postgres::Client;
 
-use super::fold_candles::LOCK_FOLD;
+use super::fold_candles::write_candles;
 
-use futures::future::BoxFuture;
-use tokio_postgres::types::Type;
+use tokio_postgres::types::{ToSql, Type};
 
-use crate::resource::pg::executor::begin;
 use crate::resource::pg::{PgClient, PgError, PgOp, PgShared};
 use crate::resource::Operation;
 
@@ -40,21 +38,13 @@ impl Operation for RecomputeCandles {
 }
 
 impl PgOp for RecomputeCandles {
-    fn attempt<'c>(
-        &'c self,
-        client: &'c mut Client,
-        pg: &'c PgShared,
-    ) -> BoxFuture<'c, Result<u64, tokio_postgres::Error>> {
-        let ms = pg.timeout_ms();
+    async fn attempt(
+        &self,
+        client: &mut Client,
+        pg: &PgShared,
+    ) -> Result<u64, tokio_postgres::Error> {
         let (name, from, to) = (self.instrument.as_str(), self.from, self.to);
-        Box::pin(recompute_candles(
-            client,
-            ms,
-            name,
-            from,
-            to,
-            &self.resolutions,
-        ))
+        recompute_candles(client, pg.timeout_ms(), name, from, to, &self.resolutions).await
     }
 }
 
@@ -113,21 +103,18 @@ async fn recompute_candles(
     to: SystemTime,
     resolutions: &[i32],
 ) -> Result<u64, tokio_postgres::Error> {
-    let tx = begin(client, timeout_ms).await?;
-    let names = [instrument];
-    tx.query_typed(LOCK_FOLD, &[(&&names[..], Type::TEXT_ARRAY)])
-        .await?;
-    let n = tx
-        .execute_typed(
-            RECOMPUTE_CANDLES,
-            &[
-                (&instrument, Type::TEXT),
-                (&from, Type::TIMESTAMPTZ),
-                (&to, Type::TIMESTAMPTZ),
-                (&resolutions, Type::INT4_ARRAY),
-            ],
-        )
-        .await?;
-    tx.commit().await?;
-    Ok(n)
+    let params: [(&(dyn ToSql + Sync), Type); 4] = [
+        (&instrument, Type::TEXT),
+        (&from, Type::TIMESTAMPTZ),
+        (&to, Type::TIMESTAMPTZ),
+        (&resolutions, Type::INT4_ARRAY),
+    ];
+    write_candles(
+        client,
+        timeout_ms,
+        &[instrument],
+        RECOMPUTE_CANDLES,
+        &params,
+    )
+    .await
 }

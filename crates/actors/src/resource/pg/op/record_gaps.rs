@@ -6,7 +6,6 @@ use tokio_postgres::Client;
 
 use keel_market::Gap;
 
-use futures::future::BoxFuture;
 use tokio_postgres::types::Type;
 
 use crate::resource::pg::executor::begin;
@@ -27,12 +26,12 @@ impl Operation for RecordGaps {
 }
 
 impl PgOp for RecordGaps {
-    fn attempt<'c>(
-        &'c self,
-        client: &'c mut Client,
-        pg: &'c PgShared,
-    ) -> BoxFuture<'c, Result<u64, tokio_postgres::Error>> {
-        Box::pin(record_gaps(client, pg.timeout_ms(), &self.0))
+    async fn attempt(
+        &self,
+        client: &mut Client,
+        pg: &PgShared,
+    ) -> Result<u64, tokio_postgres::Error> {
+        record_gaps(client, pg.timeout_ms(), &self.0).await
     }
 }
 

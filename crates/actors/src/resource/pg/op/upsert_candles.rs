@@ -8,7 +8,6 @@ use tokio_postgres::Client;
 
 use keel_market::Candle;
 
-use futures::future::BoxFuture;
 use tokio_postgres::types::Type;
 
 use crate::resource::pg::executor::begin;
@@ -39,17 +38,12 @@ impl Operation for UpsertCandles {
 }
 
 impl PgOp for UpsertCandles {
-    fn attempt<'c>(
-        &'c self,
-        client: &'c mut Client,
-        pg: &'c PgShared,
-    ) -> BoxFuture<'c, Result<u64, tokio_postgres::Error>> {
-        Box::pin(upsert_candles(
-            client,
-            pg.timeout_ms(),
-            &self.rows,
-            self.from_exchange,
-        ))
+    async fn attempt(
+        &self,
+        client: &mut Client,
+        pg: &PgShared,
+    ) -> Result<u64, tokio_postgres::Error> {
+        upsert_candles(client, pg.timeout_ms(), &self.rows, self.from_exchange).await
     }
 }
 

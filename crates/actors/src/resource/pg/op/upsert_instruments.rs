@@ -8,7 +8,6 @@ use tokio_postgres::Client;
 
 use keel_market::Instrument;
 
-use futures::future::BoxFuture;
 use tokio_postgres::types::Type;
 
 use crate::resource::pg::executor::begin;
@@ -29,12 +28,12 @@ impl Operation for UpsertInstruments {
 }
 
 impl PgOp for UpsertInstruments {
-    fn attempt<'c>(
-        &'c self,
-        client: &'c mut Client,
-        pg: &'c PgShared,
-    ) -> BoxFuture<'c, Result<u64, tokio_postgres::Error>> {
-        Box::pin(upsert_instruments(client, pg.timeout_ms(), &self.0))
+    async fn attempt(
+        &self,
+        client: &mut Client,
+        pg: &PgShared,
+    ) -> Result<u64, tokio_postgres::Error> {
+        upsert_instruments(client, pg.timeout_ms(), &self.0).await
     }
 }
 

@@ -1,6 +1,5 @@
 //! Entries acknowledged.
 
-use futures::future::BoxFuture;
 use redis::aio::MultiplexedConnection;
 use redis::RedisError as DriverError;
 
@@ -33,12 +32,12 @@ impl Operation for Ack {
 }
 
 impl RedisOp for Ack {
-    fn attempt<'c>(
-        &'c self,
-        conn: &'c mut MultiplexedConnection,
-        redis: &'c RedisShared,
-    ) -> BoxFuture<'c, Result<u64, DriverError>> {
-        Box::pin(async move { ack(conn, &redis.key(&self.stream), &self.group, &self.ids).await })
+    async fn attempt(
+        &self,
+        conn: &mut MultiplexedConnection,
+        redis: &RedisShared,
+    ) -> Result<u64, DriverError> {
+        ack(conn, &redis.key(&self.stream), &self.group, &self.ids).await
     }
 }
 

@@ -6,7 +6,6 @@ use super::read_own_pending::with_deliveries;
 use crate::resource::redis::replies;
 use crate::resource::redis::Claimed;
 
-use futures::future::BoxFuture;
 use redis::aio::MultiplexedConnection;
 use redis::{RedisError as DriverError, Value};
 
@@ -44,25 +43,23 @@ impl Operation for AutoClaim {
 }
 
 impl RedisOp for AutoClaim {
-    fn attempt<'c>(
-        &'c self,
-        conn: &'c mut MultiplexedConnection,
-        redis: &'c RedisShared,
-    ) -> BoxFuture<'c, Result<Claimed, DriverError>> {
-        Box::pin(async move {
-            let key = redis.key(&self.stream);
-            let (group, consumer, start) = (&self.group, &self.consumer, &self.start);
-            autoclaim(
-                conn,
-                &key,
-                group,
-                consumer,
-                self.min_idle,
-                start,
-                self.count,
-            )
-            .await
-        })
+    async fn attempt(
+        &self,
+        conn: &mut MultiplexedConnection,
+        redis: &RedisShared,
+    ) -> Result<Claimed, DriverError> {
+        let key = redis.key(&self.stream);
+        let (group, consumer, start) = (&self.group, &self.consumer, &self.start);
+        autoclaim(
+            conn,
+            &key,
+            group,
+            consumer,
+            self.min_idle,
+            start,
+            self.count,
+        )
+        .await
     }
 }
 

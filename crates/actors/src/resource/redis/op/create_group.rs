@@ -1,6 +1,5 @@
 //! Consumer groups created (with their stream).
 
-use futures::future::BoxFuture;
 use redis::aio::MultiplexedConnection;
 use redis::RedisError as DriverError;
 
@@ -26,12 +25,12 @@ impl Operation for CreateGroup {
 }
 
 impl RedisOp for CreateGroup {
-    fn attempt<'c>(
-        &'c self,
-        conn: &'c mut MultiplexedConnection,
-        redis: &'c RedisShared,
-    ) -> BoxFuture<'c, Result<bool, DriverError>> {
-        Box::pin(async move { create_group(conn, &redis.key(&self.stream), &self.group).await })
+    async fn attempt(
+        &self,
+        conn: &mut MultiplexedConnection,
+        redis: &RedisShared,
+    ) -> Result<bool, DriverError> {
+        create_group(conn, &redis.key(&self.stream), &self.group).await
     }
 }
 

@@ -2,7 +2,6 @@
 
 use crate::resource::redis::replies;
 
-use futures::future::BoxFuture;
 use redis::aio::MultiplexedConnection;
 use redis::{RedisError as DriverError, Value};
 
@@ -26,12 +25,12 @@ impl Operation for StreamProgress {
 }
 
 impl RedisOp for StreamProgress {
-    fn attempt<'c>(
-        &'c self,
-        conn: &'c mut MultiplexedConnection,
-        redis: &'c RedisShared,
-    ) -> BoxFuture<'c, Result<Vec<GroupProgress>, DriverError>> {
-        Box::pin(async move { group_progress(conn, &redis.key(&self.stream)).await })
+    async fn attempt(
+        &self,
+        conn: &mut MultiplexedConnection,
+        redis: &RedisShared,
+    ) -> Result<Vec<GroupProgress>, DriverError> {
+        group_progress(conn, &redis.key(&self.stream)).await
     }
 }
 

@@ -2,7 +2,6 @@
 
 use crate::resource::redis::replies::{self, StreamEntry};
 
-use futures::future::BoxFuture;
 use redis::aio::MultiplexedConnection;
 use redis::{RedisError as DriverError, Value};
 
@@ -26,12 +25,12 @@ impl Operation for LastEntry {
 }
 
 impl RedisOp for LastEntry {
-    fn attempt<'c>(
-        &'c self,
-        conn: &'c mut MultiplexedConnection,
-        redis: &'c RedisShared,
-    ) -> BoxFuture<'c, Result<Option<StreamEntry>, DriverError>> {
-        Box::pin(async move { last_entry(conn, &redis.key(&self.stream)).await })
+    async fn attempt(
+        &self,
+        conn: &mut MultiplexedConnection,
+        redis: &RedisShared,
+    ) -> Result<Option<StreamEntry>, DriverError> {
+        last_entry(conn, &redis.key(&self.stream)).await
     }
 }
 

@@ -5,7 +5,6 @@
 use std::fmt;
 use std::time::Duration;
 
-use futures::future::BoxFuture;
 use redis::aio::MultiplexedConnection;
 use redis::{RedisError as DriverError, Value};
 
@@ -54,12 +53,12 @@ impl Operation for Lease {
 }
 
 impl RedisOp for Lease {
-    fn attempt<'c>(
-        &'c self,
-        conn: &'c mut MultiplexedConnection,
-        redis: &'c RedisShared,
-    ) -> BoxFuture<'c, Result<bool, DriverError>> {
-        Box::pin(async move { lease(conn, &redis.key(&self.key), &self.owner, self.step).await })
+    async fn attempt(
+        &self,
+        conn: &mut MultiplexedConnection,
+        redis: &RedisShared,
+    ) -> Result<bool, DriverError> {
+        lease(conn, &redis.key(&self.key), &self.owner, self.step).await
     }
 }
 

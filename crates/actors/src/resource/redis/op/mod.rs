@@ -28,7 +28,8 @@ pub use read_own_pending::ReadOwnPending;
 pub use trim_min_id::TrimMinId;
 pub use xadd_bulk::XaddBulk;
 
-use futures::future::BoxFuture;
+use std::future::Future;
+
 use redis::aio::MultiplexedConnection;
 use redis::RedisError as DriverError;
 
@@ -44,11 +45,11 @@ pub trait RedisOp: Operation {
     const WRITES: bool = false;
 
     /// One attempt on `conn`.
-    fn attempt<'c>(
-        &'c self,
-        conn: &'c mut MultiplexedConnection,
-        redis: &'c RedisShared,
-    ) -> BoxFuture<'c, Result<Self::Output, DriverError>>;
+    fn attempt(
+        &self,
+        conn: &mut MultiplexedConnection,
+        redis: &RedisShared,
+    ) -> impl Future<Output = Result<Self::Output, DriverError>> + Send;
 }
 
 impl<O: RedisOp> Execute<RedisShared> for O {

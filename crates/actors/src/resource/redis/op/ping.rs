@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use futures::future::BoxFuture;
 use redis::aio::MultiplexedConnection;
 use redis::RedisError as DriverError;
 
@@ -10,12 +9,12 @@ use crate::resource::redis::{RedisClient, RedisError, RedisOp, RedisShared};
 pub use crate::resource::Ping;
 
 impl RedisOp for Ping {
-    fn attempt<'c>(
-        &'c self,
-        conn: &'c mut MultiplexedConnection,
-        _redis: &'c RedisShared,
-    ) -> BoxFuture<'c, Result<Duration, DriverError>> {
-        Box::pin(Ping::time(ping(conn)))
+    async fn attempt(
+        &self,
+        conn: &mut MultiplexedConnection,
+        _redis: &RedisShared,
+    ) -> Result<Duration, DriverError> {
+        Ping::time(ping(conn)).await
     }
 }
 

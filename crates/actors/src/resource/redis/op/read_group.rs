@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use crate::resource::redis::replies::{self, StreamEntry};
 
-use futures::future::BoxFuture;
 use redis::aio::MultiplexedConnection;
 use redis::{RedisError as DriverError, Value};
 
@@ -41,17 +40,15 @@ impl Operation for ReadGroup {
 }
 
 impl RedisOp for ReadGroup {
-    fn attempt<'c>(
-        &'c self,
-        conn: &'c mut MultiplexedConnection,
-        redis: &'c RedisShared,
-    ) -> BoxFuture<'c, Result<Vec<(String, Vec<StreamEntry>)>, DriverError>> {
-        Box::pin(async move {
-            let keys = redis.keys(&self.streams);
-            let (group, consumer, block) = (&self.group, &self.consumer, redis.config.read_block);
-            let read = read_group(conn, group, consumer, &keys, self.count, block, &self.from);
-            Ok(redis.unprefixed(read.await?))
-        })
+    async fn attempt(
+        &self,
+        conn: &mut MultiplexedConnection,
+        redis: &RedisShared,
+    ) -> Result<Vec<(String, Vec<StreamEntry>)>, DriverError> {
+        let keys = redis.keys(&self.streams);
+        let (group, consumer, block) = (&self.group, &self.consumer, redis.config.read_block);
+        let read = read_group(conn, group, consumer, &keys, self.count, block, &self.from);
+        Ok(redis.unprefixed(read.await?))
     }
 }
 

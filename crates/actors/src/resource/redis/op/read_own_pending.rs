@@ -6,7 +6,6 @@ use super::read_group::read_group;
 use crate::resource::redis::replies::{self, StreamEntry};
 use crate::resource::redis::Delivered;
 
-use futures::future::BoxFuture;
 use redis::aio::MultiplexedConnection;
 use redis::{RedisError as DriverError, Value};
 
@@ -40,16 +39,14 @@ impl Operation for ReadOwnPending {
 }
 
 impl RedisOp for ReadOwnPending {
-    fn attempt<'c>(
-        &'c self,
-        conn: &'c mut MultiplexedConnection,
-        redis: &'c RedisShared,
-    ) -> BoxFuture<'c, Result<Vec<(String, Vec<Delivered>)>, DriverError>> {
-        Box::pin(async move {
-            let keys = redis.keys(&self.streams);
-            let read = read_own_pending(conn, &self.group, &self.consumer, &keys, self.count);
-            Ok(redis.unprefixed(read.await?))
-        })
+    async fn attempt(
+        &self,
+        conn: &mut MultiplexedConnection,
+        redis: &RedisShared,
+    ) -> Result<Vec<(String, Vec<Delivered>)>, DriverError> {
+        let keys = redis.keys(&self.streams);
+        let read = read_own_pending(conn, &self.group, &self.consumer, &keys, self.count);
+        Ok(redis.unprefixed(read.await?))
     }
 }
 

@@ -1,6 +1,5 @@
 //! Streams trimmed by entry id (the janitor).
 
-use futures::future::BoxFuture;
 use redis::aio::MultiplexedConnection;
 use redis::RedisError as DriverError;
 
@@ -26,12 +25,12 @@ impl Operation for TrimMinId {
 }
 
 impl RedisOp for TrimMinId {
-    fn attempt<'c>(
-        &'c self,
-        conn: &'c mut MultiplexedConnection,
-        redis: &'c RedisShared,
-    ) -> BoxFuture<'c, Result<u64, DriverError>> {
-        Box::pin(async move { trim_min_id(conn, &redis.key(&self.stream), &self.min_id).await })
+    async fn attempt(
+        &self,
+        conn: &mut MultiplexedConnection,
+        redis: &RedisShared,
+    ) -> Result<u64, DriverError> {
+        trim_min_id(conn, &redis.key(&self.stream), &self.min_id).await
     }
 }
 

@@ -4,7 +4,6 @@ use std::sync::Arc;
 
 use crate::resource::redis::Fields;
 
-use futures::future::BoxFuture;
 use redis::aio::MultiplexedConnection;
 use redis::RedisError as DriverError;
 
@@ -32,15 +31,13 @@ impl Operation for XaddBulk {
 impl RedisOp for XaddBulk {
     const WRITES: bool = true;
 
-    fn attempt<'c>(
-        &'c self,
-        conn: &'c mut MultiplexedConnection,
-        redis: &'c RedisShared,
-    ) -> BoxFuture<'c, Result<Vec<String>, DriverError>> {
-        Box::pin(async move {
-            let key = redis.key(&self.stream);
-            xadd_bulk(conn, &key, redis.config.stream_maxlen, &self.entries).await
-        })
+    async fn attempt(
+        &self,
+        conn: &mut MultiplexedConnection,
+        redis: &RedisShared,
+    ) -> Result<Vec<String>, DriverError> {
+        let key = redis.key(&self.stream);
+        xadd_bulk(conn, &key, redis.config.stream_maxlen, &self.entries).await
     }
 }
 
