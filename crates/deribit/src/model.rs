@@ -65,7 +65,7 @@ pub struct BadTrade {
 
 impl PublicTrade {
     /// A buy of `amount` at `price` (its mark and index price too) with none of
-    /// the optional fields, as a test or a hand-made recording writes one.
+    /// the optional fields: the trade tests build by hand.
     pub fn buy(instrument: &str, trade_seq: i64, timestamp: u64, price: f64, amount: f64) -> Self {
         Self {
             trade_seq,

@@ -9,14 +9,13 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use super::exchange_http;
 use super::task::{TaskError, TaskWork};
 use crate::resource::pg::PgClient;
 use crate::resource::RideOut;
 use keel_core::child::Incarnation;
 use keel_core::delay::BackoffConfig;
 use keel_deribit::http::{HttpClient, HttpError};
-
-use super::exchange_http;
 use keel_deribit::model::TradesPage;
 use keel_market::{Gap, Trade};
 
