@@ -42,7 +42,7 @@ pub enum CtlAction {
     },
     /// Run a scheduled task now (`instruments`, `janitor`, `backfill-gaps`).
     Run {
-        /// The task.
+        /// The task's name, as `keel task` takes it.
         task: String,
     },
     /// Shut the daemon down gracefully (as SIGTERM).

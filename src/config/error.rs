@@ -35,7 +35,7 @@ pub enum ConfigError {
     /// The file could not be read.
     #[error("{}: cannot read configuration: {source}", file.display())]
     Read {
-        /// The file.
+        /// The configuration file.
         file: PathBuf,
         /// The I/O error.
         source: std::io::Error,
@@ -43,7 +43,7 @@ pub enum ConfigError {
     /// The file is not valid TOML.
     #[error("{}: not valid TOML: {message}", file.display())]
     Syntax {
-        /// The file.
+        /// The configuration file.
         file: PathBuf,
         /// The parser's message, with line and column.
         message: String,
@@ -51,7 +51,7 @@ pub enum ConfigError {
     /// Keys or values are wrong; every problem found is listed.
     #[error("{}: invalid configuration:{}", file.display(), list(problems))]
     Invalid {
-        /// The file.
+        /// The configuration file.
         file: PathBuf,
         /// Every problem found.
         problems: Vec<Problem>,

@@ -53,7 +53,7 @@ impl std::fmt::Debug for Job {
 /// What the scheduler is started with.
 #[derive(Clone, Debug)]
 pub struct SchedulerArgs {
-    /// The jobs.
+    /// The jobs, each with its own interval.
     pub jobs: Vec<Job>,
     /// The tree's registry (its jobs are registered under the scheduler).
     pub registry: Registry,

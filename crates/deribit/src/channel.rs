@@ -68,46 +68,46 @@ impl fmt::Display for Interval {
 pub enum Channel {
     /// `trades.{instrument}.{interval}`
     Trades {
-        /// Instrument.
+        /// The instrument's name (`BTC-PERPETUAL`).
         instrument: String,
-        /// Interval.
+        /// How often the exchange sends it.
         interval: Interval,
     },
     /// `ticker.{instrument}.{interval}`
     Ticker {
-        /// Instrument.
+        /// The instrument's name (`BTC-PERPETUAL`).
         instrument: String,
-        /// Interval.
+        /// How often the exchange sends it.
         interval: Interval,
     },
     /// `book.{instrument}.{interval}`: a snapshot, then changes.
     Book {
-        /// Instrument.
+        /// The instrument's name (`BTC-PERPETUAL`).
         instrument: String,
-        /// Interval.
+        /// How often the exchange sends it.
         interval: Interval,
     },
     /// `book.{instrument}.{group}.{depth}.{interval}`: full snapshots.
     BookGrouped {
-        /// Instrument.
+        /// The instrument's name (`BTC-PERPETUAL`).
         instrument: String,
         /// Price grouping (`none` or a number).
         group: String,
         /// Levels per side.
         depth: u32,
-        /// Interval.
+        /// How often the exchange sends it.
         interval: Interval,
     },
     /// `chart.trades.{instrument}.{resolution}`
     ChartTrades {
-        /// Instrument.
+        /// The instrument's name (`BTC-PERPETUAL`).
         instrument: String,
         /// `1`, `3`, ..., `1D`.
         resolution: String,
     },
     /// `quote.{instrument}`
     Quote {
-        /// Instrument.
+        /// The instrument's name (`BTC-PERPETUAL`).
         instrument: String,
     },
 }

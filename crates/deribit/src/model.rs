@@ -29,7 +29,7 @@ pub struct PublicTrade {
     pub instrument_name: String,
     /// `buy` or `sell` (taker side).
     pub direction: String,
-    /// Amount.
+    /// Amount traded: USD for inverse futures and perpetuals, the base currency otherwise.
     pub amount: f64,
     /// Size in contracts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -40,7 +40,7 @@ pub struct PublicTrade {
     /// `M`, `T` or `MT` when a side was liquidated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub liquidation: Option<String>,
-    /// Block trade id.
+    /// The block trade this trade belongs to, when it was one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub block_trade_id: Option<String>,
     /// The combo this trade was part of (a leg of a spread, a straddle, ...).
@@ -55,7 +55,7 @@ pub struct PublicTrade {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("trade {instrument}#{seq}: {problem}")]
 pub struct BadTrade {
-    /// Instrument.
+    /// The trade's instrument.
     pub instrument: String,
     /// Sequence.
     pub seq: i64,
@@ -230,15 +230,15 @@ pub enum DeliveryEstimate {
 /// Option sensitivities in a ticker.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Greeks {
-    /// Delta.
+    /// Change of the option's price per unit change of the underlying's.
     pub delta: f64,
-    /// Gamma.
+    /// Change of delta per unit change of the underlying's price.
     pub gamma: f64,
-    /// Vega.
+    /// Change of the option's price per point of implied volatility.
     pub vega: f64,
-    /// Theta.
+    /// Change of the option's price per day that passes.
     pub theta: f64,
-    /// Rho.
+    /// Change of the option's price per point of the interest rate.
     pub rho: f64,
 }
 
@@ -258,18 +258,18 @@ pub struct Ticker {
     pub best_bid_price: f64,
     /// Amount at the best bid.
     pub best_bid_amount: f64,
-    /// Best ask price.
+    /// Best ask price (0 when there is none).
     pub best_ask_price: f64,
     /// Amount at the best ask.
     pub best_ask_amount: f64,
     /// Last trade price: `null` on an instrument that has not traded.
     #[serde(default)]
     pub last_price: Option<f64>,
-    /// Mark price.
+    /// The exchange's fair price, used for margin and liquidation.
     pub mark_price: f64,
-    /// Index price.
+    /// The underlying's index price.
     pub index_price: f64,
-    /// Open interest.
+    /// Open positions' size, in the instrument's amount unit.
     pub open_interest: f64,
     /// Lowest price the exchange accepts now.
     pub min_price: f64,
@@ -349,17 +349,17 @@ pub struct Quote {
 pub struct ChartBar {
     /// Bar start, milliseconds since the epoch.
     pub tick: u64,
-    /// Open.
+    /// First trade price in the bar.
     pub open: f64,
-    /// High.
+    /// Highest trade price in the bar.
     pub high: f64,
-    /// Low.
+    /// Lowest trade price in the bar.
     pub low: f64,
-    /// Close.
+    /// Last trade price in the bar.
     pub close: f64,
-    /// Volume.
+    /// Amount traded in the bar, in the base currency.
     pub volume: f64,
-    /// Cost.
+    /// Amount traded in the bar, in the quote currency (USD).
     pub cost: f64,
 }
 
@@ -433,7 +433,7 @@ pub struct InstrumentInfo {
     /// Larger increments above given prices (options).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tick_size_steps: Option<Vec<TickSizeStep>>,
-    /// Contract size.
+    /// What one contract is worth, in the amount's unit.
     pub contract_size: f64,
     /// Smallest amount.
     pub min_trade_amount: f64,
@@ -520,7 +520,7 @@ pub struct CurrencyInfo {
     pub min_confirmations: u32,
     /// Minimum withdrawal fee.
     pub min_withdrawal_fee: f64,
-    /// Withdrawal fee.
+    /// Fee the exchange charges for a withdrawal.
     pub withdrawal_fee: f64,
     /// Fee levels for faster withdrawals.
     #[serde(default)]

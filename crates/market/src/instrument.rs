@@ -17,7 +17,7 @@ pub struct Instrument {
     pub quote_currency: String,
     /// Minimum price increment.
     pub tick_size: f64,
-    /// Contract size.
+    /// What one contract is worth, in the amount's unit.
     pub contract_size: f64,
     /// Smallest tradable amount.
     pub min_trade_amount: f64,

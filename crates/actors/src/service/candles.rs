@@ -21,7 +21,7 @@ const BARS_PER_PAGE: u64 = 5_000;
 /// The backfill's settings; the task is `RunOnce<CandleBackfill>`.
 #[derive(Clone, Debug)]
 pub struct CandleBackfill {
-    /// Instrument.
+    /// The instrument whose candles are fetched.
     pub instrument: String,
     /// Start of the range.
     pub from: SystemTime,
@@ -56,8 +56,7 @@ impl TaskWork for CandleBackfill {
         let resolution = api_resolution(self.resolution)
             .ok_or_else(|| format!("the exchange has no {} candles", self.resolution))?;
         let step = self.resolution.duration().as_millis() as u64;
-        let exchange =
-            exchange_http(&self.http_url, self.ca_file.as_deref()).map_err(|e| e.to_string())?;
+        let exchange = exchange_http(&self.http_url, self.ca_file.as_deref())?;
         let pg = self.pg.clone().riding_out(RideOut::new(&own));
         let now = to_ms(SystemTime::now());
         let closed_until = now - now % step;
@@ -79,8 +78,7 @@ impl TaskWork for CandleBackfill {
                         ("resolution", resolution.clone()),
                     ],
                 )
-                .await
-                .map_err(|e| e.to_string())?;
+                .await?;
             let candles: Vec<Candle> = (0..chart.ticks.len())
                 .filter(|&i| chart.ticks[i] + step <= closed_until)
                 .map(|i| Candle {
@@ -96,10 +94,7 @@ impl TaskWork for CandleBackfill {
                 })
                 .collect();
             if !candles.is_empty() {
-                stored += pg
-                    .upsert_exchange_candles(candles.into())
-                    .await
-                    .map_err(|e| e.to_string())?;
+                stored += pg.upsert_exchange_candles(candles.into()).await?;
             }
             probe.set_detail(
                 "progress",

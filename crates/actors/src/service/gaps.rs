@@ -45,9 +45,10 @@ impl TaskWork for GapRepair {
             .await
             .map(|stored| format!("gaps repaired, {stored} trades stored"))
             .map_err(|e| match e {
+                RepairError::Pg(e) => e.into(),
+                RepairError::Exchange(e) => e.into(),
                 // The same history would be served again: not worth a restart.
-                RepairError::NoProgress { .. } => TaskError::unrecoverable(e.to_string()),
-                e => e.to_string().into(),
+                e @ RepairError::NoProgress { .. } => TaskError::unrecoverable(e.to_string()),
             })
     }
 }

@@ -78,8 +78,7 @@ pub struct InstrumentSync {
 impl TaskWork for InstrumentSync {
     async fn run(self, own: Incarnation) -> Result<String, TaskError> {
         let probe = &own.probe;
-        let exchange =
-            exchange_http(&self.http_url, self.ca_file.as_deref()).map_err(|e| e.to_string())?;
+        let exchange = exchange_http(&self.http_url, self.ca_file.as_deref())?;
         let pg = self.pg.clone().riding_out(RideOut::new(&own));
         let (mut upserted, mut deactivated) = (0, 0);
         for currency in &self.config.currencies {
@@ -88,22 +87,17 @@ impl TaskWork for InstrumentSync {
                     "get_instruments",
                     &[("currency", currency.clone()), ("expired", "false".into())],
                 )
-                .await
-                .map_err(|e| e.to_string())?;
+                .await?;
             let wanted: Vec<Instrument> = listed
                 .iter()
                 .filter(|i| self.config.kinds.contains(&i.kind))
                 .map(InstrumentInfo::to_instrument)
                 .collect();
             let keep: Vec<String> = wanted.iter().map(|i| i.instrument_name.clone()).collect();
-            upserted += pg
-                .upsert_instruments(wanted.into())
-                .await
-                .map_err(|e| e.to_string())?;
+            upserted += pg.upsert_instruments(wanted.into()).await?;
             deactivated += pg
                 .deactivate_instruments(currency, self.config.kinds.clone(), keep)
-                .await
-                .map_err(|e| e.to_string())?;
+                .await?;
         }
         probe.set_detail(
             "last_run",

@@ -97,19 +97,14 @@ impl TaskWork for Janitor {
         let now = SystemTime::now();
         let trades = pg
             .delete_older_than(Retained::Trades, now - self.config.trades_retention)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         let candles = pg
             .delete_older_than(Retained::Candles, now - self.config.candles_retention)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         let mut trimmed = 0;
         for instrument in &self.instruments {
             let stream = streams::trade_stream(instrument);
-            let progress = redis
-                .group_progress(&stream)
-                .await
-                .map_err(|e| e.to_string())?;
+            let progress = redis.group_progress(&stream).await?;
             // Every configured group must exist and have acknowledged an entry
             // before it goes; an entry pending anywhere stays.
             let mut floor: Option<String> = None;
@@ -129,10 +124,7 @@ impl TaskWork for Janitor {
                 });
             }
             if let Some(min_id) = floor {
-                trimmed += redis
-                    .trim_min_id(&stream, &min_id)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                trimmed += redis.trim_min_id(&stream, &min_id).await?;
             }
         }
         let done = format!(

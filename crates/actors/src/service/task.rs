@@ -13,6 +13,11 @@ use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SpawnErr};
 use keel_core::child::{spawn_with_probe, Incarnation, StartContext};
 use keel_core::recorded::Recordable;
 use keel_core::tasks::{OwnedTask, TaskEnd};
+use keel_deribit::codes;
+use keel_deribit::http::HttpError;
+
+use crate::resource::pg::PgError;
+use crate::resource::redis::RedisError;
 
 /// One task's work.
 pub trait TaskWork: Clone + Send + Sync + std::fmt::Debug + 'static {
@@ -53,6 +58,53 @@ impl From<String> for TaskError {
 impl From<&str> for TaskError {
     fn from(message: &str) -> Self {
         message.to_owned().into()
+    }
+}
+
+/// A statement PostgreSQL refused, or a value that does not convert, fails
+/// the same way on every run; an outage that outlasted the ride-out may not.
+impl From<PgError> for TaskError {
+    fn from(e: PgError) -> Self {
+        let unrecoverable = matches!(e, PgError::Rejected { .. } | PgError::Other { .. });
+        Self {
+            message: e.to_string(),
+            unrecoverable,
+        }
+    }
+}
+
+/// A command Redis refused (WRONGTYPE, a syntax error) is refused again.
+impl From<RedisError> for TaskError {
+    fn from(e: RedisError) -> Self {
+        let unrecoverable = matches!(e, RedisError::Command { .. });
+        Self {
+            message: e.to_string(),
+            unrecoverable,
+        }
+    }
+}
+
+/// An answer Keel cannot read, or the exchange calling the request itself
+/// malformed (bad parameters, no such method), comes back the same; a transport
+/// failure, a request to slow down or the exchange's general error is worth a
+/// later run.
+impl From<HttpError> for TaskError {
+    fn from(e: HttpError) -> Self {
+        let unrecoverable = match &e {
+            HttpError::Shape(_) => true,
+            HttpError::Rpc(rpc) => matches!(
+                rpc.code,
+                codes::BAD_REQUEST
+                    | codes::INVALID_PARAMS
+                    | codes::METHOD_NOT_FOUND
+                    | codes::INVALID_REQUEST
+            ),
+            HttpError::Transport(_) => false,
+        };
+        Self {
+            message: e.to_string(),
+            unrecoverable,
+        }
     }
 }
 
@@ -131,5 +183,56 @@ impl<W: TaskWork> Actor for RunOnce<W> {
             }
             Err(why) => Err(why.message.into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use keel_deribit::RpcError;
+
+    use super::*;
+
+    fn rpc(code: i64) -> HttpError {
+        HttpError::Rpc(RpcError::new(code))
+    }
+
+    #[test]
+    fn a_refused_statement_is_not_worth_a_rerun_but_an_outage_is() {
+        let rejected = PgError::Rejected {
+            op: "upsert_trades",
+            sqlstate: "42P01".into(),
+            message: "relation does not exist".into(),
+        };
+        let unavailable = PgError::Unavailable {
+            op: "upsert_trades",
+            attempts: 3,
+            last: "connection refused".into(),
+        };
+        assert!(TaskError::from(rejected).unrecoverable);
+        assert!(!TaskError::from(unavailable).unrecoverable);
+    }
+
+    #[test]
+    fn a_refused_redis_command_is_not_worth_a_rerun_but_an_open_circuit_is() {
+        let refused = RedisError::Command {
+            op: "xtrim",
+            code: Some("WRONGTYPE".into()),
+            message: "wrong kind of value".into(),
+        };
+        let open = RedisError::CircuitOpen {
+            op: "xtrim",
+            retry_after: std::time::Duration::from_secs(1),
+        };
+        assert!(TaskError::from(refused).unrecoverable);
+        assert!(!TaskError::from(open).unrecoverable);
+    }
+
+    #[test]
+    fn only_a_malformed_request_to_the_exchange_is_final() {
+        assert!(TaskError::from(rpc(codes::INVALID_PARAMS)).unrecoverable);
+        assert!(TaskError::from(HttpError::Shape("no result".into())).unrecoverable);
+        assert!(!TaskError::from(rpc(codes::TOO_MANY_REQUESTS)).unrecoverable);
+        assert!(!TaskError::from(rpc(codes::ERROR)).unrecoverable);
+        assert!(!TaskError::from(HttpError::Transport("refused".into())).unrecoverable);
     }
 }

@@ -93,7 +93,7 @@ pub struct SimConfig {
     /// Shortest `set_heartbeat` interval accepted (Deribit: 10 s).
     #[serde(with = "humantime_serde", default = "default_min_heartbeat")]
     pub min_heartbeat: Duration,
-    /// Rate limits.
+    /// The request credits each session has, as Deribit meters them.
     #[serde(default)]
     pub rate_limits: RateLimits,
     /// A PEM certificate chain: with `tls_key`, the port serves `wss://` and

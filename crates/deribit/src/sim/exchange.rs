@@ -134,7 +134,7 @@ pub struct InstrumentStats {
 }
 
 impl Exchange {
-    pub(super) fn new(mut config: SimConfig) -> Result<Self, String> {
+    pub(super) fn new(mut config: SimConfig) -> Result<Self, super::SimError> {
         let now = SystemTime::now();
         let recording = match &config.replay {
             Some(path) => Some(Arc::new(super::replay::Recording::load(
@@ -161,8 +161,9 @@ impl Exchange {
         let mut venues = Vec::new();
         let mut index = HashMap::new();
         for (i, name) in names.iter().enumerate() {
-            let spec: Spec = catalog::spec(name, i as u64 + 1, now)
-                .ok_or_else(|| format!("`{name}` is not a Deribit-style instrument name"))?;
+            let spec: Spec = catalog::spec(name, i as u64 + 1, now).ok_or_else(|| {
+                super::SimError::Config(format!("`{name}` is not a Deribit-style instrument name"))
+            })?;
             index.insert(name.clone(), i);
             venues.push(Mutex::new(Venue {
                 market: Market::new(spec, config.seed),
@@ -239,7 +240,7 @@ impl Exchange {
     }
 
     /// Applies a fault; returns what it did, or why it could not.
-    pub(super) fn inject(&self, fault: &Fault) -> Result<String, String> {
+    pub(super) fn inject(&self, fault: &Fault) -> Result<String, super::FaultError> {
         let done = match fault {
             Fault::Disconnect => self.tell(Control::Disconnect, "closing every connection"),
             Fault::Stall { ms } => {
@@ -258,7 +259,7 @@ impl Exchange {
                 Some(name) => {
                     let i = self
                         .instrument(name)
-                        .ok_or_else(|| format!("no instrument `{name}`"))?;
+                        .ok_or_else(|| super::FaultError::UnknownInstrument(name.clone()))?;
                     self.book_gaps[i].store(true, Ordering::Release);
                     format!("skipping a change_id of {name}")
                 }

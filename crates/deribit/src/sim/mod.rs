@@ -43,6 +43,16 @@ pub enum SimError {
     /// The configuration names something it cannot simulate.
     #[error("invalid simulator configuration: {0}")]
     Config(String),
+    /// The replay file cannot be read or served.
+    #[error("replay file {}{}: {reason}", path.display(), line.map(|n| format!(" line {n}")).unwrap_or_default())]
+    Replay {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The line at fault, counted from 1.
+        line: Option<usize>,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -51,6 +61,14 @@ pub enum SimError {
         /// The I/O error.
         source: std::io::Error,
     },
+}
+
+/// Why a fault could not be injected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FaultError {
+    /// The fault names an instrument the simulator does not list.
+    #[error("no instrument `{0}`")]
+    UnknownInstrument(String),
 }
 
 /// A running simulator.
@@ -81,7 +99,7 @@ where
 
 /// Starts a simulator; it runs until [`SimHandle::stop`] (or the handle is dropped).
 pub async fn start(config: SimConfig) -> Result<SimHandle, SimError> {
-    let exchange = Arc::new(Exchange::new(config).map_err(SimError::Config)?);
+    let exchange = Arc::new(Exchange::new(config)?);
     let listener = tokio::net::TcpListener::bind(exchange.config.listen)
         .await
         .map_err(|source| SimError::Bind {
@@ -157,7 +175,7 @@ impl SimHandle {
     }
 
     /// Injects a fault, as `POST /sim/faults` does.
-    pub fn inject(&self, fault: &Fault) -> Result<String, String> {
+    pub fn inject(&self, fault: &Fault) -> Result<String, FaultError> {
         self.exchange.inject(fault)
     }
 

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::SimError;
 use crate::Channel;
 
 /// One recorded notification.
@@ -34,9 +35,13 @@ pub(super) struct Recording {
 
 impl Recording {
     /// Reads `path`; `speed` divides the recorded gaps (0: no waiting).
-    pub(super) fn load(path: &Path, speed: f64) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("replay file {}: {e}", path.display()))?;
+    pub(super) fn load(path: &Path, speed: f64) -> Result<Self, SimError> {
+        let problem = |line: Option<usize>, reason: String| SimError::Replay {
+            path: path.to_owned(),
+            line,
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| problem(None, e.to_string()))?;
         let mut frames = Vec::new();
         let mut first_ms: Option<u64> = None;
         let mut latest_ms = 0u64;
@@ -50,8 +55,8 @@ impl Recording {
                 Some(at) if !line.starts_with('{') => &line[at + 2..],
                 _ => line,
             };
-            let frame: Value = serde_json::from_str(json)
-                .map_err(|e| format!("replay file {} line {}: {e}", path.display(), n + 1))?;
+            let frame: Value =
+                serde_json::from_str(json).map_err(|e| problem(Some(n + 1), e.to_string()))?;
             if frame.get("method").and_then(Value::as_str) != Some("subscription") {
                 continue;
             }
@@ -61,7 +66,7 @@ impl Recording {
             };
             let channel: Channel = name
                 .parse()
-                .map_err(|e| format!("replay file {} line {}: {e}", path.display(), n + 1))?;
+                .map_err(|e: crate::channel::BadChannel| problem(Some(n + 1), e.to_string()))?;
             let stamp = params["data"]["timestamp"]
                 .as_u64()
                 .or_else(|| params["data"][0]["timestamp"].as_u64());
@@ -82,10 +87,7 @@ impl Recording {
             });
         }
         if frames.is_empty() {
-            return Err(format!(
-                "replay file {}: no subscription notifications in it",
-                path.display()
-            ));
+            return Err(problem(None, "no subscription notifications in it".into()));
         }
         Ok(Self { frames })
     }

@@ -93,7 +93,7 @@ async fn faults(State(app): State<App>, body: Bytes) -> HttpResponse {
     };
     match app.exchange.inject(&fault) {
         Ok(done) => Json(json!({ "fault": fault.name(), "done": done })).into_response(),
-        Err(why) => bad_request(why),
+        Err(why) => bad_request(why.to_string()),
     }
 }
 

@@ -62,11 +62,11 @@ impl Publisher {
         if !gaps.is_empty() {
             if self.pg.is_ready() {
                 if let Err(error) = self.pg.record_gaps(gaps.clone().into()).await {
-                    tracing::error!(%error, ?gaps, "Could not record trade gaps; gap repair's scan for holes will find them once later trades are stored.");
+                    tracing::warn!(%error, ?gaps, "Could not record trade gaps; gap repair's scan for holes will find them once later trades are stored.");
                     self.outbox.put_back_gaps(gaps);
                 }
             } else if self.shutdown.is_cancelled() {
-                tracing::error!(?gaps, "PostgreSQL is out: trade gaps not recorded; gap repair's scan for holes will find them once later trades are stored.");
+                tracing::warn!(?gaps, "PostgreSQL is out: trade gaps not recorded; gap repair's scan for holes will find them once later trades are stored.");
             } else {
                 self.outbox.put_back_gaps(gaps);
             }

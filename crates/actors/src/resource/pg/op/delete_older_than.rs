@@ -28,7 +28,7 @@ pub enum Retained {
 /// each its own short transaction so no lock is held for long; answers how many.
 #[derive(Clone, Debug)]
 pub struct DeleteOlderThan {
-    /// The table.
+    /// The table rows are deleted from.
     pub table: Retained,
     /// Rows older than this go.
     pub before: SystemTime,

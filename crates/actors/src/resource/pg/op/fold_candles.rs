@@ -17,7 +17,7 @@ use crate::resource::Operation;
 /// answers how many candle rows changed.
 #[derive(Clone, Debug)]
 pub struct FoldCandles {
-    /// The trades.
+    /// The trades to fold, in any order.
     pub trades: Arc<[Trade]>,
     /// Resolutions in minutes.
     pub resolutions: Arc<[i32]>,

@@ -16,7 +16,7 @@ use crate::resource::Operation;
 /// how many candle rows changed.
 #[derive(Clone, Debug)]
 pub struct RecomputeCandles {
-    /// The instrument.
+    /// The instrument whose candles are recomputed from its stored trades.
     pub instrument: String,
     /// Start of the span.
     pub from: SystemTime,

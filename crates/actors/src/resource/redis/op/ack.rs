@@ -9,9 +9,9 @@ use crate::resource::Operation;
 /// Acknowledges entries; answers how many were pending.
 #[derive(Clone, Debug)]
 pub struct Ack {
-    /// Stream.
+    /// The stream's key.
     pub stream: String,
-    /// Group.
+    /// The consumer group acknowledging.
     pub group: String,
     /// Entry ids.
     pub ids: Vec<String>,

@@ -15,9 +15,9 @@ use crate::resource::Operation;
 /// Takes over entries other consumers left pending for `min_idle`.
 #[derive(Clone, Debug)]
 pub struct AutoClaim {
-    /// Stream.
+    /// The stream's key.
     pub stream: String,
-    /// Group.
+    /// The consumer group whose stale entries are claimed.
     pub group: String,
     /// The claiming consumer.
     pub consumer: String,

@@ -9,9 +9,9 @@ use crate::resource::Operation;
 /// Creates a consumer group (and the stream); answers false if it existed.
 #[derive(Clone, Debug)]
 pub struct CreateGroup {
-    /// Stream.
+    /// The stream's key; created empty if it does not exist (`MKSTREAM`).
     pub stream: String,
-    /// Group.
+    /// The consumer group's name.
     pub group: String,
 }
 

@@ -11,7 +11,7 @@ use crate::resource::Operation;
 /// Every consumer group's progress on a stream.
 #[derive(Clone, Debug)]
 pub struct StreamProgress {
-    /// Stream.
+    /// The stream's key.
     pub stream: String,
 }
 

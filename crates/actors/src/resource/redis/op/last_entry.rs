@@ -11,7 +11,7 @@ use crate::resource::Operation;
 /// The newest entry of a stream.
 #[derive(Clone, Debug)]
 pub struct LastEntry {
-    /// Stream.
+    /// The stream's key.
     pub stream: String,
 }
 

@@ -72,7 +72,7 @@ pub type Fields = Vec<(String, Vec<u8>)>;
 /// An entry handed to a consumer, with how often it has been delivered.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Delivered {
-    /// The entry.
+    /// The entry as the stream holds it.
     pub entry: StreamEntry,
     /// Deliveries so far, this one included.
     pub deliveries: u64,

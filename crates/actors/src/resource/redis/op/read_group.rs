@@ -14,7 +14,7 @@ use crate::resource::Operation;
 /// stream, its entries.
 #[derive(Clone, Debug)]
 pub struct ReadGroup {
-    /// Group.
+    /// The consumer group reading.
     pub group: String,
     /// Consumer (unique per process).
     pub consumer: String,

@@ -15,9 +15,9 @@ use crate::resource::Operation;
 /// The consumer's own pending entries, with their real delivery counts.
 #[derive(Clone, Debug)]
 pub struct ReadOwnPending {
-    /// Group.
+    /// The consumer group.
     pub group: String,
-    /// Consumer.
+    /// The consumer whose delivered, unacknowledged entries are read again.
     pub consumer: String,
     /// Streams to read.
     pub streams: Vec<String>,

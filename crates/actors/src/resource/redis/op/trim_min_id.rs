@@ -9,7 +9,7 @@ use crate::resource::Operation;
 /// Removes entries older than an id; answers how many.
 #[derive(Clone, Debug)]
 pub struct TrimMinId {
-    /// Stream.
+    /// The stream's key.
     pub stream: String,
     /// Entries below this id go.
     pub min_id: String,

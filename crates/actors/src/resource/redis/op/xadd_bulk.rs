@@ -15,7 +15,7 @@ use crate::resource::Operation;
 pub struct XaddBulk {
     /// Stream (logical name; the actor adds the prefix).
     pub stream: String,
-    /// The entries.
+    /// The entries, each as field-value pairs, added in this order.
     pub entries: Arc<[Fields]>,
 }
 
