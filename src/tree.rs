@@ -92,24 +92,33 @@ impl BackfillRequest {
 impl TaskRequest {
     /// Parses the words after `keel task` (`["backfill", "--gaps"]`), as the
     /// command line does.
-    pub fn parse(words: &[&str]) -> Result<Self, String> {
+    pub fn parse(words: &[&str]) -> Result<Self, clap::Error> {
         #[derive(clap::Parser)]
         struct Words {
             #[command(subcommand)]
             task: TaskRequest,
         }
         let argv = std::iter::once("task").chain(words.iter().copied());
-        <Words as clap::Parser>::try_parse_from(argv)
-            .map(|w| w.task)
-            .map_err(|e| e.to_string())
+        <Words as clap::Parser>::try_parse_from(argv).map(|w| w.task)
     }
 }
 
-fn parse_time(text: &str) -> Result<SystemTime, String> {
+/// A `--from` or `--to` that is neither milliseconds nor an RFC 3339 time.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("`{text}` is not a time (milliseconds since the epoch, or RFC 3339): {reason}")]
+pub struct NotATime {
+    text: String,
+    reason: humantime::TimestampError,
+}
+
+fn parse_time(text: &str) -> Result<SystemTime, NotATime> {
     if let Ok(ms) = text.parse::<u64>() {
         return Ok(UNIX_EPOCH + Duration::from_millis(ms));
     }
-    humantime::parse_rfc3339_weak(text).map_err(|e| format!("`{text}` is not a time: {e}"))
+    humantime::parse_rfc3339_weak(text).map_err(|reason| NotATime {
+        text: text.to_owned(),
+        reason,
+    })
 }
 
 fn parse_resolution(text: &str) -> Result<Resolution, NotAResolution> {
@@ -330,8 +339,8 @@ mod tests {
     #[test]
     fn task_requests_parse_as_the_command_line_writes_them_and_bad_ones_say_why() {
         assert_eq!(
-            TaskRequest::parse(&["backfill", "--gaps"]),
-            Ok(TaskRequest::Backfill(BackfillRequest::gaps()))
+            TaskRequest::parse(&["backfill", "--gaps"]).ok(),
+            Some(TaskRequest::Backfill(BackfillRequest::gaps()))
         );
         let words = "backfill --instrument BTC-PERPETUAL --from 2024-01-01T00:00:00Z --to 1704153600000 --resolution 5m";
         let words: Vec<&str> = words.split_whitespace().collect();
@@ -355,7 +364,7 @@ mod tests {
         ] {
             let words: Vec<&str> = bad.split_whitespace().collect();
             let error = TaskRequest::parse(&words).expect_err(bad);
-            assert!(error.contains(names), "{bad}: {error}");
+            assert!(error.to_string().contains(names), "{bad}: {error}");
         }
         let config = Config::default();
         let registry = Registry::default();

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::StreamExt as _;
-use keel_core::registry::{ActorKind, ActorState};
+use keel_core::registry::{ActorKind, ActorState, Serving};
 use keel_core::secret::Secret;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -111,15 +111,13 @@ async fn readyz(State(app): State<App>) -> Response {
     for actor in app.handle.tree().actors {
         match actor.kind {
             ActorKind::Resource => {
-                // A resource without a status (the embedded simulator) is
-                // ready once it runs.
-                let status = actor.details.get("status").cloned();
-                let status = status.and_then(|s| serde_json::from_value::<Status>(s).ok());
+                // A resource that never says whether it can serve (the
+                // embedded simulator) is ready once it runs.
                 if actor.state != ActorState::Running {
                     reasons.insert(actor.name, format!("{:?}", actor.state).to_lowercase());
-                } else if status == Some(Status::Connecting) {
+                } else if let Some(Serving::Waiting { cause }) = actor.serving {
                     // The real cause (refused, authentication failed, ...).
-                    let reason = match actor.details.get("cause").and_then(Value::as_str) {
+                    let reason = match cause {
                         Some(cause) => format!("connecting: {cause}"),
                         None => Status::Connecting.as_str().to_owned(),
                     };

@@ -112,6 +112,58 @@ pub enum Channel {
     },
 }
 
+/// What a channel carries, read off its name without allocating: how a
+/// notification's payload is decoded (the hot path does not build a [`Channel`]
+/// per frame).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChannelKind {
+    /// `trades.{instrument}.{interval}` or `trades.{kind}.{currency}.{interval}`.
+    Trades,
+    /// `ticker.{instrument}.{interval}`.
+    Ticker,
+    /// `book.{instrument}.{interval}`.
+    Book,
+    /// `book.{instrument}.{group}.{depth}.{interval}`.
+    BookGrouped,
+    /// `chart.trades.{instrument}.{resolution}`.
+    ChartTrades,
+    /// `quote.{instrument}`.
+    Quote,
+}
+
+impl ChannelKind {
+    /// The kind of the channel named `name`, if Keel reads it.
+    pub fn of(name: &str) -> Option<Self> {
+        let mut parts = name.split('.');
+        let first = parts.next()?;
+        let second = parts.next();
+        let segments = 1 + usize::from(second.is_some()) + parts.count();
+        match (first, segments) {
+            ("trades", 3 | 4) => Some(ChannelKind::Trades),
+            ("ticker", 3) => Some(ChannelKind::Ticker),
+            ("book", 3) => Some(ChannelKind::Book),
+            ("book", 5) => Some(ChannelKind::BookGrouped),
+            ("chart", 4) if second == Some("trades") => Some(ChannelKind::ChartTrades),
+            ("quote", 2) => Some(ChannelKind::Quote),
+            _ => None,
+        }
+    }
+}
+
+impl Channel {
+    /// What this channel carries.
+    pub fn kind(&self) -> ChannelKind {
+        match self {
+            Channel::Trades { .. } => ChannelKind::Trades,
+            Channel::Ticker { .. } => ChannelKind::Ticker,
+            Channel::Book { .. } => ChannelKind::Book,
+            Channel::BookGrouped { .. } => ChannelKind::BookGrouped,
+            Channel::ChartTrades { .. } => ChannelKind::ChartTrades,
+            Channel::Quote { .. } => ChannelKind::Quote,
+        }
+    }
+}
+
 /// A channel name Keel does not understand.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown or malformed channel `{0}`")]
@@ -292,6 +344,24 @@ mod tests {
         ] {
             let channel: Channel = name.parse().unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(channel.to_string(), name);
+            assert_eq!(ChannelKind::of(name), Some(channel.kind()), "{name}");
+        }
+    }
+
+    #[test]
+    fn the_kind_is_read_off_names_keel_does_not_subscribe_itself() {
+        assert_eq!(
+            ChannelKind::of("trades.future.BTC.raw"),
+            Some(ChannelKind::Trades)
+        );
+        for name in [
+            "",
+            "trades",
+            "chart.bars.X.1",
+            "user.orders.any.raw",
+            "platform_state",
+        ] {
+            assert_eq!(ChannelKind::of(name), None, "{name}");
         }
     }
 

@@ -13,7 +13,7 @@ pub mod payload;
 pub mod sim;
 pub mod tls;
 
-pub use channel::{Channel, Interval};
+pub use channel::{Channel, ChannelKind, Interval};
 pub use jsonrpc::{
     parse_request, parse_server_frame, FrameError, Id, Notification, Request, Response, RpcError,
     ServerFrame, Timing,

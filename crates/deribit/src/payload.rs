@@ -3,6 +3,7 @@
 //! The receiver and the corpus test both go through [`decode`], so "every real
 //! frame parses" is a statement about the code the daemon runs.
 
+use super::channel::ChannelKind;
 use super::model::{BookGrouped, BookUpdate, ChartBar, PublicTrade, Quote, Ticker};
 
 /// A decoded notification payload.
@@ -45,18 +46,13 @@ fn parse<T: serde::de::DeserializeOwned>(channel: &str, data: &str) -> Result<T,
 
 /// Decodes `data` as the payload of `channel`.
 pub fn decode(channel: &str, data: &str) -> Result<Payload, PayloadError> {
-    let mut parts = channel.split('.');
-    let kind = parts.next().unwrap_or_default();
-    let segments = channel.split('.').count();
-    Ok(match (kind, segments) {
-        ("trades", 3 | 4) => Payload::Trades(parse(channel, data)?),
-        ("book", 3) => Payload::Book(parse(channel, data)?),
-        ("book", 5) => Payload::BookGrouped(parse(channel, data)?),
-        ("ticker", 3) => Payload::Ticker(Box::new(parse(channel, data)?)),
-        ("quote", 2) => Payload::Quote(parse(channel, data)?),
-        ("chart", 4) if channel.starts_with("chart.trades.") => {
-            Payload::Chart(parse(channel, data)?)
-        }
-        (other, _) => Payload::Skipped(other.to_owned()),
+    Ok(match ChannelKind::of(channel) {
+        Some(ChannelKind::Trades) => Payload::Trades(parse(channel, data)?),
+        Some(ChannelKind::Book) => Payload::Book(parse(channel, data)?),
+        Some(ChannelKind::BookGrouped) => Payload::BookGrouped(parse(channel, data)?),
+        Some(ChannelKind::Ticker) => Payload::Ticker(Box::new(parse(channel, data)?)),
+        Some(ChannelKind::Quote) => Payload::Quote(parse(channel, data)?),
+        Some(ChannelKind::ChartTrades) => Payload::Chart(parse(channel, data)?),
+        None => Payload::Skipped(channel.split('.').next().unwrap_or_default().to_owned()),
     })
 }

@@ -47,6 +47,7 @@ impl Availability {
             let current = self.claim.write(|probe| {
                 probe.set_detail("status", Status::Ready.as_str());
                 probe.clear_detail("cause");
+                probe.set_cause(None);
                 probe.set_ready(true);
             });
             self.real_cause.store(false, Ordering::Release);
@@ -65,6 +66,7 @@ impl Availability {
             self.claim.write(|probe| {
                 probe.record_error(cause);
                 probe.set_detail("cause", cause);
+                probe.set_cause(Some(cause));
             });
             self.real_cause.store(!symptom, Ordering::Release);
         }

@@ -9,7 +9,7 @@ use parking_lot::Mutex;
 use ractor::ActorCell;
 
 use super::ring::{MessageRecord, Ring};
-use super::snapshot::ActorSnapshot;
+use super::snapshot::{ActorSnapshot, Serving};
 use super::state::{ActorKind, ActorState, Failure};
 use crate::mailbox::{self, Depth};
 use crate::stats::{Computed, Handle, Stats};
@@ -24,6 +24,8 @@ struct Status {
     last_failure: Option<Failure>,
     running_since: Option<(Instant, SystemTime)>,
     details: BTreeMap<String, serde_json::Value>,
+    /// Why it cannot serve, while it cannot (see [`Probe::set_cause`]).
+    cause: Option<String>,
 }
 
 #[derive(Debug)]
@@ -78,6 +80,7 @@ impl Entry {
                 last_failure: None,
                 running_since: None,
                 details: BTreeMap::new(),
+                cause: None,
             }),
             messages_handled: AtomicU64::new(0),
             depth: Arc::new(AtomicI64::new(0)),
@@ -120,7 +123,20 @@ impl Entry {
             .filter_map(|(k, s)| Some((k.clone(), s.show()?)))
             .collect();
         let stats = stats.into_iter().map(|(_, s)| Handle(s)).collect();
+        // Read before the status lock: a readiness write holds the owner lock
+        // while it takes the status lock.
+        let claimed = *self.readiness_owner.lock() > 0;
+        let ready = *self.ready.borrow();
         let status = self.status.lock();
+        let serving = claimed.then(|| {
+            if ready {
+                Serving::Ready
+            } else {
+                Serving::Waiting {
+                    cause: status.cause.clone(),
+                }
+            }
+        });
         let mut details = status.details.clone();
         details.extend(live);
         ActorSnapshot {
@@ -136,6 +152,7 @@ impl Entry {
             messages_handled: self.messages_handled.load(Ordering::Relaxed),
             mailbox_depth: u64::try_from(self.depth.load(Ordering::Relaxed)).unwrap_or(0),
             details,
+            serving,
             stats,
         }
     }
@@ -270,6 +287,12 @@ impl Probe {
             *now = ready;
             changed
         });
+    }
+
+    /// Why the actor cannot serve (`None`: it can, or says nothing), as
+    /// `/readyz` reports it; never a secret.
+    pub fn set_cause(&self, cause: Option<&str>) {
+        self.entry.status.lock().cause = cause.map(str::to_owned);
     }
 
     /// Whether the actor said it can serve.

@@ -12,7 +12,7 @@ mod state;
 
 pub use entry::{Probe, Readiness};
 pub use ring::MessageRecord;
-pub use snapshot::{ActorSnapshot, TreeSnapshot};
+pub use snapshot::{ActorSnapshot, Serving, TreeSnapshot};
 pub use state::{ActorKind, ActorState, Failure};
 
 use std::collections::BTreeMap;

@@ -31,6 +31,19 @@ impl TreeSnapshot {
     }
 }
 
+/// Whether an actor that says when it can serve (a resource reaching its
+/// server) can serve now, and if not, why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Serving {
+    /// It can.
+    Ready,
+    /// It cannot yet (connecting, or reconnecting after an outage).
+    Waiting {
+        /// What the server or the OS said, when something did.
+        cause: Option<String>,
+    },
+}
+
 /// One actor at one moment.
 #[derive(Clone, Debug, Serialize)]
 pub struct ActorSnapshot {
@@ -60,6 +73,10 @@ pub struct ActorSnapshot {
     pub mailbox_depth: u64,
     /// Actor-specific status (pool state, breaker, lag, ...).
     pub details: BTreeMap<String, serde_json::Value>,
+    /// Whether it can serve now, for an actor that says so (a resource: `None`
+    /// for one that never does).
+    #[serde(skip)]
+    pub serving: Option<Serving>,
     /// The typed stats behind its live details, for `/metrics`.
     #[serde(skip)]
     pub stats: Vec<Handle>,

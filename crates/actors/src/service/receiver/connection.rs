@@ -273,16 +273,9 @@ impl Connection {
                         Ok(Payload::Trades(trades)) => self.on_trades(&channel, &trades),
                         Ok(Payload::Book(update)) => {
                             if let Some(resync) = self.on_book(&channel, &update, &mut books) {
-                                send(request(
-                                    0,
-                                    "public/unsubscribe",
-                                    json!({"channels": [resync]}),
-                                ))?;
-                                send(request(
-                                    0,
-                                    "public/subscribe",
-                                    json!({"channels": [resync]}),
-                                ))?;
+                                let channels = json!({"channels": [resync.to_string()]});
+                                send(request(0, "public/unsubscribe", channels.clone()))?;
+                                send(request(0, "public/subscribe", channels))?;
                             }
                         }
                         // Channels Keel did not ask for.
@@ -374,7 +367,7 @@ impl Connection {
         channel: &str,
         update: &BookUpdate,
         last: &mut HashMap<String, i64>,
-    ) -> Option<String> {
+    ) -> Option<Channel> {
         if update.starts_chain() {
             last.insert(channel.to_owned(), update.change_id);
             return None;
@@ -393,7 +386,7 @@ impl Connection {
                     channel,
                     "Book gap; resubscribing that instrument for a new snapshot."
                 );
-                channel.parse::<Channel>().ok().map(|c| c.to_string())
+                channel.parse().ok()
             }
         }
     }
