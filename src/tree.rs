@@ -4,7 +4,7 @@ use keel_actors::resource::pg::{PgClient, Postgres};
 use keel_actors::resource::redis::{Redis, RedisClient};
 use keel_actors::service::analyzer::{Analyzer, FoldCandles};
 use keel_actors::service::candles::CandleBackfill;
-use keel_actors::service::consumer::{ConsumerArgs, ConsumerConfig};
+use keel_actors::service::consumer::{ConsumerArgs, ConsumerConfig, TradeSink};
 use keel_actors::service::distributor::{Distributor, StoreTrades};
 use keel_actors::service::gaps::GapRepair;
 use keel_actors::service::instruments::InstrumentSync;
@@ -169,7 +169,16 @@ pub fn children(config: &Config, registry: &Registry) -> Vec<ChildSpec> {
     }
     if config.receiver.enabled {
         let Clients { pg, redis } = clients.clone();
-        let args = ReceiverArgs::new(config.receiver.clone(), redis, pg);
+        // The consumers this tree runs bound how far ahead of them it publishes.
+        let groups = [
+            (config.distributor.enabled, &config.distributor.group, StoreTrades::NAME),
+            (config.analyzer.enabled, &config.analyzer.group, FoldCandles::NAME),
+        ]
+        .into_iter()
+        .filter(|(enabled, _, _)| *enabled)
+        .map(|(_, group, name)| if group.is_empty() { name } else { group }.to_owned())
+        .collect();
+        let args = ReceiverArgs::new(config.receiver.clone(), redis, pg).with_backlog_groups(groups);
         children.push(
             ChildSpec::worker(RECEIVER, move |ctx| Receiver::spawn(args.clone(), ctx)).producer(),
         );

@@ -6,7 +6,8 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::db::TestDb;
+use common::db::{TestDb, PG_PORT};
+use common::proxy::{Mode, TcpProxy};
 use common::redis::TestPrefix;
 use common::{daemon, eventually};
 use keel::{tree, Runtime, RuntimeHandle};
@@ -428,4 +429,104 @@ async fn the_receiver_follows_the_books_of_a_recorded_real_session() {
     handle.shutdown().await;
     sim.stop().await;
     let _ = std::fs::remove_file(&file);
+}
+
+/// The slowest consumer group's backlog on `stream`: delivered and not
+/// acknowledged, plus not delivered yet.
+async fn backlog(redis: &RedisClient, stream: &str) -> u64 {
+    let groups = redis.group_progress(stream).await.unwrap_or_default();
+    groups
+        .iter()
+        .map(|g| g.pending + g.lag.unwrap_or(0))
+        .max()
+        .unwrap_or(0)
+}
+
+/// A distributor that cannot commit (its PostgreSQL cut for 30 s) holds the
+/// receiver back at `max_backlog`: the stream never holds more than that the
+/// group has not acknowledged (so its MAXLEN trimming can never remove an unread
+/// entry), what the receiver's buffer cannot hold is dropped and recorded as
+/// gaps, and once the distributor catches up publishing resumes.
+#[tokio::test]
+async fn a_consumer_far_behind_holds_the_receiver_back_and_what_it_sheds_becomes_gaps() {
+    let db = TestDb::create().await;
+    let prefix = TestPrefix::new();
+    let proxy = TcpProxy::start(PG_PORT, Mode::Up).await;
+    let sim = daemon::sim(2_000.0).await;
+    let mut config = daemon::config(&db, &prefix, Some(&sim));
+    config.postgres.url = db.url(proxy.port);
+    config.analyzer.enabled = false;
+    config.schedule.enabled = false;
+    // The smallest bounds the configuration allows, so that this load crosses
+    // them within seconds (the defaults hold minutes of a normal day's trades).
+    config.receiver.max_backlog = 1_000;
+    config.receiver.buffer_limit = 2_000;
+    let batch = config.receiver.batch_size as u64;
+    let handle = Runtime::from_config(&config).start().await.unwrap();
+    let redis = RedisClient::new(handle.registry().clone(), tree::REDIS);
+    let stream = streams::trade_stream("BTC-PERPETUAL");
+    let client = db.client().await;
+    let stored = || async {
+        client
+            .query_one("SELECT count(*) FROM trades", &[])
+            .await
+            .map_or(0, |r| r.get::<_, i64>(0))
+    };
+    let receiver = |key: &str| {
+        detail(&handle, tree::RECEIVER, "receiver").and_then(|r| r.get(key).cloned())
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while stored().await == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "trades never stored");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    proxy.set(Mode::Down);
+    let outage = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut worst = 0;
+    while tokio::time::Instant::now() < outage {
+        worst = worst.max(backlog(&redis, &stream).await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        worst <= config.receiver.max_backlog + batch,
+        "backlog {worst} went past max_backlog"
+    );
+    assert!(worst >= config.receiver.max_backlog, "backlog {worst}: never held back");
+    assert_eq!(receiver("backlog_full"), Some(true.into()));
+    let dropped = receiver("dropped").and_then(|d| d.as_u64()).unwrap_or(0);
+    assert!(dropped > 0, "the buffer never shed");
+
+    proxy.set(Mode::Up);
+    eventually("publishing resumed", Duration::from_secs(60), || {
+        receiver("backlog_full") == Some(false.into())
+    })
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let recorded = loop {
+        let row = client
+            .query_one(
+                "SELECT coalesce(sum(to_seq - from_seq + 1), 0)::bigint FROM trade_gaps",
+                &[],
+            )
+            .await
+            .map_or(0, |r| r.get::<_, i64>(0));
+        if row as u64 >= dropped {
+            break row;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{row} trades recorded as gaps, {dropped} dropped"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(recorded > 0);
+    let before = stored().await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while stored().await < before + 2_000 {
+        assert!(tokio::time::Instant::now() < deadline, "storing did not resume");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    handle.shutdown().await;
+    sim.stop().await;
 }

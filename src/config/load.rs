@@ -214,6 +214,10 @@ mod tests {
             ),
             ("[redis]\nstream_maxlen = 0", "redis.stream_maxlen"),
             (
+                "[redis]\nstream_maxlen = 100000\n[receiver]\nmax_backlog = 100000",
+                "receiver.max_backlog",
+            ),
+            (
                 "[registry]\nmessage_ring = 100000000000",
                 "registry.message_ring",
             ),

@@ -201,14 +201,25 @@ impl Config {
             ("schedule", self.schedule.problems()),
             ("log", self.log.problems()),
         ];
-        sections
+        let mut problems: Vec<(String, String)> = sections
             .into_iter()
             .flat_map(|(section, problems)| {
                 problems
                     .into_iter()
                     .map(move |(key, expected)| (format!("{section}.{key}"), expected))
             })
-            .collect()
+            .collect();
+        // The stream's trimming must never reach what a group has not read.
+        if self.receiver.max_backlog >= self.redis.stream_maxlen {
+            problems.push((
+                "receiver.max_backlog".into(),
+                format!(
+                    "less than redis.stream_maxlen ({}), so trimming never removes unread entries",
+                    self.redis.stream_maxlen
+                ),
+            ));
+        }
+        problems
     }
 
     /// The configuration as TOML, secrets redacted (what `keel check` prints).

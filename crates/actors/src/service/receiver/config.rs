@@ -61,6 +61,14 @@ pub struct ReceiverConfig {
     /// so unusually large trades cannot exhaust memory within the entry count.
     #[serde(default = "default_buffer_bytes")]
     pub buffer_limit_bytes: usize,
+    /// Entries a trade stream may hold that the slowest consumer group (the
+    /// distributor's, the analyzer's) has not acknowledged. Beyond it the
+    /// receiver stops adding to that stream: trades wait in its buffer, and
+    /// past `buffer_limit` the oldest are dropped and recorded as gaps for
+    /// repair. Below `[redis] stream_maxlen`, so the stream's own trimming never
+    /// removes an entry a group has not read.
+    #[serde(default = "default_max_backlog")]
+    pub max_backlog: u64,
     /// A trade older than this (by its own time) is rejected at the edge.
     #[serde(with = "humantime_serde", default = "default_max_trade_age")]
     pub max_trade_age: Duration,
@@ -103,6 +111,9 @@ fn default_buffer() -> usize {
 fn default_buffer_bytes() -> usize {
     256 * 1024 * 1024
 }
+fn default_max_backlog() -> u64 {
+    500_000
+}
 fn default_max_trade_age() -> Duration {
     Duration::from_secs(3600)
 }
@@ -128,6 +139,7 @@ impl Default for ReceiverConfig {
             linger: default_linger(),
             buffer_limit: default_buffer(),
             buffer_limit_bytes: default_buffer_bytes(),
+            max_backlog: default_max_backlog(),
             max_trade_age: default_max_trade_age(),
             max_seq_jump: default_max_seq_jump(),
         }
@@ -157,6 +169,7 @@ impl ReceiverConfig {
                 .duration("max_trade_age", self.max_trade_age, MINUTE, 30 * DAY)
                 .count("batch_size", self.batch_size as u64, 1, 100_000)
                 .count("buffer_limit", self.buffer_limit as u64, 1, 100_000_000)
+                .count("max_backlog", self.max_backlog, 1000, 1_000_000_000)
                 .count(
                     "buffer_limit_bytes",
                     self.buffer_limit_bytes as u64,

@@ -37,6 +37,11 @@ pub(super) struct Counters {
     pub(super) last_data_ms: AtomicU64,
     pub(super) binary: AtomicU64,
     pub(super) unknown_channels: AtomicU64,
+    /// Whether publishing is held back now: a consumer group is
+    /// `max_backlog` entries behind.
+    pub(super) backlog_full: std::sync::atomic::AtomicBool,
+    /// Times publishing was held back so.
+    pub(super) backlog_holds: AtomicU64,
 }
 
 /// The receiver's repeating warnings, each bounded (see [`keel_core::logs`]).

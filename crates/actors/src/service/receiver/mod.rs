@@ -36,7 +36,7 @@ use keel_core::tasks::{OwnedTask, TaskEnd};
 pub use connection::Ended;
 use connection::{Connection, Counters, Logs};
 use outbox::Outbox;
-use publisher::Publisher;
+use publisher::{Backlog, Publisher};
 use stats::{ReceiverStats, RejectedStats};
 use validate::Gate;
 
@@ -58,6 +58,8 @@ pub struct ReceiverArgs {
     gate: Arc<Gate>,
     /// Repeating warnings, bounded across incarnations.
     logs: Arc<Logs>,
+    /// The consumer groups whose backlog bounds publishing (`max_backlog`).
+    backlog_groups: Vec<String>,
 }
 
 impl ReceiverArgs {
@@ -77,7 +79,16 @@ impl ReceiverArgs {
             pg,
             continuity: Continuity::default(),
             outbox,
+            backlog_groups: Vec::new(),
         }
+    }
+
+    /// Bounds publishing by these consumer groups' backlog: when one has
+    /// `max_backlog` entries of a stream not acknowledged, the receiver adds no
+    /// more until it catches up. Without groups, nothing bounds it.
+    pub fn with_backlog_groups(mut self, groups: Vec<String>) -> Self {
+        self.backlog_groups = groups;
+        self
     }
 }
 
@@ -155,6 +166,16 @@ impl Actor for Receiver {
             batch_size: args.config.batch_size,
             linger: args.config.linger,
             shutdown: own.shutdown.clone(),
+            backlog: Backlog::new(
+                args.config
+                    .instruments
+                    .iter()
+                    .map(|i| streams::trade_stream(i))
+                    .collect(),
+                args.backlog_groups.clone(),
+                args.config.max_backlog,
+            ),
+            counters: Arc::clone(&counters),
         };
         probe.set_stats("rejected", RejectedStats(Arc::downgrade(&args.gate)));
         let gate = Arc::downgrade(&args.gate);

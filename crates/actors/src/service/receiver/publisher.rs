@@ -1,12 +1,14 @@
 //! Drains the outbox into Redis in pipelined batches (on size or after a short
 //! linger) and records gaps in PostgreSQL. Only it waits on downstream work.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
-use super::connection::PUBLISH_RETRY;
+use super::connection::{Counters, PUBLISH_RETRY};
 use super::outbox::{Outbox, Pending};
 use crate::resource::pg::PgClient;
 use crate::resource::redis::{Fields, RedisClient};
@@ -23,6 +25,82 @@ pub(super) struct Publisher {
     pub(super) linger: Duration,
     /// The tree is shutting down: what cannot be flushed becomes recorded gaps.
     pub(super) shutdown: CancellationToken,
+    /// How far behind the consumer groups are; publishing waits while too far.
+    pub(super) backlog: Backlog,
+    pub(super) counters: Arc<Counters>,
+}
+
+/// How often the consumer groups' backlog is read while publishing.
+const BACKLOG_EVERY: Duration = Duration::from_millis(250);
+
+/// What one publishing pass did.
+#[derive(Debug, PartialEq, Eq)]
+enum Pass {
+    /// Everything taken went out (or there was nothing).
+    Done,
+    /// A write failed; what it held is back in the outbox.
+    Failed,
+    /// A consumer group is `max_backlog` behind: nothing was written.
+    Held,
+}
+
+/// The consumer groups' backlog on the receiver's streams: entries delivered
+/// and not acknowledged plus entries not delivered yet, for the slowest group.
+/// Read at most every [`BACKLOG_EVERY`]; publishing is held from `limit` until
+/// it is back under nine tenths of it, so it does not flap at the line.
+#[derive(Debug)]
+pub(super) struct Backlog {
+    streams: Vec<String>,
+    groups: Vec<String>,
+    limit: u64,
+    /// When it was last read, and whether publishing is held.
+    state: Mutex<(Option<Instant>, bool)>,
+}
+
+impl Backlog {
+    pub(super) fn new(streams: Vec<String>, groups: Vec<String>, limit: u64) -> Self {
+        Self {
+            streams,
+            groups,
+            limit,
+            state: Mutex::new((None, false)),
+        }
+    }
+
+    /// Whether publishing must wait; reads the groups when the last reading is
+    /// stale. A group or stream Redis does not report (not created yet), or a
+    /// reading that fails, holds nothing back: the write that follows meets
+    /// the same Redis.
+    async fn full(&self, redis: &RedisClient) -> bool {
+        let (checked, held) = *self.state.lock();
+        if self.groups.is_empty() || checked.is_some_and(|at| at.elapsed() < BACKLOG_EVERY) {
+            return held;
+        }
+        let mut worst = 0;
+        for stream in &self.streams {
+            let Ok(groups) = redis.group_progress(stream).await else {
+                break;
+            };
+            for g in groups.iter().filter(|g| self.groups.contains(&g.group)) {
+                worst = worst.max(g.pending + g.lag.unwrap_or(0));
+            }
+        }
+        let now_held = if held {
+            worst >= self.limit / 10 * 9
+        } else {
+            worst >= self.limit
+        };
+        *self.state.lock() = (Some(Instant::now()), now_held);
+        if now_held != held {
+            if now_held {
+                tracing::warn!(backlog = worst, limit = self.limit,
+                    "Consumers are behind: holding trades back (beyond the buffer the oldest are dropped and recorded as gaps).");
+            } else {
+                tracing::info!(backlog = worst, "Consumers caught up: publishing again.");
+            }
+        }
+        now_held
+    }
 }
 
 impl Publisher {
@@ -45,15 +123,21 @@ impl Publisher {
                 }
             }
             // The Redis client waits out an outage itself; a failure here is a
-            // command error (or the stop), so pause before the next pass.
-            if !self.publish_once().await {
+            // command error (or the stop), so pause before the next pass; so
+            // does a pass held back for the consumers.
+            let pause = match self.publish_once().await {
+                Pass::Done => None,
+                Pass::Failed => Some(PUBLISH_RETRY),
+                Pass::Held => Some(BACKLOG_EVERY),
+            };
+            if let Some(pause) = pause {
                 tokio::select! {
-                    () = tokio::time::sleep(PUBLISH_RETRY) => {}
+                    () = tokio::time::sleep(pause) => {}
                     () = stop.cancelled() => break,
                 }
             }
         }
-        while self.outbox.len() > 0 && self.publish_once().await {}
+        while self.outbox.len() > 0 && self.publish_once().await == Pass::Done {}
         let gaps = if self.shutdown.is_cancelled() {
             self.outbox.drain_as_gaps()
         } else {
@@ -73,10 +157,19 @@ impl Publisher {
         }
     }
 
-    /// One batch and any pending gaps; false when something failed.
-    async fn publish_once(&self) -> bool {
-        let mut ok = true;
-        let batch = self.outbox.take(self.batch_size);
+    /// One batch, unless the consumers are too far behind, and any pending gaps.
+    async fn publish_once(&self) -> Pass {
+        let mut pass = Pass::Done;
+        let full = self.outbox.len() > 0 && self.backlog.full(&self.redis).await;
+        if self.counters.backlog_full.swap(full, Ordering::Relaxed) != full && full {
+            self.counters.backlog_holds.fetch_add(1, Ordering::Relaxed);
+        }
+        let batch = if full {
+            pass = Pass::Held;
+            Vec::new()
+        } else {
+            self.outbox.take(self.batch_size)
+        };
         if !batch.is_empty() {
             let mut groups: Vec<(String, Vec<Pending>)> = Vec::new();
             for entry in batch {
@@ -101,7 +194,7 @@ impl Publisher {
                     .await
                 {
                     tracing::debug!(%error, "Publishing to Redis failed; keeping the batch.");
-                    ok = false;
+                    pass = Pass::Failed;
                     unsent.extend(group);
                 }
             }
@@ -120,6 +213,6 @@ impl Publisher {
                 }
             }
         }
-        ok
+        pass
     }
 }

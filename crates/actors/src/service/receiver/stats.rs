@@ -36,6 +36,14 @@ const DROPPED: Family = Family::counter(
     "keel_receiver_dropped_entries_total",
     "Trades dropped over the buffer limit (recorded as gaps).",
 );
+const BACKLOG_FULL: Family = Family::gauge(
+    "keel_receiver_backlog_full",
+    "1 while publishing is held back because a consumer group is max_backlog entries behind.",
+);
+const BACKLOG_HOLDS: Family = Family::counter(
+    "keel_receiver_backlog_holds_total",
+    "Times publishing was held back for a consumer group max_backlog entries behind.",
+);
 const BINARY: Family = Family::counter(
     "keel_receiver_binary_frames_total",
     "Binary frames from the exchange (it sends text only; ignored).",
@@ -66,6 +74,8 @@ struct Figures {
     unknown_channels: u64,
     buffered: usize,
     dropped: u64,
+    backlog_full: bool,
+    backlog_holds: u64,
 }
 
 /// The `receiver` detail: the connection's counters and the outbox.
@@ -96,6 +106,8 @@ impl ReceiverStats {
             unknown_channels: read(&c.unknown_channels),
             buffered: outbox.len(),
             dropped: outbox.dropped(),
+            backlog_full: c.backlog_full.load(Ordering::Relaxed),
+            backlog_holds: read(&c.backlog_holds),
         })
     }
 }
@@ -115,6 +127,8 @@ impl Stats for ReceiverStats {
         out.add(&RESYNCS, &labels, f.book_resyncs as f64);
         out.add(&BUFFERED, &labels, f.buffered as f64);
         out.add(&DROPPED, &labels, f.dropped as f64);
+        out.add(&BACKLOG_FULL, &labels, f64::from(u8::from(f.backlog_full)));
+        out.add(&BACKLOG_HOLDS, &labels, f.backlog_holds as f64);
         out.add(&BINARY, &labels, f.binary_frames as f64);
         out.add(&UNKNOWN, &labels, f.unknown_channels as f64);
         out.add(&LAST_DATA, &labels, f.last_data_ms as f64 / 1000.0);
