@@ -171,14 +171,23 @@ pub fn children(config: &Config, registry: &Registry) -> Vec<ChildSpec> {
         let Clients { pg, redis } = clients.clone();
         // The consumers this tree runs bound how far ahead of them it publishes.
         let groups = [
-            (config.distributor.enabled, &config.distributor.group, StoreTrades::NAME),
-            (config.analyzer.enabled, &config.analyzer.group, FoldCandles::NAME),
+            (
+                config.distributor.enabled,
+                &config.distributor.group,
+                StoreTrades::NAME,
+            ),
+            (
+                config.analyzer.enabled,
+                &config.analyzer.group,
+                FoldCandles::NAME,
+            ),
         ]
         .into_iter()
         .filter(|(enabled, _, _)| *enabled)
         .map(|(_, group, name)| if group.is_empty() { name } else { group }.to_owned())
         .collect();
-        let args = ReceiverArgs::new(config.receiver.clone(), redis, pg).with_backlog_groups(groups);
+        let args =
+            ReceiverArgs::new(config.receiver.clone(), redis, pg).with_backlog_groups(groups);
         children.push(
             ChildSpec::worker(RECEIVER, move |ctx| Receiver::spawn(args.clone(), ctx)).producer(),
         );

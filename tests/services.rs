@@ -472,12 +472,14 @@ async fn a_consumer_far_behind_holds_the_receiver_back_and_what_it_sheds_becomes
             .await
             .map_or(0, |r| r.get::<_, i64>(0))
     };
-    let receiver = |key: &str| {
-        detail(&handle, tree::RECEIVER, "receiver").and_then(|r| r.get(key).cloned())
-    };
+    let receiver =
+        |key: &str| detail(&handle, tree::RECEIVER, "receiver").and_then(|r| r.get(key).cloned());
     let deadline = tokio::time::Instant::now() + WAIT;
     while stored().await == 0 {
-        assert!(tokio::time::Instant::now() < deadline, "trades never stored");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "trades never stored"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
@@ -492,7 +494,10 @@ async fn a_consumer_far_behind_holds_the_receiver_back_and_what_it_sheds_becomes
         worst <= config.receiver.max_backlog + batch,
         "backlog {worst} went past max_backlog"
     );
-    assert!(worst >= config.receiver.max_backlog, "backlog {worst}: never held back");
+    assert!(
+        worst >= config.receiver.max_backlog,
+        "backlog {worst}: never held back"
+    );
     assert_eq!(receiver("backlog_full"), Some(true.into()));
     let dropped = receiver("dropped").and_then(|d| d.as_u64()).unwrap_or(0);
     assert!(dropped > 0, "the buffer never shed");
@@ -524,7 +529,10 @@ async fn a_consumer_far_behind_holds_the_receiver_back_and_what_it_sheds_becomes
     let before = stored().await;
     let deadline = tokio::time::Instant::now() + WAIT;
     while stored().await < before + 2_000 {
-        assert!(tokio::time::Instant::now() < deadline, "storing did not resume");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "storing did not resume"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     handle.shutdown().await;
