@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use keel_deribit::model::*;
-use keel_deribit::{decode, parse_request, parse_server_frame, Payload, ServerFrame};
+use keel_deribit::{
+    decode, decode_trades, parse_request, parse_server_frame, Payload, ServerFrame,
+};
 use serde::de::DeserializeOwned;
 
 fn corpus_dir() -> PathBuf {
@@ -105,6 +107,27 @@ fn read(kind: &str, text: &str) -> Result<String, String> {
             );
             if consumed != expect_consumed {
                 return Err(format!("{kind} decoded as {payload:?}"));
+            }
+            // What the receiver publishes: each trade's own text, which reads
+            // back as the same trade the whole payload decodes to.
+            if let Payload::Trades(trades) = payload {
+                let texts = decode_trades(&channel, data.get()).map_err(|e| e.to_string())?;
+                let again: Vec<PublicTrade> = texts
+                    .iter()
+                    .map(|(trade, text)| {
+                        let reread: PublicTrade =
+                            serde_json::from_str(text).map_err(|e| e.to_string())?;
+                        if &reread != trade {
+                            return Err(format!("{text} reads back as {reread:?}"));
+                        }
+                        Ok(reread)
+                    })
+                    .collect::<Result<_, String>>()?;
+                if again != trades {
+                    return Err(format!(
+                        "{kind}: the trades' own texts differ from the payload"
+                    ));
+                }
             }
             Ok(channel)
         }

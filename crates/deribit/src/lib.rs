@@ -18,7 +18,7 @@ pub use jsonrpc::{
     parse_request, parse_server_frame, FrameError, Id, Notification, Request, Response, RpcError,
     ServerFrame, Timing,
 };
-pub use payload::{decode, Payload, PayloadError};
+pub use payload::{decode, decode_trades, Payload, PayloadError};
 
 #[cfg(test)]
 mod tests;

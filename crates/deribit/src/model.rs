@@ -25,7 +25,7 @@ pub struct PublicTrade {
     pub mark_price: Option<f64>,
     /// Index price at the time.
     pub index_price: f64,
-    /// Instrument.
+    /// The instrument traded (`BTC-PERPETUAL`).
     pub instrument_name: String,
     /// `buy` or `sell` (taker side).
     pub direction: String,
@@ -145,7 +145,7 @@ pub struct BookUpdate {
     pub kind: Option<String>,
     /// Milliseconds since the epoch.
     pub timestamp: u64,
-    /// Instrument.
+    /// The instrument whose book this is.
     pub instrument_name: String,
     /// This update's id.
     pub change_id: i64,
@@ -182,7 +182,7 @@ impl BookUpdate {
 pub struct BookGrouped {
     /// Milliseconds since the epoch.
     pub timestamp: u64,
-    /// Instrument.
+    /// The instrument whose book this is.
     pub instrument_name: String,
     /// Id of the book state.
     pub change_id: i64,
@@ -252,7 +252,7 @@ pub struct Ticker {
     pub timestamp: u64,
     /// `open` or `closed`.
     pub state: String,
-    /// The instrument.
+    /// The instrument the ticker describes.
     pub instrument_name: String,
     /// Best bid price (negative on some spreads; 0 when there is none).
     pub best_bid_price: f64,
@@ -332,13 +332,13 @@ pub struct Ticker {
 pub struct Quote {
     /// Milliseconds since the epoch.
     pub timestamp: u64,
-    /// Instrument.
+    /// The instrument quoted.
     pub instrument_name: String,
-    /// Best bid.
+    /// Best bid price (0 when there is none).
     pub best_bid_price: f64,
     /// Amount at the best bid.
     pub best_bid_amount: f64,
-    /// Best ask.
+    /// Best ask price (0 when there is none).
     pub best_ask_price: f64,
     /// Amount at the best ask.
     pub best_ask_amount: f64,

@@ -44,6 +44,24 @@ fn parse<T: serde::de::DeserializeOwned>(channel: &str, data: &str) -> Result<T,
     })
 }
 
+/// Decodes a `trades.*` payload, keeping each trade's text as the exchange
+/// wrote it beside the decoded trade: the receiver publishes that text as it is,
+/// so a trade is decoded once on the way in and never encoded again.
+pub fn decode_trades<'a>(
+    channel: &str,
+    data: &'a str,
+) -> Result<Vec<(PublicTrade, &'a str)>, PayloadError> {
+    let bad = |e: serde_json::Error| PayloadError {
+        channel: channel.to_owned(),
+        reason: e.to_string(),
+    };
+    let texts: Vec<&'a serde_json::value::RawValue> = serde_json::from_str(data).map_err(bad)?;
+    texts
+        .into_iter()
+        .map(|text| Ok((serde_json::from_str(text.get()).map_err(bad)?, text.get())))
+        .collect()
+}
+
 /// Decodes `data` as the payload of `channel`.
 pub fn decode(channel: &str, data: &str) -> Result<Payload, PayloadError> {
     Ok(match ChannelKind::of(channel) {

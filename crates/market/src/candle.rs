@@ -78,7 +78,7 @@ impl From<Resolution> for String {
 /// One OHLCV bar of one instrument.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Candle {
-    /// The instrument.
+    /// The instrument whose trades the candle folds.
     pub instrument_name: String,
     /// Bar length.
     pub resolution: Resolution,

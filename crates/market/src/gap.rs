@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 /// Trades `from_seq..=to_seq` of one instrument were not delivered.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Gap {
-    /// The instrument.
+    /// The instrument whose `trade_seq` has the hole.
     pub instrument_name: String,
     /// First missing `trade_seq`.
     pub from_seq: i64,

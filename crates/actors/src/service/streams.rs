@@ -23,6 +23,12 @@ pub fn encode(trade: &PublicTrade) -> Result<Fields, serde_json::Error> {
     Ok(vec![(TRADE_FIELD.to_owned(), json)])
 }
 
+/// One trade as a stream entry, from the exchange's own text for it (what the
+/// receiver publishes: `decode` reads it as it reads [`encode`]'s).
+pub fn encode_text(text: &str) -> Fields {
+    vec![(TRADE_FIELD.to_owned(), text.as_bytes().to_vec())]
+}
+
 /// Why a stream entry is not a trade Keel can store; the entry is dead-lettered
 /// with this as its reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

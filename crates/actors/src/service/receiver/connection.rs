@@ -24,7 +24,10 @@ use keel_core::logs::Repeats;
 use keel_core::registry::Probe;
 use keel_deribit::channel::subscribe_batches;
 use keel_deribit::model::{BookUpdate, PublicTrade};
-use keel_deribit::{decode, parse_server_frame, Channel, Interval, Payload, Request, ServerFrame};
+use keel_deribit::{
+    decode, decode_trades, parse_server_frame, Channel, ChannelKind, Interval, Payload, Request,
+    ServerFrame,
+};
 
 /// Counters shown in the registry.
 #[derive(Debug, Default)]
@@ -274,9 +277,18 @@ impl Connection {
                         keel_deribit::model::to_ms(std::time::SystemTime::now()),
                         Ordering::Relaxed,
                     );
-                    match decode(&channel, data.get()) {
-                        Ok(Payload::Trades(trades)) => self.on_trades(&channel, &trades),
-                        Ok(Payload::Book(update)) => {
+                    // Trades keep the exchange's text for each trade, which is
+                    // what gets published; every other payload is decoded whole.
+                    let payload = if ChannelKind::of(&channel) == Some(ChannelKind::Trades) {
+                        decode_trades(&channel, data.get())
+                            .map(|trades| self.on_trades(&channel, &trades))
+                            .map(|()| None)
+                    } else {
+                        decode(&channel, data.get()).map(Some)
+                    };
+                    match payload {
+                        Ok(None) => {}
+                        Ok(Some(Payload::Book(update))) => {
                             if let Some(resync) = self.on_book(&channel, &update, &mut books) {
                                 let channels = json!({"channels": [resync.to_string()]});
                                 send(request(0, "public/unsubscribe", channels.clone()))?;
@@ -284,7 +296,7 @@ impl Connection {
                             }
                         }
                         // Channels Keel did not ask for.
-                        Ok(_) => {
+                        Ok(Some(_)) => {
                             self.counters
                                 .unknown_channels
                                 .fetch_add(1, Ordering::Relaxed);
@@ -302,7 +314,9 @@ impl Connection {
         }
     }
 
-    fn on_trades(&self, channel: &str, trades: &[PublicTrade]) {
+    /// Checks, sequences and buffers trades, each with the exchange's text for
+    /// it, which is what gets published.
+    fn on_trades(&self, channel: &str, trades: &[(PublicTrade, &str)]) {
         // `trades.{instrument}.{interval}`
         let channel_instrument = channel
             .strip_prefix("trades.")
@@ -311,11 +325,10 @@ impl Connection {
         let now_ms = keel_deribit::model::to_ms(std::time::SystemTime::now());
         let mut entries = Vec::with_capacity(trades.len());
         let mut gaps = Vec::new();
-        for trade in trades {
+        for (trade, text) in trades {
             let last = self.continuity.last(&trade.instrument_name);
             if let Err(reason) = self.gate.check(trade, channel_instrument, last, now_ms) {
-                let json = serde_json::to_string(trade).unwrap_or_default();
-                self.gate.reject(reason, channel, &json, now_ms);
+                self.gate.reject(reason, channel, text, now_ms);
                 self.logs.rejected.warn(|suppressed| {
                     tracing::warn!(
                         reason = reason.as_str(), %channel, instrument = %trade.instrument_name,
@@ -325,11 +338,7 @@ impl Connection {
                 });
                 continue;
             }
-            let Ok(fields) = streams::encode(trade) else {
-                // Not reachable for a trade that passed the gate; counted if it were.
-                self.counters.malformed.fetch_add(1, Ordering::Relaxed);
-                continue;
-            };
+            let fields = streams::encode_text(text);
             match self
                 .continuity
                 .check(&trade.instrument_name, trade.trade_seq)

@@ -187,15 +187,24 @@ impl Publisher {
                     unsent.extend(group);
                     continue;
                 }
-                let fields: Arc<[Fields]> = group.iter().map(|p| p.fields.clone()).collect();
+                // The entries move into the call; only a failed write copies
+                // them back into the outbox.
+                let seqs: Vec<i64> = group.iter().map(|p| p.seq).collect();
+                let fields: Arc<[Fields]> = group.into_iter().map(|p| p.fields).collect();
                 if let Err(error) = self
                     .redis
-                    .xadd_bulk(&streams::trade_stream(&instrument), fields)
+                    .xadd_bulk(&streams::trade_stream(&instrument), Arc::clone(&fields))
                     .await
                 {
                     tracing::debug!(%error, "Publishing to Redis failed; keeping the batch.");
                     pass = Pass::Failed;
-                    unsent.extend(group);
+                    unsent.extend(seqs.into_iter().zip(fields.iter()).map(|(seq, fields)| {
+                        Pending {
+                            instrument: instrument.clone(),
+                            seq,
+                            fields: fields.clone(),
+                        }
+                    }));
                 }
             }
             if !unsent.is_empty() {
