@@ -16,7 +16,7 @@ use keel_core::recorded::Recordable;
 use keel_core::stats::{Family, Samples, Stats};
 use keel_core::tasks::{OwnedTask, TaskEnd, Tasks};
 
-use super::{Availability, Call, CallStats};
+use super::{Availability, Call, CallStats, Unreachable};
 
 /// Whether a resource can reach its server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,7 +110,7 @@ pub trait Resource: Send + Sync + Sized + 'static {
 
     /// One check that the server answers (a validated pool checkout); the error
     /// says why not.
-    fn check(shared: &Self::Shared) -> impl Future<Output = Result<(), String>> + Send;
+    fn check(shared: &Self::Shared) -> impl Future<Output = Result<(), Unreachable>> + Send;
 
     /// Pool figures.
     fn pool_stats(shared: &Self::Shared) -> PoolStats;
@@ -399,7 +399,7 @@ async fn watch_health<R: Resource>(
         R::call_stats(shared).record("health_check", started.elapsed(), class);
         match checked {
             Ok(()) => availability.mark_ready(),
-            Err(cause) => availability.mark_unreachable(&cause),
+            Err(why) => availability.mark_unreachable(&why),
         }
     }
 }
@@ -455,7 +455,7 @@ async fn connect_loop<R: Resource>(
                 cause
             }
         };
-        availability.mark_unreachable(&cause);
+        availability.mark_unreachable(&Unreachable::Said(cause.clone()));
         let delay = backoff.next_delay();
         tracing::debug!(resource = %name, %cause, attempts, retry_in = ?delay, "Connect attempt failed.");
         tokio::select! {

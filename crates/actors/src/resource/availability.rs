@@ -26,6 +26,20 @@ pub struct Availability {
 /// of the outage, never its cause.
 pub(crate) const CHECKOUT_TIMED_OUT: &str = "no connection within checkout_timeout";
 
+/// Why a resource could not reach its server (a failed health check, connect
+/// attempt or call).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unreachable {
+    /// What the server or the OS said (refused, authentication failed, DNS);
+    /// never a secret.
+    #[error("{0}")]
+    Said(String),
+    /// No connection was free within `checkout_timeout`: a symptom of the
+    /// outage, never its cause, so it does not hide a cause already known.
+    #[error("{CHECKOUT_TIMED_OUT}")]
+    CheckoutTimedOut,
+}
+
 impl Availability {
     /// Starts as `connecting`.
     pub fn new(probe: &Probe) -> Self {
@@ -57,10 +71,13 @@ impl Availability {
         }
     }
 
-    /// The server could not be reached; `cause` is the real reason (refused,
-    /// authentication failed, DNS), never a secret.
-    pub fn mark_unreachable(&self, cause: &str) {
-        let symptom = cause == CHECKOUT_TIMED_OUT;
+    /// The server could not be reached, and why.
+    pub fn mark_unreachable(&self, why: &Unreachable) {
+        let symptom = *why == Unreachable::CheckoutTimedOut;
+        let cause = match why {
+            Unreachable::Said(cause) => cause.as_str(),
+            Unreachable::CheckoutTimedOut => CHECKOUT_TIMED_OUT,
+        };
         let known = self.real_cause.load(Ordering::Acquire);
         if !(symptom && known && !self.ready.load(Ordering::Acquire)) {
             self.claim.write(|probe| {
@@ -129,7 +146,7 @@ mod tests {
         let new = Availability::new(&probe);
         assert!(!probe.is_ready(), "between incarnations nobody is ready");
         new.mark_ready();
-        old.mark_unreachable("connection refused");
+        old.mark_unreachable(&Unreachable::Said("connection refused".into()));
         old.mark_stopped();
         assert!(probe.is_ready());
         assert_eq!(status(&registry), Some("ready".into()));

@@ -22,7 +22,7 @@ pub mod redis;
 mod stats;
 
 pub use actor::{ConnectError, Health, PoolStats, Resource, ResourceActor, ResourceMsg, Status};
-pub use availability::Availability;
+pub use availability::{Availability, Unreachable};
 pub use call::{Client, NotRunning};
 pub use operation::{Call, Execute, Operation};
 pub use outage::{CallError, RideOut};

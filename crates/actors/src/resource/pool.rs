@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use bb8::{ErrorSink, ManageConnection, Pool, RunError, State};
 
+use super::availability::Unreachable;
 use super::{Availability, PoolStats};
 
 /// Sends bb8's connection errors (refused, authentication failed, DNS) to the
@@ -15,7 +16,8 @@ struct RecordErrors(Availability);
 
 impl<E: std::error::Error + Send + 'static> ErrorSink<E> for RecordErrors {
     fn sink(&self, error: E) {
-        self.0.mark_unreachable(&super::describe(&error));
+        self.0
+            .mark_unreachable(&Unreachable::Said(super::describe(&error)));
     }
 
     fn boxed_clone(&self) -> Box<dyn ErrorSink<E>> {
@@ -50,14 +52,14 @@ where
 
 /// One health check: a checkout, which the pool validates (`test_on_check_out`);
 /// the error says why it failed.
-pub(super) async fn check<M>(pool: &Pool<M>) -> Result<(), String>
+pub(super) async fn check<M>(pool: &Pool<M>) -> Result<(), Unreachable>
 where
     M: ManageConnection,
     M::Error: std::error::Error + 'static,
 {
     pool.get().await.map(drop).map_err(|e| match e {
-        RunError::User(e) => super::describe(&e),
-        RunError::TimedOut => super::availability::CHECKOUT_TIMED_OUT.into(),
+        RunError::User(e) => Unreachable::Said(super::describe(&e)),
+        RunError::TimedOut => Unreachable::CheckoutTimedOut,
     })
 }
 

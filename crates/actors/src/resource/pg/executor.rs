@@ -8,6 +8,7 @@ use tokio_postgres::{Client, Transaction};
 
 use super::error::{classify, Class, PgError};
 use super::{PgOp, PgShared};
+use crate::resource::Unreachable;
 
 /// Runs operation `work` on a pooled connection, retrying transient errors with backoff up
 /// to `max_attempts`; permanent errors return at once. After an error that may
@@ -98,7 +99,9 @@ async fn execute_with_retries<O: PgOp>(shared: &PgShared, work: &O) -> Result<O:
                 cause,
             } => {
                 if maybe_applied {
-                    shared.availability.mark_unreachable(&cause);
+                    shared
+                        .availability
+                        .mark_unreachable(&Unreachable::Said(cause.clone()));
                     if !idempotent {
                         return Err(PgError::OutcomeUnknown { op, cause });
                     }

@@ -25,7 +25,9 @@ use tokio_util::sync::CancellationToken;
 use keel_core::child::StartContext;
 use keel_core::delay::BackoffConfig;
 
-use super::{Availability, CallStats, Client, ConnectError, PoolStats, Resource, ResourceActor};
+use super::{
+    Availability, CallStats, Client, ConnectError, PoolStats, Resource, ResourceActor, Unreachable,
+};
 
 /// What the executor counts, shown in the registry and in health.
 #[derive(Debug, Default)]
@@ -127,7 +129,7 @@ impl Resource for Postgres {
         shared.config.health_every
     }
 
-    async fn check(shared: &PgShared) -> Result<(), String> {
+    async fn check(shared: &PgShared) -> Result<(), Unreachable> {
         super::pool::check(&shared.pool).await
     }
 

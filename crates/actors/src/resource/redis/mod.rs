@@ -30,7 +30,9 @@ use tokio_util::sync::CancellationToken;
 use keel_core::child::StartContext;
 use keel_core::delay::BackoffConfig;
 
-use super::{Availability, CallStats, Client, ConnectError, PoolStats, Resource, ResourceActor};
+use super::{
+    Availability, CallStats, Client, ConnectError, PoolStats, Resource, ResourceActor, Unreachable,
+};
 use breaker::{BreakerView, Outcome};
 
 /// Everything a RedisActor call needs.
@@ -92,6 +94,7 @@ impl RedisShared {
             let _waiting = self.stats.waiting();
             self.pool.get().await
         };
+        let timed_out = matches!(checkout, Err(RunError::TimedOut));
         let result = match checkout {
             Ok(mut conn) => work
                 .attempt(&mut conn, self)
@@ -105,7 +108,11 @@ impl RedisShared {
         };
         let outcome = match &result {
             Err(RedisError::Connection { cause, .. }) => {
-                self.availability.mark_unreachable(cause);
+                self.availability.mark_unreachable(&if timed_out {
+                    Unreachable::CheckoutTimedOut
+                } else {
+                    Unreachable::Said(cause.clone())
+                });
                 Outcome::Failed
             }
             _ => {
@@ -176,7 +183,7 @@ impl Resource for Redis {
         shared.config.health_every
     }
 
-    async fn check(shared: &RedisShared) -> Result<(), String> {
+    async fn check(shared: &RedisShared) -> Result<(), Unreachable> {
         super::pool::check(&shared.pool).await?;
         // The server is back: the breaker need not wait out its open interval.
         shared.breaker.lock().server_answered(Instant::now());
