@@ -26,7 +26,7 @@ pub enum CtlAction {
     Tree,
     /// An actor's recent messages; `--follow` keeps printing new ones.
     Messages {
-        /// The actor.
+        /// The actor's name, as `keel ctl tree` shows it.
         name: String,
         /// How many recent messages.
         #[arg(long, default_value_t = 20)]
@@ -37,7 +37,7 @@ pub enum CtlAction {
     },
     /// Restart an actor now.
     Restart {
-        /// The actor.
+        /// The actor's name, as `keel ctl tree` shows it.
         name: String,
     },
     /// Run a scheduled task now (`instruments`, `janitor`, `backfill-gaps`).

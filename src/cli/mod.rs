@@ -37,7 +37,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// The subcommands.
+/// What `keel` can do.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon until SIGTERM or SIGINT (a second SIGINT skips the drain).

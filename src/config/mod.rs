@@ -70,7 +70,7 @@ pub struct Config {
     /// When `keel run` runs the tasks.
     #[serde(default)]
     pub schedule: ScheduleConfig,
-    /// The admin endpoint.
+    /// `[admin]`: the HTTP endpoint operators and `keel ctl` use.
     #[serde(default)]
     pub admin: AdminConfig,
     /// Logging limits.

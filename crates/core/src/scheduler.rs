@@ -210,7 +210,7 @@ impl Drop for SchedulerState {
     }
 }
 
-/// The scheduler actor.
+/// Starts each job's run-once child when its interval is due, one run at a time.
 #[derive(Debug, Default)]
 pub struct Scheduler;
 

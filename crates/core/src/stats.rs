@@ -48,7 +48,7 @@ pub struct Family {
 }
 
 impl Family {
-    /// A counter.
+    /// A family whose samples only go up (Prometheus `counter`).
     pub const fn counter(name: &'static str, help: &'static str) -> Self {
         Self {
             name,
@@ -57,7 +57,7 @@ impl Family {
         }
     }
 
-    /// A gauge.
+    /// A family whose samples go up and down (Prometheus `gauge`).
     pub const fn gauge(name: &'static str, help: &'static str) -> Self {
         Self {
             name,

@@ -208,7 +208,7 @@ pub enum ServerFrame {
     Response(Response),
     /// Data on a subscribed channel; `data` is decoded by the channel's payload type.
     Subscription {
-        /// Channel name.
+        /// The channel it arrived on (`trades.BTC-PERPETUAL.100ms`).
         channel: String,
         /// The undecoded payload.
         data: Box<RawValue>,

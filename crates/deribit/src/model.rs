@@ -368,17 +368,17 @@ pub struct ChartBar {
 pub struct TradingViewChart {
     /// Bar starts, milliseconds since the epoch.
     pub ticks: Vec<u64>,
-    /// Opens.
+    /// Each bar's first trade price.
     pub open: Vec<f64>,
-    /// Highs.
+    /// Each bar's highest trade price.
     pub high: Vec<f64>,
-    /// Lows.
+    /// Each bar's lowest trade price.
     pub low: Vec<f64>,
-    /// Closes.
+    /// Each bar's last trade price.
     pub close: Vec<f64>,
-    /// Volumes.
+    /// Each bar's amount traded, in the base currency.
     pub volume: Vec<f64>,
-    /// Costs.
+    /// Each bar's amount traded, in the quote currency (USD).
     pub cost: Vec<f64>,
     /// `ok` or `no_data`.
     pub status: String,

@@ -20,7 +20,7 @@ pub fn ensure_provider() {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{path}: {problem}")]
 pub struct TlsError {
-    /// The file.
+    /// The certificate or key file at fault.
     pub path: String,
     /// What is wrong with it.
     pub problem: String,

@@ -58,7 +58,7 @@ pub struct PoolStats {
 pub struct Health {
     /// Reachability.
     pub status: Status,
-    /// Pool figures.
+    /// Connections open, idle and waited for.
     pub pool: PoolStats,
     /// Calls being served right now.
     pub calls_in_flight: usize,
@@ -112,7 +112,7 @@ pub trait Resource: Send + Sync + Sized + 'static {
     /// says why not.
     fn check(shared: &Self::Shared) -> impl Future<Output = Result<(), Unreachable>> + Send;
 
-    /// Pool figures.
+    /// Connections open, idle and waited for, from the pool.
     fn pool_stats(shared: &Self::Shared) -> PoolStats;
 
     /// Resource-specific health figures.

@@ -143,7 +143,7 @@ impl TradeSink for FoldCandles {
     }
 }
 
-/// The analyzer actor.
+/// Folds every trade of the streams into candles, once (group `analyzer`).
 pub type Analyzer = TradeConsumer<FoldCandles>;
 
 #[cfg(test)]

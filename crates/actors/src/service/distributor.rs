@@ -19,5 +19,5 @@ impl TradeSink for StoreTrades {
     }
 }
 
-/// The distributor actor.
+/// Stores every trade of the streams in PostgreSQL, once (group `distributor`).
 pub type Distributor = TradeConsumer<StoreTrades>;

@@ -12,7 +12,7 @@ use serde::Serialize;
 pub struct StoppedChild {
     /// The child's name.
     pub name: String,
-    /// Its kind.
+    /// Whether it is a resource, a worker or a task.
     pub kind: ActorKind,
     /// How it stopped.
     #[serde(flatten)]

@@ -112,7 +112,7 @@ pub struct SimStats {
     pub connections: usize,
     /// Channel subscriptions across connections.
     pub subscriptions: usize,
-    /// Notifications sent.
+    /// Subscription notifications written, across connections.
     pub notifications: u64,
     /// Connections closed for falling behind.
     pub closed_slow: u64,
@@ -127,7 +127,7 @@ pub struct SimStats {
 /// One instrument in `/sim/stats`.
 #[derive(Debug, Serialize, serde::Deserialize, PartialEq, Eq, Clone, Copy)]
 pub struct InstrumentStats {
-    /// Trades generated.
+    /// Trades generated for this instrument so far.
     pub trades: u64,
     /// The last `trade_seq` (0 before any).
     pub last_trade_seq: i64,

@@ -13,7 +13,7 @@ pub enum Fault {
     /// silent stall that froze the old system's receiver). Trades keep being
     /// generated, so clients see a gap afterwards.
     Stall {
-        /// Duration.
+        /// For how long, in milliseconds.
         ms: u64,
     },
     /// Treat each connection's next answer to a `test_request` as missing, so the

@@ -46,7 +46,7 @@ pub enum SimError {
     /// The replay file cannot be read or served.
     #[error("replay file {}{}: {reason}", path.display(), line.map(|n| format!(" line {n}")).unwrap_or_default())]
     Replay {
-        /// The file.
+        /// The replay file.
         path: std::path::PathBuf,
         /// The line at fault, counted from 1.
         line: Option<usize>,
@@ -56,7 +56,7 @@ pub enum SimError {
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
-        /// The address.
+        /// The address asked for.
         addr: SocketAddr,
         /// The I/O error.
         source: std::io::Error,

@@ -13,7 +13,7 @@ pub enum PgError {
     /// (syntax 42xxx, constraint 23xxx, data 22xxx, authentication 28xxx, ...).
     #[error("postgres rejected `{op}` with SQLSTATE {sqlstate}: {message}")]
     Rejected {
-        /// The operation.
+        /// The operation's name (`insert_trades`, `xadd_bulk`, ...).
         op: &'static str,
         /// The five-character SQLSTATE.
         sqlstate: String,
@@ -24,7 +24,7 @@ pub enum PgError {
     /// ...) lasted through every attempt.
     #[error("postgres unavailable for `{op}` after {attempts} attempts: {last}")]
     Unavailable {
-        /// The operation.
+        /// The operation's name (`insert_trades`, `xadd_bulk`, ...).
         op: &'static str,
         /// Attempts made.
         attempts: u32,
@@ -35,7 +35,7 @@ pub enum PgError {
     /// retried.
     #[error("outcome of `{op}` unknown: {cause}")]
     OutcomeUnknown {
-        /// The operation.
+        /// The operation's name (`insert_trades`, `xadd_bulk`, ...).
         op: &'static str,
         /// What interrupted it.
         cause: String,
@@ -43,7 +43,7 @@ pub enum PgError {
     /// A value could not be converted to or from its SQL type.
     #[error("`{op}` failed: {message}")]
     Other {
-        /// The operation.
+        /// The operation's name (`insert_trades`, `xadd_bulk`, ...).
         op: &'static str,
         /// The driver's message.
         message: String,

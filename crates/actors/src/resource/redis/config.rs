@@ -48,7 +48,7 @@ pub struct RedisConfig {
     /// `XREADGROUP BLOCK`; at most 300 ms (see [`MAX_READ_BLOCK`]).
     #[serde(with = "humantime_serde", default = "default_read_block")]
     pub read_block: Duration,
-    /// The circuit breaker.
+    /// When calls stop touching the network after failures, and for how long.
     #[serde(default)]
     pub breaker: BreakerConfig,
     /// Delay between connect attempts while the server is unreachable.

@@ -10,7 +10,7 @@ pub enum RedisError {
     /// The circuit is open: refused without touching the network.
     #[error("redis circuit open for `{op}`; next probe in {retry_after:?}")]
     CircuitOpen {
-        /// The operation.
+        /// The operation's name (`insert_trades`, `xadd_bulk`, ...).
         op: &'static str,
         /// Until the next probe may go.
         retry_after: Duration,
@@ -19,7 +19,7 @@ pub enum RedisError {
     /// BUSY, TRYAGAIN, MASTERDOWN); counted by the breaker.
     #[error("redis unreachable for `{op}`: {cause}")]
     Connection {
-        /// The operation.
+        /// The operation's name (`insert_trades`, `xadd_bulk`, ...).
         op: &'static str,
         /// What happened.
         cause: String,
@@ -28,7 +28,7 @@ pub enum RedisError {
     /// unexpected reply; not the breaker's business.
     #[error("redis refused `{op}`{}: {message}", code.as_ref().map(|c| format!(" ({c})")).unwrap_or_default())]
     Command {
-        /// The operation.
+        /// The operation's name (`insert_trades`, `xadd_bulk`, ...).
         op: &'static str,
         /// The error code (`WRONGTYPE`, `NOGROUP`, ...).
         code: Option<String>,

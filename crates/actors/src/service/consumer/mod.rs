@@ -148,7 +148,7 @@ pub trait TradeSink: Clone + Send + Sync + std::fmt::Debug + 'static {
 /// What a consumer is started with.
 #[derive(Clone, Debug)]
 pub struct ConsumerArgs<S> {
-    /// Settings.
+    /// Its `[distributor]` or `[analyzer]` section.
     pub config: ConsumerConfig,
     /// Where its trades go.
     pub sink: S,

@@ -290,7 +290,7 @@ impl Connection {
                         Ok(None) => {}
                         Ok(Some(Payload::Book(update))) => {
                             if let Some(resync) = self.on_book(&channel, &update, &mut books) {
-                                let channels = json!({"channels": [resync.to_string()]});
+                                let channels = json!({"channels": [resync]});
                                 send(request(0, "public/unsubscribe", channels.clone()))?;
                                 send(request(0, "public/subscribe", channels))?;
                             }
@@ -381,7 +381,7 @@ impl Connection {
         channel: &str,
         update: &BookUpdate,
         last: &mut HashMap<String, i64>,
-    ) -> Option<Channel> {
+    ) -> Option<String> {
         if update.starts_chain() {
             last.insert(channel.to_owned(), update.change_id);
             return None;
@@ -400,7 +400,7 @@ impl Connection {
                     channel,
                     "Book gap; resubscribing that instrument for a new snapshot."
                 );
-                channel.parse().ok()
+                Some(channel.to_owned())
             }
         }
     }

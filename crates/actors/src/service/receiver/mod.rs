@@ -43,7 +43,7 @@ use validate::Gate;
 /// What a receiver is started with.
 #[derive(Clone, Debug)]
 pub struct ReceiverArgs {
-    /// Its settings.
+    /// Its `[receiver]` section.
     pub config: ReceiverConfig,
     /// RedisActor, reached by name in the tree's registry.
     pub redis: RedisClient,
@@ -118,7 +118,7 @@ impl Recordable for ReceiverMsg {
     }
 }
 
-/// The receiver actor.
+/// Holds the exchange connection and the publisher into Redis; restarted by its supervisor.
 #[derive(Debug, Default)]
 pub struct Receiver;
 

@@ -13,7 +13,7 @@ pub struct Ack {
     pub stream: String,
     /// The consumer group acknowledging.
     pub group: String,
-    /// Entry ids.
+    /// The ids of the entries processed, as the stream gave them.
     pub ids: Vec<String>,
 }
 

@@ -45,7 +45,7 @@ impl RedisClient {
 /// How far one consumer group has got on a stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GroupProgress {
-    /// Group name.
+    /// The consumer group these figures are of.
     pub group: String,
     /// The last entry delivered to any of its consumers.
     pub last_delivered: String,

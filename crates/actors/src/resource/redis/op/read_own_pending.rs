@@ -15,7 +15,7 @@ use crate::resource::Operation;
 /// The consumer's own pending entries, with their real delivery counts.
 #[derive(Clone, Debug)]
 pub struct ReadOwnPending {
-    /// The consumer group.
+    /// The consumer group the entries were delivered in.
     pub group: String,
     /// The consumer whose delivered, unacknowledged entries are read again.
     pub consumer: String,
