@@ -1,9 +1,10 @@
 //! Trades folded into candles, each trade once (the analyzer).
 
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio_postgres::Client;
+use tokio_postgres::{Client, Transaction};
 
 use keel_market::Trade;
 
@@ -57,35 +58,22 @@ impl PgClient {
     }
 }
 
-/// Folds a batch of trades into their candles for every resolution, counting
-/// only trades past each candle's `last_trade_seq` (and each trade once).
-const FOLD_CANDLES: &str = "\
-WITH t AS (
-    SELECT DISTINCT ON (name, seq) name, seq, ts, price, amount
-    FROM unnest($1::text[], $2::int8[], $3::timestamptz[], $4::float8[], $5::float8[])
-         AS t(name, seq, ts, price, amount)
-),
-b AS (
-    SELECT t.*, r.m,
-           to_timestamp(floor(extract(epoch FROM t.ts) / (r.m * 60)) * (r.m * 60)) AS bucket
-    FROM t CROSS JOIN unnest($6::int4[]) AS r(m)
-),
-fresh AS (
-    SELECT b.* FROM b
-    LEFT JOIN candles c
-      ON c.instrument_name = b.name AND c.resolution_minutes = b.m AND c.bucket = b.bucket
-    WHERE c.last_trade_seq IS NULL OR b.seq > c.last_trade_seq
-),
-agg AS (
-    SELECT name, m, bucket,
-           (array_agg(price ORDER BY seq))[1] AS o, max(price) AS h, min(price) AS l,
-           (array_agg(price ORDER BY seq DESC))[1] AS c, sum(amount) AS v, count(*) AS n,
-           max(seq) AS last
-    FROM fresh GROUP BY name, m, bucket
-)
+/// The candles a batch touches that exist already, with the last trade each
+/// holds: trades at or before it were folded by an earlier delivery.
+const FOLDED_UP_TO: &str = "\
+SELECT k.i, c.last_trade_seq
+FROM unnest($1::text[], $2::int4[], $3::timestamptz[]) WITH ORDINALITY AS k(name, m, bucket, i)
+JOIN candles c
+  ON c.instrument_name = k.name AND c.resolution_minutes = k.m AND c.bucket = k.bucket";
+
+/// The batch's fresh trades, already aggregated per candle, merged into the
+/// stored candles (the open of an existing candle stays; its close is the
+/// batch's last trade, which is later than any it holds).
+const MERGE_CANDLES: &str = "\
 INSERT INTO candles (instrument_name, resolution_minutes, bucket, open, high, low, close,
                      volume, trades, last_trade_seq)
-SELECT name, m, bucket, o, h, l, c, v, n, last FROM agg
+SELECT * FROM unnest($1::text[], $2::int4[], $3::timestamptz[], $4::float8[], $5::float8[],
+                     $6::float8[], $7::float8[], $8::float8[], $9::int8[], $10::int8[])
 ON CONFLICT (instrument_name, resolution_minutes, bucket) DO UPDATE SET
     high = greatest(candles.high, excluded.high),
     low = least(candles.low, excluded.low),
@@ -100,8 +88,19 @@ const LOCK_FOLD: &str = "\
 SELECT count(pg_advisory_xact_lock(hashtextextended('candles:' || name, 7308)))
 FROM (SELECT DISTINCT unnest($1::text[]) AS name ORDER BY 1) AS names";
 
+/// Takes the fold lock of each of `instruments` for the rest of `tx`: folding
+/// and recomputing never interleave on one instrument.
+async fn lock_fold(
+    tx: &Transaction<'_>,
+    instruments: &[&str],
+) -> Result<(), tokio_postgres::Error> {
+    tx.query_typed(LOCK_FOLD, &[(&instruments, Type::TEXT_ARRAY)])
+        .await
+        .map(drop)
+}
+
 /// Runs one candle write in a transaction that first takes the fold lock of
-/// each of `instruments`: folding and recomputing never interleave on one.
+/// each of `instruments`.
 pub(super) async fn write_candles(
     client: &mut Client,
     timeout_ms: u128,
@@ -110,31 +109,173 @@ pub(super) async fn write_candles(
     params: &[(&(dyn ToSql + Sync), Type)],
 ) -> Result<u64, tokio_postgres::Error> {
     let tx = begin(client, timeout_ms).await?;
-    tx.query_typed(LOCK_FOLD, &[(&instruments, Type::TEXT_ARRAY)])
-        .await?;
+    lock_fold(&tx, instruments).await?;
     let n = tx.execute_typed(statement, params).await?;
     tx.commit().await?;
     Ok(n)
 }
 
+/// A candle's key: instrument, resolution in minutes, bucket start in seconds
+/// since the epoch.
+type Key<'t> = (&'t str, i32, i64);
+
+/// What a batch adds to one candle.
+#[derive(Debug)]
+struct Partial {
+    first_seq: i64,
+    open: f64,
+    high: f64,
+    low: f64,
+    last_seq: i64,
+    close: f64,
+    volume: f64,
+    trades: i64,
+}
+
+/// The start of the `minutes` bucket holding `at`, in seconds since the epoch,
+/// as PostgreSQL's `floor(extract(epoch FROM ts) / (m * 60)) * (m * 60)` gives it
+/// (timestamps are stored to the microsecond).
+fn bucket_of(at: SystemTime, minutes: i32) -> i64 {
+    let micros = match at.duration_since(UNIX_EPOCH) {
+        Ok(after) => i64::try_from(after.as_micros()).unwrap_or(i64::MAX),
+        Err(before) => -i64::try_from(before.duration().as_micros()).unwrap_or(i64::MAX),
+    };
+    let width = i64::from(minutes) * 60;
+    micros.div_euclid(width * 1_000_000) * width
+}
+
+/// A bucket start (seconds since the epoch) as a time.
+fn from_secs(secs: i64) -> SystemTime {
+    match u64::try_from(secs) {
+        Ok(after) => UNIX_EPOCH + Duration::from_secs(after),
+        Err(_) => UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs()),
+    }
+}
+
+/// Folds a batch into its candles in one transaction under the fold lock: one
+/// query learns how far each touched candle was folded, the batch's fresh
+/// trades (each trade once, however often it was delivered) are aggregated
+/// here, and one statement merges the few resulting rows. PostgreSQL sees a
+/// row per candle, not per trade and resolution.
 async fn fold_candles(
     client: &mut Client,
     timeout_ms: u128,
     trades: &[Trade],
     resolutions: &[i32],
 ) -> Result<u64, tokio_postgres::Error> {
-    let names: Vec<&str> = trades.iter().map(|t| t.instrument_name.as_str()).collect();
-    let seqs: Vec<i64> = trades.iter().map(|t| t.trade_seq).collect();
-    let times: Vec<SystemTime> = trades.iter().map(|t| t.timestamp).collect();
-    let prices: Vec<f64> = trades.iter().map(|t| t.price).collect();
-    let amounts: Vec<f64> = trades.iter().map(|t| t.amount).collect();
-    let params: [(&(dyn ToSql + Sync), Type); 6] = [
-        (&names, Type::TEXT_ARRAY),
-        (&seqs, Type::INT8_ARRAY),
-        (&times, Type::TIMESTAMPTZ_ARRAY),
-        (&prices, Type::FLOAT8_ARRAY),
-        (&amounts, Type::FLOAT8_ARRAY),
-        (&resolutions, Type::INT4_ARRAY),
-    ];
-    write_candles(client, timeout_ms, &names, FOLD_CANDLES, &params).await
+    let mut seen = HashSet::with_capacity(trades.len());
+    let unique: Vec<&Trade> = trades
+        .iter()
+        .filter(|t| seen.insert((t.instrument_name.as_str(), t.trade_seq)))
+        .collect();
+    let touched: Vec<Key<'_>> = unique
+        .iter()
+        .flat_map(|t| {
+            let name = t.instrument_name.as_str();
+            resolutions
+                .iter()
+                .map(move |&m| (name, m, bucket_of(t.timestamp, m)))
+        })
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if touched.is_empty() {
+        return Ok(0);
+    }
+    let names: Vec<&str> = touched.iter().map(|k| k.0).collect();
+    let minutes: Vec<i32> = touched.iter().map(|k| k.1).collect();
+    let buckets: Vec<SystemTime> = touched.iter().map(|k| from_secs(k.2)).collect();
+    let tx = begin(client, timeout_ms).await?;
+    lock_fold(&tx, &names).await?;
+    let rows = tx
+        .query_typed(
+            FOLDED_UP_TO,
+            &[
+                (&names, Type::TEXT_ARRAY),
+                (&minutes, Type::INT4_ARRAY),
+                (&buckets, Type::TIMESTAMPTZ_ARRAY),
+            ],
+        )
+        .await?;
+    // Each row names its key by position (from 1) in the arrays sent.
+    let mut folded: HashMap<Key<'_>, i64> = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let at: i64 = row.try_get(0)?;
+        let key = usize::try_from(at - 1).ok().and_then(|i| touched.get(i));
+        if let Some(&key) = key {
+            folded.insert(key, row.try_get(1)?);
+        }
+    }
+    let mut partials: BTreeMap<Key<'_>, Partial> = BTreeMap::new();
+    for trade in &unique {
+        for &m in resolutions {
+            let key = (
+                trade.instrument_name.as_str(),
+                m,
+                bucket_of(trade.timestamp, m),
+            );
+            if folded
+                .get(&key)
+                .is_some_and(|&last| trade.trade_seq <= last)
+            {
+                continue;
+            }
+            let (seq, price) = (trade.trade_seq, trade.price);
+            let p = partials.entry(key).or_insert(Partial {
+                first_seq: seq,
+                open: price,
+                high: price,
+                low: price,
+                last_seq: seq,
+                close: price,
+                volume: 0.0,
+                trades: 0,
+            });
+            if seq < p.first_seq {
+                (p.first_seq, p.open) = (seq, price);
+            }
+            if seq > p.last_seq {
+                (p.last_seq, p.close) = (seq, price);
+            }
+            p.high = p.high.max(price);
+            p.low = p.low.min(price);
+            p.volume += trade.amount;
+            p.trades += 1;
+        }
+    }
+    let n = if partials.is_empty() {
+        0
+    } else {
+        let names: Vec<&str> = partials.keys().map(|k| k.0).collect();
+        let minutes: Vec<i32> = partials.keys().map(|k| k.1).collect();
+        let buckets: Vec<SystemTime> = partials.keys().map(|k| from_secs(k.2)).collect();
+        let column = |f: fn(&Partial) -> f64| partials.values().map(f).collect::<Vec<f64>>();
+        let (open, high, low, close, volume) = (
+            column(|p| p.open),
+            column(|p| p.high),
+            column(|p| p.low),
+            column(|p| p.close),
+            column(|p| p.volume),
+        );
+        let counts: Vec<i64> = partials.values().map(|p| p.trades).collect();
+        let lasts: Vec<i64> = partials.values().map(|p| p.last_seq).collect();
+        tx.execute_typed(
+            MERGE_CANDLES,
+            &[
+                (&names, Type::TEXT_ARRAY),
+                (&minutes, Type::INT4_ARRAY),
+                (&buckets, Type::TIMESTAMPTZ_ARRAY),
+                (&open, Type::FLOAT8_ARRAY),
+                (&high, Type::FLOAT8_ARRAY),
+                (&low, Type::FLOAT8_ARRAY),
+                (&close, Type::FLOAT8_ARRAY),
+                (&volume, Type::FLOAT8_ARRAY),
+                (&counts, Type::INT8_ARRAY),
+                (&lasts, Type::INT8_ARRAY),
+            ],
+        )
+        .await?
+    };
+    tx.commit().await?;
+    Ok(n)
 }
