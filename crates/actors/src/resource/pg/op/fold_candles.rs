@@ -59,12 +59,16 @@ impl PgClient {
 }
 
 /// The candles a batch touches that exist already, with the last trade each
-/// holds: trades at or before it were folded by an earlier delivery.
+/// holds: trades at or before it were folded by an earlier delivery. `$4`
+/// carries every trade's time, so that PostgreSQL refuses a time it cannot
+/// store (22008) exactly as the distributor's insert does, and the consumer
+/// dead-letters that trade alone.
 const FOLDED_UP_TO: &str = "\
 SELECT k.i, c.last_trade_seq
 FROM unnest($1::text[], $2::int4[], $3::timestamptz[]) WITH ORDINALITY AS k(name, m, bucket, i)
 JOIN candles c
-  ON c.instrument_name = k.name AND c.resolution_minutes = k.m AND c.bucket = k.bucket";
+  ON c.instrument_name = k.name AND c.resolution_minutes = k.m AND c.bucket = k.bucket
+WHERE $4::timestamptz[] IS NOT NULL";
 
 /// The batch's fresh trades, already aggregated per candle, merged into the
 /// stored candles (the open of an existing candle stays; its close is the
@@ -185,6 +189,7 @@ async fn fold_candles(
     let names: Vec<&str> = touched.iter().map(|k| k.0).collect();
     let minutes: Vec<i32> = touched.iter().map(|k| k.1).collect();
     let buckets: Vec<SystemTime> = touched.iter().map(|k| from_secs(k.2)).collect();
+    let times: Vec<SystemTime> = unique.iter().map(|t| t.timestamp).collect();
     let tx = begin(client, timeout_ms).await?;
     lock_fold(&tx, &names).await?;
     let rows = tx
@@ -194,6 +199,7 @@ async fn fold_candles(
                 (&names, Type::TEXT_ARRAY),
                 (&minutes, Type::INT4_ARRAY),
                 (&buckets, Type::TIMESTAMPTZ_ARRAY),
+                (&times, Type::TIMESTAMPTZ_ARRAY),
             ],
         )
         .await?;
