@@ -49,7 +49,10 @@ pub struct ConsumerConfig {
     /// Consumer name; empty: `{hostname}-{pid}`, unique per process.
     #[serde(default)]
     pub consumer: String,
-    /// Entries per stream per read.
+    /// Entries per stream per read (the most; a read returns what is there).
+    /// Larger batches cost less per row: with 1,000 a saturated daemon
+    /// committed about 50,000 rows/s, with 5,000 about 60,000 (README,
+    /// "Overload").
     #[serde(default = "default_batch")]
     pub batch: usize,
     /// Entries pending this long with another consumer are claimed.
@@ -70,7 +73,7 @@ fn yes() -> bool {
     true
 }
 fn default_batch() -> usize {
-    1000
+    5000
 }
 fn default_min_idle() -> Duration {
     Duration::from_secs(30)
