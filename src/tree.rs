@@ -171,20 +171,12 @@ pub fn children(config: &Config, registry: &Registry) -> Vec<ChildSpec> {
         let Clients { pg, redis } = clients.clone();
         // The consumers this tree runs bound how far ahead of them it publishes.
         let groups = [
-            (
-                config.distributor.enabled,
-                &config.distributor.group,
-                StoreTrades::NAME,
-            ),
-            (
-                config.analyzer.enabled,
-                &config.analyzer.group,
-                FoldCandles::NAME,
-            ),
+            (&config.distributor, StoreTrades::NAME),
+            (&config.analyzer, FoldCandles::NAME),
         ]
         .into_iter()
-        .filter(|(enabled, _, _)| *enabled)
-        .map(|(_, group, name)| if group.is_empty() { name } else { group }.to_owned())
+        .filter(|(consumer, _)| consumer.enabled)
+        .map(|(consumer, service)| consumer.group_name(service))
         .collect();
         let args =
             ReceiverArgs::new(config.receiver.clone(), redis, pg).with_backlog_groups(groups);

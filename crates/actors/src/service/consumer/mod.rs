@@ -122,6 +122,15 @@ impl ConsumerConfig {
             .finish()
     }
 
+    /// The consumer group: `group`, or `service` (the sink's name) when empty.
+    pub fn group_name(&self, service: &str) -> String {
+        if self.group.is_empty() {
+            service.to_owned()
+        } else {
+            self.group.clone()
+        }
+    }
+
     /// The consumer name: configured, or unique to this process.
     pub fn consumer_name(&self) -> String {
         if !self.consumer.is_empty() {
@@ -234,9 +243,7 @@ impl<S: TradeSink> Actor for TradeConsumer<S> {
     ) -> Result<ConsumerState<S>, ActorProcessingErr> {
         let probe = own.probe.clone();
         let consumer = args.config.consumer_name();
-        if args.config.group.is_empty() {
-            args.config.group = S::NAME.to_owned();
-        }
+        args.config.group = args.config.group_name(S::NAME);
         probe.set_detail("consumer", consumer.clone());
         probe.set_detail("group", args.config.group.clone());
         let (counts, progress) = (Arc::<Counts>::default(), Arc::<ProgressStats>::default());
