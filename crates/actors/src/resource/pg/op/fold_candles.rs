@@ -172,14 +172,19 @@ async fn fold_candles(
         .iter()
         .filter(|t| seen.insert((t.instrument_name.as_str(), t.trade_seq)))
         .collect();
-    let touched: Vec<Key<'_>> = unique
+    // Each trade with each candle it belongs to, computed once.
+    let keyed: Vec<(&Trade, Key<'_>)> = unique
         .iter()
-        .flat_map(|t| {
+        .flat_map(|&t| {
             let name = t.instrument_name.as_str();
             resolutions
                 .iter()
-                .map(move |&m| (name, m, bucket_of(t.timestamp, m)))
+                .map(move |&m| (t, (name, m, bucket_of(t.timestamp, m))))
         })
+        .collect();
+    let touched: Vec<Key<'_>> = keyed
+        .iter()
+        .map(|&(_, key)| key)
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
@@ -213,41 +218,34 @@ async fn fold_candles(
         }
     }
     let mut partials: BTreeMap<Key<'_>, Partial> = BTreeMap::new();
-    for trade in &unique {
-        for &m in resolutions {
-            let key = (
-                trade.instrument_name.as_str(),
-                m,
-                bucket_of(trade.timestamp, m),
-            );
-            if folded
-                .get(&key)
-                .is_some_and(|&last| trade.trade_seq <= last)
-            {
-                continue;
-            }
-            let (seq, price) = (trade.trade_seq, trade.price);
-            let p = partials.entry(key).or_insert(Partial {
-                first_seq: seq,
-                open: price,
-                high: price,
-                low: price,
-                last_seq: seq,
-                close: price,
-                volume: 0.0,
-                trades: 0,
-            });
-            if seq < p.first_seq {
-                (p.first_seq, p.open) = (seq, price);
-            }
-            if seq > p.last_seq {
-                (p.last_seq, p.close) = (seq, price);
-            }
-            p.high = p.high.max(price);
-            p.low = p.low.min(price);
-            p.volume += trade.amount;
-            p.trades += 1;
+    for &(trade, key) in &keyed {
+        if folded
+            .get(&key)
+            .is_some_and(|&last| trade.trade_seq <= last)
+        {
+            continue;
         }
+        let (seq, price) = (trade.trade_seq, trade.price);
+        let p = partials.entry(key).or_insert(Partial {
+            first_seq: seq,
+            open: price,
+            high: price,
+            low: price,
+            last_seq: seq,
+            close: price,
+            volume: 0.0,
+            trades: 0,
+        });
+        if seq < p.first_seq {
+            (p.first_seq, p.open) = (seq, price);
+        }
+        if seq > p.last_seq {
+            (p.last_seq, p.close) = (seq, price);
+        }
+        p.high = p.high.max(price);
+        p.low = p.low.min(price);
+        p.volume += trade.amount;
+        p.trades += 1;
     }
     let n = if partials.is_empty() {
         0
