@@ -174,8 +174,8 @@ impl Actor for Receiver {
                     .collect(),
                 args.backlog_groups.clone(),
                 args.config.max_backlog,
+                Arc::clone(&counters),
             ),
-            counters: Arc::clone(&counters),
         };
         probe.set_stats("rejected", RejectedStats(Arc::downgrade(&args.gate)));
         let gate = Arc::downgrade(&args.gate);

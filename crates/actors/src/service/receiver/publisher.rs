@@ -27,7 +27,6 @@ pub(super) struct Publisher {
     pub(super) shutdown: CancellationToken,
     /// How far behind the consumer groups are; publishing waits while too far.
     pub(super) backlog: Backlog,
-    pub(super) counters: Arc<Counters>,
 }
 
 /// How often the consumer groups' backlog is read while publishing.
@@ -53,17 +52,25 @@ pub(super) struct Backlog {
     streams: Vec<String>,
     groups: Vec<String>,
     limit: u64,
-    /// When it was last read, and whether publishing is held.
-    state: Mutex<(Option<Instant>, bool)>,
+    /// When it was last read.
+    checked: Mutex<Option<Instant>>,
+    /// Whether publishing is held now (`backlog_full`), and how often it was.
+    counters: Arc<Counters>,
 }
 
 impl Backlog {
-    pub(super) fn new(streams: Vec<String>, groups: Vec<String>, limit: u64) -> Self {
+    pub(super) fn new(
+        streams: Vec<String>,
+        groups: Vec<String>,
+        limit: u64,
+        counters: Arc<Counters>,
+    ) -> Self {
         Self {
             streams,
             groups,
             limit,
-            state: Mutex::new((None, false)),
+            checked: Mutex::new(None),
+            counters,
         }
     }
 
@@ -72,7 +79,8 @@ impl Backlog {
     /// reading that fails, holds nothing back: the write that follows meets
     /// the same Redis.
     async fn full(&self, redis: &RedisClient) -> bool {
-        let (checked, held) = *self.state.lock();
+        let held = self.counters.backlog_full.load(Ordering::Relaxed);
+        let checked = *self.checked.lock();
         if self.groups.is_empty() || checked.is_some_and(|at| at.elapsed() < BACKLOG_EVERY) {
             return held;
         }
@@ -90,9 +98,13 @@ impl Backlog {
         } else {
             worst >= self.limit
         };
-        *self.state.lock() = (Some(Instant::now()), now_held);
+        *self.checked.lock() = Some(Instant::now());
         if now_held != held {
+            self.counters
+                .backlog_full
+                .store(now_held, Ordering::Relaxed);
             if now_held {
+                self.counters.backlog_holds.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(backlog = worst, limit = self.limit,
                     "Consumers are behind: holding trades back (beyond the buffer the oldest are dropped and recorded as gaps).");
             } else {
@@ -161,9 +173,6 @@ impl Publisher {
     async fn publish_once(&self) -> Pass {
         let mut pass = Pass::Done;
         let full = self.outbox.len() > 0 && self.backlog.full(&self.redis).await;
-        if self.counters.backlog_full.swap(full, Ordering::Relaxed) != full && full {
-            self.counters.backlog_holds.fetch_add(1, Ordering::Relaxed);
-        }
         let batch = if full {
             pass = Pass::Held;
             Vec::new()
