@@ -29,15 +29,24 @@ pub(crate) const CHECKOUT_TIMED_OUT: &str = "no connection within checkout_timeo
 /// Why a resource could not reach its server (a failed health check, connect
 /// attempt or call).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.as_str())]
 pub enum Unreachable {
     /// What the server or the OS said (refused, authentication failed, DNS);
     /// never a secret.
-    #[error("{0}")]
     Said(String),
     /// No connection was free within `checkout_timeout`: a symptom of the
     /// outage, never its cause, so it does not hide a cause already known.
-    #[error("{CHECKOUT_TIMED_OUT}")]
     CheckoutTimedOut,
+}
+
+impl Unreachable {
+    /// What the registry and `/readyz` show.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Unreachable::Said(cause) => cause,
+            Unreachable::CheckoutTimedOut => CHECKOUT_TIMED_OUT,
+        }
+    }
 }
 
 impl Availability {
@@ -74,10 +83,7 @@ impl Availability {
     /// The server could not be reached, and why.
     pub fn mark_unreachable(&self, why: &Unreachable) {
         let symptom = *why == Unreachable::CheckoutTimedOut;
-        let cause = match why {
-            Unreachable::Said(cause) => cause.as_str(),
-            Unreachable::CheckoutTimedOut => CHECKOUT_TIMED_OUT,
-        };
+        let cause = why.as_str();
         let known = self.real_cause.load(Ordering::Acquire);
         if !(symptom && known && !self.ready.load(Ordering::Acquire)) {
             self.claim.write(|probe| {

@@ -280,9 +280,10 @@ impl Connection {
                     // Trades keep the exchange's text for each trade, which is
                     // what gets published; every other payload is decoded whole.
                     let payload = if ChannelKind::of(&channel) == Some(ChannelKind::Trades) {
-                        decode_trades(&channel, data.get())
-                            .map(|trades| self.on_trades(&channel, &trades))
-                            .map(|()| None)
+                        decode_trades(&channel, data.get()).map(|trades| {
+                            self.on_trades(&channel, &trades);
+                            None
+                        })
                     } else {
                         decode(&channel, data.get()).map(Some)
                     };
