@@ -37,7 +37,7 @@ pub struct PayloadError {
     pub reason: String,
 }
 
-fn parse<T: serde::de::DeserializeOwned>(channel: &str, data: &str) -> Result<T, PayloadError> {
+fn parse<'a, T: serde::Deserialize<'a>>(channel: &str, data: &'a str) -> Result<T, PayloadError> {
     serde_json::from_str(data).map_err(|e| PayloadError {
         channel: channel.to_owned(),
         reason: e.to_string(),
@@ -51,14 +51,10 @@ pub fn decode_trades<'a>(
     channel: &str,
     data: &'a str,
 ) -> Result<Vec<(PublicTrade, &'a str)>, PayloadError> {
-    let bad = |e: serde_json::Error| PayloadError {
-        channel: channel.to_owned(),
-        reason: e.to_string(),
-    };
-    let texts: Vec<&'a serde_json::value::RawValue> = serde_json::from_str(data).map_err(bad)?;
+    let texts: Vec<&'a serde_json::value::RawValue> = parse(channel, data)?;
     texts
         .into_iter()
-        .map(|text| Ok((serde_json::from_str(text.get()).map_err(bad)?, text.get())))
+        .map(|text| Ok((parse(channel, text.get())?, text.get())))
         .collect()
 }
 

@@ -37,6 +37,14 @@ pub struct TaskError {
 }
 
 impl TaskError {
+    /// `error`'s message, and whether running again could mend it.
+    fn classed(error: &impl std::fmt::Display, unrecoverable: bool) -> Self {
+        Self {
+            message: error.to_string(),
+            unrecoverable,
+        }
+    }
+
     /// A failure that running again will not mend.
     pub fn unrecoverable(message: impl Into<String>) -> Self {
         Self {
@@ -66,21 +74,14 @@ impl From<&str> for TaskError {
 impl From<PgError> for TaskError {
     fn from(e: PgError) -> Self {
         let unrecoverable = matches!(e, PgError::Rejected { .. } | PgError::Other { .. });
-        Self {
-            message: e.to_string(),
-            unrecoverable,
-        }
+        Self::classed(&e, unrecoverable)
     }
 }
 
 /// A command Redis refused (WRONGTYPE, a syntax error) is refused again.
 impl From<RedisError> for TaskError {
     fn from(e: RedisError) -> Self {
-        let unrecoverable = matches!(e, RedisError::Command { .. });
-        Self {
-            message: e.to_string(),
-            unrecoverable,
-        }
+        Self::classed(&e, matches!(e, RedisError::Command { .. }))
     }
 }
 
@@ -101,10 +102,7 @@ impl From<HttpError> for TaskError {
             ),
             HttpError::Transport(_) => false,
         };
-        Self {
-            message: e.to_string(),
-            unrecoverable,
-        }
+        Self::classed(&e, unrecoverable)
     }
 }
 
