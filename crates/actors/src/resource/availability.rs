@@ -69,7 +69,6 @@ impl Availability {
         if !self.ready.swap(true, Ordering::AcqRel) {
             let current = self.claim.write(|probe| {
                 probe.set_detail("status", Status::Ready.as_str());
-                probe.clear_detail("cause");
                 probe.set_cause(None);
                 probe.set_ready(true);
             });
@@ -88,7 +87,6 @@ impl Availability {
         if !(symptom && known && !self.ready.load(Ordering::Acquire)) {
             self.claim.write(|probe| {
                 probe.record_error(cause);
-                probe.set_detail("cause", cause);
                 probe.set_cause(Some(cause));
             });
             self.real_cause.store(!symptom, Ordering::Release);

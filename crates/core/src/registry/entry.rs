@@ -139,6 +139,10 @@ impl Entry {
         });
         let mut details = status.details.clone();
         details.extend(live);
+        // The typed cause is also the `cause` detail operators read.
+        if let Some(cause) = &status.cause {
+            details.insert("cause".into(), cause.clone().into());
+        }
         ActorSnapshot {
             name: self.name.clone(),
             kind: self.kind,
@@ -290,7 +294,7 @@ impl Probe {
     }
 
     /// Why the actor cannot serve (`None`: it can, or says nothing), as
-    /// `/readyz` reports it; never a secret.
+    /// `/readyz` reports it and the `cause` detail shows it; never a secret.
     pub fn set_cause(&self, cause: Option<&str>) {
         self.entry.status.lock().cause = cause.map(str::to_owned);
     }
