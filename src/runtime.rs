@@ -1,10 +1,12 @@
 //! The embedded entry point: start a tree in-process, inspect it, shut it down.
 
+use keel_actors::resource::Status;
 use keel_core::mailbox::Tell;
 use keel_core::recorded::Recorded;
-use keel_core::registry::{ActorKind, ActorState, Registry, TreeSnapshot};
+use keel_core::registry::{ActorKind, ActorState, Registry, Serving, TreeSnapshot};
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef};
+use std::collections::BTreeMap;
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -175,6 +177,47 @@ impl RuntimeHandle {
     /// A snapshot of every actor in the tree.
     pub fn tree(&self) -> TreeSnapshot {
         self.registry.snapshot()
+    }
+
+    /// What keeps the tree from serving, per actor: empty when every resource
+    /// can serve and every permanent worker runs. `/readyz` and the systemd
+    /// notifier say this.
+    pub fn not_ready(&self) -> BTreeMap<String, String> {
+        let mut reasons = BTreeMap::new();
+        for actor in self.registry.snapshot().actors {
+            match actor.kind {
+                ActorKind::Resource => {
+                    // A resource that never says whether it can serve (the
+                    // embedded simulator) is ready once it runs.
+                    if actor.state != ActorState::Running {
+                        reasons.insert(actor.name, actor.state.as_str().to_owned());
+                    } else if let Some(Serving::Waiting { cause }) = actor.serving {
+                        // The real cause (refused, authentication failed, ...).
+                        let reason = match cause {
+                            Some(cause) => format!("connecting: {cause}"),
+                            None => Status::Connecting.as_str().to_owned(),
+                        };
+                        reasons.insert(actor.name, reason);
+                    }
+                }
+                ActorKind::Worker if actor.state != ActorState::Running => {
+                    reasons.insert(actor.name, actor.state.as_str().to_owned());
+                }
+                _ => {}
+            }
+        }
+        reasons
+    }
+
+    /// Whether the root supervisor answered within `within` that the tree runs:
+    /// `false` if its loop is stuck (a child's start that never returns, a
+    /// runtime whose threads are all blocked), or once the tree shuts down or
+    /// gave up. What the systemd watchdog is fed from.
+    pub async fn responsive(&self, within: std::time::Duration) -> bool {
+        matches!(
+            self.root.ask(SupervisorMsg::Ping, Some(within)).await,
+            Ok(CallResult::Success(true))
+        )
     }
 
     /// The live registry (what the admin endpoint serves).

@@ -1,111 +1,17 @@
 //! The built `keel` binary: signals, exit codes, configuration errors.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
 
+use common::process::{
+    closed_port, signal, spawn_keel, stderr_lines, wait_exit, wait_for_line, write_config, Keel,
+    KEEL,
+};
+
 use common::db::{TestDb, PG_PORT};
 use common::redis::TestPrefix;
-
-const KEEL: &str = env!("CARGO_BIN_EXE_keel");
-
-fn write_config(dir: &Path, text: &str) -> std::path::PathBuf {
-    let path = dir.join("keel.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-/// Forwards the child's stderr lines to a channel, so the test can wait for one.
-fn stderr_lines(child: &mut Child) -> mpsc::Receiver<String> {
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-/// A `keel` process that is killed if the test ends (or panics) first.
-struct Keel(Child);
-
-impl std::ops::Deref for Keel {
-    type Target = Child;
-    fn deref(&self) -> &Child {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Keel {
-    fn deref_mut(&mut self) -> &mut Child {
-        &mut self.0
-    }
-}
-
-impl Drop for Keel {
-    fn drop(&mut self) {
-        if matches!(self.0.try_wait(), Ok(None)) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-/// Starts `keel ARGS --config CONFIG` with its stderr readable line by line.
-fn spawn_keel(args: &[&str], config: &Path) -> (Keel, mpsc::Receiver<String>) {
-    let mut child = Command::new(KEEL)
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let lines = stderr_lines(&mut child);
-    (Keel(child), lines)
-}
-
-fn wait_for_line(lines: &mpsc::Receiver<String>, needle: &str, timeout: Duration) -> String {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match lines.recv_timeout(left) {
-            Ok(line) if line.contains(needle) => return line,
-            Ok(_) => {}
-            Err(e) => panic!("no line containing {needle:?} within {timeout:?}: {e}"),
-        }
-    }
-}
-
-fn wait_exit(child: &mut Child, timeout: Duration) -> ExitStatus {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("keel did not exit within {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn signal(child: &Child, name: &str) {
-    let status = Command::new("kill")
-        .args([&format!("-{name}"), &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
 
 #[test]
 fn sigterm_shuts_the_daemon_down_cleanly_within_its_deadline() {
@@ -239,13 +145,6 @@ fn cpu_time(pid: u32) -> Duration {
 }
 
 /// A free TCP port with nothing listening on it.
-fn closed_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap()
-}
-
 #[test]
 fn an_idle_daemon_waiting_for_redis_does_not_spin_and_still_exits_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,7 +1,5 @@
 //! The admin routes.
 
-use keel_actors::resource::Status;
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -13,7 +11,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::StreamExt as _;
-use keel_core::registry::{ActorKind, ActorState, Serving};
 use keel_core::secret::Secret;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -107,29 +104,7 @@ async fn json_errors(response: Response) -> Response {
 /// 200 when every resource is ready and every permanent worker runs; else 503
 /// with a reason per actor.
 async fn readyz(State(app): State<App>) -> Response {
-    let mut reasons = BTreeMap::new();
-    for actor in app.handle.tree().actors {
-        match actor.kind {
-            ActorKind::Resource => {
-                // A resource that never says whether it can serve (the
-                // embedded simulator) is ready once it runs.
-                if actor.state != ActorState::Running {
-                    reasons.insert(actor.name, format!("{:?}", actor.state).to_lowercase());
-                } else if let Some(Serving::Waiting { cause }) = actor.serving {
-                    // The real cause (refused, authentication failed, ...).
-                    let reason = match cause {
-                        Some(cause) => format!("connecting: {cause}"),
-                        None => Status::Connecting.as_str().to_owned(),
-                    };
-                    reasons.insert(actor.name, reason);
-                }
-            }
-            ActorKind::Worker if actor.state != ActorState::Running => {
-                reasons.insert(actor.name, format!("{:?}", actor.state).to_lowercase());
-            }
-            _ => {}
-        }
-    }
+    let reasons = app.handle.not_ready();
     if reasons.is_empty() {
         Json(json!({ "ready": true })).into_response()
     } else {

@@ -7,6 +7,8 @@ use keel_core::supervisor::TreeExit;
 
 use std::time::Duration;
 
+use crate::systemd::Notifier;
+
 use super::signals::ShutdownSignals;
 use super::watchdog::{self, Watchdog};
 
@@ -19,6 +21,10 @@ pub(super) async fn run(config: &Config, tree: Runtime) -> u8 {
             return exit_code::SUPERVISOR_GAVE_UP;
         }
     };
+    let notifier = service_manager(config);
+    if let Some((notifier, _)) = &notifier {
+        notifier.say("STATUS=Starting the supervision tree.");
+    }
     let handle = match tree.start().await {
         Ok(handle) => handle,
         Err(error) => {
@@ -27,6 +33,9 @@ pub(super) async fn run(config: &Config, tree: Runtime) -> u8 {
         }
     };
     let handle = std::sync::Arc::new(handle);
+    let _reporter = notifier.map(|(notifier, watchdog)| {
+        crate::systemd::Reporter::start(std::sync::Arc::clone(&handle), notifier, watchdog)
+    });
     let admin = if config.admin.enabled {
         match crate::admin::AdminServer::start(&config.admin, std::sync::Arc::clone(&handle)).await
         {
@@ -71,6 +80,29 @@ pub(super) async fn run(config: &Config, tree: Runtime) -> u8 {
     };
     drop(admin);
     code
+}
+
+/// The service manager's notification socket and watchdog, when it set them.
+fn service_manager(config: &Config) -> Option<(Notifier, Option<Duration>)> {
+    let notifier = match Notifier::from_env() {
+        Ok(notifier) => notifier?,
+        Err(error) => {
+            tracing::error!(%error, "Cannot speak to the service manager; running without notifications.");
+            return None;
+        }
+    };
+    let watchdog = crate::systemd::watchdog_from_env();
+    // A child's drain holds the supervisor's loop (a restart waits for it), so
+    // a shorter watchdog would kill a healthy process.
+    let drain = config.supervisor.shutdown_timeout;
+    if let Some(watchdog) = watchdog.filter(|w| *w <= drain * 2) {
+        tracing::warn!(
+            watchdog = %humantime::format_duration(watchdog),
+            shutdown_timeout = %humantime::format_duration(drain),
+            "The service manager's watchdog is not above twice [supervisor] shutdown_timeout; a restart that drains a child may be taken for a hang."
+        );
+    }
+    Some((notifier, watchdog))
 }
 
 /// Drains the tree; a SIGINT meanwhile makes the rest of the shutdown skip the drain.

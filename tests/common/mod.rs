@@ -92,6 +92,8 @@ pub struct Behaviour {
     pub failing_starts: Arc<Mutex<u32>>,
     /// Each `Work` message takes this long.
     pub work_time: Duration,
+    /// While set, `pre_start` never returns (a start that hangs).
+    pub hang_in_start: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Messages a test actor understands.
@@ -138,6 +140,14 @@ impl Actor for TestActor {
     type Arguments = ();
 
     async fn pre_start(&self, _: ActorRef<TestMsg>, _: ()) -> Result<(), ActorProcessingErr> {
+        if self
+            .behaviour
+            .hang_in_start
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            self.journal.push(format!("{} hangs in start", self.name));
+            std::future::pending::<()>().await;
+        }
         {
             let mut failing = self.behaviour.failing_starts.lock();
             if *failing > 0 {
@@ -269,6 +279,7 @@ pub mod db;
 pub mod deribit;
 pub mod market;
 pub mod pg_cluster;
+pub mod process;
 pub mod proxy;
 pub mod redis;
 

@@ -37,6 +37,20 @@ pub enum ActorState {
     Failed,
 }
 
+impl ActorState {
+    /// The state as the admin API writes it (`running`, `restarting`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActorState::Starting => "starting",
+            ActorState::Running => "running",
+            ActorState::Restarting => "restarting",
+            ActorState::Draining => "draining",
+            ActorState::Stopped => "stopped",
+            ActorState::Failed => "failed",
+        }
+    }
+}
+
 /// Why and when an actor last failed.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct Failure {

@@ -31,6 +31,10 @@ pub enum SupervisorMsg {
     Shutdown(RpcReplyPort<ShutdownReport>),
     /// Restart one child now (drained, then started again); replies how it went.
     RestartChild(String, RpcReplyPort<Result<(), RestartRefused>>),
+    /// Answers at once: proof that the supervisor's loop takes messages (what a
+    /// service manager's watchdog asks). The answer is whether the tree runs
+    /// (`false` once it shuts down or gave up).
+    Ping(RpcReplyPort<bool>),
 }
 
 /// Why a restart on request was not done.
@@ -51,6 +55,7 @@ impl Recordable for SupervisorMsg {
             SupervisorMsg::RestartDue(_) => "RestartDue",
             SupervisorMsg::Shutdown(_) => "Shutdown",
             SupervisorMsg::RestartChild(..) => "RestartChild",
+            SupervisorMsg::Ping(_) => "Ping",
         }
     }
 
@@ -60,6 +65,7 @@ impl Recordable for SupervisorMsg {
             SupervisorMsg::RestartDue(slots) => format!("restart children at {slots:?}"),
             SupervisorMsg::Shutdown(_) => "drain the tree and stop".into(),
             SupervisorMsg::RestartChild(name, _) => format!("restart `{name}` on request"),
+            SupervisorMsg::Ping(_) => "is the loop alive (the watchdog asks)".into(),
         }
     }
 }
@@ -233,6 +239,9 @@ impl Actor for Supervisor {
             SupervisorMsg::RestartChild(name, reply) => {
                 let result = state.restart_on_request(&myself, &name).await;
                 let _ = reply.send(result);
+            }
+            SupervisorMsg::Ping(reply) => {
+                let _ = reply.send(!state.shutting_down);
             }
             SupervisorMsg::Shutdown(reply) => {
                 let report = state.shutdown_children().await;
