@@ -100,6 +100,7 @@ impl Runtime {
         let probe = registry
             .register(ROOT, ActorKind::Supervisor, None)
             .map_err(|e| ractor::SpawnErr::StartupFailed(e.into()))?;
+        let started_at = std::time::SystemTime::now();
         let (exit_tx, exit_rx) = watch::channel(None);
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let skip_drain = CancellationToken::new();
@@ -128,6 +129,7 @@ impl Runtime {
             "Keel is running."
         );
         Ok(RuntimeHandle {
+            started_at,
             root,
             registry,
             skip_drain,
@@ -164,6 +166,7 @@ impl TaskOutcome {
 /// A running tree.
 #[derive(Debug)]
 pub struct RuntimeHandle {
+    started_at: std::time::SystemTime,
     root: ActorRef<SupervisorMsg>,
     registry: Registry,
     skip_drain: CancellationToken,
@@ -218,6 +221,11 @@ impl RuntimeHandle {
             self.root.ask(SupervisorMsg::Ping, Some(within)).await,
             Ok(CallResult::Success(true))
         )
+    }
+
+    /// When the tree was started.
+    pub fn started_at(&self) -> std::time::SystemTime {
+        self.started_at
     }
 
     /// The live registry (what the admin endpoint serves).

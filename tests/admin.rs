@@ -526,6 +526,29 @@ async fn a_running_daemon_exposes_pools_call_latency_errors_lag_and_task_runs() 
         "{last_data} vs {now}"
     );
     assert!(!text.contains(TOKEN));
+    assert_eq!(get("keel_ready"), 1.0, "{:?}", handle.not_ready());
+    assert!(get("keel_start_time_seconds") <= now);
+    assert!(get("keel_consumer_oldest_pending_age_seconds{actor=\"distributor\"}") >= 0.0);
+    // The alert rules and the dashboard watch metrics Keel exports.
+    for file in [
+        "contrib/prometheus/keel-rules.yml",
+        "contrib/grafana/keel.json",
+    ] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+        let watched = std::fs::read_to_string(path).unwrap();
+        for word in watched.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            // A histogram's series are exported under the family's name.
+            let family = word.strip_suffix("_bucket").unwrap_or(word);
+            if family.starts_with("keel_") {
+                assert!(
+                    text.contains(&format!("\n{family}{{"))
+                        || text.contains(&format!("\n{family} "))
+                        || text.contains(&format!("\n{family}_bucket{{")),
+                    "{file} watches {word}, which /metrics does not export"
+                );
+            }
+        }
+    }
 
     // Prometheus's own linter, where it is installed (scripts/up installs it).
     match std::process::Command::new("promtool")

@@ -9,13 +9,13 @@
 use keel_core::registry::{ActorState, TreeSnapshot};
 use keel_core::stats::{Family, Samples};
 
-const STATES: [(ActorState, &str); 6] = [
-    (ActorState::Starting, "starting"),
-    (ActorState::Running, "running"),
-    (ActorState::Restarting, "restarting"),
-    (ActorState::Draining, "draining"),
-    (ActorState::Stopped, "stopped"),
-    (ActorState::Failed, "failed"),
+const STATES: [ActorState; 6] = [
+    ActorState::Starting,
+    ActorState::Running,
+    ActorState::Restarting,
+    ActorState::Draining,
+    ActorState::Stopped,
+    ActorState::Failed,
 ];
 
 const RESTARTS: Family = Family::counter(
@@ -43,6 +43,28 @@ const REFUSED: Family = Family::counter(
     "Admin requests and connections refused, by reason.",
 );
 
+const READY: Family = Family::gauge(
+    "keel_ready",
+    "1 when every resource serves and every permanent worker runs (what /readyz says), else 0.",
+);
+const STARTED: Family = Family::gauge(
+    "keel_start_time_seconds",
+    "Unix time the supervision tree started (a new value: the process was restarted).",
+);
+
+/// Whether the tree serves, and since when it runs.
+pub(super) fn render_tree(handle: &crate::RuntimeHandle) -> String {
+    let mut out = Samples::default();
+    let ready = handle.not_ready().is_empty();
+    out.add(&READY, &[], f64::from(u8::from(ready)));
+    let started = handle
+        .started_at()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    out.add(&STARTED, &[], started);
+    out.render()
+}
+
 /// Every metric Keel exposes, from one registry snapshot.
 pub(super) fn render(tree: &TreeSnapshot) -> String {
     let mut out = Samples::default();
@@ -50,9 +72,13 @@ pub(super) fn render(tree: &TreeSnapshot) -> String {
         let actor = [("actor", a.name.as_str())];
         out.add(&RESTARTS, &actor, f64::from(a.restarts));
         out.add(&HANDLED, &actor, a.messages_handled as f64);
-        for (state, label) in STATES {
+        for state in STATES {
             let current = f64::from(u8::from(a.state == state));
-            out.add(&STATE, &[("actor", &a.name), ("state", label)], current);
+            out.add(
+                &STATE,
+                &[("actor", &a.name), ("state", state.as_str())],
+                current,
+            );
         }
         let uptime = a.uptime.map_or(0.0, |d| d.as_secs_f64());
         out.add(&UPTIME, &actor, uptime);

@@ -108,12 +108,16 @@ impl Samples {
             .iter()
             .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
             .collect();
-        let _ = writeln!(
-            lines,
-            "{}{suffix}{{{}}} {value}",
-            family.name,
-            labels.join(",")
-        );
+        let _ = if labels.is_empty() {
+            writeln!(lines, "{}{suffix} {value}", family.name)
+        } else {
+            writeln!(
+                lines,
+                "{}{suffix}{{{}}} {value}",
+                family.name,
+                labels.join(",")
+            )
+        };
     }
 
     /// The text format, each family with its `# HELP` and `# TYPE`.

@@ -30,6 +30,11 @@ const PENDING: Family = Family::gauge(
     "Entries delivered to the consumer's group and not acknowledged yet.",
 );
 
+const OLDEST_PENDING: Family = Family::gauge(
+    "keel_consumer_oldest_pending_age_seconds",
+    "Age of the oldest entry delivered to the consumer's group and not acknowledged (0: none pending).",
+);
+
 /// A consumer's counters (the `distributor` or `analyzer` detail).
 #[derive(Debug, Default)]
 pub(super) struct Counts {
@@ -91,6 +96,18 @@ pub(super) struct Progress {
     pub(super) streams: BTreeMap<String, StreamFigures>,
 }
 
+impl Progress {
+    /// When the oldest pending entry of any stream was added (a stream entry's
+    /// id starts with its Unix time in milliseconds).
+    fn oldest_pending_ms(&self) -> Option<u64> {
+        self.streams
+            .values()
+            .filter_map(|s| s.oldest_pending.as_deref())
+            .filter_map(|id| id.split_once('-')?.0.parse::<u64>().ok())
+            .min()
+    }
+}
+
 /// The latest [`Progress`] read, shared with the registry.
 #[derive(Debug, Default)]
 pub(super) struct ProgressStats(pub(super) Mutex<Option<Progress>>);
@@ -109,5 +126,40 @@ impl Stats for ProgressStats {
             out.add(&LAG, &labels, lag as f64);
         }
         out.add(&PENDING, &labels, progress.pending as f64);
+        let age = progress.oldest_pending_ms().map_or(0.0, |added| {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            now.saturating_sub(added) as f64 / 1000.0
+        });
+        out.add(&OLDEST_PENDING, &labels, age);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream(oldest_pending: Option<&str>) -> StreamFigures {
+        StreamFigures {
+            lag: Some(0),
+            pending: u64::from(oldest_pending.is_some()),
+            oldest_pending: oldest_pending.map(str::to_owned),
+            last_delivered: "0-0".to_owned(),
+        }
+    }
+
+    #[test]
+    fn the_oldest_pending_entry_is_the_earliest_id_of_any_stream() {
+        let mut progress = Progress::default();
+        assert_eq!(progress.oldest_pending_ms(), None);
+        progress
+            .streams
+            .insert("a".into(), stream(Some("1700000005000-3")));
+        progress
+            .streams
+            .insert("b".into(), stream(Some("1700000001000-0")));
+        progress.streams.insert("c".into(), stream(None));
+        assert_eq!(progress.oldest_pending_ms(), Some(1_700_000_001_000));
     }
 }
