@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::certs::Certs;
 use common::conservation::{self, stored};
 use common::pg_cluster::PrivatePg;
 use common::redis::{PrivateRedis, TestPrefix};
@@ -21,7 +22,7 @@ use common::{admin_endpoint, eventually_some};
 use keel::admin::AdminServer;
 use keel::config::{BackfillConfig, Config};
 use keel::{tree, Runtime, RuntimeHandle, TaskOutcome};
-use keel_actors::resource::pg::PostgresConfig;
+use keel_actors::resource::pg::{PostgresConfig, SslMode};
 use keel_actors::resource::redis::RedisConfig;
 use keel_actors::service::receiver::ReceiverConfig;
 use keel_core::registry::ActorState;
@@ -50,12 +51,41 @@ struct Servers {
     pg: PrivatePg,
     _prefix: TestPrefix,
     config: Config,
+    /// The certificates of servers that speak TLS only.
+    _certs: Option<Certs>,
 }
 
 impl Servers {
     async fn start() -> Self {
-        let redis = PrivateRedis::start();
-        let pg = PrivatePg::start();
+        Self::with(PrivateRedis::start(), PrivatePg::start()).await
+    }
+
+    /// Both servers TLS only, wanting client certificates; Keel verifies them
+    /// fully (`sslmode = verify-full`, `rediss://` with `ca_file`) and shows
+    /// its own.
+    async fn start_tls() -> Self {
+        keel_deribit::tls::ensure_provider();
+        let certs = Certs::make(&["127.0.0.1", "localhost"], "postgres");
+        let mut servers = Self::with(
+            PrivateRedis::start_with_tls(&certs),
+            PrivatePg::start_with_tls(&certs),
+        )
+        .await;
+        let postgres = &mut servers.config.postgres;
+        postgres.sslmode = Some(SslMode::VerifyFull);
+        postgres.ca_file = Some(certs.path("ca.pem"));
+        postgres.cert_file = Some(certs.path("client.pem"));
+        postgres.key_file = Some(certs.path("client.key"));
+        let redis = &mut servers.config.redis;
+        redis.url = format!("rediss://127.0.0.1:{}/0", servers.redis.port);
+        redis.ca_file = Some(certs.path("ca.pem"));
+        redis.cert_file = Some(certs.path("client.pem"));
+        redis.key_file = Some(certs.path("client.key"));
+        servers._certs = Some(certs);
+        servers
+    }
+
+    async fn with(redis: PrivateRedis, pg: PrivatePg) -> Self {
         let prefix = TestPrefix::on(redis.port);
         let sim = sim::start(SimConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
@@ -92,6 +122,7 @@ impl Servers {
             pg,
             _prefix: prefix,
             config,
+            _certs: None,
         }
     }
 }
@@ -246,7 +277,17 @@ async fn streaming(daemon: &Daemon, servers: &Servers) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_stopped_for_a_minute_under_load_is_ridden_out() {
-    let mut servers = Servers::start().await;
+    redis_stopped_for_a_minute(Servers::start().await).await;
+}
+
+/// The same outage with both servers speaking TLS only: the breaker, the pool
+/// and the reconnects behave as over plain TCP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_stopped_for_a_minute_over_tls_is_ridden_out() {
+    redis_stopped_for_a_minute(Servers::start_tls().await).await;
+}
+
+async fn redis_stopped_for_a_minute(mut servers: Servers) {
     let daemon = Daemon::start(&servers.config).await;
     streaming(&daemon, &servers).await;
     flows(&servers.pg, 500, WAIT).await;
@@ -571,4 +612,61 @@ async fn a_wrong_redis_password_is_reported_as_such_and_mending_it_needs_no_rest
     daemon.readyz_becomes(200, Duration::from_secs(10)).await;
     assert!(!daemon.handle.has_ended());
     daemon.handle.shutdown().await;
+}
+
+/// TLS to PostgreSQL as libpq's `sslmode` says, against a cluster that takes
+/// TLS only and whose certificate is for `localhost` while Keel dials
+/// 127.0.0.1: `verify-full` refuses the name, `verify-full` with another CA
+/// refuses the certificate, both as permanent causes an operator must fix;
+/// `verify-ca` connects; `disable` is turned away by the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_tls_is_verified_as_sslmode_says() {
+    keel_deribit::tls::ensure_provider();
+    let certs = Certs::make(&["localhost"], "postgres");
+    let pg = PrivatePg::start_with_tls(&certs);
+    let servers = Servers::start().await;
+    let tls = PostgresConfig {
+        url: pg.url(),
+        ca_file: Some(certs.path("ca.pem")),
+        cert_file: Some(certs.path("client.pem")),
+        key_file: Some(certs.path("client.key")),
+        ..servers.config.postgres.clone()
+    };
+    let cases = [
+        (SslMode::VerifyFull, "ca.pem", Some("not valid for name")),
+        (SslMode::VerifyFull, "other-ca.pem", Some("UnknownIssuer")),
+        (SslMode::Disable, "ca.pem", Some("no encryption")),
+        (SslMode::VerifyCa, "ca.pem", None),
+    ];
+    for (mode, ca, refusal) in cases {
+        let mut config = servers.config.clone();
+        config.postgres = PostgresConfig {
+            sslmode: Some(mode),
+            ca_file: Some(certs.path(ca)),
+            ..tls.clone()
+        };
+        if mode == SslMode::Disable {
+            config.postgres.ca_file = None;
+            config.postgres.cert_file = None;
+            config.postgres.key_file = None;
+        }
+        assert!(config.postgres.problems().is_empty(), "{mode:?}");
+        let daemon = Daemon::start(&config).await;
+        match refusal {
+            Some(needle) => {
+                let details = cause_of(&daemon, tree::PG, needle).await;
+                assert_eq!(details["permanent"], true, "{mode:?} {ca}: {details}");
+                assert!(readyz_body(&daemon).await.contains(needle));
+            }
+            None => {
+                eventually_some("pg ready over verify-ca", WAIT, || async {
+                    let tree = daemon.handle.tree();
+                    (tree.actor(tree::PG)?.details.get("status")? == "ready").then_some(())
+                })
+                .await;
+            }
+        }
+        assert!(!daemon.handle.has_ended());
+        daemon.handle.shutdown().await;
+    }
 }

@@ -1,7 +1,6 @@
 //! `keel migrate`: apply pending schema migrations and exit.
 
 use keel_actors::resource::pg::migrate;
-use tokio_postgres::NoTls;
 
 use crate::config::Config;
 use crate::exit_code;
@@ -14,7 +13,14 @@ pub(super) async fn run(config: &Config) -> u8 {
             return exit_code::BAD_CONFIG;
         }
     };
-    let (mut client, connection) = match driver.connect(NoTls).await {
+    let tls = match keel_actors::resource::pg::tls_connector(&config.postgres) {
+        Ok(tls) => tls,
+        Err(error) => {
+            tracing::error!(%error, "postgres TLS settings are unusable.");
+            return exit_code::BAD_CONFIG;
+        }
+    };
+    let (mut client, connection) = match driver.connect(tls).await {
         Ok(pair) => pair,
         Err(error) => {
             tracing::error!(%error, "Cannot connect to PostgreSQL.");

@@ -269,10 +269,28 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let secret = dir.path().join("pg");
         std::fs::write(&secret, "s3cret\n").unwrap();
+        // Its TLS files too: a CA, a certificate and its key, as scripts/sim-cert
+        // makes them.
+        let made = std::process::Command::new(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/sim-cert"),
+        )
+        .arg(dir.path())
+        .output()
+        .unwrap();
+        assert!(made.status.success(), "{made:?}");
+        let tls =
+            |name: &str, file: &str| (name.to_owned(), dir.path().join(file).display().to_string());
         let env = |names: &[&str]| -> Vec<(String, String)> {
             names
                 .iter()
                 .map(|n| (n.to_string(), secret.display().to_string()))
+                .chain([
+                    tls("KEEL__POSTGRES__CA_FILE", "ca.pem"),
+                    tls("KEEL__REDIS__CA_FILE", "ca.pem"),
+                    tls("KEEL__REDIS__CERT_FILE", "cert.pem"),
+                    tls("KEEL__REDIS__KEY_FILE", "key.pem"),
+                ])
+                .filter(|_| !names.is_empty())
                 .collect()
         };
         let files = [

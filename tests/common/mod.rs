@@ -273,6 +273,7 @@ pub fn task(name: String, f: fn_factory::Factory) -> ChildSpec {
 }
 
 pub mod browser;
+pub mod certs;
 pub mod conservation;
 pub mod daemon;
 pub mod db;

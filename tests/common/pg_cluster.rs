@@ -154,6 +154,52 @@ impl PrivatePg {
         pg
     }
 
+    /// A trust cluster that takes TCP connections over TLS only, with the
+    /// server certificate of `certs` and client certificates signed by its CA
+    /// (`clientcert=verify-ca`); plain TCP is rejected by pg_hba.conf.
+    pub fn start_with_tls(certs: &super::certs::Certs) -> Self {
+        let mut pg = Self::init(None);
+        let data = std::path::PathBuf::from(pg.data());
+        for (from, to) in [
+            ("server.pem", "server.crt"),
+            ("server.key", "server.key"),
+            ("ca.pem", "root.crt"),
+        ] {
+            let target = data.join(to);
+            std::fs::copy(certs.path(from), &target).expect("copy certificate");
+            let mut permissions = std::fs::metadata(&target).unwrap().permissions();
+            std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o600);
+            std::fs::set_permissions(&target, permissions).unwrap();
+            if is_root() {
+                let _ = Command::new("chown")
+                    .args(["postgres:postgres"])
+                    .arg(&target)
+                    .status();
+            }
+        }
+        let mut conf = std::fs::OpenOptions::new()
+            .append(true)
+            .open(data.join("postgresql.conf"))
+            .expect("postgresql.conf");
+        std::io::Write::write_all(
+            &mut conf,
+            b"ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\nssl_ca_file = 'root.crt'\n",
+        )
+        .unwrap();
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\n\
+             hostssl all all 127.0.0.1/32 trust clientcert=verify-ca\n\
+             hostssl all all ::1/128 trust clientcert=verify-ca\n\
+             hostnossl all all 0.0.0.0/0 reject\n\
+             hostnossl all all ::/0 reject\n",
+        )
+        .unwrap();
+        pg.stop();
+        pg.resume();
+        pg
+    }
+
     /// `postgres://postgres@127.0.0.1:PORT/keel`.
     pub fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/keel", self.port)

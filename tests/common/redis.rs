@@ -64,6 +64,8 @@ pub struct PrivateRedis {
     process: Option<Child>,
     /// Extra `redis-server` arguments (`--requirepass`, ...).
     args: Vec<String>,
+    /// TLS only, with these certificates: (CA, client certificate, client key).
+    tls: Option<(Vec<u8>, Vec<u8>, Vec<u8>)>,
 }
 
 impl PrivateRedis {
@@ -82,15 +84,72 @@ impl PrivateRedis {
             port,
             process: None,
             args: args.iter().map(|a| a.to_string()).collect(),
+            tls: None,
         };
         redis.resume();
         redis
     }
 
+    /// A server that speaks TLS only (`--port 0 --tls-port PORT`), with the
+    /// server certificate of `certs`, and wants a client certificate signed by
+    /// its CA (Redis's default `tls-auth-clients yes`).
+    pub fn start_with_tls(certs: &super::certs::Certs) -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap();
+        let path = |f: &str| certs.path(f).to_string_lossy().into_owned();
+        let args = vec![
+            "--tls-port".to_owned(),
+            port.to_string(),
+            "--tls-cert-file".to_owned(),
+            path("server.pem"),
+            "--tls-key-file".to_owned(),
+            path("server.key"),
+            "--tls-ca-cert-file".to_owned(),
+            path("ca.pem"),
+        ];
+        let read = |f: &str| std::fs::read(certs.path(f)).unwrap();
+        let mut redis = Self {
+            port,
+            process: None,
+            args,
+            tls: Some((read("ca.pem"), read("client.pem"), read("client.key"))),
+        };
+        redis.resume();
+        redis
+    }
+
+    /// A client of this server (over TLS where it speaks only that).
+    pub fn client(&self) -> redis::Client {
+        match &self.tls {
+            None => redis::Client::open(format!("redis://127.0.0.1:{}/0", self.port)).unwrap(),
+            Some((ca, cert, key)) => {
+                keel_deribit::tls::ensure_provider();
+                redis::Client::build_with_tls(
+                    format!("rediss://127.0.0.1:{}/0", self.port),
+                    redis::TlsCertificates {
+                        client_tls: Some(redis::ClientTlsConfig {
+                            client_cert: cert.clone(),
+                            client_key: key.clone(),
+                        }),
+                        root_cert: Some(ca.clone()),
+                    },
+                )
+                .unwrap()
+            }
+        }
+    }
+
     /// Starts the server (again) on the same port and waits until it answers.
     pub fn resume(&mut self) {
+        let plain_port = if self.tls.is_some() {
+            "0".to_owned()
+        } else {
+            self.port.to_string()
+        };
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--port", &plain_port, "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .args(&self.args)
             .stdout(Stdio::null())
@@ -100,13 +159,14 @@ impl PrivateRedis {
         self.process = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let pong = redis::Client::open(format!("redis://127.0.0.1:{}/0", self.port))
-                .and_then(|c| c.get_connection())
+            let pong = self
+                .client()
+                .get_connection()
                 .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
             let answered = match &pong {
                 Ok(_) => true,
                 // A server that wants a password is up all the same.
-                Err(e) => !self.args.is_empty() && e.code().is_some(),
+                Err(e) => self.tls.is_none() && !self.args.is_empty() && e.code().is_some(),
             };
             if answered {
                 return;

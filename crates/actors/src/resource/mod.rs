@@ -45,4 +45,40 @@ pub fn describe(err: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
+/// Why a TLS handshake failed, when the cause is configuration (fixed by an
+/// operator) rather than the network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TlsRefusal {
+    /// The certificate is valid but for another host.
+    WrongName,
+    /// The certificate does not lead to a trusted CA (or is expired, revoked...).
+    Untrusted,
+    /// Another TLS failure: no common protocol, a refused client certificate.
+    Handshake,
+}
+
+/// The TLS refusal anywhere in `err`'s causes (rustls errors come wrapped in
+/// `io::Error`s), if any.
+pub(crate) fn tls_refusal(err: &(dyn std::error::Error + 'static)) -> Option<TlsRefusal> {
+    use rustls::CertificateError as Cert;
+    let mut source = Some(err);
+    while let Some(e) = source {
+        let rustls = e.downcast_ref::<rustls::Error>().or_else(|| {
+            e.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        });
+        match rustls {
+            Some(rustls::Error::InvalidCertificate(
+                Cert::NotValidForName | Cert::NotValidForNameContext { .. },
+            )) => return Some(TlsRefusal::WrongName),
+            Some(rustls::Error::InvalidCertificate(_)) => return Some(TlsRefusal::Untrusted),
+            Some(_) => return Some(TlsRefusal::Handshake),
+            None => {}
+        }
+        source = e.source();
+    }
+    None
+}
+
 pub use stats::{CallStats, Waiting, LATENCY_BUCKETS};

@@ -1,5 +1,6 @@
 //! The `[postgres]` section.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -48,6 +49,52 @@ pub struct PostgresConfig {
     /// Rows per transaction when deleting by age (janitor).
     #[serde(default = "default_delete_batch")]
     pub delete_batch: u32,
+    /// TLS to the server, as libpq's `sslmode` (default `prefer`; or in the URL
+    /// as `?sslmode=disable|prefer|require`, but not in both places).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sslmode: Option<SslMode>,
+    /// A PEM file of the CA(s) that sign the server's certificate, trusted
+    /// instead of the public roots (`sslrootcert`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate chain (PEM) for servers that ask for one
+    /// (`sslcert`); needs `key_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<PathBuf>,
+    /// The client certificate's private key (PEM, `sslkey`); needs `cert_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+}
+
+/// How much TLS PgActor insists on, with libpq's names and meanings.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SslMode {
+    /// Plain TCP only.
+    Disable,
+    /// TLS if the server offers it, else plain; the certificate is not checked.
+    #[default]
+    Prefer,
+    /// TLS or nothing; the certificate is checked only if `ca_file` is given
+    /// (then as `verify-ca`), as libpq does.
+    Require,
+    /// TLS with a certificate signed by `ca_file` (or a public root).
+    VerifyCa,
+    /// As `verify-ca`, and the certificate is for the host in the URL.
+    VerifyFull,
+}
+
+impl SslMode {
+    /// The name written in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
 }
 
 fn default_url() -> String {
@@ -107,6 +154,10 @@ impl Default for PostgresConfig {
             connect_backoff: default_connect_backoff(),
             health_every: default_health_every(),
             delete_batch: default_delete_batch(),
+            sslmode: None,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
         }
     }
 }
@@ -126,27 +177,46 @@ impl PostgresConfig {
         }
         config.connect_timeout(self.connect_timeout);
         config.application_name("keel");
+        config.ssl_mode(match self.tls_mode() {
+            SslMode::Disable => tokio_postgres::config::SslMode::Disable,
+            SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+            _ => tokio_postgres::config::SslMode::Require,
+        });
         Ok(config)
+    }
+
+    /// The TLS mode in effect: `sslmode`, else the URL's, else `prefer`.
+    pub fn tls_mode(&self) -> SslMode {
+        use tokio_postgres::config::SslMode as Url;
+        if let Some(mode) = self.sslmode {
+            return mode;
+        }
+        match self
+            .url
+            .parse::<tokio_postgres::Config>()
+            .map(|c| c.get_ssl_mode())
+        {
+            Ok(Url::Disable) => SslMode::Disable,
+            Ok(Url::Require) => SslMode::Require,
+            _ => SslMode::Prefer,
+        }
     }
 
     /// Every problem, as `(key, what is expected)` with keys relative to the section.
     pub fn problems(&self) -> Vec<(String, String)> {
         use keel_core::bounds::{Check, HOUR, MINUTE, SECOND};
-        use tokio_postgres::config::SslMode;
         let ms = Duration::from_millis;
         let mut check = Check::new();
-        match self.driver_config() {
-            Err(expected) => {
-                check.push("url", expected);
-            }
-            Ok(config) if !matches!(config.get_ssl_mode(), SslMode::Disable | SslMode::Prefer) => {
-                check.push(
-                    "url",
-                    "sslmode disable or prefer: Keel connects without TLS (run it next to \
-                     the server or through a TLS-terminating proxy such as PgBouncer)",
-                );
-            }
-            Ok(_) => {}
+        if let Err(expected) = self.driver_config() {
+            check.push("url", expected);
+        } else if self.sslmode.is_some() && self.url.contains("sslmode=") {
+            check.push(
+                "url",
+                "a URL without sslmode when [postgres] sslmode is given: say it once",
+            );
+        }
+        for (key, problem) in super::tls::problems(self) {
+            check.push(key, problem);
         }
         check
             .count("max_size", self.max_size.into(), 1, 1000)
@@ -181,6 +251,55 @@ mod tests {
         assert_eq!(problems.len(), 1);
         assert_eq!(problems[0].0, "url");
         assert!(!problems[0].1.contains("hunter2"));
+    }
+
+    #[test]
+    fn tls_settings_are_checked_together() {
+        let keys = |config: PostgresConfig| -> Vec<String> {
+            config.problems().into_iter().map(|(key, _)| key).collect()
+        };
+        let base = PostgresConfig::default();
+        assert!(keys(base.clone()).is_empty());
+        assert_eq!(base.tls_mode(), SslMode::Prefer);
+        let from_url = PostgresConfig {
+            url: "postgres://keel@db/keel?sslmode=require".into(),
+            ..base.clone()
+        };
+        assert_eq!(from_url.tls_mode(), SslMode::Require);
+        assert!(keys(from_url.clone()).is_empty());
+        // Said twice: refused, even if both agree.
+        assert_eq!(
+            keys(PostgresConfig {
+                sslmode: Some(SslMode::Require),
+                ..from_url
+            }),
+            ["url"]
+        );
+        assert_eq!(
+            keys(PostgresConfig {
+                cert_file: Some("/x/client.pem".into()),
+                ..base.clone()
+            }),
+            ["key_file"]
+        );
+        assert_eq!(
+            keys(PostgresConfig {
+                sslmode: Some(SslMode::Disable),
+                ca_file: Some("/nonexistent/ca.pem".into()),
+                ..base.clone()
+            }),
+            ["sslmode", "ca_file"]
+        );
+        let driver = PostgresConfig {
+            sslmode: Some(SslMode::VerifyFull),
+            ..base
+        }
+        .driver_config()
+        .unwrap();
+        assert_eq!(
+            driver.get_ssl_mode(),
+            tokio_postgres::config::SslMode::Require
+        );
     }
 
     #[test]

@@ -114,6 +114,9 @@ fn is_transient(state: &SqlState) -> bool {
 /// What to do about a connect error only an operator can fix, or `None` when a
 /// retry may get past it.
 pub(super) fn permanent_fix(err: &tokio_postgres::Error) -> Option<&'static str> {
+    if let Some(fix) = tls_fix(err) {
+        return Some(fix);
+    }
     let code = err.as_db_error()?.code().code();
     if code.starts_with("28") {
         Some("check the user in [postgres] url and the password ([postgres] password, password_file or KEEL__POSTGRES__PASSWORD), and the server's pg_hba.conf")
@@ -123,6 +126,22 @@ pub(super) fn permanent_fix(err: &tokio_postgres::Error) -> Option<&'static str>
         Some("grant the user CONNECT on the database")
     } else {
         None
+    }
+}
+
+/// What to do about a TLS handshake that failed for a reason of configuration
+/// (the certificate, the name, a server without TLS), not of the network.
+fn tls_fix(err: &tokio_postgres::Error) -> Option<&'static str> {
+    use crate::resource::TlsRefusal;
+    match crate::resource::tls_refusal(err) {
+        Some(TlsRefusal::WrongName) => Some("the server's certificate is not for the host in [postgres] url: connect by a name the certificate holds, or use sslmode = verify-ca"),
+        Some(TlsRefusal::Untrusted) => Some("the server's certificate is not signed by [postgres] ca_file (or a public root): give the CA that signed it"),
+        Some(TlsRefusal::Handshake) => Some("the TLS handshake with the server failed: check [postgres] sslmode, ca_file, cert_file and key_file against the server's ssl settings"),
+        // tokio-postgres says this one in words only.
+        None => err
+            .to_string()
+            .contains("server does not support TLS")
+            .then_some("the server has ssl = off: enable TLS on it, or set [postgres] sslmode to prefer or disable"),
     }
 }
 

@@ -10,7 +10,8 @@ use std::ops::{Deref, DerefMut};
 
 use bb8::ManageConnection;
 use bb8_postgres::PostgresConnectionManager;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// A pooled client and whether it may be reused.
 #[derive(Debug)]
@@ -42,7 +43,7 @@ impl DerefMut for PgConnection {
 
 /// The pool's manager.
 #[derive(Debug)]
-pub(super) struct PgManager(pub(super) PostgresConnectionManager<NoTls>);
+pub(super) struct PgManager(pub(super) PostgresConnectionManager<MakeRustlsConnect>);
 
 impl ManageConnection for PgManager {
     type Connection = PgConnection;

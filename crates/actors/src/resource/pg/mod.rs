@@ -6,11 +6,13 @@ mod executor;
 mod manager;
 mod migrate;
 pub mod op;
+mod tls;
 
-pub use config::PostgresConfig;
+pub use config::{PostgresConfig, SslMode};
 pub use error::PgError;
 pub use migrate::{migrate, MigrateError, Migration, MIGRATIONS};
 pub use op::{PgOp, Retained};
+pub use tls::connector as tls_connector;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -19,7 +21,6 @@ use std::time::Duration;
 use bb8::Pool;
 use bb8_postgres::PostgresConnectionManager;
 use ractor::{ActorCell, ActorProcessingErr, SpawnErr};
-use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
 
 use keel_core::child::StartContext;
@@ -100,7 +101,8 @@ impl Resource for Postgres {
         stop: CancellationToken,
     ) -> Result<PgShared, ActorProcessingErr> {
         let driver = self.config.driver_config()?;
-        let manager = manager::PgManager(PostgresConnectionManager::new(driver, NoTls));
+        let tls = tls::connector(&self.config)?;
+        let manager = manager::PgManager(PostgresConnectionManager::new(driver, tls));
         let pool = super::pool::build(
             manager,
             self.config.max_size,

@@ -1,5 +1,6 @@
 //! The `[redis]` section.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use redis::IntoConnectionInfo;
@@ -59,6 +60,17 @@ pub struct RedisConfig {
     /// idle too; calls are never preceded by a check of their own.
     #[serde(with = "humantime_serde", default = "default_health_every")]
     pub health_every: Duration,
+    /// With a `rediss://` URL: a PEM file of the CA(s) that sign the server's
+    /// certificate, trusted instead of the public roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// With a `rediss://` URL: a client certificate chain (PEM) for a server
+    /// that asks for one (`tls-auth-clients`); needs `key_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<PathBuf>,
+    /// The client certificate's private key (PEM); needs `cert_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
 }
 
 fn default_url() -> String {
@@ -110,6 +122,9 @@ impl Default for RedisConfig {
             breaker: BreakerConfig::default(),
             connect_backoff: default_connect_backoff(),
             health_every: default_health_every(),
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
         }
     }
 }
@@ -121,11 +136,11 @@ impl RedisConfig {
             .url
             .as_str()
             .into_connection_info()
-            .map_err(|e| format!("a redis:// URL ({})", e.category()))?;
+            .map_err(|e| format!("a redis:// or rediss:// URL ({})", e.category()))?;
         if info.redis_settings().password().is_some() {
             return Err("a URL without a password: put it in `password` or `password_file`".into());
         }
-        Ok(match &self.password {
+        let info = match &self.password {
             Some(password) => {
                 let settings = info
                     .redis_settings()
@@ -134,7 +149,44 @@ impl RedisConfig {
                 info.set_redis_settings(settings)
             }
             None => info,
-        })
+        };
+        let tls = matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. });
+        if tls {
+            // The redis crate builds its TLS configuration from the process's
+            // default provider.
+            keel_deribit::tls::ensure_provider();
+        }
+        if self.ca_file.is_none() && self.cert_file.is_none() {
+            return Ok(info);
+        }
+        if !tls {
+            return Err("a rediss:// URL for ca_file and cert_file (TLS)".into());
+        }
+        let read = |path: &PathBuf| {
+            std::fs::read(path).map_err(|e| format!("readable TLS files ({}: {e})", path.display()))
+        };
+        let client_tls = match (&self.cert_file, &self.key_file) {
+            (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+                client_cert: read(cert)?,
+                client_key: read(key)?,
+            }),
+            (None, None) => None,
+            _ => return Err("cert_file and key_file together".into()),
+        };
+        let root_cert = self.ca_file.as_ref().map(read).transpose()?;
+        let certificates = redis::TlsCertificates {
+            client_tls,
+            root_cert,
+        };
+        // The error is about the files (a bad PEM); it never holds their content.
+        redis::Client::build_with_tls(info, certificates)
+            .map(|client| client.get_connection_info().clone())
+            .map_err(|e| {
+                format!(
+                    "usable TLS files: ca_file, cert_file, key_file ({})",
+                    e.category()
+                )
+            })
     }
 
     /// Every problem, as `(key, what is expected)` with keys relative to the section.

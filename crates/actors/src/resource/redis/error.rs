@@ -120,6 +120,13 @@ fn is_truncated_reply(err: &redis::RedisError) -> bool {
 /// What to do about an error only an operator can fix (the server wants a
 /// password, or refuses the one given), or `None`.
 pub(super) fn permanent_fix(err: &redis::RedisError) -> Option<&'static str> {
+    use crate::resource::TlsRefusal;
+    match crate::resource::tls_refusal(err) {
+        Some(TlsRefusal::WrongName) => return Some("the server's certificate is not for the host in [redis] url: connect by a name the certificate holds"),
+        Some(TlsRefusal::Untrusted) => return Some("the server's certificate is not signed by [redis] ca_file (or a public root): give the CA that signed it"),
+        Some(TlsRefusal::Handshake) => return Some("the TLS handshake with the server failed: check the rediss:// URL, [redis] ca_file, cert_file and key_file against the server's tls settings"),
+        None => {}
+    }
     let code = err.code().unwrap_or_default();
     let text = err.to_string();
     if code == "NOAUTH" || text.contains("NOAUTH") {
