@@ -670,3 +670,29 @@ async fn postgres_tls_is_verified_as_sslmode_says() {
         daemon.handle.shutdown().await;
     }
 }
+
+/// A `rediss://` server whose certificate is for another name, or signed by a
+/// CA Keel was not given, is refused with a permanent cause, as PostgreSQL's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_tls_refuses_a_wrong_name_or_ca_as_permanent() {
+    keel_deribit::tls::ensure_provider();
+    let certs = Certs::make(&["localhost"], "keel");
+    let redis = PrivateRedis::start_with_tls(&certs);
+    let servers = Servers::start().await;
+    for (ca, needle) in [
+        ("ca.pem", "not valid for name"),
+        ("other-ca.pem", "UnknownIssuer"),
+    ] {
+        let mut config = servers.config.clone();
+        config.redis.url = format!("rediss://127.0.0.1:{}/0", redis.port);
+        config.redis.ca_file = Some(certs.path(ca));
+        config.redis.cert_file = Some(certs.path("client.pem"));
+        config.redis.key_file = Some(certs.path("client.key"));
+        assert!(config.redis.problems().is_empty(), "{ca}");
+        let daemon = Daemon::start(&config).await;
+        let details = cause_of(&daemon, tree::REDIS, needle).await;
+        assert_eq!(details["permanent"], true, "{ca}: {details}");
+        assert!(!daemon.handle.has_ended());
+        daemon.handle.shutdown().await;
+    }
+}

@@ -69,9 +69,14 @@ async fn count(db: &TestDb, sql: &str) -> i64 {
 
 /// Every operation, checked against what the database holds afterwards.
 async fn exercise_whole_api(port: u16) {
+    exercise_whole_api_with(port, |_| {}).await;
+}
+
+async fn exercise_whole_api_with(port: u16, tls: impl FnOnce(&mut PostgresConfig)) {
     let db = TestDb::create().await;
     let mut config = pg_config(db.url(port));
     config.delete_batch = 7;
+    tls(&mut config);
     let (handle, pg) = start(config).await;
     wait_ready(&handle).await;
 
@@ -181,6 +186,29 @@ async fn the_whole_api_works_against_postgres() {
 #[tokio::test]
 async fn the_whole_api_works_through_pgbouncer_transaction_pooling() {
     exercise_whole_api(PGBOUNCER_PORT).await;
+}
+
+/// PgBouncer terminating TLS, as production runs it: Keel verifies its
+/// certificate fully and every operation works in transaction pooling.
+#[tokio::test]
+async fn the_whole_api_works_through_pgbouncer_over_verified_tls() {
+    let certs = common::certs::Certs::make(&["127.0.0.1"], "postgres");
+    let bouncer = common::pgbouncer::TlsPgBouncer::start(&certs);
+    exercise_whole_api_with(bouncer.port, |config| {
+        config.sslmode = Some(keel_actors::resource::pg::SslMode::VerifyFull);
+        config.ca_file = Some(certs.path("ca.pem"));
+    })
+    .await;
+    // Plain TCP is turned away: the test ran over TLS.
+    let plain = tokio_postgres::connect(
+        &format!(
+            "host=127.0.0.1 port={} user=postgres dbname=keel sslmode=disable",
+            bouncer.port
+        ),
+        tokio_postgres::NoTls,
+    )
+    .await;
+    assert!(plain.is_err(), "PgBouncer took a plain connection");
 }
 
 #[tokio::test]

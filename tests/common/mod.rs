@@ -280,6 +280,7 @@ pub mod db;
 pub mod deribit;
 pub mod market;
 pub mod pg_cluster;
+pub mod pgbouncer;
 pub mod process;
 pub mod proxy;
 pub mod redis;

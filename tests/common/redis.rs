@@ -127,7 +127,8 @@ impl PrivateRedis {
             Some((ca, cert, key)) => {
                 keel_deribit::tls::ensure_provider();
                 redis::Client::build_with_tls(
-                    format!("rediss://127.0.0.1:{}/0", self.port),
+                    // By name: every certificate a test makes is for localhost.
+                    format!("rediss://localhost:{}/0", self.port),
                     redis::TlsCertificates {
                         client_tls: Some(redis::ClientTlsConfig {
                             client_cert: cert.clone(),

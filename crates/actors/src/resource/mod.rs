@@ -58,13 +58,20 @@ pub(crate) enum TlsRefusal {
 }
 
 /// The TLS refusal anywhere in `err`'s causes (rustls errors come wrapped in
-/// `io::Error`s), if any.
+/// `io::Error`s, and those in an `Arc` in the redis crate), if any.
 pub(crate) fn tls_refusal(err: &(dyn std::error::Error + 'static)) -> Option<TlsRefusal> {
     use rustls::CertificateError as Cert;
     let mut source = Some(err);
     while let Some(e) = source {
-        let rustls = e.downcast_ref::<rustls::Error>().or_else(|| {
-            e.downcast_ref::<std::io::Error>()
+        // The redis crate keeps its causes as `Arc<dyn Error>`.
+        let unshared: &(dyn std::error::Error + 'static) =
+            match e.downcast_ref::<std::sync::Arc<dyn std::error::Error + Send + Sync>>() {
+                Some(shared) => shared.as_ref(),
+                None => e,
+            };
+        let rustls = unshared.downcast_ref::<rustls::Error>().or_else(|| {
+            unshared
+                .downcast_ref::<std::io::Error>()
                 .and_then(|io| io.get_ref())
                 .and_then(|inner| inner.downcast_ref::<rustls::Error>())
         });
