@@ -16,6 +16,9 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'unsafe-in
      style-src 'unsafe-inline'; connect-src 'self'; img-src data:; frame-ancestors 'none'; \
      base-uri 'none'; form-action 'none'";
 
+/// The dashboard: a static page whose data comes from the routes below.
+#[utoipa::path(get, path = "/", tag = "dashboard", security(()),
+    responses((status = 200, description = "The dashboard page", content_type = "text/html")))]
 pub(super) async fn page() -> Response {
     (
         [

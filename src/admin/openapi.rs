@@ -1,84 +1,102 @@
-//! `GET /api/openapi.json`: the admin routes as an OpenAPI 3.0 document.
+//! `GET /api/openapi.json`: the admin API as an OpenAPI 3.1 document, generated
+//! by utoipa from the handlers' `#[utoipa::path]` attributes and the body types
+//! below. The router is built from the same attributes (`utoipa_axum::routes!`),
+//! so a route cannot exist without its entry in the document, nor the other way.
 
-use serde_json::{json, Value};
+use std::collections::BTreeMap;
 
-fn op(summary: &str, responses: &[(&str, &str)]) -> Value {
-    let responses: serde_json::Map<String, Value> = responses
-        .iter()
-        .map(|(code, what)| ((*code).to_owned(), json!({ "description": what })))
-        .collect();
-    json!({ "summary": summary, "responses": responses })
+use serde::Serialize;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+/// The document's frame: title, version and bearer authentication; the paths
+/// come from the router.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Keel admin API", description = "Inspect and steer a running Keel tree."),
+    modifiers(&Bearer),
+    security(("bearer" = []))
+)]
+pub(super) struct AdminApi;
+
+struct Bearer;
+
+impl Modify for Bearer {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme(
+                "bearer",
+                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            );
+    }
 }
 
-fn name_param() -> Value {
-    json!([{ "name": "name", "in": "path", "required": true, "schema": { "type": "string" } }])
+/// Every error: a status code and this body.
+#[derive(Serialize, ToSchema)]
+pub(super) struct ErrorBody {
+    /// What went wrong, for a human.
+    pub(super) error: String,
 }
 
-/// The document (routes, parameters, answers; bearer authentication).
-pub(super) fn document() -> Value {
-    let auth = &[("401", "missing or wrong bearer token")];
-    let with = |summary: &str, mut codes: Vec<(&'static str, &'static str)>| {
-        codes.extend_from_slice(auth);
-        op(summary, &codes)
-    };
-    let mut messages = with(
-        "An actor's recent messages",
-        vec![
-            ("200", "messages, oldest first"),
-            ("400", "bad limit"),
-            ("404", "no such actor"),
-        ],
-    );
-    messages["parameters"] = json!([
-        { "name": "name", "in": "path", "required": true, "schema": { "type": "string" } },
-        { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 1000 } }
-    ]);
-    let mut actor = with(
-        "One actor",
-        vec![("200", "the actor"), ("404", "no such actor")],
-    );
-    actor["parameters"] = name_param();
-    let mut stream = with(
-        "Live message tail (Server-Sent Events)",
-        vec![("200", "text/event-stream"), ("404", "no such actor")],
-    );
-    stream["parameters"] = name_param();
-    let mut restart = with(
-        "Restart an actor now",
-        vec![
-            ("200", "restarted"),
-            ("404", "no such child"),
-            ("409", "shutting down"),
-        ],
-    );
-    restart["parameters"] = name_param();
-    let mut run = with(
-        "Run a scheduled task now",
-        vec![
-            ("202", "started"),
-            ("404", "no such task"),
-            ("409", "already running, or no scheduler"),
-        ],
-    );
-    run["parameters"] = name_param();
-    json!({
-        "openapi": "3.0.3",
-        "info": { "title": "Keel admin API", "version": env!("CARGO_PKG_VERSION") },
-        "components": { "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } } },
-        "security": [{ "bearer": [] }],
-        "paths": {
-            "/": { "get": { "summary": "The dashboard (a static page; its data comes from the routes below)", "security": [], "responses": { "200": { "description": "text/html" } } } },
-            "/healthz": { "get": { "summary": "Liveness", "security": [], "responses": { "200": { "description": "the process runs" } } } },
-            "/readyz": { "get": with("Readiness", vec![("200", "ready"), ("503", "not ready, with a reason per actor")]) },
-            "/api/tree": { "get": with("Every actor", vec![("200", "the tree")]) },
-            "/api/actors/{name}": { "get": actor },
-            "/api/actors/{name}/messages": { "get": messages },
-            "/api/actors/{name}/messages/stream": { "get": stream },
-            "/api/actors/{name}/restart": { "post": restart },
-            "/api/tasks/{name}/run": { "post": run },
-            "/api/shutdown": { "post": with("Graceful shutdown, as SIGTERM", vec![("202", "shutting down"), ("409", "already shutting down")]) },
-            "/api/openapi.json": { "get": with("This document", vec![("200", "OpenAPI 3.0")]) },
-            "/metrics": { "get": with("Prometheus text metrics", vec![("200", "text/plain; version=0.0.4")]) }
-        }
-    })
+/// `GET /healthz`.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Health {
+    /// Always `ok`: the process answers.
+    pub(super) status: &'static str,
+}
+
+/// `GET /readyz`.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Readiness {
+    /// Whether every resource serves and every permanent worker runs.
+    pub(super) ready: bool,
+    /// When not ready: what keeps each actor from it (`connecting: ...`,
+    /// `restarting`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) not_ready: Option<BTreeMap<String, String>>,
+}
+
+/// `GET /api/tree`.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Tree {
+    /// Every actor, in start order, each with the names of its children.
+    #[schema(value_type = Vec<Object>)]
+    pub(super) actors: Vec<serde_json::Value>,
+}
+
+/// `GET /api/actors/{name}/messages`.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Messages {
+    /// The actor's name.
+    pub(super) actor: String,
+    /// Its most recent messages, oldest first: sequence number, time, kind and
+    /// summary.
+    #[schema(value_type = Vec<Object>)]
+    pub(super) messages: Vec<keel_core::registry::MessageRecord>,
+}
+
+/// `POST /api/actors/{name}/restart`.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Restarted {
+    /// The child restarted.
+    pub(super) restarted: String,
+}
+
+/// `POST /api/tasks/{name}/run`.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Started {
+    /// The task started.
+    pub(super) started: String,
+}
+
+/// `POST /api/shutdown`.
+#[derive(Serialize, ToSchema)]
+pub(super) struct ShuttingDown {
+    /// Always `true`.
+    pub(super) shutting_down: bool,
+    /// Always `SIGTERM`: the shutdown is the one a signal starts.
+    #[serde(rename = "as")]
+    pub(super) as_signal: &'static str,
 }

@@ -8,7 +8,6 @@ use axum::http::StatusCode;
 use axum::middleware;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::StreamExt as _;
 use keel_core::secret::Secret;
@@ -16,8 +15,14 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 
+use super::openapi::{
+    ErrorBody, Health, Messages, Readiness, Restarted, ShuttingDown, Started, Tree,
+};
 use crate::RuntimeHandle;
 use keel_core::supervisor::RestartRefused;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -34,35 +39,69 @@ pub(super) struct App {
 /// Most messages one request returns.
 const MAX_LIMIT: usize = 1000;
 
-pub(super) fn error(status: StatusCode, message: &str) -> (StatusCode, Json<Value>) {
-    (status, Json(json!({ "error": message })))
+pub(super) fn error(status: StatusCode, message: &str) -> (StatusCode, Json<ErrorBody>) {
+    let body = ErrorBody {
+        error: message.to_owned(),
+    };
+    (status, Json(body))
+}
+
+/// Liveness: 200 while the process runs.
+#[utoipa::path(get, path = "/healthz", tag = "health", security(()),
+    responses((status = 200, description = "The process runs", body = Health)))]
+async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// This document.
+#[utoipa::path(get, path = "/api/openapi.json", tag = "meta",
+    responses(
+        (status = 200, description = "OpenAPI 3.1, generated from the routes"),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+    ))]
+async fn openapi_json() -> Json<&'static utoipa::openapi::OpenApi> {
+    Json(document())
+}
+
+/// What a protected route answers without the right token.
+const UNAUTHORIZED: &str = "Missing or wrong bearer token";
+
+/// The routes anyone may call: the dashboard page and liveness.
+fn public() -> OpenApiRouter<App> {
+    OpenApiRouter::with_openapi(super::openapi::AdminApi::openapi())
+        .routes(routes!(super::dashboard::page))
+        .routes(routes!(healthz))
+}
+
+/// The routes behind the bearer token.
+fn protected() -> OpenApiRouter<App> {
+    OpenApiRouter::new()
+        .routes(routes!(readyz))
+        .routes(routes!(tree))
+        .routes(routes!(actor))
+        .routes(routes!(messages))
+        .routes(routes!(tail))
+        .routes(routes!(restart))
+        .routes(routes!(shutdown))
+        .routes(routes!(run_task))
+        .routes(routes!(metrics))
+        .routes(routes!(openapi_json))
+}
+
+/// The OpenAPI document of exactly the routes [`router`] serves.
+pub(super) fn document() -> &'static utoipa::openapi::OpenApi {
+    static DOCUMENT: std::sync::OnceLock<utoipa::openapi::OpenApi> = std::sync::OnceLock::new();
+    DOCUMENT.get_or_init(|| public().merge(protected()).split_for_parts().1)
 }
 
 pub(super) fn router(app: App) -> Router {
-    let protected = Router::new()
-        .route("/readyz", get(readyz))
-        .route("/api/tree", get(tree))
-        .route("/api/actors/{name}", get(actor))
-        .route("/api/actors/{name}/messages", get(messages))
-        .route("/api/actors/{name}/messages/stream", get(tail))
-        .route("/api/actors/{name}/restart", post(restart))
-        .route("/api/shutdown", post(shutdown))
-        .route("/api/tasks/{name}/run", post(run_task))
-        .route("/metrics", get(metrics))
-        .route(
-            "/api/openapi.json",
-            get(|| async { Json(super::openapi::document()) }),
-        )
-        .route_layer(middleware::from_fn_with_state(
-            app.clone(),
-            super::auth::require_token,
-        ));
-    Router::new()
-        .route("/", get(super::dashboard::page))
-        .route(
-            "/healthz",
-            get(|| async { Json(json!({ "status": "ok" })) }),
-        )
+    let (protected, _) = protected().split_for_parts();
+    let protected = protected.route_layer(middleware::from_fn_with_state(
+        app.clone(),
+        super::auth::require_token,
+    ));
+    let (public, _) = public().split_for_parts();
+    public
         .merge(protected)
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
         .method_not_allowed_fallback(|| async {
@@ -101,21 +140,35 @@ async fn json_errors(response: Response) -> Response {
     error(status, &message).into_response()
 }
 
-/// 200 when every resource is ready and every permanent worker runs; else 503
-/// with a reason per actor.
+/// Readiness: 200 when every resource is ready and every permanent worker
+/// runs; else 503 with a reason per actor.
+#[utoipa::path(get, path = "/readyz", tag = "health",
+    responses(
+        (status = 200, description = "Ready", body = Readiness),
+        (status = 503, description = "Not ready, with a reason per actor", body = Readiness),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+    ))]
 async fn readyz(State(app): State<App>) -> Response {
     let reasons = app.handle.not_ready();
-    if reasons.is_empty() {
-        Json(json!({ "ready": true })).into_response()
+    let ready = reasons.is_empty();
+    let body = Readiness {
+        ready,
+        not_ready: (!ready).then_some(reasons),
+    };
+    let status = if ready {
+        StatusCode::OK
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "ready": false, "not_ready": reasons })),
-        )
-            .into_response()
-    }
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
 }
 
+/// Prometheus text metrics.
+#[utoipa::path(get, path = "/metrics", tag = "inspection",
+    responses(
+        (status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain"),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+    ))]
 async fn metrics(State(app): State<App>) -> Response {
     let mut text = super::metrics::render_tree(&app.handle);
     text.push_str(&super::metrics::render(&app.handle.tree()));
@@ -127,6 +180,12 @@ async fn metrics(State(app): State<App>) -> Response {
         .into_response()
 }
 
+/// Every actor.
+#[utoipa::path(get, path = "/api/tree", tag = "inspection",
+    responses(
+        (status = 200, description = "The tree", body = Tree),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+    ))]
 async fn tree(State(app): State<App>) -> Response {
     let tree = app.handle.tree();
     let actors: Vec<Value> = tree
@@ -140,9 +199,17 @@ async fn tree(State(app): State<App>) -> Response {
             v
         })
         .collect();
-    Json(json!({ "actors": actors })).into_response()
+    Json(Tree { actors }).into_response()
 }
 
+/// One actor.
+#[utoipa::path(get, path = "/api/actors/{name}", tag = "inspection",
+    params(("name" = String, Path, description = "The actor's name")),
+    responses(
+        (status = 200, description = "The actor: state, restarts, last failure, messages handled, details", body = Object),
+        (status = 404, description = "No such actor", body = ErrorBody),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+    ))]
 async fn actor(State(app): State<App>, Path(name): Path<String>) -> Response {
     match app.handle.tree().actor(&name) {
         Some(a) => Json(a.clone()).into_response(),
@@ -156,6 +223,18 @@ struct Limit {
     limit: Option<String>,
 }
 
+/// An actor's recent messages.
+#[utoipa::path(get, path = "/api/actors/{name}/messages", tag = "inspection",
+    params(
+        ("name" = String, Path, description = "The actor's name"),
+        ("limit" = Option<usize>, Query, description = "How many, 1 to 1000 (default 50)", minimum = 1, maximum = 1000),
+    ),
+    responses(
+        (status = 200, description = "Messages, oldest first", body = Messages),
+        (status = 400, description = "A bad limit, or another parameter", body = ErrorBody),
+        (status = 404, description = "No such actor", body = ErrorBody),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+    ))]
 async fn messages(
     State(app): State<App>,
     Path(name): Path<String>,
@@ -178,13 +257,25 @@ async fn messages(
         }
     };
     match app.handle.registry().messages(&name, limit) {
-        Some(messages) => Json(json!({ "actor": name, "messages": messages })).into_response(),
+        Some(messages) => Json(Messages {
+            actor: name,
+            messages,
+        })
+        .into_response(),
         None => error(StatusCode::NOT_FOUND, &format!("no actor named `{name}`")).into_response(),
     }
 }
 
-/// `GET /api/actors/{name}/messages/stream`: each new message as a Server-Sent
-/// Event (`data:` its JSON), from now on.
+/// Live message tail: each new message as a Server-Sent Event (`data:` its
+/// JSON), from now on.
+#[utoipa::path(get, path = "/api/actors/{name}/messages/stream", tag = "inspection",
+    params(("name" = String, Path, description = "The actor's name")),
+    responses(
+        (status = 200, description = "Server-Sent Events, one `message` event per message", content_type = "text/event-stream"),
+        (status = 404, description = "No such actor", body = ErrorBody),
+        (status = 503, description = "Too many live tails at once", body = ErrorBody),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+    ))]
 async fn tail(State(app): State<App>, Path(name): Path<String>) -> Response {
     let Ok(permit) = Arc::clone(&app.streams).try_acquire_owned() else {
         app.refusals.streams.fetch_add(1, Ordering::Relaxed);
@@ -229,9 +320,18 @@ async fn tail(State(app): State<App>, Path(name): Path<String>) -> Response {
         .into_response()
 }
 
+/// Restart a child now: drained, then started again.
+#[utoipa::path(post, path = "/api/actors/{name}/restart", tag = "control",
+    params(("name" = String, Path, description = "The child's name")),
+    responses(
+        (status = 200, description = "Restarted", body = Restarted),
+        (status = 404, description = "No such child", body = ErrorBody),
+        (status = 409, description = "The tree is shutting down", body = ErrorBody),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+    ))]
 async fn restart(State(app): State<App>, Path(name): Path<String>) -> Response {
     match app.handle.restart(&name).await {
-        Ok(()) => Json(json!({ "restarted": name })).into_response(),
+        Ok(()) => Json(Restarted { restarted: name }).into_response(),
         Err(RestartRefused::Unknown(_)) => {
             error(StatusCode::NOT_FOUND, &format!("no child named `{name}`")).into_response()
         }
@@ -241,10 +341,19 @@ async fn restart(State(app): State<App>, Path(name): Path<String>) -> Response {
     }
 }
 
+/// Run a scheduled task now.
+#[utoipa::path(post, path = "/api/tasks/{name}/run", tag = "control",
+    params(("name" = String, Path, description = "The task's name")),
+    responses(
+        (status = 202, description = "Started", body = Started),
+        (status = 404, description = "No such task", body = ErrorBody),
+        (status = 409, description = "Already running, or no scheduler", body = ErrorBody),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+    ))]
 async fn run_task(State(app): State<App>, Path(name): Path<String>) -> Response {
     use keel_core::scheduler::{run_now, RunRefused};
     match run_now(app.handle.registry(), crate::tree::SCHEDULER, &name).await {
-        Ok(()) => (StatusCode::ACCEPTED, Json(json!({ "started": name }))).into_response(),
+        Ok(()) => (StatusCode::ACCEPTED, Json(Started { started: name })).into_response(),
         Err(RunRefused::Unknown(_)) => {
             error(StatusCode::NOT_FOUND, &format!("no task named `{name}`")).into_response()
         }
@@ -259,6 +368,13 @@ async fn run_task(State(app): State<App>, Path(name): Path<String>) -> Response 
     }
 }
 
+/// Graceful shutdown, as SIGTERM.
+#[utoipa::path(post, path = "/api/shutdown", tag = "control",
+    responses(
+        (status = 202, description = "Shutting down", body = ShuttingDown),
+        (status = 409, description = "A shutdown is already in progress", body = ErrorBody),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+    ))]
 async fn shutdown(State(app): State<App>) -> Response {
     if app.shutting_down.swap(true, Ordering::AcqRel) || app.handle.has_ended() {
         return error(StatusCode::CONFLICT, "a shutdown is already in progress").into_response();
@@ -266,7 +382,10 @@ async fn shutdown(State(app): State<App>) -> Response {
     app.shutdown_requested.notify_one();
     (
         StatusCode::ACCEPTED,
-        Json(json!({ "shutting_down": true, "as": "SIGTERM" })),
+        Json(ShuttingDown {
+            shutting_down: true,
+            as_signal: "SIGTERM",
+        }),
     )
         .into_response()
 }

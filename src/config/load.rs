@@ -224,8 +224,16 @@ mod tests {
             ("[admin]\ntoken = \"\"", "admin.token"),
             ("[admin]\ntoken = \" \"", "admin.token"),
             (
-                "[postgres]\nurl = \"postgres://keel@127.0.0.1/keel?sslmode=require\"",
+                "[postgres]\nurl = \"postgres://keel@127.0.0.1/keel?sslmode=require\"\nsslmode = \"verify-full\"",
                 "postgres.url",
+            ),
+            (
+                "[postgres]\ncert_file = \"/etc/keel/client.pem\"",
+                "postgres.key_file",
+            ),
+            (
+                "[redis]\nca_file = \"/etc/keel/ca.pem\"",
+                "redis.url",
             ),
             (
                 "[supervisor]\nshutdown_deadline = \"100y\"",
