@@ -318,8 +318,8 @@ fn each_out_of_range_configuration_value_exits_78_naming_its_key() {
         ),
         ("[admin]\ntoken = \" \"", "admin.token"),
         (
-            "[postgres]\nurl = \"postgres://keel@127.0.0.1/keel?sslmode=require\"",
-            "postgres.url",
+            "[postgres]\nsslmode = \"verify-full\"\nca_file = \"/nonexistent/ca.pem\"",
+            "postgres.ca_file",
         ),
         (
             "[receiver]\nurl = \"wss://user:hunter2@www.deribit.com/ws/api/v2\"",
