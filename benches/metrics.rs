@@ -1,7 +1,8 @@
-//! What one `/metrics` scrape costs to render: Keel's own text rendering
-//! (`keel_core::stats::Samples`, fed at scrape time from the registry) against
-//! `prometheus-client`, the kept crate, used the way a scrape-time collector
-//! would use it (every value set on its registered families, then encoded).
+//! What one `/metrics` scrape costs to render: Keel's `keel_core::stats::Samples`
+//! (filled at scrape time from the registry, then encoded by prometheus-client
+//! through a collector) against prometheus-client's own families, registered
+//! once up front with every value set on them before encoding: the raw
+//! baseline of the same crate.
 //! Both render the same series: the families and label sets of a running
 //! daemon's scrape, about 450 series. Best of 5 interleaved rounds of 2,000
 //! scrapes each. Run: `cargo bench --bench metrics`.

@@ -167,7 +167,8 @@ impl RunStats {
 }
 
 const RUNS: Family = Family::counter("keel_task_runs_total", "Completed task runs by outcome.");
-const DURATION: Family = Family::summary("keel_task_run_duration_seconds", "Time task runs took.");
+const DURATION: Family =
+    Family::histogram("keel_task_run_duration_seconds", "Time task runs took.");
 const LAST: Family = Family::gauge(
     "keel_task_last_run_duration_seconds",
     "Time the last run of each task took.",
@@ -182,9 +183,9 @@ impl Stats for RunStats {
         for (outcome, n) in [("succeeded", self.succeeded), ("failed", self.failed)] {
             out.add(&RUNS, &[("task", task), ("outcome", outcome)], n as f64);
         }
-        out.add_to(&DURATION, "_sum", &[("task", task)], self.total_seconds);
-        let count = (self.succeeded + self.failed) as f64;
-        out.add_to(&DURATION, "_count", &[("task", task)], count);
+        // Sum and count only: the +Inf bucket holds every run.
+        let count = self.succeeded + self.failed;
+        out.add_histogram(&DURATION, &[("task", task)], self.total_seconds, count, &[]);
         let last = self.last_seconds.unwrap_or(0.0);
         out.add(&LAST, &[("task", task)], last);
     }

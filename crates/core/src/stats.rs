@@ -9,7 +9,7 @@
 //! `export` of the type that counts it.
 
 use std::collections::BTreeMap;
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::sync::Arc;
 
 /// What a Prometheus metric family is.
@@ -21,19 +21,6 @@ pub enum Kind {
     Gauge,
     /// Buckets, sum and count.
     Histogram,
-    /// Sum and count.
-    Summary,
-}
-
-impl Kind {
-    fn as_str(self) -> &'static str {
-        match self {
-            Kind::Counter => "counter",
-            Kind::Gauge => "gauge",
-            Kind::Histogram => "histogram",
-            Kind::Summary => "summary",
-        }
-    }
 }
 
 /// One metric family: its name, kind and help text.
@@ -66,7 +53,7 @@ impl Family {
         }
     }
 
-    /// A histogram (samples go to `_bucket`, `_sum` and `_count`).
+    /// A histogram (its series are `_bucket`, `_sum` and `_count`).
     pub const fn histogram(name: &'static str, help: &'static str) -> Self {
         Self {
             name,
@@ -74,70 +61,109 @@ impl Family {
             help,
         }
     }
-
-    /// A summary (samples go to `_sum` and `_count`).
-    pub const fn summary(name: &'static str, help: &'static str) -> Self {
-        Self {
-            name,
-            kind: Kind::Summary,
-            help,
-        }
-    }
 }
 
-/// Samples collected from every actor's stats, grouped by family as the text
-/// format requires.
+/// Samples collected from every actor's stats, grouped by family, and
+/// rendered in the Prometheus text format (0.0.4) by `prometheus-client`.
 #[derive(Debug, Default)]
 pub struct Samples {
-    families: BTreeMap<&'static str, (Family, String)>,
+    families: BTreeMap<&'static str, (Family, Vec<(Labels, Value)>)>,
+}
+
+type Labels = Vec<(String, String)>;
+
+#[derive(Debug)]
+enum Value {
+    Number(f64),
+    /// Sum, count, and the count of each bucket (not cumulative) by upper bound.
+    Histogram(f64, u64, Vec<(f64, u64)>),
 }
 
 impl Samples {
-    /// A sample of `family` itself.
+    /// A sample of a counter or gauge `family`.
     pub fn add(&mut self, family: &Family, labels: &[(&str, &str)], value: f64) {
-        self.add_to(family, "", labels, value);
+        self.push(family, labels, Value::Number(value));
     }
 
-    /// A sample of one of `family`'s series (`_bucket`, `_sum`, `_count`).
-    pub fn add_to(&mut self, family: &Family, suffix: &str, labels: &[(&str, &str)], value: f64) {
-        let (_, lines) = self
-            .families
-            .entry(family.name)
-            .or_insert_with(|| (*family, String::new()));
-        let labels: Vec<String> = labels
+    /// One series of a histogram `family`: its sum, its count, and how many
+    /// observations fell in each bucket (upper bound, count in that bucket
+    /// alone; `+Inf` is added).
+    pub fn add_histogram(
+        &mut self,
+        family: &Family,
+        labels: &[(&str, &str)],
+        sum: f64,
+        count: u64,
+        buckets: &[(f64, u64)],
+    ) {
+        self.push(
+            family,
+            labels,
+            Value::Histogram(sum, count, buckets.to_vec()),
+        );
+    }
+
+    fn push(&mut self, family: &Family, labels: &[(&str, &str)], value: Value) {
+        let labels = labels
             .iter()
-            .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
-        let _ = if labels.is_empty() {
-            writeln!(lines, "{}{suffix} {value}", family.name)
-        } else {
-            writeln!(
-                lines,
-                "{}{suffix}{{{}}} {value}",
-                family.name,
-                labels.join(",")
-            )
-        };
+        self.families
+            .entry(family.name)
+            .or_insert_with(|| (*family, Vec::new()))
+            .1
+            .push((labels, value));
     }
 
     /// The text format, each family with its `# HELP` and `# TYPE`.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        for (family, lines) in self.families.values() {
-            let _ = writeln!(out, "# HELP {} {}", family.name, family.help);
-            let _ = writeln!(out, "# TYPE {} {}", family.name, family.kind.as_str());
-            out.push_str(lines);
-        }
-        out
+    pub fn render(self) -> String {
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register_collector(Box::new(Collected(self)));
+        let mut text = String::new();
+        // Writing to a String does not fail; an encoding error would be a bug
+        // in a family's name, and leaves what was written.
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut text, &registry);
+        text
     }
 }
 
-/// Label values are actor names and reasons; escape them as the format requires.
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+/// The samples of one scrape, as prometheus-client collects them.
+#[derive(Debug)]
+struct Collected(Samples);
+
+impl prometheus_client::collector::Collector for Collected {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), fmt::Error> {
+        use prometheus_client::encoding::NoLabelSet;
+        use prometheus_client::metrics::MetricType;
+        for (family, samples) in self.0.families.values() {
+            let (name, kind) = match family.kind {
+                // The encoder appends `_total` to a counter's name.
+                Kind::Counter => (
+                    family.name.strip_suffix("_total").unwrap_or(family.name),
+                    MetricType::Counter,
+                ),
+                Kind::Gauge => (family.name, MetricType::Gauge),
+                Kind::Histogram => (family.name, MetricType::Histogram),
+            };
+            let mut metric = encoder.encode_descriptor(name, family.help, None, kind)?;
+            for (labels, value) in samples {
+                let mut series = metric.encode_family(labels)?;
+                match (family.kind, value) {
+                    (Kind::Counter, Value::Number(v)) => {
+                        series.encode_counter::<NoLabelSet, f64, f64>(v, None)?;
+                    }
+                    (_, Value::Number(v)) => series.encode_gauge(v)?,
+                    (_, Value::Histogram(sum, count, buckets)) => {
+                        series.encode_histogram::<NoLabelSet>(*sum, *count, buckets, None)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// What an actor counts.
@@ -194,15 +220,22 @@ mod tests {
     fn samples_group_by_family_whatever_order_they_came_in() {
         const A: Family = Family::counter("keel_a_total", "A.");
         const B: Family = Family::gauge("keel_b", "B.");
+        const C: Family = Family::histogram("keel_c_seconds", "C.");
         let mut out = Samples::default();
         out.add(&A, &[("actor", "one")], 1.0);
-        out.add(&B, &[("actor", "one")], 2.5);
+        out.add(&B, &[], 2.5);
         out.add(&A, &[("actor", "t\"wo")], 3.0);
+        out.add_histogram(&C, &[("op", "x")], 0.75, 3, &[(0.5, 2), (1.0, 1)]);
         assert_eq!(
             out.render(),
             "# HELP keel_a_total A.\n# TYPE keel_a_total counter\n\
-             keel_a_total{actor=\"one\"} 1\nkeel_a_total{actor=\"t\\\"wo\"} 3\n\
-             # HELP keel_b B.\n# TYPE keel_b gauge\nkeel_b{actor=\"one\"} 2.5\n"
+             keel_a_total{actor=\"one\"} 1.0\nkeel_a_total{actor=\"t\\\"wo\"} 3.0\n\
+             # HELP keel_b B.\n# TYPE keel_b gauge\nkeel_b 2.5\n\
+             # HELP keel_c_seconds C.\n# TYPE keel_c_seconds histogram\n\
+             keel_c_seconds_bucket{op=\"x\",le=\"0.5\"} 2\n\
+             keel_c_seconds_bucket{op=\"x\",le=\"1\"} 3\n\
+             keel_c_seconds_bucket{op=\"x\",le=\"+Inf\"} 3\n\
+             keel_c_seconds_sum{op=\"x\"} 0.75\nkeel_c_seconds_count{op=\"x\"} 3\n"
         );
     }
 }

@@ -88,18 +88,13 @@ impl CallStats {
     pub fn export(&self, actor: &str, out: &mut Samples) {
         let ops = self.ops.lock();
         for (op, s) in ops.iter() {
-            let mut cumulative = 0;
-            for (bound, n) in LATENCY_BUCKETS.iter().zip(s.buckets) {
-                cumulative += n;
-                let le = bound.to_string();
-                let labels = [("actor", actor), ("op", op), ("le", le.as_str())];
-                out.add_to(&LATENCY, "_bucket", &labels, cumulative as f64);
-            }
-            let labels = [("actor", actor), ("op", op), ("le", "+Inf")];
-            out.add_to(&LATENCY, "_bucket", &labels, s.count as f64);
+            let buckets: Vec<(f64, u64)> = LATENCY_BUCKETS
+                .iter()
+                .copied()
+                .zip(s.buckets.iter().copied())
+                .collect();
             let labels = [("actor", actor), ("op", op)];
-            out.add_to(&LATENCY, "_sum", &labels, s.sum_seconds);
-            out.add_to(&LATENCY, "_count", &labels, s.count as f64);
+            out.add_histogram(&LATENCY, &labels, s.sum_seconds, s.count, &buckets);
         }
         for (op, s) in ops.iter() {
             for (class, n) in &s.errors {
