@@ -67,10 +67,13 @@ impl Family {
 /// rendered in the Prometheus text format (0.0.4) by `prometheus-client`.
 #[derive(Debug, Default)]
 pub struct Samples {
-    families: BTreeMap<&'static str, (Family, Vec<(Labels, Value)>)>,
+    families: BTreeMap<&'static str, (Family, Vec<Sample>)>,
 }
 
 type Labels = Vec<(String, String)>;
+
+/// One series of a family: its labels and value.
+type Sample = (Labels, Value);
 
 #[derive(Debug)]
 enum Value {
