@@ -145,6 +145,15 @@ impl Daemon {
         }
     }
 
+    /// Waits until resource `name` says it serves.
+    async fn resource_ready(&self, name: &str, within: Duration) {
+        eventually_some(&format!("{name} ready"), within, || async {
+            let tree = self.handle.tree();
+            (tree.actor(name)?.details.get("status")? == "ready").then_some(())
+        })
+        .await;
+    }
+
     /// The status `/readyz` answers (0 if it does not answer at all).
     async fn readyz(&self) -> u16 {
         self.http
@@ -559,11 +568,9 @@ async fn a_missing_database_is_reported_as_such_and_mending_it_needs_no_restart(
         .batch_execute("CREATE DATABASE keel_missing")
         .await
         .unwrap();
-    eventually_some("pg ready", Duration::from_secs(10), || async {
-        let tree = daemon.handle.tree();
-        (tree.actor(tree::PG)?.details.get("status")? == "ready").then_some(())
-    })
-    .await;
+    daemon
+        .resource_ready(tree::PG, Duration::from_secs(10))
+        .await;
     assert!(!daemon.handle.has_ended());
     daemon.handle.shutdown().await;
 }
@@ -659,11 +666,7 @@ async fn postgres_tls_is_verified_as_sslmode_says() {
                 assert!(readyz_body(&daemon).await.contains(needle));
             }
             None => {
-                eventually_some("pg ready over verify-ca", WAIT, || async {
-                    let tree = daemon.handle.tree();
-                    (tree.actor(tree::PG)?.details.get("status")? == "ready").then_some(())
-                })
-                .await;
+                daemon.resource_ready(tree::PG, WAIT).await;
             }
         }
         assert!(!daemon.handle.has_ended());

@@ -28,7 +28,8 @@ fn server_bin() -> PathBuf {
         .expect("a PostgreSQL server version with pg_ctl")
 }
 
-fn is_root() -> bool {
+/// Whether the tests run as root (server programs then run as `postgres`).
+pub fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()

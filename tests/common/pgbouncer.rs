@@ -8,19 +8,12 @@ use std::time::{Duration, Instant};
 
 use super::certs::Certs;
 use super::db::PG_PORT;
+use super::pg_cluster::is_root;
 
 pub struct TlsPgBouncer {
     pub port: u16,
     process: Child,
     _dir: tempfile::TempDir,
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
 }
 
 impl TlsPgBouncer {
