@@ -571,6 +571,15 @@ async fn a_missing_database_is_reported_as_such_and_mending_it_needs_no_restart(
     daemon
         .resource_ready(tree::PG, Duration::from_secs(10))
         .await;
+    // Mended: no longer waiting for an operator.
+    let details = daemon
+        .handle
+        .tree()
+        .actor(tree::PG)
+        .unwrap()
+        .details
+        .clone();
+    assert_eq!(details["permanent"], false, "{details:?}");
     assert!(!daemon.handle.has_ended());
     daemon.handle.shutdown().await;
 }

@@ -142,6 +142,25 @@ impl Manager {
 #[test]
 fn the_unit_passes_systemd_analyze_and_fits_the_default_configuration() {
     let defaults = keel::config::Config::default().supervisor;
+    // The production example keeps the same drain limits.
+    let production = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/production.example.toml"),
+    )
+    .unwrap();
+    let production: toml::Table = toml::from_str(&production).unwrap();
+    for key in ["shutdown_timeout", "shutdown_deadline"] {
+        let value = production["supervisor"][key].as_str().unwrap();
+        let value = humantime::parse_duration(value).unwrap();
+        let default = if key == "shutdown_timeout" {
+            defaults.shutdown_timeout
+        } else {
+            defaults.shutdown_deadline
+        };
+        assert!(
+            value <= default,
+            "production {key} {value:?} exceeds what the unit allows"
+        );
+    }
     // systemd's stop timeout must not cut Keel's own drain short.
     let stop = unit_duration("TimeoutStopSec");
     assert!(
@@ -166,7 +185,8 @@ fn the_unit_passes_systemd_analyze_and_fits_the_default_configuration() {
     }
 
     // The credentials the unit hands over are keys Keel reads: `keel check`
-    // accepts them and never prints them.
+    // accepts the production example with them (and its TLS files where an
+    // operator puts them) and never prints them.
     let dir = tempfile::tempdir().unwrap();
     let credentials = dir.path().join("credentials");
     std::fs::create_dir(&credentials).unwrap();
@@ -179,10 +199,24 @@ fn the_unit_passes_systemd_analyze_and_fits_the_default_configuration() {
             envs.push((key.to_owned(), file.to_str().unwrap().to_owned()));
         }
     }
-    assert!(envs.len() >= 3, "the unit hands over credentials: {envs:?}");
+    assert!(envs.len() >= 4, "the unit hands over credentials: {envs:?}");
+    let tls = dir.path().join("tls");
+    let made = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/sim-cert"))
+        .arg(&tls)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    for (key, file) in [
+        ("KEEL__POSTGRES__CA_FILE", "ca.pem"),
+        ("KEEL__REDIS__CA_FILE", "ca.pem"),
+        ("KEEL__REDIS__CERT_FILE", "cert.pem"),
+        ("KEEL__REDIS__KEY_FILE", "key.pem"),
+    ] {
+        envs.push((key.to_owned(), tls.join(file).to_str().unwrap().to_owned()));
+    }
     let check = Command::new(KEEL)
         .args(["check", "--config"])
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/keel.toml"))
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/production.example.toml"))
         .envs(envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .output()
         .unwrap();

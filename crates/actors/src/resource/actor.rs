@@ -425,6 +425,8 @@ async fn connect_loop<R: Resource>(
                 if attempts > 1 {
                     tracing::info!(resource = %name, attempts, "Reached the server after failed attempts.");
                 }
+                // Whatever an operator had to fix is fixed.
+                availability.probe().set_detail("permanent", false);
                 availability.mark_ready();
                 watch_health::<R>(&shared, &availability, &stop).await;
                 return;

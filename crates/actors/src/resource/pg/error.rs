@@ -117,8 +117,11 @@ pub(super) fn permanent_fix(err: &tokio_postgres::Error) -> Option<&'static str>
     if let Some(fix) = tls_fix(err) {
         return Some(fix);
     }
-    let code = err.as_db_error()?.code().code();
-    if code.starts_with("28") {
+    let db = err.as_db_error()?;
+    let code = db.code().code();
+    if code == "28000" && db.message().contains("no encryption") {
+        Some("the server's pg_hba.conf takes TLS connections only: set [postgres] sslmode to require, verify-ca or verify-full")
+    } else if code.starts_with("28") {
         Some("check the user in [postgres] url and the password ([postgres] password, password_file or KEEL__POSTGRES__PASSWORD), and the server's pg_hba.conf")
     } else if code == "3D000" {
         Some("create the database, or name an existing one in [postgres] url")
