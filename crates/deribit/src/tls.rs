@@ -26,21 +26,24 @@ pub struct TlsError {
     pub problem: String,
 }
 
-fn error(path: &Path, problem: impl std::fmt::Display) -> TlsError {
-    TlsError {
-        path: path.display().to_string(),
-        problem: problem.to_string(),
+impl TlsError {
+    /// What is wrong with the file at `path`.
+    pub fn new(path: &Path, problem: impl std::fmt::Display) -> Self {
+        Self {
+            path: path.display().to_string(),
+            problem: problem.to_string(),
+        }
     }
 }
 
 /// Every certificate in a PEM file (at least one).
 pub fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| error(path, e))?
+        .map_err(|e| TlsError::new(path, e))?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| error(path, e))?;
+        .map_err(|e| TlsError::new(path, e))?;
     if certs.is_empty() {
-        return Err(error(path, "no PEM certificate in it"));
+        return Err(TlsError::new(path, "no PEM certificate in it"));
     }
     Ok(certs)
 }
@@ -52,7 +55,7 @@ pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = ca_file {
         for cert in certificates(path)? {
-            roots.add(cert).map_err(|e| error(path, e))?;
+            roots.add(cert).map_err(|e| TlsError::new(path, e))?;
         }
     }
     Ok(Arc::new(
@@ -66,11 +69,11 @@ pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>
 pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     ensure_provider();
     let chain = certificates(cert)?;
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| error(key, e))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::new(key, e))?;
     let mut config = rustls::ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(chain, key)
-        .map_err(|e| error(cert, e))?;
+        .map_err(|e| TlsError::new(cert, e))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

@@ -25,14 +25,14 @@ pub fn connector(config: &PostgresConfig) -> Result<MakeRustlsConnect, TlsError>
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
-        .map_err(|e| tls_error(Path::new("[postgres]"), e))?;
+        .map_err(|e| TlsError::new(Path::new("[postgres]"), e))?;
     let roots = Arc::new(roots(config.ca_file.as_deref())?);
     let builder = match check_of(config) {
         Check::Full => builder.with_root_certificates(roots),
         Check::Chain => {
             let inner = WebPkiServerVerifier::builder_with_provider(roots, Arc::clone(&provider))
                 .build()
-                .map_err(|e| tls_error(Path::new("[postgres] ca_file"), e))?;
+                .map_err(|e| TlsError::new(Path::new("[postgres] ca_file"), e))?;
             builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(ChainOnly { inner }))
@@ -44,10 +44,10 @@ pub fn connector(config: &PostgresConfig) -> Result<MakeRustlsConnect, TlsError>
     let tls = match (&config.cert_file, &config.key_file) {
         (Some(cert), Some(key)) => {
             let chain = certificates(cert)?;
-            let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| tls_error(key, e))?;
+            let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::new(key, e))?;
             builder
                 .with_client_auth_cert(chain, key_der)
-                .map_err(|e| tls_error(cert, e))?
+                .map_err(|e| TlsError::new(cert, e))?
         }
         _ => builder.with_no_client_auth(),
     };
@@ -114,19 +114,12 @@ fn roots(ca_file: Option<&Path>) -> Result<RootCertStore, TlsError> {
     match ca_file {
         Some(path) => {
             for cert in certificates(path)? {
-                roots.add(cert).map_err(|e| tls_error(path, e))?;
+                roots.add(cert).map_err(|e| TlsError::new(path, e))?;
             }
         }
         None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
     }
     Ok(roots)
-}
-
-fn tls_error(path: &Path, problem: impl std::fmt::Display) -> TlsError {
-    TlsError {
-        path: path.display().to_string(),
-        problem: problem.to_string(),
-    }
 }
 
 /// `verify-ca`: the chain must lead to a trusted root; the name is not checked.
