@@ -186,25 +186,30 @@ impl RuntimeHandle {
     /// can serve and every permanent worker runs. `/readyz` and the systemd
     /// notifier say this.
     pub fn not_ready(&self) -> BTreeMap<String, String> {
+        Self::not_ready_in(&self.tree())
+    }
+
+    /// [`RuntimeHandle::not_ready`] of a snapshot already taken.
+    pub fn not_ready_in(tree: &TreeSnapshot) -> BTreeMap<String, String> {
         let mut reasons = BTreeMap::new();
-        for actor in self.registry.snapshot().actors {
+        for actor in &tree.actors {
             match actor.kind {
                 ActorKind::Resource => {
                     // A resource that never says whether it can serve (the
                     // embedded simulator) is ready once it runs.
                     if actor.state != ActorState::Running {
-                        reasons.insert(actor.name, actor.state.as_str().to_owned());
-                    } else if let Some(Serving::Waiting { cause }) = actor.serving {
+                        reasons.insert(actor.name.clone(), actor.state.as_str().to_owned());
+                    } else if let Some(Serving::Waiting { cause }) = &actor.serving {
                         // The real cause (refused, authentication failed, ...).
                         let reason = match cause {
                             Some(cause) => format!("connecting: {cause}"),
                             None => Status::Connecting.as_str().to_owned(),
                         };
-                        reasons.insert(actor.name, reason);
+                        reasons.insert(actor.name.clone(), reason);
                     }
                 }
                 ActorKind::Worker if actor.state != ActorState::Running => {
-                    reasons.insert(actor.name, actor.state.as_str().to_owned());
+                    reasons.insert(actor.name.clone(), actor.state.as_str().to_owned());
                 }
                 _ => {}
             }

@@ -53,9 +53,9 @@ const STARTED: Family = Family::gauge(
 );
 
 /// Whether the tree serves, and since when it runs.
-pub(super) fn render_tree(handle: &crate::RuntimeHandle) -> String {
+pub(super) fn render_tree(handle: &crate::RuntimeHandle, tree: &TreeSnapshot) -> String {
     let mut out = Samples::default();
-    let ready = handle.not_ready().is_empty();
+    let ready = crate::RuntimeHandle::not_ready_in(tree).is_empty();
     out.add(&READY, &[], f64::from(u8::from(ready)));
     let started = handle
         .started_at()

@@ -170,8 +170,10 @@ async fn readyz(State(app): State<App>) -> Response {
         (status = 401, description = UNAUTHORIZED, body = ErrorBody),
     ))]
 async fn metrics(State(app): State<App>) -> Response {
-    let mut text = super::metrics::render_tree(&app.handle);
-    text.push_str(&super::metrics::render(&app.handle.tree()));
+    // One snapshot for every figure of the scrape.
+    let tree = app.handle.tree();
+    let mut text = super::metrics::render_tree(&app.handle, &tree);
+    text.push_str(&super::metrics::render(&tree));
     text.push_str(&super::metrics::render_refusals(&app.refusals));
     (
         [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
