@@ -89,41 +89,42 @@ impl Manager {
         self.path.to_str().unwrap()
     }
 
-    /// The next notification containing `needle`; panics after `timeout`.
-    fn next_containing(&mut self, needle: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
+    /// The next notification to arrive before `deadline`, also kept in `seen`.
+    fn next_before(&mut self, deadline: Instant) -> Option<String> {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.received.recv_timeout(left) {
                 Ok(text) if text.is_empty() => {}
                 Ok(text) => {
                     self.seen.push(text.clone());
-                    if text.contains(needle) {
-                        return text;
-                    }
+                    return Some(text);
                 }
-                Err(_) => panic!(
-                    "no notification containing {needle:?} within {timeout:?}; received {:?}",
-                    self.seen
-                ),
+                Err(_) => return None,
             }
         }
+    }
+
+    /// The next notification containing `needle`; panics after `timeout`.
+    fn next_containing(&mut self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        while let Some(text) = self.next_before(deadline) {
+            if text.contains(needle) {
+                return text;
+            }
+        }
+        panic!(
+            "no notification containing {needle:?} within {timeout:?}; received {:?}",
+            self.seen
+        )
     }
 
     /// When each notification containing `needle` arrived within `window`.
     fn arrivals(&mut self, needle: &str, window: Duration) -> Vec<Instant> {
         let deadline = Instant::now() + window;
         let mut at = Vec::new();
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.received.recv_timeout(left) {
-                Ok(text) if text.is_empty() => {}
-                Ok(text) => {
-                    if text.contains(needle) {
-                        at.push(Instant::now());
-                    }
-                    self.seen.push(text);
-                }
-                Err(_) => break,
+        while let Some(text) = self.next_before(deadline) {
+            if text.contains(needle) {
+                at.push(Instant::now());
             }
         }
         at
@@ -131,11 +132,7 @@ impl Manager {
 
     /// Takes what has arrived so far off the queue.
     fn drain(&mut self) {
-        while let Ok(text) = self.received.try_recv() {
-            if !text.is_empty() {
-                self.seen.push(text);
-            }
-        }
+        while self.next_before(Instant::now()).is_some() {}
     }
 }
 

@@ -58,7 +58,8 @@ fn run(program: &Path, args: &[&str]) {
     assert!(status.success(), "{} {args:?} failed", program.display());
 }
 
-fn free_port() -> u16 {
+/// A loopback port nothing listens on (for the moment).
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

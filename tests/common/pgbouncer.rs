@@ -2,7 +2,6 @@
 //! only (`client_tls_sslmode = require`), in transaction pooling as production
 //! runs it.
 
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -18,10 +17,7 @@ pub struct TlsPgBouncer {
 
 impl TlsPgBouncer {
     pub fn start(certs: &Certs) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .unwrap();
+        let port = super::pg_cluster::free_port();
         let dir = tempfile::Builder::new()
             .prefix("keel-pgbouncer-")
             .tempdir()

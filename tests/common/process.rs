@@ -116,8 +116,5 @@ pub fn signal(child: &Child, name: &str) {
 
 /// A loopback port nothing listens on (for the moment).
 pub fn closed_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap()
+    super::pg_cluster::free_port()
 }

@@ -1,7 +1,6 @@
 //! Redis for tests: a key prefix of the test's own (keys deleted afterwards), and
 //! a private redis-server the test may stop and start.
 
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -76,10 +75,7 @@ impl PrivateRedis {
     /// A server started with extra arguments; the readiness probe then only
     /// checks that it accepts connections.
     pub fn start_with(args: &[&str]) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .unwrap();
+        let port = super::pg_cluster::free_port();
         let mut redis = Self {
             port,
             process: None,
@@ -94,10 +90,7 @@ impl PrivateRedis {
     /// server certificate of `certs`, and wants a client certificate signed by
     /// its CA (Redis's default `tls-auth-clients yes`).
     pub fn start_with_tls(certs: &super::certs::Certs) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .unwrap();
+        let port = super::pg_cluster::free_port();
         let path = |f: &str| certs.path(f).to_string_lossy().into_owned();
         let args = vec![
             "--tls-port".to_owned(),
