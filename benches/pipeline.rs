@@ -16,8 +16,11 @@
 //! - **raw ceilings** of the same run: binary COPY and pipelined XADD, with the
 //!   ceilings as ratios to them (target: analyzer off >= 0.6 of COPY; the
 //!   analyzer costs < 15% of that).
-//! - at 20,000/s with the analyzer on: p50/p99 trade → committed row (target
-//!   p99 < 50 ms) and Keel's peak RSS (target < 64 MiB); peak RSS under overload.
+//! - at 20,000/s with the analyzer on: p50/p99 trade → committed row and Keel's
+//!   peak RSS (target < 64 MiB), on the default `100ms` channels (where the
+//!   exchange holds each trade for up to 100 ms before sending it) and on `raw`
+//!   channels with credentials (Keel's own latency; target p99 < 50 ms); peak
+//!   RSS under overload.
 //! - **CPU per stage** at 40,000/s: Keel's CPU seconds per 100,000 trades with
 //!   the receiver alone, then with the distributor, then with the analyzer; each
 //!   stage's cost is the difference (target: everything on <= 0.75, half of the
@@ -59,6 +62,9 @@ const INSPECTION_ROUNDS: usize = 2;
 struct Stages {
     distributor: bool,
     analyzer: bool,
+    /// `raw` channels with the exchange credentials instead of the default
+    /// `100ms` ones.
+    raw: bool,
 }
 
 /// One Keel process on the default configuration.
@@ -123,6 +129,12 @@ impl Bench {
             .env("KEEL__ANALYZER__ENABLED", stages.analyzer.to_string())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
+        if stages.raw {
+            command
+                .env("KEEL__RECEIVER__INTERVAL", "raw")
+                .env("KEEL__RECEIVER__CLIENT_ID", "bench")
+                .env("KEEL__RECEIVER__CLIENT_SECRET", "bench");
+        }
         if !inspect {
             command
                 .env("KEEL__REGISTRY__RECORD_MESSAGES", "false")
@@ -284,6 +296,7 @@ impl Bench {
         let stages = Stages {
             distributor: true,
             analyzer,
+            raw: false,
         };
         let daemon = self.keel(stages, true).await;
         let mut steps = Vec::new();
@@ -368,7 +381,11 @@ impl Step {
             self.dropped,
             self.holds,
             self.slow_closed,
-            if self.sustained() { "" } else { "  (not sustained)" }
+            if self.sustained() {
+                ""
+            } else {
+                "  (not sustained)"
+            }
         )
     }
 }
@@ -445,6 +462,8 @@ async fn main() {
         listen: "127.0.0.1:0".parse().expect("an address"),
         instruments: INSTRUMENTS.iter().map(|s| s.to_string()).collect(),
         trades_per_sec: 0.0,
+        client_id: Some("bench".into()),
+        client_secret: Some(keel_core::secret::Secret::new("bench")),
         history_limit: 2_000_000,
         ..SimConfig::default()
     })
@@ -469,6 +488,7 @@ async fn main() {
             Stages {
                 distributor: true,
                 analyzer: true,
+                raw: false,
             },
             true,
         )
@@ -492,6 +512,7 @@ async fn main() {
             Stages {
                 distributor: false,
                 analyzer: false,
+                raw: false,
             },
         ),
         (
@@ -499,6 +520,7 @@ async fn main() {
             Stages {
                 distributor: true,
                 analyzer: false,
+                raw: false,
             },
         ),
         (
@@ -506,6 +528,7 @@ async fn main() {
             Stages {
                 distributor: true,
                 analyzer: true,
+                raw: false,
             },
         ),
     ] {
@@ -514,6 +537,21 @@ async fn main() {
         bench.stop(daemon).await;
         stage_cpu.push((name, step));
     }
+
+    // Keel's own latency: raw channels, where the exchange sends each trade as
+    // it happens instead of holding it for up to 100 ms.
+    let daemon = bench
+        .keel(
+            Stages {
+                distributor: true,
+                analyzer: true,
+                raw: true,
+            },
+            true,
+        )
+        .await;
+    let raw_low = bench.step(&daemon, RAMP[0]).await;
+    bench.stop(daemon).await;
 
     // What inspection costs: ABBA rounds, each a fresh daemon asked the spike.
     let mut with = Vec::new();
@@ -526,6 +564,7 @@ async fn main() {
                     Stages {
                         distributor: true,
                         analyzer: true,
+                        raw: false,
                     },
                     inspect,
                 )
@@ -545,10 +584,7 @@ async fn main() {
 
     // Raw ceilings from the same run: COPY into the same table, pipelined XADD.
     let rows_for_copy = trades(200_000);
-    let copy = 200_000.0
-        / raw_copy(&mut bench.db, &rows_for_copy)
-            .await
-            .as_secs_f64();
+    let copy = 200_000.0 / raw_copy(&mut bench.db, &rows_for_copy).await.as_secs_f64();
     bench
         .db
         .batch_execute("TRUNCATE trades")
@@ -604,7 +640,7 @@ async fn main() {
     }
     if let Some(low) = on.steps.first() {
         println!(
-            "  at {:.0}/s, analyzer on: trade -> row p50 {} ms, p99 {} ms (target < 50: {}); peak RSS {:.1} MiB (target < 64: {})",
+            "  at {:.0}/s, analyzer on, 100ms channels (the exchange holds a trade up to 100 ms): trade -> row p50 {} ms, p99 {} ms (target < 50: {}); peak RSS {:.1} MiB (target < 64: {})",
             low.asked,
             low.p50_ms,
             low.p99_ms,
@@ -613,6 +649,15 @@ async fn main() {
             verdict(low.peak_rss_kib < 64 * 1024)
         );
     }
+    println!(
+        "  at {:.0}/s, analyzer on, raw channels: trade -> row p50 {} ms, p99 {} ms (target < 50: {}); peak RSS {:.1} MiB (target < 64: {})",
+        raw_low.asked,
+        raw_low.p50_ms,
+        raw_low.p99_ms,
+        verdict(raw_low.p99_ms < 50),
+        raw_low.peak_rss_kib as f64 / 1024.0,
+        verdict(raw_low.peak_rss_kib < 64 * 1024)
+    );
     println!("  CPU per stage at {STAGE_RATE:.0}/s (CPU s per 100k trades, a fresh daemon each):");
     let mut before = 0.0;
     for (name, step) in &stage_cpu {

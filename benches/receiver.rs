@@ -252,7 +252,12 @@ async fn main() {
                     raw(&sim, &prefix)
                 };
                 let measured = measure(&sim, &mut redis, child, &prefix, rate).await;
-                if is_keel { &mut keel_runs } else { &mut raw_runs }.push(measured);
+                if is_keel {
+                    &mut keel_runs
+                } else {
+                    &mut raw_runs
+                }
+                .push(measured);
             }
         }
         let mean = |runs: &[Measured], of: fn(&Measured) -> f64| {

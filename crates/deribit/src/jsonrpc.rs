@@ -226,16 +226,19 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::E
     Value::deserialize(d).map(Some)
 }
 
+/// A frame as read: `params` and `result` borrow the frame's text, so a
+/// notification's data is copied once, into the [`ServerFrame`], not once per
+/// layer it is parsed through.
 #[derive(Deserialize)]
-struct RawFrame {
+struct RawFrame<'a> {
     #[serde(default, deserialize_with = "present")]
     id: Option<Id>,
     #[serde(default)]
     method: Option<String>,
-    #[serde(default)]
-    params: Option<Box<RawValue>>,
-    #[serde(default)]
-    result: Option<Box<RawValue>>,
+    #[serde(default, borrow)]
+    params: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    result: Option<&'a RawValue>,
     #[serde(default)]
     error: Option<RpcError>,
     // Spelled out: `flatten` cannot carry the RawValue fields above.
@@ -249,7 +252,7 @@ struct RawFrame {
     testnet: Option<bool>,
 }
 
-impl RawFrame {
+impl RawFrame<'_> {
     fn timing(&self) -> Option<Timing> {
         Some(Timing {
             us_in: self.us_in?,
@@ -261,9 +264,10 @@ impl RawFrame {
 }
 
 #[derive(Deserialize)]
-struct RawSubscription {
+struct RawSubscription<'a> {
     channel: String,
-    data: Box<RawValue>,
+    #[serde(borrow)]
+    data: &'a RawValue,
 }
 
 #[derive(Deserialize)]
@@ -296,7 +300,7 @@ pub fn parse_server_frame(text: &str) -> Result<ServerFrame, FrameError> {
     if let Some(id) = id {
         let outcome = match (frame.result, frame.error) {
             (_, Some(error)) => Err(error),
-            (Some(result), None) => Ok(result),
+            (Some(result), None) => Ok(result.to_owned()),
             (None, None) => {
                 return Err(FrameError::Malformed("a response without result or error"))
             }
@@ -319,7 +323,7 @@ pub fn parse_server_frame(text: &str) -> Result<ServerFrame, FrameError> {
                 .map_err(|_| FrameError::Malformed("a subscription without channel and data"))?;
             Ok(ServerFrame::Subscription {
                 channel: sub.channel,
-                data: sub.data,
+                data: sub.data.to_owned(),
             })
         }
         "heartbeat" => {

@@ -47,15 +47,62 @@ fn parse<'a, T: serde::Deserialize<'a>>(channel: &str, data: &'a str) -> Result<
 /// Decodes a `trades.*` payload, keeping each trade's text as the exchange
 /// wrote it beside the decoded trade: the receiver publishes that text as it is,
 /// so a trade is decoded once on the way in and never encoded again.
+///
+/// One pass over the array: each trade is decoded where it stands and its text
+/// is the span the decoder consumed, so the payload is not first split into
+/// raw elements and then scanned again per element.
 pub fn decode_trades<'a>(
     channel: &str,
     data: &'a str,
 ) -> Result<Vec<(PublicTrade, &'a str)>, PayloadError> {
-    let texts: Vec<&'a serde_json::value::RawValue> = parse(channel, data)?;
-    texts
-        .into_iter()
-        .map(|text| Ok((parse(channel, text.get())?, text.get())))
-        .collect()
+    let error = |reason: String| PayloadError {
+        channel: channel.to_owned(),
+        reason,
+    };
+    let bytes = data.as_bytes();
+    let skip = |mut at: usize| {
+        while bytes.get(at).is_some_and(u8::is_ascii_whitespace) {
+            at += 1;
+        }
+        at
+    };
+    let mut at = skip(0);
+    if bytes.get(at) != Some(&b'[') {
+        // Not an array: serde says what it is ("invalid type: map, expected a sequence").
+        return parse::<Vec<serde::de::IgnoredAny>>(channel, data).map(|_| Vec::new());
+    }
+    // A frame of N trades is N objects of roughly the same size.
+    let mut trades = Vec::with_capacity(data.len() / 256 + 1);
+    at = skip(at + 1);
+    if bytes.get(at) == Some(&b']') {
+        at = skip(at + 1);
+    } else {
+        loop {
+            let rest = &data[at..];
+            let mut one = serde_json::Deserializer::from_str(rest).into_iter::<PublicTrade>();
+            let trade = match one.next() {
+                Some(Ok(trade)) => trade,
+                Some(Err(e)) => return Err(error(e.to_string())),
+                None => return Err(error("EOF while parsing a list".into())),
+            };
+            let end = one.byte_offset();
+            trades.push((trade, &rest[..end]));
+            at = skip(at + end);
+            match bytes.get(at) {
+                Some(b',') => at = skip(at + 1),
+                Some(b']') => {
+                    at = skip(at + 1);
+                    break;
+                }
+                Some(_) => return Err(error(format!("expected `,` or `]` at byte {at}"))),
+                None => return Err(error("EOF while parsing a list".into())),
+            }
+        }
+    }
+    if at != bytes.len() {
+        return Err(error(format!("trailing characters at byte {at}")));
+    }
+    Ok(trades)
 }
 
 /// Decodes `data` as the payload of `channel`.

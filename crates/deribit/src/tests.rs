@@ -193,3 +193,60 @@ fn a_stored_trade_refuses_what_the_database_cannot_hold() {
     trade.instrument_name = "BAD\0".into();
     assert!(trade.to_trade().is_err());
 }
+
+/// `decode_trades` reads the array in one pass: each trade's text is exactly
+/// the element as written, whatever the whitespace around it, and every way the
+/// array can be malformed is an error naming the channel.
+#[test]
+fn trades_are_decoded_in_one_pass_with_their_exact_texts() {
+    let a = serde_json::to_string(&PublicTrade::buy(
+        "BTC-PERPETUAL",
+        7,
+        1_700_000_000_000,
+        50_000.5,
+        10.0,
+    ))
+    .unwrap();
+    let b = serde_json::to_string(&PublicTrade::buy(
+        "BTC-PERPETUAL",
+        8,
+        1_700_000_000_001,
+        50_001.0,
+        20.0,
+    ))
+    .unwrap();
+    let channel = "trades.BTC-PERPETUAL.100ms";
+    for data in [
+        format!("[{a},{b}]"),
+        format!(" [ {a} ,\n\t{b} ] "),
+        format!("[{a},\r\n{b}\n]"),
+    ] {
+        let trades = decode_trades(channel, &data).unwrap();
+        let texts: Vec<&str> = trades.iter().map(|(_, text)| *text).collect();
+        assert_eq!(texts, [a.as_str(), b.as_str()], "{data:?}");
+        let seqs: Vec<i64> = trades.iter().map(|(t, _)| t.trade_seq).collect();
+        assert_eq!(seqs, [7, 8]);
+        for (trade, text) in &trades {
+            assert_eq!(&serde_json::from_str::<PublicTrade>(text).unwrap(), trade);
+        }
+    }
+    assert!(decode_trades(channel, "[]").unwrap().is_empty());
+    assert!(decode_trades(channel, " [ ] ").unwrap().is_empty());
+    for bad in [
+        String::new(),
+        "{}".to_owned(),
+        "null".to_owned(),
+        "[1]".to_owned(),
+        format!("[{a}"),
+        format!("[{a},"),
+        format!("[{a},]"),
+        format!("[{a} {b}]"),
+        format!("[{a}]]"),
+        format!("[{a}] x"),
+        format!("[{a},{{\"trade_seq\":1}}]"),
+    ] {
+        let error = decode_trades(channel, &bad).expect_err(&bad);
+        assert_eq!(error.channel, channel);
+        assert!(!error.reason.is_empty());
+    }
+}
