@@ -89,6 +89,12 @@ impl PublicTrade {
 
     /// The trade as Keel stores it.
     pub fn to_trade(&self) -> Result<Trade, BadTrade> {
+        self.clone().into_trade()
+    }
+
+    /// [`PublicTrade::to_trade`], taking the strings instead of copying them
+    /// (what a consumer does with each entry it reads).
+    pub fn into_trade(self) -> Result<Trade, BadTrade> {
         let bad = |problem: String| BadTrade {
             instrument: self.instrument_name.clone(),
             seq: self.trade_seq,
@@ -106,9 +112,9 @@ impl PublicTrade {
             return Err(bad("an empty or invalid instrument name".into()));
         }
         Ok(Trade {
-            instrument_name: self.instrument_name.clone(),
+            instrument_name: self.instrument_name,
             trade_seq: self.trade_seq,
-            trade_id: self.trade_id.clone(),
+            trade_id: self.trade_id,
             timestamp: from_ms(self.timestamp),
             price: self.price,
             amount: self.amount,
@@ -117,10 +123,10 @@ impl PublicTrade {
             mark_price: self.mark_price,
             index_price: self.index_price,
             iv: self.iv,
-            liquidation: self.liquidation.clone(),
-            block_trade_id: self.block_trade_id.clone(),
-            combo_id: self.combo_id.clone(),
-            combo_trade_id: self.combo_trade_id.clone(),
+            liquidation: self.liquidation,
+            block_trade_id: self.block_trade_id,
+            combo_id: self.combo_id,
+            combo_trade_id: self.combo_trade_id,
         })
     }
 }

@@ -121,7 +121,7 @@ impl FoldCandles {
 impl TradeSink for FoldCandles {
     const NAME: &'static str = "analyzer";
 
-    async fn store(&self, pg: &PgClient, trades: Vec<Trade>) -> Result<u64, ActorProcessingErr> {
+    async fn store(&self, pg: &PgClient, trades: Arc<[Trade]>) -> Result<u64, ActorProcessingErr> {
         let count = trades.len() as u64;
         let unseen = self.unseen(&trades);
         if !unseen.is_empty() {
@@ -131,7 +131,7 @@ impl TradeSink for FoldCandles {
             .iter()
             .map(|t| (t.instrument_name.clone(), t.trade_seq))
             .collect();
-        pg.fold_candles(trades.into(), Arc::clone(&self.resolutions))
+        pg.fold_candles(trades, Arc::clone(&self.resolutions))
             .await?;
         let mut folded = self.folded.lock();
         for (instrument, seq) in highest {

@@ -1,6 +1,8 @@
 //! The distributor: trade streams → PostgreSQL, idempotent on
 //! `(instrument_name, trade_seq)`; a [`TradeConsumer`] whose sink stores trades.
 
+use std::sync::Arc;
+
 use ractor::ActorProcessingErr;
 
 use super::consumer::{TradeConsumer, TradeSink};
@@ -14,8 +16,8 @@ pub struct StoreTrades;
 impl TradeSink for StoreTrades {
     const NAME: &'static str = "distributor";
 
-    async fn store(&self, pg: &PgClient, trades: Vec<Trade>) -> Result<u64, ActorProcessingErr> {
-        Ok(pg.insert_trades(trades.into()).await?)
+    async fn store(&self, pg: &PgClient, trades: Arc<[Trade]>) -> Result<u64, ActorProcessingErr> {
+        Ok(pg.insert_trades(trades).await?)
     }
 }
 

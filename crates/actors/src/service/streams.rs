@@ -78,6 +78,6 @@ pub fn decode(entry: &StreamEntry) -> Result<Trade, EntryError> {
     // Entries other programs wrote get the checks the receiver applies.
     check_values(&trade).map_err(|reason| EntryError::Rejected { id: id(), reason })?;
     trade
-        .to_trade()
+        .into_trade()
         .map_err(|cause| EntryError::Unstorable { id: id(), cause })
 }

@@ -153,7 +153,7 @@ pub trait TradeSink: Clone + Send + Sync + std::fmt::Debug + 'static {
     fn store(
         &self,
         pg: &PgClient,
-        trades: Vec<Trade>,
+        trades: Arc<[Trade]>,
     ) -> impl std::future::Future<Output = Result<u64, ActorProcessingErr>> + Send;
 }
 
@@ -427,19 +427,27 @@ impl<S: TradeSink> ConsumerState<S> {
         &self,
         trades: Vec<(usize, Trade)>,
     ) -> Result<(u64, Vec<(usize, String)>), ActorProcessingErr> {
+        let (indices, rows): (Vec<usize>, Vec<Trade>) = trades.into_iter().unzip();
+        // The whole batch first, without copying a row; only a batch
+        // PostgreSQL rejected for its data is split (and its rows copied).
+        let rows: Arc<[Trade]> = rows.into();
         let mut stored = 0;
         let mut rejected = Vec::new();
-        let mut parts = vec![trades];
-        while let Some(mut part) = parts.pop() {
-            let rows: Vec<Trade> = part.iter().map(|(_, t)| t.clone()).collect();
-            match self.sink.store(&self.pg, rows).await {
+        let mut parts = vec![0..rows.len()];
+        while let Some(part) = parts.pop() {
+            let batch = if part.len() == rows.len() {
+                Arc::clone(&rows)
+            } else {
+                Arc::from(&rows[part.clone()])
+            };
+            match self.sink.store(&self.pg, batch).await {
                 Ok(new) => stored += new,
                 Err(error) => match data_error(&error) {
-                    Some(reason) if part.len() == 1 => rejected.push((part[0].0, reason)),
+                    Some(reason) if part.len() == 1 => rejected.push((indices[part.start], reason)),
                     Some(_) => {
-                        let right = part.split_off(part.len() / 2);
-                        parts.push(right);
-                        parts.push(part);
+                        let middle = part.start + part.len() / 2;
+                        parts.push(middle..part.end);
+                        parts.push(part.start..middle);
                     }
                     None => return Err(error),
                 },
