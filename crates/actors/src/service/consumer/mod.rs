@@ -433,7 +433,8 @@ impl<S: TradeSink> ConsumerState<S> {
         let rows: Arc<[Trade]> = rows.into();
         let mut stored = 0;
         let mut rejected = Vec::new();
-        let mut parts = vec![0..rows.len()];
+        let mut parts = Vec::new();
+        parts.push(0..rows.len());
         while let Some(part) = parts.pop() {
             let batch = if part.len() == rows.len() {
                 Arc::clone(&rows)
