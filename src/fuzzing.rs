@@ -28,6 +28,26 @@ pub fn frame(data: &[u8]) {
             round_trip(trade);
         }
     }
+    // The frame's trades packed in one entry, as the receiver writes them:
+    // each decodes as it does alone.
+    if let Ok(texts) = serde_json::from_str::<Vec<&serde_json::value::RawValue>>(data.get()) {
+        let texts: Vec<&[u8]> = texts.iter().map(|t| t.get().as_bytes()).collect();
+        let packed = StreamEntry {
+            id: "1-0".into(),
+            fields: streams::encode_texts(&texts),
+        };
+        if let Ok(decoded) = streams::decode(&packed) {
+            assert_eq!(decoded.len(), texts.len());
+            for (text, trade) in texts.iter().zip(decoded) {
+                let alone = StreamEntry {
+                    id: "1-0".into(),
+                    fields: streams::encode_texts(&[text]),
+                };
+                let alone = streams::decode(&alone).ok().and_then(|mut d| d.pop());
+                assert_eq!(alone.map(|t| t.ok()), Some(trade.ok()));
+            }
+        }
+    }
 }
 
 /// A trade that passes the edge is stored exactly as it came.
@@ -43,7 +63,7 @@ fn round_trip(trade: &PublicTrade) {
         id: "1-0".into(),
         fields,
     };
-    assert_eq!(streams::decode(&entry), Ok(stored), "{trade:?}");
+    assert_eq!(streams::decode(&entry), Ok(vec![Ok(stored)]), "{trade:?}");
 }
 
 /// One stream entry another program may have written: fields separated by
@@ -64,6 +84,18 @@ pub fn stream_entry(data: &[u8]) {
     if streams::decode(&entry).is_ok() {
         if let Ok(trade) = serde_json::from_slice::<PublicTrade>(data) {
             round_trip(&trade);
+        }
+    }
+    // And as a packed entry's array.
+    let packed = StreamEntry {
+        id: "1-0".into(),
+        fields: vec![(streams::BATCH_FIELD.into(), data.to_vec())],
+    };
+    if let Ok(decoded) = streams::decode(&packed) {
+        for (i, trade) in decoded.iter().enumerate() {
+            if trade.is_ok() {
+                assert!(streams::trade_text(&packed, i).is_some());
+            }
         }
     }
 }

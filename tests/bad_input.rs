@@ -163,6 +163,106 @@ async fn poison_entries_are_dead_lettered_with_their_reason_and_the_rest_of_the_
     handle.shutdown().await;
 }
 
+/// Entries packing several trades (what the receiver writes): a bad trade in
+/// one is dead-lettered alone, as a `t` entry of its own text with its place
+/// in the entry, and the trades around it are stored.
+#[tokio::test]
+async fn a_bad_trade_in_a_packed_entry_is_dead_lettered_alone() {
+    let db = TestDb::create().await;
+    let prefix = TestPrefix::new();
+    let mut config = daemon::config(&db, &prefix, None);
+    config.receiver.enabled = false;
+    config.schedule.enabled = false;
+    let handle = Runtime::from_config(&config).start().await.unwrap();
+    let redis = RedisClient::new(handle.registry().clone(), tree::REDIS);
+
+    let text = |t: &keel_deribit::model::PublicTrade| serde_json::to_string(t).unwrap();
+    let mut far_future = trade("BTC-PERPETUAL", 2);
+    far_future.timestamp = 9_999_999_999_999_999;
+    let mut sideways = trade("BTC-PERPETUAL", 4);
+    sideways.direction = "sideways".into();
+    let first = [
+        text(&trade("BTC-PERPETUAL", 1)),
+        text(&far_future),
+        text(&trade("BTC-PERPETUAL", 3)),
+        text(&sideways),
+        r#"{"not":"a trade"}"#.to_owned(),
+    ];
+    let second = [
+        text(&trade("BTC-PERPETUAL", 5)),
+        text(&trade("BTC-PERPETUAL", 6)),
+    ];
+    let entries = vec![
+        streams::encode_texts(&first),
+        streams::encode_texts(&second),
+    ];
+    let ids = redis
+        .xadd_bulk(&streams::trade_stream("BTC-PERPETUAL"), Arc::from(entries))
+        .await
+        .unwrap();
+
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while stored(&db).await != 4 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "good rows not stored"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mine = |group: &str| -> Vec<_> {
+        dead_letters(&prefix)
+            .into_iter()
+            .filter(|e| field(e, "group").as_deref() == Some(group))
+            .collect()
+    };
+    eventually("the distributor dead-lettered three trades", WAIT, || {
+        mine("distributor").len() == 3
+            && pending(&prefix, "distributor") == 0
+            && pending(&prefix, "analyzer") == 0
+    })
+    .await;
+    let mut dead: Vec<(String, String, String)> = mine("distributor")
+        .iter()
+        .map(|e| {
+            (
+                field(e, "index").unwrap_or_default(),
+                field(e, "t").unwrap_or_default(),
+                field(e, "id").unwrap_or_default(),
+            )
+        })
+        .collect();
+    dead.sort();
+    let expected: Vec<(String, String, String)> = [1, 3, 4]
+        .into_iter()
+        .map(|i| (i.to_string(), first[i].clone(), ids[0].clone()))
+        .collect();
+    assert_eq!(dead, expected);
+    let reasons: Vec<String> = mine("distributor")
+        .iter()
+        .filter_map(|e| field(e, "reason"))
+        .collect();
+    assert!(
+        reasons.iter().any(|r| r.contains("SQLSTATE 22008")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.contains("bad_direction")),
+        "{reasons:?}"
+    );
+    let seqs: i64 = db
+        .client()
+        .await
+        .query_one("SELECT sum(trade_seq)::bigint FROM trades", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(seqs, 1 + 3 + 5 + 6);
+    for actor in [tree::DISTRIBUTOR, tree::ANALYZER] {
+        assert_eq!(handle.tree().actor(actor).unwrap().restarts, 0, "{actor}");
+    }
+    handle.shutdown().await;
+}
+
 #[tokio::test]
 async fn max_deliveries_counts_the_deliveries_redis_recorded() {
     let db = TestDb::create().await;

@@ -412,8 +412,14 @@ async fn a_graceful_shutdown_under_load_loses_nothing_and_leaves_nothing_pending
             .arg(1)
             .query(&mut conn)
             .unwrap();
-        let trade: serde_json::Value = serde_json::from_slice(&newest[0].1[0].1).unwrap();
-        last_published.insert(instrument, trade["trade_seq"].as_i64().unwrap());
+        // The newest entry may pack several trades: its last is the newest.
+        let entry = keel_actors::resource::redis::StreamEntry {
+            id: newest[0].0.clone(),
+            fields: newest[0].1.clone(),
+        };
+        let trades = keel_actors::service::streams::decode(&entry).unwrap();
+        let last = trades.last().unwrap().as_ref().unwrap().trade_seq;
+        last_published.insert(instrument, last);
     }
 
     // A new tree stores what the stream still holds; nothing needs repair.

@@ -49,7 +49,9 @@ pub struct ConsumerConfig {
     /// Consumer name; empty: `{hostname}-{pid}`, unique per process.
     #[serde(default)]
     pub consumer: String,
-    /// Entries per stream per read (the most; a read returns what is there).
+    /// Trades per stream per read, about (the most; a read returns what is
+    /// there): reads ask for `batch` entries divided by the trades per entry
+    /// of the last read, as the receiver packs several trades in an entry.
     /// Larger batches cost less per row: with 1,000 a saturated daemon
     /// committed about 50,000 rows/s, with 5,000 about 60,000 (README,
     /// "Overload").
@@ -218,6 +220,10 @@ pub struct ConsumerState<S> {
     last_claim: Option<Instant>,
     last_progress: Option<Instant>,
     claim_cursor: BTreeMap<String, String>,
+    /// Trades per entry in the last batch read (at least 1): reads ask for
+    /// `batch / per_entry` entries, so a poll holds about `batch` trades
+    /// however the producer packed them.
+    per_entry: usize,
     /// Dead-letter warnings, bounded: a stream full of bad entries must not flood the log.
     dead_log: Repeats,
     counts: Arc<Counts>,
@@ -268,6 +274,7 @@ impl<S: TradeSink> Actor for TradeConsumer<S> {
             last_claim: None,
             last_progress: None,
             claim_cursor: BTreeMap::new(),
+            per_entry: 1,
             dead_log: Repeats::default(),
             counts,
             progress,
@@ -346,6 +353,10 @@ fn missing_group(error: &ActorProcessingErr) -> bool {
 /// An entry and how often it has been delivered (0: unknown, first read).
 type Delivery = (String, StreamEntry, u64);
 
+/// A trade's entry (its place in the batch) and its place in that entry when
+/// the entry holds several (`b`).
+type Place = (usize, Option<usize>);
+
 impl<S: TradeSink> ConsumerState<S> {
     async fn poll(&mut self) -> Result<(), ActorProcessingErr> {
         if !self.groups_created {
@@ -365,9 +376,11 @@ impl<S: TradeSink> ConsumerState<S> {
         if batch.is_empty() {
             return Ok(());
         }
-        let mut trades: Vec<(usize, Trade)> = Vec::with_capacity(batch.len());
+        // Each trade is known by its entry's place in the batch and, in an
+        // entry holding several, its own place in the entry.
+        let mut trades: Vec<(Place, Trade)> = Vec::with_capacity(batch.len());
         let mut acks: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-        let mut dead: Vec<(usize, String)> = Vec::new();
+        let mut dead: Vec<(Place, String)> = Vec::new();
         for (i, (stream, entry, deliveries)) in batch.iter().enumerate() {
             let verdict = if *deliveries > self.config.max_deliveries {
                 Err(format!("delivered {deliveries} times"))
@@ -375,13 +388,24 @@ impl<S: TradeSink> ConsumerState<S> {
                 streams::decode(entry).map_err(|e| e.to_string())
             };
             match verdict {
-                Ok(trade) => trades.push((i, trade)),
-                Err(reason) => dead.push((i, reason)),
+                Ok(decoded) => {
+                    let packed = entry.field(streams::BATCH_FIELD).is_some();
+                    for (j, trade) in decoded.into_iter().enumerate() {
+                        let place = (i, packed.then_some(j));
+                        match trade {
+                            Ok(trade) => trades.push((place, trade)),
+                            Err(e) => dead.push((place, e.to_string())),
+                        }
+                    }
+                }
+                Err(reason) => dead.push(((i, None), reason)),
             }
             acks.entry(stream.as_str())
                 .or_default()
                 .push(entry.id.clone());
         }
+        let items = trades.len() + dead.len();
+        self.per_entry = items.div_ceil(batch.len()).max(1);
         if !trades.is_empty() {
             let count = trades.len() as u64;
             let (new, rejected) = self.store_isolating(trades).await?;
@@ -393,12 +417,23 @@ impl<S: TradeSink> ConsumerState<S> {
         if !dead.is_empty() {
             let fields: Arc<[Fields]> = dead
                 .iter()
-                .map(|(i, reason)| {
+                .map(|((i, index), reason)| {
                     let (stream, entry, _) = &batch[*i];
                     self.dead_log.warn(|suppressed| {
-                        tracing::warn!(%stream, id = %entry.id, %reason, suppressed, "Entry dead-lettered.");
+                        tracing::warn!(%stream, id = %entry.id, index, %reason, suppressed, "Entry dead-lettered.");
                     });
-                    let mut fields = entry.fields.clone();
+                    // A trade of a packed entry goes alone, as a `t` entry of
+                    // its own text; a whole entry goes as it was.
+                    let mut fields = match index {
+                        Some(j) => vec![
+                            (
+                                streams::TRADE_FIELD.to_owned(),
+                                streams::trade_text(entry, *j).unwrap_or_default(),
+                            ),
+                            ("index".into(), j.to_string().into_bytes()),
+                        ],
+                        None => entry.fields.clone(),
+                    };
                     fields.push(("stream".into(), stream.clone().into_bytes()));
                     fields.push(("id".into(), entry.id.clone().into_bytes()));
                     fields.push(("reason".into(), reason.clone().into_bytes()));
@@ -423,11 +458,11 @@ impl<S: TradeSink> ConsumerState<S> {
     /// data (SQLSTATE class 22 or 23), splits it in halves until the rows it
     /// rejects are alone, stores the rest, and returns those rows (by batch
     /// index) with the server's reason. Any other error fails the poll.
-    async fn store_isolating(
+    async fn store_isolating<K: Copy>(
         &self,
-        trades: Vec<(usize, Trade)>,
-    ) -> Result<(u64, Vec<(usize, String)>), ActorProcessingErr> {
-        let (indices, rows): (Vec<usize>, Vec<Trade>) = trades.into_iter().unzip();
+        trades: Vec<(K, Trade)>,
+    ) -> Result<(u64, Vec<(K, String)>), ActorProcessingErr> {
+        let (indices, rows): (Vec<K>, Vec<Trade>) = trades.into_iter().unzip();
         // The whole batch first, without copying a row; only a batch
         // PostgreSQL rejected for its data is split (and its rows copied).
         let rows: Arc<[Trade]> = rows.into();
@@ -500,10 +535,11 @@ impl<S: TradeSink> ConsumerState<S> {
 
     async fn next_batch(&mut self) -> Result<Vec<Delivery>, ActorProcessingErr> {
         let group = self.config.group.clone();
+        let count = (self.config.batch / self.per_entry).max(1);
         if !self.own_pending_done {
             let read = self
                 .redis
-                .read_own_pending(&group, &self.consumer, &self.streams, self.config.batch)
+                .read_own_pending(&group, &self.consumer, &self.streams, count)
                 .await?;
             let batch: Vec<Delivery> = read
                 .into_iter()
@@ -539,7 +575,7 @@ impl<S: TradeSink> ConsumerState<S> {
                         &self.consumer,
                         self.config.claim_min_idle,
                         &cursor,
-                        self.config.batch,
+                        count,
                     )
                     .await?;
                 self.claim_cursor.insert(stream.clone(), result.next_start);
@@ -560,7 +596,7 @@ impl<S: TradeSink> ConsumerState<S> {
         }
         let read = self
             .redis
-            .read_group(&group, &self.consumer, &self.streams, self.config.batch)
+            .read_group(&group, &self.consumer, &self.streams, count)
             .await?;
         Ok(flatten(read, 1))
     }

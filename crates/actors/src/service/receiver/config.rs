@@ -53,6 +53,14 @@ pub struct ReceiverConfig {
     /// A partial batch waits at most this long.
     #[serde(with = "humantime_serde", default = "default_linger")]
     pub linger: Duration,
+    /// The most trades of one instrument one stream entry holds (a JSON array
+    /// in field `b`; a lone trade is written as `t`). Packing amortises what
+    /// Redis and its clients spend per entry (the XADD, its reply, the
+    /// consumers' reply parsing), which dominated a saturated daemon's CPU;
+    /// 1 writes one entry per trade. `[redis] stream_maxlen` and
+    /// `max_backlog` count trades, each entry taken as full.
+    #[serde(default = "default_trades_per_entry")]
+    pub trades_per_entry: usize,
     /// Entries held while Redis is unreachable; beyond it the oldest trades are
     /// dropped and recorded as gaps.
     #[serde(default = "default_buffer")]
@@ -61,7 +69,7 @@ pub struct ReceiverConfig {
     /// so unusually large trades cannot exhaust memory within the entry count.
     #[serde(default = "default_buffer_bytes")]
     pub buffer_limit_bytes: usize,
-    /// Entries a trade stream may hold that the slowest consumer group (the
+    /// Trades a trade stream may hold that the slowest consumer group (the
     /// distributor's, the analyzer's) has not acknowledged. Beyond it the
     /// receiver stops adding to that stream: trades wait in its buffer, and
     /// past `buffer_limit` the oldest are dropped and recorded as gaps for
@@ -105,6 +113,9 @@ fn default_batch() -> usize {
 fn default_linger() -> Duration {
     Duration::from_millis(20)
 }
+fn default_trades_per_entry() -> usize {
+    16
+}
 fn default_buffer() -> usize {
     200_000
 }
@@ -137,6 +148,7 @@ impl Default for ReceiverConfig {
             connect_timeout: default_connect(),
             batch_size: default_batch(),
             linger: default_linger(),
+            trades_per_entry: default_trades_per_entry(),
             buffer_limit: default_buffer(),
             buffer_limit_bytes: default_buffer_bytes(),
             max_backlog: default_max_backlog(),
@@ -168,6 +180,7 @@ impl ReceiverConfig {
                 .duration("linger", self.linger, Duration::ZERO, 10 * SECOND)
                 .duration("max_trade_age", self.max_trade_age, MINUTE, 30 * DAY)
                 .count("batch_size", self.batch_size as u64, 1, 100_000)
+                .count("trades_per_entry", self.trades_per_entry as u64, 1, 1000)
                 .count("buffer_limit", self.buffer_limit as u64, 1, 100_000_000)
                 .count("max_backlog", self.max_backlog, 1000, 1_000_000_000)
                 .count(

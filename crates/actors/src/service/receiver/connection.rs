@@ -19,7 +19,6 @@ use super::continuity::{Continuity, Verdict};
 use super::outbox::{Outbox, Pending};
 use super::validate::Gate;
 use super::ReceiverConfig;
-use crate::service::streams;
 use keel_core::logs::Repeats;
 use keel_core::registry::Probe;
 use keel_deribit::channel::subscribe_batches;
@@ -339,7 +338,6 @@ impl Connection {
                 });
                 continue;
             }
-            let fields = streams::encode_text(text);
             match self
                 .continuity
                 .check(&trade.instrument_name, trade.trade_seq)
@@ -355,7 +353,7 @@ impl Connection {
             entries.push(Pending {
                 instrument: trade.instrument_name.clone(),
                 seq: trade.trade_seq,
-                fields,
+                text: text.as_bytes().into(),
             });
         }
         self.counters

@@ -164,6 +164,7 @@ impl Actor for Receiver {
                 .riding_out(RideOut::until(probe.clone(), publisher_stop.clone())),
             pg: args.pg.clone(),
             batch_size: args.config.batch_size,
+            trades_per_entry: args.config.trades_per_entry,
             linger: args.config.linger,
             shutdown: own.shutdown.clone(),
             backlog: Backlog::new(
@@ -174,6 +175,7 @@ impl Actor for Receiver {
                     .collect(),
                 args.backlog_groups.clone(),
                 args.config.max_backlog,
+                args.config.trades_per_entry as u64,
                 Arc::clone(&counters),
             ),
         };
@@ -197,8 +199,14 @@ impl Actor for Receiver {
                 let last =
                     tokio::time::timeout(Duration::from_secs(2), redis.last_entry(&stream)).await;
                 if let Ok(Ok(Some(entry))) = last {
-                    if let Ok(trade) = streams::decode(&entry) {
-                        args.continuity.seed(instrument, trade.trade_seq);
+                    let last_seq = streams::decode(&entry)
+                        .into_iter()
+                        .flatten()
+                        .flatten()
+                        .map(|t| t.trade_seq)
+                        .max();
+                    if let Some(seq) = last_seq {
+                        args.continuity.seed(instrument, seq);
                     }
                 }
             }

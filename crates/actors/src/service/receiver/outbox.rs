@@ -7,15 +7,14 @@ use std::collections::VecDeque;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-use crate::resource::redis::Fields;
 use keel_market::Gap;
 
-/// One trade on its way to Redis.
+/// One trade on its way to Redis: the exchange's JSON text for it.
 #[derive(Clone, Debug)]
 pub(super) struct Pending {
     pub(super) instrument: String,
     pub(super) seq: i64,
-    pub(super) fields: Fields,
+    pub(super) text: Box<[u8]>,
 }
 
 /// What one entry is counted as against the byte limit besides its payload: the
@@ -24,13 +23,7 @@ const ENTRY_OVERHEAD: usize = 96;
 
 impl Pending {
     fn size(&self) -> usize {
-        ENTRY_OVERHEAD
-            + self.instrument.len()
-            + self
-                .fields
-                .iter()
-                .map(|(k, v)| k.len() + v.len())
-                .sum::<usize>()
+        ENTRY_OVERHEAD + self.instrument.len() + self.text.len()
     }
 }
 
@@ -165,7 +158,7 @@ mod tests {
         Pending {
             instrument: instrument.into(),
             seq,
-            fields: Vec::new(),
+            text: Box::default(),
         }
     }
 
@@ -206,7 +199,7 @@ mod tests {
         let big = |seq: i64| Pending {
             instrument: "X".into(),
             seq,
-            fields: vec![("t".into(), vec![0; 1000])],
+            text: vec![0; 1000].into(),
         };
         let one = big(0).size();
         // Room for three entries by count ten times over, but bytes for two.

@@ -22,6 +22,8 @@ pub(super) struct Publisher {
     /// keep flowing to Redis meanwhile.
     pub(super) pg: PgClient,
     pub(super) batch_size: usize,
+    /// The most trades one stream entry holds.
+    pub(super) trades_per_entry: usize,
     pub(super) linger: Duration,
     /// The tree is shutting down: what cannot be flushed becomes recorded gaps.
     pub(super) shutdown: CancellationToken,
@@ -44,14 +46,18 @@ enum Pass {
 }
 
 /// The consumer groups' backlog on the receiver's streams: entries delivered
-/// and not acknowledged plus entries not delivered yet, for the slowest group.
+/// and not acknowledged plus entries not delivered yet, for the slowest group,
+/// in trades (each entry counted as full: the bound errs on the safe side).
 /// Read at most every [`BACKLOG_EVERY`]; publishing is held from `limit` until
 /// it is back under nine tenths of it, so it does not flap at the line.
 #[derive(Debug)]
 pub(super) struct Backlog {
     streams: Vec<String>,
     groups: Vec<String>,
+    /// In trades.
     limit: u64,
+    /// Trades an entry holds at most.
+    per_entry: u64,
     /// When it was last read.
     checked: Mutex<Option<Instant>>,
     /// Whether publishing is held now (`backlog_full`), and how often it was.
@@ -63,12 +69,14 @@ impl Backlog {
         streams: Vec<String>,
         groups: Vec<String>,
         limit: u64,
+        per_entry: u64,
         counters: Arc<Counters>,
     ) -> Self {
         Self {
             streams,
             groups,
             limit,
+            per_entry: per_entry.max(1),
             checked: Mutex::new(None),
             counters,
         }
@@ -90,7 +98,8 @@ impl Backlog {
                 break;
             };
             for g in groups.iter().filter(|g| self.groups.contains(&g.group)) {
-                worst = worst.max(g.pending + g.lag.unwrap_or(0));
+                let entries = g.pending + g.lag.unwrap_or(0);
+                worst = worst.max(entries.saturating_mul(self.per_entry));
             }
         }
         let now_held = if held {
@@ -191,29 +200,33 @@ impl Publisher {
                 }
             }
             let mut unsent: Vec<Pending> = Vec::new();
+            let per_entry = self.trades_per_entry.max(1);
             for (instrument, group) in groups {
                 if !unsent.is_empty() {
                     unsent.extend(group);
                     continue;
                 }
-                // The entries move into the call; only a failed write copies
-                // them back into the outbox.
-                let seqs: Vec<i64> = group.iter().map(|p| p.seq).collect();
-                let fields: Arc<[Fields]> = group.into_iter().map(|p| p.fields).collect();
+                // Up to `per_entry` trades per entry, in order; the trades stay
+                // here until the write succeeded, to go back if it did not.
+                let entries: Arc<[Fields]> = group
+                    .chunks(per_entry)
+                    .map(|chunk| {
+                        let texts: Vec<&[u8]> = chunk.iter().map(|p| &*p.text).collect();
+                        streams::encode_texts(&texts)
+                    })
+                    .collect();
                 if let Err(error) = self
                     .redis
-                    .xadd_bulk(&streams::trade_stream(&instrument), Arc::clone(&fields))
+                    .xadd_packed(
+                        &streams::trade_stream(&instrument),
+                        entries,
+                        per_entry as u64,
+                    )
                     .await
                 {
                     tracing::debug!(%error, "Publishing to Redis failed; keeping the batch.");
                     pass = Pass::Failed;
-                    unsent.extend(seqs.into_iter().zip(fields.iter()).map(|(seq, fields)| {
-                        Pending {
-                            instrument: instrument.clone(),
-                            seq,
-                            fields: fields.clone(),
-                        }
-                    }));
+                    unsent.extend(group);
                 }
             }
             if !unsent.is_empty() {

@@ -17,6 +17,10 @@ pub struct XaddBulk {
     pub stream: String,
     /// The entries, each as field-value pairs, added in this order.
     pub entries: Arc<[Fields]>,
+    /// The most trades (or other items) one entry holds: the stream is
+    /// trimmed to `stream_maxlen` of those, so to `stream_maxlen / per_entry`
+    /// entries.
+    pub per_entry: u64,
 }
 
 impl Operation for XaddBulk {
@@ -37,7 +41,8 @@ impl RedisOp for XaddBulk {
         redis: &RedisShared,
     ) -> Result<Vec<String>, DriverError> {
         let key = redis.key(&self.stream);
-        xadd_bulk(conn, &key, redis.config.stream_maxlen, &self.entries).await
+        let maxlen = (redis.config.stream_maxlen / self.per_entry.max(1)).max(1);
+        xadd_bulk(conn, &key, maxlen, &self.entries).await
     }
 }
 
@@ -50,8 +55,25 @@ impl RedisClient {
         stream: &str,
         entries: Arc<[Fields]>,
     ) -> Result<Vec<String>, RedisError> {
+        self.xadd_packed(stream, entries, 1).await
+    }
+
+    /// As [`xadd_bulk`](Self::xadd_bulk), for entries holding up to
+    /// `per_entry` items each (trades packed by the receiver): the stream keeps
+    /// at most `stream_maxlen` items whatever their packing.
+    pub async fn xadd_packed(
+        &self,
+        stream: &str,
+        entries: Arc<[Fields]>,
+        per_entry: u64,
+    ) -> Result<Vec<String>, RedisError> {
         let stream = stream.to_owned();
-        self.run(XaddBulk { stream, entries }).await
+        self.run(XaddBulk {
+            stream,
+            entries,
+            per_entry,
+        })
+        .await
     }
 }
 
