@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::db::TestDb;
 use common::redis::TestPrefix;
-use common::{daemon, eventually};
+use common::{daemon, eventually, eventually_some};
 use futures::{SinkExt, StreamExt};
 use keel::{tree, Runtime, RuntimeHandle};
 use keel_actors::resource::redis::{Fields, RedisClient};
@@ -81,6 +81,24 @@ async fn stored(db: &TestDb) -> i64 {
         .unwrap_or(0)
 }
 
+/// Waits until exactly `rows` trades are stored.
+async fn until_stored(db: &TestDb, rows: i64) {
+    eventually_some("good rows stored", WAIT, || async {
+        (stored(db).await == rows).then_some(())
+    })
+    .await;
+}
+
+/// The sum of the stored trades' `trade_seq`: which trades were stored.
+async fn seq_sum(db: &TestDb) -> i64 {
+    db.client()
+        .await
+        .query_one("SELECT sum(trade_seq)::bigint FROM trades", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
 #[tokio::test]
 async fn poison_entries_are_dead_lettered_with_their_reason_and_the_rest_of_the_batch_is_stored() {
     let db = TestDb::create().await;
@@ -112,14 +130,7 @@ async fn poison_entries_are_dead_lettered_with_their_reason_and_the_rest_of_the_
         .await
         .unwrap();
 
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while stored(&db).await != 3 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "good rows not stored"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_stored(&db, 3).await;
     // Each consumer dead-letters both, so four entries in all.
     eventually("both consumers dead-lettered both", WAIT, || {
         dead_letters(&prefix).len() == 4
@@ -148,14 +159,7 @@ async fn poison_entries_are_dead_lettered_with_their_reason_and_the_rest_of_the_
         groups,
         ["analyzer", "analyzer", "distributor", "distributor"]
     );
-    let seqs: i64 = db
-        .client()
-        .await
-        .query_one("SELECT sum(trade_seq)::bigint FROM trades", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(seqs, 1 + 3 + 5);
+    assert_eq!(seq_sum(&db).await, 1 + 3 + 5);
     for actor in [tree::DISTRIBUTOR, tree::ANALYZER] {
         assert_eq!(handle.tree().actor(actor).unwrap().restarts, 0, "{actor}");
     }
@@ -201,14 +205,7 @@ async fn a_bad_trade_in_a_packed_entry_is_dead_lettered_alone() {
         .await
         .unwrap();
 
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while stored(&db).await != 4 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "good rows not stored"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_stored(&db, 4).await;
     let mine = |group: &str| -> Vec<_> {
         dead_letters(&prefix)
             .into_iter()
@@ -249,14 +246,7 @@ async fn a_bad_trade_in_a_packed_entry_is_dead_lettered_alone() {
         reasons.iter().any(|r| r.contains("bad_direction")),
         "{reasons:?}"
     );
-    let seqs: i64 = db
-        .client()
-        .await
-        .query_one("SELECT sum(trade_seq)::bigint FROM trades", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(seqs, 1 + 3 + 5 + 6);
+    assert_eq!(seq_sum(&db).await, 1 + 3 + 5 + 6);
     for actor in [tree::DISTRIBUTOR, tree::ANALYZER] {
         assert_eq!(handle.tree().actor(actor).unwrap().restarts, 0, "{actor}");
     }

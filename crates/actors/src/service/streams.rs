@@ -29,15 +29,9 @@ pub fn encode(trade: &PublicTrade) -> Result<Fields, serde_json::Error> {
     Ok(vec![(TRADE_FIELD.to_owned(), json)])
 }
 
-/// Several trades as one stream entry (`b`).
-pub fn encode_batch(trades: &[PublicTrade]) -> Result<Fields, serde_json::Error> {
-    let json = serde_json::to_vec(trades)?;
-    Ok(vec![(BATCH_FIELD.to_owned(), json)])
-}
-
 /// Trades as one stream entry, from the exchange's own text for each (what the
 /// receiver publishes): one as `t`, more as the array `b` of their texts.
-/// `decode` reads it as it reads [`encode`]'s and [`encode_batch`]'s.
+/// `decode` reads it as it reads [`encode`]'s.
 pub fn encode_texts<T: AsRef<[u8]>>(texts: &[T]) -> Fields {
     if let [one] = texts {
         return vec![(TRADE_FIELD.to_owned(), one.as_ref().to_vec())];
@@ -214,13 +208,12 @@ mod tests {
     #[test]
     fn a_bad_trade_in_a_batch_is_refused_alone_with_its_place() {
         let sideways = text(3).replace("\"buy\"", "\"sideways\"");
-        let fields = encode_texts(&[text(1), "{not json".to_owned(), sideways, text(4)]);
+        let fields = encode_texts(&[text(1), "{not json".to_owned(), sideways.clone(), text(4)]);
         // Not JSON at all: the array cannot be read, so the entry goes whole.
         let whole = decode(&entry(fields)).unwrap_err();
         assert!(matches!(whole, EntryError::NotATrade { ref id, .. } if id == "5-0"));
 
         let missing_price = text(2).replace("\"price\":50000.5,", "");
-        let sideways = text(3).replace("\"buy\"", "\"sideways\"");
         let fields = encode_texts(&[text(1), missing_price, sideways, text(4)]);
         let decoded = decode(&entry(fields)).unwrap();
         assert_eq!(seqs(&decoded), [Some(1), None, None, Some(4)]);

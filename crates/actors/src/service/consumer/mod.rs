@@ -389,7 +389,8 @@ impl<S: TradeSink> ConsumerState<S> {
             };
             match verdict {
                 Ok(decoded) => {
-                    let packed = entry.field(streams::BATCH_FIELD).is_some();
+                    // `decode` reads `t` first: an entry without it was packed.
+                    let packed = entry.field(streams::TRADE_FIELD).is_none();
                     for (j, trade) in decoded.into_iter().enumerate() {
                         let place = (i, packed.then_some(j));
                         match trade {
