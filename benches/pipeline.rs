@@ -36,7 +36,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{connect, cpu_seconds, raw_copy, raw_xadd, rss_kib, trades};
+use common::{connect, cpu_seconds, last_trade_seq, raw_copy, raw_xadd, rss_kib, trades};
 use keel_actors::resource::redis::Fields;
 use keel_deribit::sim::{self, SimConfig, SimHandle};
 
@@ -51,6 +51,8 @@ const RAMP: [f64; 15] = [
 ];
 /// Ten times the usual rate (the ramp's first step): a volatility spike.
 const SPIKE: f64 = 200_000.0;
+/// `[receiver] trades_per_entry` in `conf/keel.toml`.
+const PER_ENTRY: usize = 16;
 /// The rate the per-stage CPU is measured at: below the ceiling in every stage.
 const STAGE_RATE: f64 = 40_000.0;
 /// Rounds of the inspection comparison, each on, off, off, on (ABBA), so a
@@ -214,9 +216,10 @@ impl Bench {
             .unwrap_or(0)
     }
 
-    /// Entries the receiver has added to the streams so far.
-    async fn published(&mut self, daemon: &Daemon) -> i64 {
-        let mut total = 0;
+    /// Entries and trades the receiver has added to the streams so far (an
+    /// entry holds up to `[receiver] trades_per_entry` trades).
+    async fn published(&mut self, daemon: &Daemon) -> (i64, i64) {
+        let (mut entries, mut trades) = (0, 0);
         for stream in daemon.streams() {
             let info: HashMap<String, redis::Value> = redis::cmd("XINFO")
                 .arg("STREAM")
@@ -225,10 +228,11 @@ impl Bench {
                 .await
                 .unwrap_or_default();
             if let Some(redis::Value::Int(n)) = info.get("entries-added") {
-                total += n;
+                entries += n;
             }
+            trades += last_trade_seq(&mut self.redis, &stream).await;
         }
-        total
+        (entries, trades)
     }
 
     /// Asks `rate` for WARMUP, then measures a WINDOW.
@@ -260,6 +264,10 @@ impl Bench {
             self.published(daemon).await,
         );
         let backlog1 = self.backlog(daemon).await;
+        // Groups count entries; the window's trades per entry turn them
+        // into trades.
+        let per_entry = (pub1.1 - pub0.1).max(1) as f64 / (pub1.0 - pub0.0).max(1) as f64;
+        let in_trades = |entries: i64| (entries as f64 * per_entry).round() as i64;
         let end_ms = now_ms();
         let row = self
             .db
@@ -278,8 +286,8 @@ impl Bench {
             asked: rate,
             generated,
             rows: (rows1 - rows0) as f64 / secs,
-            published: (pub1 - pub0) as f64 / secs,
-            backlog: (backlog0, backlog1),
+            published: (pub1.1 - pub0.1) as f64 / secs,
+            backlog: (in_trades(backlog0), in_trades(backlog1)),
             cpu_per_100k: cpu / ((gen1 - gen0).max(1) as f64) * 100_000.0,
             peak_rss_kib: peak,
             p50_ms: row.get(0),
@@ -337,9 +345,9 @@ struct Step {
     asked: f64,
     generated: f64,
     rows: f64,
-    /// Entries the receiver added to the streams, per second.
+    /// Trades the receiver added to the streams, per second.
     published: f64,
-    /// The largest group backlog at the window's start and end.
+    /// The largest group backlog at the window's start and end, in trades.
     backlog: (i64, i64),
     /// Keel's CPU seconds per 100,000 trades generated.
     cpu_per_100k: f64,
@@ -590,17 +598,24 @@ async fn main() {
         .batch_execute("TRUNCATE trades")
         .await
         .expect("truncate");
+    // Entries shaped as the receiver writes them: PER_ENTRY trade texts of
+    // the exchange's size packed in field `b`.
     let entries: Vec<Fields> = rows_for_copy
-        .iter()
-        .map(|t| {
-            vec![(
-                "t".to_owned(),
-                serde_json::to_vec(&(t.trade_seq, &t.instrument_name, t.price))
-                    .expect("a tuple encodes"),
-            )]
+        .chunks(PER_ENTRY)
+        .map(|chunk| {
+            let texts: Vec<String> = chunk
+                .iter()
+                .map(|t| {
+                    format!(
+                        r#"{{"trade_seq":{},"trade_id":"{}","timestamp":1700000000000,"tick_direction":0,"price":{},"mark_price":50000.5,"instrument_name":"{}","index_price":49999.5,"direction":"buy","amount":10.0}}"#,
+                        t.trade_seq, t.trade_id, t.price, t.instrument_name
+                    )
+                })
+                .collect();
+            vec![("b".to_owned(), format!("[{}]", texts.join(",")).into_bytes())]
         })
         .collect();
-    let batches: Vec<Arc<[Fields]>> = entries.chunks(1000).map(Arc::from).collect();
+    let batches: Vec<Arc<[Fields]>> = entries.chunks(1000 / PER_ENTRY).map(Arc::from).collect();
     let raw_key = format!("keel-bench-e2e:{tag}:raw");
     let xadd = 200_000.0
         / raw_xadd(&mut bench.redis, &raw_key, &batches)
@@ -609,7 +624,7 @@ async fn main() {
 
     let verdict = |met: bool| if met { "met" } else { "NOT met" };
     let (ceiling_off, ceiling_on) = (off.ceiling(), on.ceiling());
-    println!("  raw ceilings, same run: binary COPY {copy:>8.0} rows/s, pipelined XADD {xadd:>8.0} entries/s");
+    println!("  raw ceilings, same run: binary COPY {copy:>8.0} rows/s, pipelined XADD {xadd:>8.0} trades/s ({PER_ENTRY} per entry, as the receiver packs them)");
     println!(
         "  ceiling, analyzer off: {ceiling_off:>7.0} rows/s = {:.2} of COPY (target >= 0.6: {}), {:.2} of XADD",
         ceiling_off / copy,

@@ -1,8 +1,10 @@
 //! The receiver alone, `keel sim` → Redis, against the floor any design can
 //! reach: a minimal hand-written loop with the same crates (tokio-tungstenite,
 //! serde_json, redis) that subscribes to the same channels and adds each trade's
-//! text to the same streams with one pipelined XADD per frame, and nothing else:
-//! no supervision, no buffer, no validation, no gap tracking, no metrics. Both
+//! text to the same streams in the same entry shape (up to `trades_per_entry`
+//! trades of a frame packed in one entry) with one pipeline per frame, and
+//! nothing else: no supervision, no buffer, no validation, no gap tracking, no
+//! metrics. Trades are counted by `trade_seq`, not entries. Both
 //! run as their own processes on the default `conf/keel.toml` channels
 //! (`100ms`) and are measured in the same run, in ABBA order:
 //! - at 50,000 trades/s, which both keep up with: CPU per trade;
@@ -16,7 +18,7 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{cpu_seconds, rss_kib};
+use common::{cpu_seconds, last_trade_seq, rss_kib};
 use futures::{SinkExt, StreamExt};
 use keel_deribit::sim::{self, SimConfig, SimHandle};
 use serde::Deserialize;
@@ -27,6 +29,8 @@ const WINDOW: Duration = Duration::from_secs(10);
 const WARMUP: Duration = Duration::from_secs(3);
 const RATES: [f64; 2] = [50_000.0, 200_000.0];
 const ROUNDS: usize = 2;
+/// `[receiver] trades_per_entry` in `conf/keel.toml`.
+const PER_ENTRY: usize = 16;
 /// Set in the child process that runs the minimal loop.
 const RAW_LOOP: &str = "KEEL_BENCH_RAW_LOOP";
 
@@ -43,7 +47,8 @@ struct Params<'a> {
     data: Vec<&'a RawValue>,
 }
 
-/// The floor: read a frame, split its trades, XADD each trade's text.
+/// The floor: read a frame, split its trades, XADD them `PER_ENTRY` at a time
+/// as Keel's receiver does (one trade as `t`, several as a JSON array in `b`).
 async fn raw_loop(ws: &str, prefix: &str) {
     let (mut socket, _) = tokio_tungstenite::connect_async(ws)
         .await
@@ -82,15 +87,29 @@ async fn raw_loop(ws: &str, prefix: &str) {
         };
         let key = format!("{prefix}trades:{instrument}");
         let mut pipe = redis::pipe();
-        for trade in params.data {
+        for chunk in params.data.chunks(PER_ENTRY) {
+            let (field, value) = match chunk {
+                [one] => ("t", one.get().to_owned()),
+                many => {
+                    let mut packed = String::from("[");
+                    for (i, trade) in many.iter().enumerate() {
+                        if i > 0 {
+                            packed.push(',');
+                        }
+                        packed.push_str(trade.get());
+                    }
+                    packed.push(']');
+                    ("b", packed)
+                }
+            };
             pipe.cmd("XADD")
                 .arg(&key)
                 .arg("MAXLEN")
                 .arg("~")
-                .arg(1_000_000)
+                .arg(1_000_000 / PER_ENTRY)
                 .arg("*")
-                .arg("t")
-                .arg(trade.get())
+                .arg(field)
+                .arg(value)
                 .ignore();
         }
         let _: redis::RedisResult<()> = pipe.query_async(&mut redis).await;
@@ -132,19 +151,11 @@ fn raw(sim: &SimHandle, prefix: &str) -> Child {
         .expect("the raw loop starts")
 }
 
-/// Entries added to the streams under `prefix` so far.
+/// Trades added to the streams under `prefix` so far.
 async fn added(redis: &mut redis::aio::MultiplexedConnection, prefix: &str) -> i64 {
     let mut total = 0;
     for instrument in INSTRUMENTS {
-        let info: std::collections::HashMap<String, redis::Value> = redis::cmd("XINFO")
-            .arg("STREAM")
-            .arg(format!("{prefix}trades:{instrument}"))
-            .query_async(redis)
-            .await
-            .unwrap_or_default();
-        if let Some(redis::Value::Int(n)) = info.get("entries-added") {
-            total += n;
-        }
+        total += last_trade_seq(redis, &format!("{prefix}trades:{instrument}")).await;
     }
     total
 }

@@ -116,3 +116,33 @@ pub fn rss_kib(pid: u32) -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// The `trade_seq` of the newest trade in `stream` (0 when it is empty), read
+/// from its last entry whatever its shape: one trade in field `t`, or several
+/// packed in field `b`. The simulator numbers each instrument's trades 1, 2,
+/// 3..., so the difference of two readings is the trades added between them,
+/// however many entries held them.
+pub async fn last_trade_seq(redis: &mut redis::aio::MultiplexedConnection, stream: &str) -> i64 {
+    let last: Vec<(String, std::collections::HashMap<String, String>)> = redis::cmd("XREVRANGE")
+        .arg(stream)
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1)
+        .query_async(redis)
+        .await
+        .unwrap_or_default();
+    let Some((_, fields)) = last.into_iter().next() else {
+        return 0;
+    };
+    let trade = match (fields.get("t"), fields.get("b")) {
+        (Some(t), _) => serde_json::from_str::<serde_json::Value>(t).ok(),
+        (None, Some(b)) => serde_json::from_str::<Vec<serde_json::Value>>(b)
+            .ok()
+            .and_then(|mut trades| trades.pop()),
+        (None, None) => None,
+    };
+    trade
+        .and_then(|t| t.get("trade_seq").and_then(serde_json::Value::as_i64))
+        .unwrap_or(0)
+}
