@@ -10,7 +10,7 @@ use keel_actors::resource::redis::StreamEntry;
 use keel_actors::service::receiver::check_values;
 use keel_actors::service::streams;
 use keel_deribit::model::PublicTrade;
-use keel_deribit::{parse_request, parse_server_frame, Channel, ServerFrame};
+use keel_deribit::{parse_request, parse_server_frame, parse_subscription, Channel, ServerFrame};
 
 /// One frame from the exchange, as the receiver handles it.
 pub fn frame(data: &[u8]) {
@@ -19,7 +19,21 @@ pub fn frame(data: &[u8]) {
     };
     // The simulator parses what clients send with the same code.
     let _ = parse_request(text);
-    let Ok(ServerFrame::Subscription { channel, data }) = parse_server_frame(text) else {
+    let general = parse_server_frame(text);
+    // The receiver's one-pass read agrees with the general one wherever it
+    // reads anything.
+    if let Some((channel, data)) = parse_subscription(text) {
+        match &general {
+            Ok(ServerFrame::Subscription {
+                channel: c,
+                data: d,
+            }) => {
+                assert_eq!((c.as_str(), d.get()), (channel, data));
+            }
+            other => panic!("read as a subscription in one pass, but generally as {other:?}"),
+        }
+    }
+    let Ok(ServerFrame::Subscription { channel, data }) = general else {
         return;
     };
     let _ = channel.parse::<Channel>();

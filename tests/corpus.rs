@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 
 use keel_deribit::model::*;
 use keel_deribit::{
-    decode, decode_trades, parse_request, parse_server_frame, Payload, ServerFrame,
+    decode, decode_trades, parse_request, parse_server_frame, parse_subscription, Payload,
+    ServerFrame,
 };
 use serde::de::DeserializeOwned;
 
@@ -93,6 +94,14 @@ fn read(kind: &str, text: &str) -> Result<String, String> {
     let frame = parse_server_frame(text).map_err(|e| e.to_string())?;
     match frame {
         ServerFrame::Subscription { channel, data } => {
+            // The receiver reads every real notification in one pass, and
+            // reads the same as the general parser.
+            if parse_subscription(text) != Some((channel.as_str(), data.get())) {
+                return Err(format!(
+                    "the one-pass read gives {:?}",
+                    parse_subscription(text)
+                ));
+            }
             let payload = decode(&channel, data.get()).map_err(|e| e.to_string())?;
             let consumed = !matches!(payload, Payload::Skipped(_));
             let expect_consumed = matches!(

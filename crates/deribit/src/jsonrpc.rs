@@ -342,6 +342,70 @@ pub fn parse_server_frame(text: &str) -> Result<ServerFrame, FrameError> {
     }
 }
 
+/// A subscription notification as read on the hot path: the method and the
+/// params' fields, nothing else, borrowing the frame's text.
+#[derive(Deserialize)]
+struct SubscriptionFrame<'a> {
+    #[serde(default, deserialize_with = "present")]
+    id: Option<Id>,
+    // Borrowed strings: one with an escape fails the read, and the frame
+    // goes the general way.
+    #[serde(default, borrow)]
+    method: Option<&'a str>,
+    #[serde(default, borrow)]
+    params: Option<SubscriptionParams<'a>>,
+    // Read, typed as the general way reads them, so both call the same
+    // frames malformed; a response's fields send the frame the general way.
+    #[serde(default)]
+    result: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    error: Option<serde::de::IgnoredAny>,
+    #[serde(default, rename = "usIn")]
+    _us_in: Option<u64>,
+    #[serde(default, rename = "usOut")]
+    _us_out: Option<u64>,
+    #[serde(default, rename = "usDiff")]
+    _us_diff: Option<u64>,
+    #[serde(default, rename = "testnet")]
+    _testnet: Option<bool>,
+}
+
+/// Every field optional, so a heartbeat's params (`{"type": ...}`) read too.
+#[derive(Deserialize)]
+struct SubscriptionParams<'a> {
+    #[serde(default, borrow)]
+    channel: Option<&'a str>,
+    #[serde(default, borrow)]
+    data: Option<&'a RawValue>,
+}
+
+/// A subscription notification's channel and data, read in one pass over the
+/// frame and borrowing its text: the receiver's hot path, where a frame holds
+/// thousands of trades. [`parse_server_frame`] walks the params twice (once to
+/// find them, once to read them) and copies the data out.
+///
+/// `None` for any other frame, and for one that is not well formed: parse
+/// those with [`parse_server_frame`], which says what they are or what is
+/// wrong with them.
+pub fn parse_subscription(text: &str) -> Option<(&str, &str)> {
+    let frame: SubscriptionFrame = serde_json::from_str(text).ok()?;
+    match frame {
+        SubscriptionFrame {
+            id: None,
+            method: Some("subscription"),
+            params:
+                Some(SubscriptionParams {
+                    channel: Some(channel),
+                    data: Some(data),
+                }),
+            result: None,
+            error: None,
+            ..
+        } => Some((channel, data.get())),
+        _ => None,
+    }
+}
+
 /// Parses one request from a client; the error carries the id to answer with
 /// (`null` when none could be read) and the JSON-RPC error to send.
 pub fn parse_request(text: &str) -> Result<Request, (Id, RpcError)> {

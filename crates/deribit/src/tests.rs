@@ -250,3 +250,28 @@ fn trades_are_decoded_in_one_pass_with_their_exact_texts() {
         assert!(!error.reason.is_empty());
     }
 }
+
+#[test]
+fn one_pass_subscription_read() {
+    let text = include_str!("fixtures/trades_notification.json");
+    let (channel, data) = subscription(text);
+    assert_eq!(
+        parse_subscription(text),
+        Some((channel.as_str(), data.as_str()))
+    );
+    // What it declines goes the general way: responses, heartbeats, escaped
+    // channels, a notification with an id, duplicate fields, bad timing.
+    for declined in [
+        include_str!("fixtures/auth_response.json"),
+        include_str!("fixtures/heartbeat.json"),
+        include_str!("fixtures/test_request.json"),
+        r#"{"method":"subscription","params":{"channel":"trades.BTC\u002dPERPETUAL.raw","data":[]}}"#,
+        r#"{"id":1,"method":"subscription","params":{"channel":"c","data":[]}}"#,
+        r#"{"method":"subscription","params":{"channel":"c","data":[]},"result":1}"#,
+        r#"{"method":"subscription","method":"subscription","params":{"channel":"c","data":[]}}"#,
+        r#"{"method":"subscription","params":{"channel":"c","data":[]},"usIn":"soon"}"#,
+        r#"{"method":"subscription","params":{"channel":"c"}}"#,
+    ] {
+        assert_eq!(parse_subscription(declined), None, "{declined}");
+    }
+}

@@ -24,8 +24,8 @@ use keel_core::registry::Probe;
 use keel_deribit::channel::subscribe_batches;
 use keel_deribit::model::{BookUpdate, PublicTrade};
 use keel_deribit::{
-    decode, decode_trades, parse_server_frame, Channel, ChannelKind, Interval, Payload, Request,
-    ServerFrame,
+    decode, decode_trades, parse_server_frame, parse_subscription, Channel, ChannelKind, Interval,
+    Payload, Request, ServerFrame,
 };
 
 /// Counters shown in the registry.
@@ -244,6 +244,12 @@ impl Connection {
                 Some(Ok(_)) => continue,
             };
             self.counters.frames.fetch_add(1, Ordering::Relaxed);
+            // Nearly every frame is a notification: read in one pass, borrowed.
+            if let Some((channel, data)) = parse_subscription(text.as_str()) {
+                data_deadline = later(Instant::now(), cfg.stall_timeout);
+                self.on_data(channel, data, &mut books, &send)?;
+                continue;
+            }
             let frame = match parse_server_frame(text.as_str()) {
                 Ok(frame) => frame,
                 Err(error) => {
@@ -272,46 +278,59 @@ impl Connection {
                 }
                 ServerFrame::Subscription { channel, data } => {
                     data_deadline = later(Instant::now(), cfg.stall_timeout);
-                    self.counters.last_data_ms.store(
-                        keel_deribit::model::to_ms(std::time::SystemTime::now()),
-                        Ordering::Relaxed,
-                    );
-                    // Trades keep the exchange's text for each trade, which is
-                    // what gets published; every other payload is decoded whole.
-                    let payload = if ChannelKind::of(&channel) == Some(ChannelKind::Trades) {
-                        decode_trades(&channel, data.get()).map(|trades| {
-                            self.on_trades(&channel, &trades);
-                            None
-                        })
-                    } else {
-                        decode(&channel, data.get()).map(Some)
-                    };
-                    match payload {
-                        Ok(None) => {}
-                        Ok(Some(Payload::Book(update))) => {
-                            if let Some(resync) = self.on_book(&channel, &update, &mut books) {
-                                let channels = json!({"channels": [resync]});
-                                send(request(0, "public/unsubscribe", channels.clone()))?;
-                                send(request(0, "public/subscribe", channels))?;
-                            }
-                        }
-                        // Channels Keel did not ask for.
-                        Ok(Some(_)) => {
-                            self.counters
-                                .unknown_channels
-                                .fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(error) => {
-                            self.counters.malformed.fetch_add(1, Ordering::Relaxed);
-                            self.logs.malformed.warn(|suppressed| {
-                                tracing::warn!(%error, suppressed, "Payload of the wrong shape; ignored.");
-                            });
-                        }
-                    }
+                    self.on_data(&channel, data.get(), &mut books, &send)?;
                 }
                 ServerFrame::Other(_) => {}
             }
         }
+    }
+
+    /// A notification's data: trades are checked and buffered, book changes
+    /// checked for continuity (a resubscription asked on a gap).
+    fn on_data(
+        &self,
+        channel: &str,
+        data: &str,
+        books: &mut HashMap<String, i64>,
+        send: &impl Fn(String) -> Result<(), String>,
+    ) -> Result<(), String> {
+        self.counters.last_data_ms.store(
+            keel_deribit::model::to_ms(std::time::SystemTime::now()),
+            Ordering::Relaxed,
+        );
+        // Trades keep the exchange's text for each trade, which is what gets
+        // published; every other payload is decoded whole.
+        let payload = if ChannelKind::of(channel) == Some(ChannelKind::Trades) {
+            decode_trades(channel, data).map(|trades| {
+                self.on_trades(channel, &trades);
+                None
+            })
+        } else {
+            decode(channel, data).map(Some)
+        };
+        match payload {
+            Ok(None) => {}
+            Ok(Some(Payload::Book(update))) => {
+                if let Some(resync) = self.on_book(channel, &update, books) {
+                    let channels = json!({"channels": [resync]});
+                    send(request(0, "public/unsubscribe", channels.clone()))?;
+                    send(request(0, "public/subscribe", channels))?;
+                }
+            }
+            // Channels Keel did not ask for.
+            Ok(Some(_)) => {
+                self.counters
+                    .unknown_channels
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            Err(error) => {
+                self.counters.malformed.fetch_add(1, Ordering::Relaxed);
+                self.logs.malformed.warn(|suppressed| {
+                    tracing::warn!(%error, suppressed, "Payload of the wrong shape; ignored.");
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Checks, sequences and buffers trades, each with the exchange's text for
