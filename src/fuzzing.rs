@@ -10,7 +10,10 @@ use keel_actors::resource::redis::StreamEntry;
 use keel_actors::service::receiver::check_values;
 use keel_actors::service::streams;
 use keel_deribit::model::PublicTrade;
-use keel_deribit::{parse_request, parse_server_frame, parse_subscription, Channel, ServerFrame};
+use keel_deribit::{
+    decode_trades, parse_request, parse_server_frame, parse_subscription, raw_data, read_trades,
+    Channel, ServerFrame,
+};
 
 /// One frame from the exchange, as the receiver handles it.
 pub fn frame(data: &[u8]) {
@@ -21,16 +24,25 @@ pub fn frame(data: &[u8]) {
     let _ = parse_request(text);
     let general = parse_server_frame(text);
     // The receiver's one-pass read agrees with the general one wherever it
-    // reads anything.
-    if let Some((channel, data)) = parse_subscription(text) {
-        match &general {
-            Ok(ServerFrame::Subscription {
-                channel: c,
-                data: d,
-            }) => {
-                assert_eq!((c.as_str(), d.get()), (channel, data));
-            }
-            other => panic!("read as a subscription in one pass, but generally as {other:?}"),
+    // reads anything. It starts serde's nesting limit afresh at each value,
+    // so it takes a frame nested a level or two deeper than the general read.
+    let deep = matches!(&general, Err(e) if e.to_string().contains("recursion limit"));
+    let subscription = match &general {
+        Ok(ServerFrame::Subscription { channel, data }) => Some((channel.as_str(), data.get())),
+        _ => None,
+    };
+    if let Some(read) = parse_subscription(text, raw_data) {
+        assert!(
+            deep || subscription == Some(read),
+            "read in one pass as {read:?}, generally as {general:?}"
+        );
+    }
+    if let Some((channel, trades)) = parse_subscription(text, |_, rest| read_trades(rest)) {
+        if let Some((c, d)) = subscription {
+            assert_eq!(c, channel);
+            assert_eq!(decode_trades(c, d).ok(), Some(trades));
+        } else {
+            assert!(deep, "trades read in one pass, generally {general:?}");
         }
     }
     let Ok(ServerFrame::Subscription { channel, data }) = general else {

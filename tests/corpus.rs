@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 
 use keel_deribit::model::*;
 use keel_deribit::{
-    decode, decode_trades, parse_request, parse_server_frame, parse_subscription, Payload,
-    ServerFrame,
+    decode, decode_trades, parse_request, parse_server_frame, parse_subscription, raw_data,
+    read_trades, ChannelKind, Payload, ServerFrame,
 };
 use serde::de::DeserializeOwned;
 
@@ -96,11 +96,15 @@ fn read(kind: &str, text: &str) -> Result<String, String> {
         ServerFrame::Subscription { channel, data } => {
             // The receiver reads every real notification in one pass, and
             // reads the same as the general parser.
-            if parse_subscription(text) != Some((channel.as_str(), data.get())) {
-                return Err(format!(
-                    "the one-pass read gives {:?}",
-                    parse_subscription(text)
-                ));
+            let one_pass = parse_subscription(text, raw_data);
+            if one_pass != Some((channel.as_str(), data.get())) {
+                return Err(format!("the one-pass read gives {one_pass:?}"));
+            }
+            if ChannelKind::of(&channel) == Some(ChannelKind::Trades) {
+                let trades = parse_subscription(text, |_, rest| read_trades(rest));
+                if trades.map(|(_, t)| t) != decode_trades(&channel, data.get()).ok() {
+                    return Err("the one-pass read decodes other trades".into());
+                }
             }
             let payload = decode(&channel, data.get()).map_err(|e| e.to_string())?;
             let consumed = !matches!(payload, Payload::Skipped(_));

@@ -342,67 +342,150 @@ pub fn parse_server_frame(text: &str) -> Result<ServerFrame, FrameError> {
     }
 }
 
-/// A subscription notification as read on the hot path: the method and the
-/// params' fields, nothing else, borrowing the frame's text.
-#[derive(Deserialize)]
-struct SubscriptionFrame<'a> {
-    #[serde(default, deserialize_with = "present")]
-    id: Option<Id>,
-    // Borrowed strings: one with an escape fails the read, and the frame
-    // goes the general way.
-    #[serde(default, borrow)]
-    method: Option<&'a str>,
-    #[serde(default, borrow)]
-    params: Option<SubscriptionParams<'a>>,
-    // Read, typed as the general way reads them, so both call the same
-    // frames malformed; a response's fields send the frame the general way.
-    #[serde(default)]
-    result: Option<serde::de::IgnoredAny>,
-    #[serde(default)]
-    error: Option<serde::de::IgnoredAny>,
-    #[serde(default, rename = "usIn")]
-    _us_in: Option<u64>,
-    #[serde(default, rename = "usOut")]
-    _us_out: Option<u64>,
-    #[serde(default, rename = "usDiff")]
-    _us_diff: Option<u64>,
-    #[serde(default, rename = "testnet")]
-    _testnet: Option<bool>,
-}
-
-/// Every field optional, so a heartbeat's params (`{"type": ...}`) read too.
-#[derive(Deserialize)]
-struct SubscriptionParams<'a> {
-    #[serde(default, borrow)]
-    channel: Option<&'a str>,
-    #[serde(default, borrow)]
-    data: Option<&'a RawValue>,
-}
-
-/// A subscription notification's channel and data, read in one pass over the
-/// frame and borrowing its text: the receiver's hot path, where a frame holds
-/// thousands of trades. [`parse_server_frame`] walks the params twice (once to
-/// find them, once to read them) and copies the data out.
+/// A subscription notification's channel, and its data as `read_data` reads
+/// it, in one pass over the frame, borrowing its text: the receiver's hot
+/// path, where a frame holds thousands of trades. [`parse_server_frame`]
+/// skims the params to find them, skims the data to copy it out, and the
+/// caller then decodes it: three passes over the data where this makes one.
 ///
-/// `None` for any other frame, and for one that is not well formed: parse
-/// those with [`parse_server_frame`], which says what they are or what is
-/// wrong with them.
-pub fn parse_subscription(text: &str) -> Option<(&str, &str)> {
-    let frame: SubscriptionFrame = serde_json::from_str(text).ok()?;
-    match frame {
-        SubscriptionFrame {
-            id: None,
-            method: Some("subscription"),
-            params:
-                Some(SubscriptionParams {
-                    channel: Some(channel),
-                    data: Some(data),
-                }),
-            result: None,
-            error: None,
-            ..
-        } => Some((channel, data.get())),
-        _ => None,
+/// `read_data` gets the channel and the text from the data's first byte on,
+/// reads one value and says how many bytes it took ([`raw_data`] skims it;
+/// [`crate::read_trades`] decodes trades). It is called only when the channel
+/// came before the data, as the exchange writes them.
+///
+/// `None` for any other frame, and for anything this read does not take
+/// exactly as the general one would (an escape in a key, the method or the
+/// channel, a duplicate field, an id, a result or an error, the data before
+/// the channel, `read_data` declining): those go through
+/// [`parse_server_frame`], which says what they are or what is wrong with them.
+pub fn parse_subscription<'a, T>(
+    text: &'a str,
+    read_data: impl FnOnce(&'a str, &'a str) -> Option<(T, usize)>,
+) -> Option<(&'a str, T)> {
+    let mut scan = Scan { text, at: 0 };
+    let mut read_data = Some(read_data);
+    let (mut method, mut params, mut timing) = (None, None, [false; 4]);
+    scan.object(|scan, key| {
+        match key {
+            "method" if method.is_none() => method = Some(scan.value::<&str>()?),
+            "params" if params.is_none() => {
+                let (mut channel, mut data) = (None, None);
+                scan.object(|scan, key| {
+                    match key {
+                        "channel" if channel.is_none() => channel = Some(scan.value::<&str>()?),
+                        "data" if data.is_none() => {
+                            let rest = &scan.text[scan.ws()..];
+                            let (value, len) = (read_data.take()?)(channel?, rest)?;
+                            scan.at += len;
+                            data = Some(value);
+                        }
+                        "channel" | "data" => return None,
+                        _ => scan.skip()?,
+                    }
+                    Some(())
+                })?;
+                params = Some((channel?, data?));
+            }
+            "usIn" | "usOut" | "usDiff" | "testnet" => {
+                let seen = &mut timing[match key {
+                    "usIn" => 0,
+                    "usOut" => 1,
+                    "usDiff" => 2,
+                    _ => 3,
+                }];
+                if std::mem::replace(seen, true) {
+                    return None;
+                }
+                // Typed as the general read types them, so both call the
+                // same frames malformed.
+                if key == "testnet" {
+                    scan.value::<Option<bool>>()?;
+                } else {
+                    scan.value::<Option<u64>>()?;
+                }
+            }
+            // A response's fields, or a field read twice.
+            "id" | "result" | "error" | "method" | "params" => return None,
+            _ => scan.skip()?,
+        }
+        Some(())
+    })?;
+    if scan.ws() != text.len() || method != Some("subscription") {
+        return None;
+    }
+    params
+}
+
+/// [`parse_subscription`]'s reader for data taken as it is: the value's text.
+pub fn raw_data<'a>(_channel: &str, rest: &'a str) -> Option<(&'a str, usize)> {
+    let mut scan = Scan { text: rest, at: 0 };
+    scan.skip()?;
+    Some((&rest[..scan.at], scan.at))
+}
+
+/// A cursor over a frame's text for [`parse_subscription`]: objects by hand,
+/// every value by serde, so values are read exactly as the general parser
+/// reads them.
+struct Scan<'a> {
+    text: &'a str,
+    at: usize,
+}
+
+impl<'a> Scan<'a> {
+    /// Skips JSON whitespace; returns the position.
+    fn ws(&mut self) -> usize {
+        self.at = crate::payload::skip_whitespace(self.text.as_bytes(), self.at);
+        self.at
+    }
+
+    fn byte(&mut self) -> Option<u8> {
+        let at = self.ws();
+        self.text.as_bytes().get(at).copied()
+    }
+
+    /// One value of type `T` (borrowed strings fail on an escape).
+    fn value<T: Deserialize<'a>>(&mut self) -> Option<T> {
+        self.ws();
+        let rest = &self.text[self.at..];
+        let mut one = serde_json::Deserializer::from_str(rest).into_iter::<T>();
+        let value = one.next()?.ok()?;
+        self.at += one.byte_offset();
+        Some(value)
+    }
+
+    fn skip(&mut self) -> Option<()> {
+        self.value::<serde::de::IgnoredAny>().map(|_| ())
+    }
+
+    /// An object: `field` reads each key's value (the cursor after its `:`).
+    fn object(&mut self, mut field: impl FnMut(&mut Self, &'a str) -> Option<()>) -> Option<()> {
+        if self.byte()? != b'{' {
+            return None;
+        }
+        self.at += 1;
+        if self.byte()? == b'}' {
+            self.at += 1;
+            return Some(());
+        }
+        loop {
+            if self.byte()? != b'"' {
+                return None;
+            }
+            let key = self.value::<&str>()?;
+            if self.byte()? != b':' {
+                return None;
+            }
+            self.at += 1;
+            field(self, key)?;
+            match self.byte()? {
+                b',' => self.at += 1,
+                b'}' => {
+                    self.at += 1;
+                    return Some(());
+                }
+                _ => return None,
+            }
+        }
     }
 }
 

@@ -15,10 +15,10 @@ pub mod tls;
 
 pub use channel::{Channel, ChannelKind, Interval};
 pub use jsonrpc::{
-    parse_request, parse_server_frame, parse_subscription, FrameError, Id, Notification, Request,
-    Response, RpcError, ServerFrame, Timing,
+    parse_request, parse_server_frame, parse_subscription, raw_data, FrameError, Id, Notification,
+    Request, Response, RpcError, ServerFrame, Timing,
 };
-pub use payload::{decode, decode_trades, Payload, PayloadError};
+pub use payload::{decode, decode_trades, read_trades, Payload, PayloadError};
 
 #[cfg(test)]
 mod tests;

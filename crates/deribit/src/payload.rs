@@ -44,6 +44,9 @@ fn parse<'a, T: serde::Deserialize<'a>>(channel: &str, data: &'a str) -> Result<
     })
 }
 
+/// Trades, each with its text as the exchange wrote it.
+pub type Texts<'a> = Vec<(PublicTrade, &'a str)>;
+
 /// Decodes a `trades.*` payload, keeping each trade's text as the exchange
 /// wrote it beside the decoded trade: the receiver publishes that text as it is,
 /// so a trade is decoded once on the way in and never encoded again.
@@ -59,50 +62,69 @@ pub fn decode_trades<'a>(
         channel: channel.to_owned(),
         reason,
     };
-    let bytes = data.as_bytes();
-    let skip = |mut at: usize| {
-        while bytes.get(at).is_some_and(u8::is_ascii_whitespace) {
-            at += 1;
-        }
-        at
-    };
-    let mut at = skip(0);
-    if bytes.get(at) != Some(&b'[') {
+    let at = skip_whitespace(data.as_bytes(), 0);
+    if data.as_bytes().get(at) != Some(&b'[') {
         // Not an array: serde says what it is ("invalid type: map, expected a sequence").
         return parse::<Vec<serde::de::IgnoredAny>>(channel, data).map(|_| Vec::new());
     }
-    // A frame of N trades is N objects of roughly the same size.
-    let mut trades = Vec::with_capacity(data.len() / 256 + 1);
-    at = skip(at + 1);
-    if bytes.get(at) == Some(&b']') {
-        at = skip(at + 1);
-    } else {
-        loop {
-            let rest = &data[at..];
-            let mut one = serde_json::Deserializer::from_str(rest).into_iter::<PublicTrade>();
-            let trade = match one.next() {
-                Some(Ok(trade)) => trade,
-                Some(Err(e)) => return Err(error(e.to_string())),
-                None => return Err(error("EOF while parsing a list".into())),
-            };
-            let end = one.byte_offset();
-            trades.push((trade, &rest[..end]));
-            at = skip(at + end);
-            match bytes.get(at) {
-                Some(b',') => at = skip(at + 1),
-                Some(b']') => {
-                    at = skip(at + 1);
-                    break;
-                }
-                Some(_) => return Err(error(format!("expected `,` or `]` at byte {at}"))),
-                None => return Err(error("EOF while parsing a list".into())),
-            }
-        }
-    }
-    if at != bytes.len() {
-        return Err(error(format!("trailing characters at byte {at}")));
+    let (trades, end) = trades_at(&data[at..]).map_err(error)?;
+    let end = skip_whitespace(data.as_bytes(), at + end);
+    if end != data.len() {
+        return Err(error(format!("trailing characters at byte {end}")));
     }
     Ok(trades)
+}
+
+/// Reads the trades array `text` starts with (no whitespace before it) and
+/// says how many bytes it took; what follows is the caller's. For a reader
+/// that finds the data inside a frame it is reading (the receiver's one-pass
+/// read of a notification, [`crate::parse_subscription`]). `None` when it is
+/// not a well-formed array of trades: [`decode_trades`] says what is wrong.
+pub fn read_trades(text: &str) -> Option<(Texts<'_>, usize)> {
+    if text.as_bytes().first() != Some(&b'[') {
+        return None;
+    }
+    trades_at(text).ok()
+}
+
+/// JSON's whitespace (not `u8::is_ascii_whitespace`, which takes form feeds).
+pub(crate) fn skip_whitespace(bytes: &[u8], mut at: usize) -> usize {
+    while matches!(bytes.get(at), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+        at += 1;
+    }
+    at
+}
+
+/// `text` starts with `[`: decodes the trades up to its `]`, and the bytes
+/// taken.
+fn trades_at(text: &str) -> Result<(Texts<'_>, usize), String> {
+    let bytes = text.as_bytes();
+    // Every trade opens a brace: room for all of them at once (a trade is
+    // large, and each growth would move every one read so far).
+    let braces = bytes.iter().filter(|&&b| b == b'{').count();
+    let mut trades = Vec::with_capacity(braces);
+    let mut at = skip_whitespace(bytes, 1);
+    if bytes.get(at) == Some(&b']') {
+        return Ok((trades, at + 1));
+    }
+    loop {
+        let rest = &text[at..];
+        let mut one = serde_json::Deserializer::from_str(rest).into_iter::<PublicTrade>();
+        let trade = match one.next() {
+            Some(Ok(trade)) => trade,
+            Some(Err(e)) => return Err(e.to_string()),
+            None => return Err("EOF while parsing a list".into()),
+        };
+        let end = one.byte_offset();
+        trades.push((trade, &rest[..end]));
+        at = skip_whitespace(bytes, at + end);
+        match bytes.get(at) {
+            Some(b',') => at = skip_whitespace(bytes, at + 1),
+            Some(b']') => return Ok((trades, at + 1)),
+            Some(_) => return Err(format!("expected `,` or `]` at byte {at}")),
+            None => return Err("EOF while parsing a list".into()),
+        }
+    }
 }
 
 /// Decodes `data` as the payload of `channel`.

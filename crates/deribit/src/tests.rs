@@ -256,22 +256,46 @@ fn one_pass_subscription_read() {
     let text = include_str!("fixtures/trades_notification.json");
     let (channel, data) = subscription(text);
     assert_eq!(
-        parse_subscription(text),
+        parse_subscription(text, raw_data),
         Some((channel.as_str(), data.as_str()))
     );
-    // What it declines goes the general way: responses, heartbeats, escaped
-    // channels, a notification with an id, duplicate fields, bad timing.
+    let (read_channel, trades) = parse_subscription(text, |_, rest| read_trades(rest)).unwrap();
+    assert_eq!(read_channel, channel);
+    assert_eq!(trades, decode_trades(&channel, &data).unwrap());
+    // What it declines goes the general way: responses, heartbeats, escapes,
+    // a notification with an id, duplicate fields, bad timing, the data before
+    // the channel, trailing text.
     for declined in [
         include_str!("fixtures/auth_response.json"),
         include_str!("fixtures/heartbeat.json"),
         include_str!("fixtures/test_request.json"),
         r#"{"method":"subscription","params":{"channel":"trades.BTC\u002dPERPETUAL.raw","data":[]}}"#,
+        r#"{"method":"subscr\u0069ption","params":{"channel":"c","data":[]}}"#,
+        r#"{"method":"subscription","par\u0061ms":{"channel":"c","data":[]}}"#,
         r#"{"id":1,"method":"subscription","params":{"channel":"c","data":[]}}"#,
         r#"{"method":"subscription","params":{"channel":"c","data":[]},"result":1}"#,
         r#"{"method":"subscription","method":"subscription","params":{"channel":"c","data":[]}}"#,
+        r#"{"method":"subscription","params":{"channel":"c","data":[],"data":[]}}"#,
         r#"{"method":"subscription","params":{"channel":"c","data":[]},"usIn":"soon"}"#,
+        r#"{"method":"subscription","params":{"channel":"c","data":[]},"usIn":1,"usIn":2}"#,
         r#"{"method":"subscription","params":{"channel":"c"}}"#,
+        r#"{"method":"subscription","params":{"data":[],"channel":"c"}}"#,
+        r#"{"method":"subscription","params":{"channel":"c","data":[]}} x"#,
+        r#"{"method":"subscription","params":{"channel":"c","data":[]},}"#,
+        "{\"method\":\"subscription\",\"params\":{\"channel\":\"c\",\"data\":[]}\u{c}}",
+        r#"{"method":"heartbeat","params":{"channel":"c","data":[]}}"#,
     ] {
-        assert_eq!(parse_subscription(declined), None, "{declined}");
+        assert_eq!(parse_subscription(declined, raw_data), None, "{declined}");
     }
+    // Whitespace anywhere JSON allows it, unknown fields skipped.
+    let spaced = "\r\n { \"jsonrpc\" : \"2.0\" ,\t\"x\":{\"y\":[1,{}]}, \"params\" : { \"channel\" : \"c\" , \"data\" : [ ] , \"z\":null } , \"method\" : \"subscription\" , \"usIn\":1 } \n";
+    assert_eq!(parse_subscription(spaced, raw_data), Some(("c", "[ ]")));
+    // The reader declining sends the frame the general way too.
+    let trades_text =
+        r#"{"method":"subscription","params":{"channel":"c","data":{"not":"trades"}}}"#;
+    assert!(parse_subscription(trades_text, |_, rest| read_trades(rest)).is_none());
+    assert_eq!(
+        parse_subscription(trades_text, raw_data),
+        Some(("c", r#"{"not":"trades"}"#))
+    );
 }

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -24,8 +25,8 @@ use keel_core::registry::Probe;
 use keel_deribit::channel::subscribe_batches;
 use keel_deribit::model::{BookUpdate, PublicTrade};
 use keel_deribit::{
-    decode, decode_trades, parse_server_frame, parse_subscription, Channel, ChannelKind, Interval,
-    Payload, Request, ServerFrame,
+    decode, decode_trades, parse_server_frame, parse_subscription, raw_data, read_trades, Channel,
+    ChannelKind, Interval, Payload, Request, ServerFrame,
 };
 
 /// Counters shown in the registry.
@@ -245,9 +246,17 @@ impl Connection {
             };
             self.counters.frames.fetch_add(1, Ordering::Relaxed);
             // Nearly every frame is a notification: read in one pass, borrowed.
-            if let Some((channel, data)) = parse_subscription(text.as_str()) {
+            // Trades are decoded where they stand in the frame.
+            let read = |channel: &str, rest| {
+                if ChannelKind::of(channel) == Some(ChannelKind::Trades) {
+                    read_trades(rest).map(|(trades, len)| (Data::Trades(trades), len))
+                } else {
+                    raw_data(channel, rest).map(|(data, len)| (Data::Text(data), len))
+                }
+            };
+            if let Some((channel, data)) = parse_subscription(text.as_str(), read) {
                 data_deadline = later(Instant::now(), cfg.stall_timeout);
-                self.on_data(channel, data, &mut books, &send)?;
+                self.on_data(channel, data, &Bytes::from(text.clone()), &mut books, &send)?;
                 continue;
             }
             let frame = match parse_server_frame(text.as_str()) {
@@ -278,7 +287,9 @@ impl Connection {
                 }
                 ServerFrame::Subscription { channel, data } => {
                     data_deadline = later(Instant::now(), cfg.stall_timeout);
-                    self.on_data(&channel, data.get(), &mut books, &send)?;
+                    // The data is a copy: its trades' texts are copied out.
+                    let frame = Bytes::new();
+                    self.on_data(&channel, Data::Text(data.get()), &frame, &mut books, &send)?;
                 }
                 ServerFrame::Other(_) => {}
             }
@@ -290,7 +301,8 @@ impl Connection {
     fn on_data(
         &self,
         channel: &str,
-        data: &str,
+        data: Data<'_>,
+        frame: &Bytes,
         books: &mut HashMap<String, i64>,
         send: &impl Fn(String) -> Result<(), String>,
     ) -> Result<(), String> {
@@ -300,13 +312,18 @@ impl Connection {
         );
         // Trades keep the exchange's text for each trade, which is what gets
         // published; every other payload is decoded whole.
-        let payload = if ChannelKind::of(channel) == Some(ChannelKind::Trades) {
-            decode_trades(channel, data).map(|trades| {
-                self.on_trades(channel, &trades);
-                None
-            })
-        } else {
-            decode(channel, data).map(Some)
+        let payload = match data {
+            Data::Trades(trades) => {
+                self.on_trades(channel, &trades, frame);
+                Ok(None)
+            }
+            Data::Text(data) if ChannelKind::of(channel) == Some(ChannelKind::Trades) => {
+                decode_trades(channel, data).map(|trades| {
+                    self.on_trades(channel, &trades, frame);
+                    None
+                })
+            }
+            Data::Text(data) => decode(channel, data).map(Some),
         };
         match payload {
             Ok(None) => {}
@@ -334,8 +351,9 @@ impl Connection {
     }
 
     /// Checks, sequences and buffers trades, each with the exchange's text for
-    /// it, which is what gets published.
-    fn on_trades(&self, channel: &str, trades: &[(PublicTrade, &str)]) {
+    /// it, which is what gets published: a slice of `frame` when the text is
+    /// in it (the frame stays in memory while any of its trades wait).
+    fn on_trades(&self, channel: &str, trades: &[(PublicTrade, &str)], frame: &Bytes) {
         // `trades.{instrument}.{interval}`
         let channel_instrument = channel
             .strip_prefix("trades.")
@@ -344,8 +362,11 @@ impl Connection {
         let now_ms = keel_deribit::model::to_ms(std::time::SystemTime::now());
         let mut entries = Vec::with_capacity(trades.len());
         let mut gaps = Vec::new();
+        // A channel's trades are one instrument's: they share its name.
+        let mut instrument: Option<Arc<str>> = None;
+        let mut continuity = self.continuity.held();
         for (trade, text) in trades {
-            let last = self.continuity.last(&trade.instrument_name);
+            let last = continuity.last(&trade.instrument_name);
             if let Err(reason) = self.gate.check(trade, channel_instrument, last, now_ms) {
                 self.gate.reject(reason, channel, text, now_ms);
                 self.logs.rejected.warn(|suppressed| {
@@ -357,10 +378,7 @@ impl Connection {
                 });
                 continue;
             }
-            match self
-                .continuity
-                .check(&trade.instrument_name, trade.trade_seq)
-            {
+            match continuity.check(&trade.instrument_name, trade.trade_seq) {
                 Verdict::Next | Verdict::Repeat => {}
                 Verdict::After(gap) => {
                     self.logs.gaps.warn(|suppressed| {
@@ -369,12 +387,19 @@ impl Connection {
                     gaps.push(gap);
                 }
             }
+            let name = match &instrument {
+                Some(name) if **name == *trade.instrument_name => name.clone(),
+                _ => instrument
+                    .insert(trade.instrument_name.as_str().into())
+                    .clone(),
+            };
             entries.push(Pending {
-                instrument: trade.instrument_name.clone(),
+                instrument: name,
                 seq: trade.trade_seq,
-                text: text.as_bytes().into(),
+                text: share(frame, text),
             });
         }
+        drop(continuity);
         self.counters
             .trades
             .fetch_add(entries.len() as u64, Ordering::Relaxed);
@@ -422,6 +447,28 @@ impl Connection {
             }
         }
     }
+}
+
+/// `part` as a slice of `whole` when it lies in it, else a copy.
+fn share(whole: &Bytes, part: &str) -> Bytes {
+    let (start, end) = (
+        whole.as_ptr() as usize,
+        whole.as_ptr() as usize + whole.len(),
+    );
+    let at = part.as_ptr() as usize;
+    if at >= start && at + part.len() <= end {
+        whole.slice_ref(part.as_bytes())
+    } else {
+        Bytes::copy_from_slice(part.as_bytes())
+    }
+}
+
+/// A notification's data as the connection read it.
+enum Data<'a> {
+    /// Trades, decoded in the same pass as the frame, each with its text.
+    Trades(Vec<(PublicTrade, &'a str)>),
+    /// The data's text, to decode by its channel.
+    Text(&'a str),
 }
 
 /// The request a response answers: its id; for an error without one

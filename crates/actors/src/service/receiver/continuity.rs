@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 
 use keel_market::Gap;
 
@@ -36,12 +36,33 @@ impl Continuity {
     }
 
     /// The last `trade_seq` seen for `instrument`.
+    #[cfg(test)]
     pub(super) fn last(&self, instrument: &str) -> Option<i64> {
         self.0.lock().get(instrument).copied()
     }
 
+    #[cfg(test)]
     pub(super) fn check(&self, instrument: &str, seq: i64) -> Verdict {
-        let mut last = self.0.lock();
+        self.held().check(instrument, seq)
+    }
+
+    /// Held for a frame's trades: one lock for all of them.
+    pub(super) fn held(&self) -> Held<'_> {
+        Held(self.0.lock())
+    }
+}
+
+/// [`Continuity`] locked.
+pub(super) struct Held<'a>(MutexGuard<'a, HashMap<String, i64>>);
+
+impl Held<'_> {
+    /// The last `trade_seq` seen for `instrument`.
+    pub(super) fn last(&self, instrument: &str) -> Option<i64> {
+        self.0.get(instrument).copied()
+    }
+
+    pub(super) fn check(&mut self, instrument: &str, seq: i64) -> Verdict {
+        let last = &mut self.0;
         match last.get_mut(instrument) {
             None => {
                 last.insert(instrument.to_owned(), seq);

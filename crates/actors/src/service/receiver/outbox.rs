@@ -3,7 +3,9 @@
 //! bytes); beyond either the oldest are dropped and their ranges become gaps.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
+use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
@@ -12,9 +14,11 @@ use keel_market::Gap;
 /// One trade on its way to Redis: the exchange's JSON text for it.
 #[derive(Clone, Debug)]
 pub(super) struct Pending {
-    pub(super) instrument: String,
+    /// Shared by the trades of a frame.
+    pub(super) instrument: Arc<str>,
     pub(super) seq: i64,
-    pub(super) text: Box<[u8]>,
+    /// The trade's text, a slice of the frame it came in (not a copy).
+    pub(super) text: Bytes,
 }
 
 /// What one entry is counted as against the byte limit besides its payload: the
@@ -158,7 +162,7 @@ mod tests {
         Pending {
             instrument: instrument.into(),
             seq,
-            text: Box::default(),
+            text: Bytes::new(),
         }
     }
 

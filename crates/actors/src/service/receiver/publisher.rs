@@ -189,7 +189,7 @@ impl Publisher {
             self.outbox.take(self.batch_size)
         };
         if !batch.is_empty() {
-            let mut groups: Vec<(String, Vec<Pending>)> = Vec::new();
+            let mut groups: Vec<(Arc<str>, Vec<Pending>)> = Vec::new();
             for entry in batch {
                 match groups
                     .iter_mut()
