@@ -130,7 +130,7 @@ fn read(kind: &str, text: &str) -> Result<String, String> {
                     .map(|(trade, text)| {
                         let reread: PublicTrade =
                             serde_json::from_str(text).map_err(|e| e.to_string())?;
-                        if &reread != trade {
+                        if reread != trade.to_public() {
                             return Err(format!("{text} reads back as {reread:?}"));
                         }
                         Ok(reread)

@@ -18,7 +18,7 @@ pub use jsonrpc::{
     parse_request, parse_server_frame, parse_subscription, raw_data, FrameError, Id, Notification,
     Request, Response, RpcError, ServerFrame, Timing,
 };
-pub use payload::{decode, decode_trades, read_trades, Payload, PayloadError};
+pub use payload::{decode, decode_trades, read_trades, Payload, PayloadError, Texts};
 
 #[cfg(test)]
 mod tests;

@@ -1,5 +1,6 @@
 //! Payloads of the channels and methods Keel uses, as Deribit writes them.
 
+use std::borrow::Cow;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -51,6 +52,83 @@ pub struct PublicTrade {
     pub combo_trade_id: Option<String>,
 }
 
+/// A [`PublicTrade`] as read from the exchange's text, its strings borrowed
+/// from it (owned only where the text has an escape): the receiver reads
+/// thousands a frame and allocates nothing for them. [`PublicTrade::view`]
+/// gives the same view of an owned trade, so one set of checks serves both.
+/// Fields, names and defaults as [`PublicTrade`]'s; the fuzz targets check
+/// the two read every text alike.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct TradeView<'a> {
+    /// Per-instrument sequence number.
+    pub trade_seq: i64,
+    /// Exchange trade id.
+    #[serde(borrow)]
+    pub trade_id: Cow<'a, str>,
+    /// Milliseconds since the epoch.
+    pub timestamp: u64,
+    /// 0..=3.
+    pub tick_direction: i16,
+    /// Trade price.
+    pub price: f64,
+    /// Mark price at the time.
+    #[serde(default)]
+    pub mark_price: Option<f64>,
+    /// Index price at the time.
+    pub index_price: f64,
+    /// The instrument traded.
+    #[serde(borrow)]
+    pub instrument_name: Cow<'a, str>,
+    /// `buy` or `sell`.
+    #[serde(borrow)]
+    pub direction: Cow<'a, str>,
+    /// Amount traded.
+    pub amount: f64,
+    /// Size in contracts.
+    #[serde(default)]
+    pub contracts: Option<f64>,
+    /// Implied volatility.
+    #[serde(default)]
+    pub iv: Option<f64>,
+    /// The rare fields: read owned (serde borrows a `Cow` only outside an `Option`).
+    #[serde(default)]
+    pub liquidation: Option<Cow<'a, str>>,
+    /// The block trade.
+    #[serde(default)]
+    pub block_trade_id: Option<Cow<'a, str>>,
+    /// The combo.
+    #[serde(default)]
+    pub combo_id: Option<Cow<'a, str>>,
+    /// The combo trade.
+    #[serde(default)]
+    pub combo_trade_id: Option<Cow<'a, str>>,
+}
+
+impl TradeView<'_> {
+    /// The owned trade.
+    pub fn to_public(&self) -> PublicTrade {
+        let owned = |s: &Option<Cow<'_, str>>| s.as_deref().map(str::to_owned);
+        PublicTrade {
+            trade_seq: self.trade_seq,
+            trade_id: self.trade_id.clone().into_owned(),
+            timestamp: self.timestamp,
+            tick_direction: self.tick_direction,
+            price: self.price,
+            mark_price: self.mark_price,
+            index_price: self.index_price,
+            instrument_name: self.instrument_name.clone().into_owned(),
+            direction: self.direction.clone().into_owned(),
+            amount: self.amount,
+            contracts: self.contracts,
+            iv: self.iv,
+            liquidation: owned(&self.liquidation),
+            block_trade_id: owned(&self.block_trade_id),
+            combo_id: owned(&self.combo_id),
+            combo_trade_id: owned(&self.combo_trade_id),
+        }
+    }
+}
+
 /// A payload field whose value Keel cannot store.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("trade {instrument}#{seq}: {problem}")]
@@ -84,6 +162,28 @@ impl PublicTrade {
             block_trade_id: None,
             combo_id: None,
             combo_trade_id: None,
+        }
+    }
+
+    /// The trade as a [`TradeView`], borrowing its strings.
+    pub fn view(&self) -> TradeView<'_> {
+        TradeView {
+            trade_seq: self.trade_seq,
+            trade_id: Cow::Borrowed(&self.trade_id),
+            timestamp: self.timestamp,
+            tick_direction: self.tick_direction,
+            price: self.price,
+            mark_price: self.mark_price,
+            index_price: self.index_price,
+            instrument_name: Cow::Borrowed(&self.instrument_name),
+            direction: Cow::Borrowed(&self.direction),
+            amount: self.amount,
+            contracts: self.contracts,
+            iv: self.iv,
+            liquidation: self.liquidation.as_deref().map(Cow::Borrowed),
+            block_trade_id: self.block_trade_id.as_deref().map(Cow::Borrowed),
+            combo_id: self.combo_id.as_deref().map(Cow::Borrowed),
+            combo_trade_id: self.combo_trade_id.as_deref().map(Cow::Borrowed),
         }
     }
 

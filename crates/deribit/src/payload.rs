@@ -4,7 +4,7 @@
 //! frame parses" is a statement about the code the daemon runs.
 
 use super::channel::ChannelKind;
-use super::model::{BookGrouped, BookUpdate, ChartBar, PublicTrade, Quote, Ticker};
+use super::model::{BookGrouped, BookUpdate, ChartBar, PublicTrade, Quote, Ticker, TradeView};
 
 /// A decoded notification payload.
 #[derive(Clone, Debug, PartialEq)]
@@ -45,7 +45,7 @@ fn parse<'a, T: serde::Deserialize<'a>>(channel: &str, data: &'a str) -> Result<
 }
 
 /// Trades, each with its text as the exchange wrote it.
-pub type Texts<'a> = Vec<(PublicTrade, &'a str)>;
+pub type Texts<'a> = Vec<(TradeView<'a>, &'a str)>;
 
 /// Decodes a `trades.*` payload, keeping each trade's text as the exchange
 /// wrote it beside the decoded trade: the receiver publishes that text as it is,
@@ -54,10 +54,7 @@ pub type Texts<'a> = Vec<(PublicTrade, &'a str)>;
 /// One pass over the array: each trade is decoded where it stands and its text
 /// is the span the decoder consumed, so the payload is not first split into
 /// raw elements and then scanned again per element.
-pub fn decode_trades<'a>(
-    channel: &str,
-    data: &'a str,
-) -> Result<Vec<(PublicTrade, &'a str)>, PayloadError> {
+pub fn decode_trades<'a>(channel: &str, data: &'a str) -> Result<Texts<'a>, PayloadError> {
     let error = |reason: String| PayloadError {
         channel: channel.to_owned(),
         reason,
@@ -95,27 +92,34 @@ pub(crate) fn skip_whitespace(bytes: &[u8], mut at: usize) -> usize {
     at
 }
 
+/// The most trades [`trades_at`] makes room for before it has read them.
+const MAX_RESERVE: usize = 1 << 16;
+
 /// `text` starts with `[`: decodes the trades up to its `]`, and the bytes
 /// taken.
 fn trades_at(text: &str) -> Result<(Texts<'_>, usize), String> {
     let bytes = text.as_bytes();
-    // Every trade opens a brace: room for all of them at once (a trade is
-    // large, and each growth would move every one read so far).
-    let braces = bytes.iter().filter(|&&b| b == b'{').count();
-    let mut trades = Vec::with_capacity(braces);
+    let mut trades = Vec::new();
     let mut at = skip_whitespace(bytes, 1);
     if bytes.get(at) == Some(&b']') {
         return Ok((trades, at + 1));
     }
     loop {
         let rest = &text[at..];
-        let mut one = serde_json::Deserializer::from_str(rest).into_iter::<PublicTrade>();
+        let mut one = serde_json::Deserializer::from_str(rest).into_iter::<TradeView>();
         let trade = match one.next() {
             Some(Ok(trade)) => trade,
             Some(Err(e)) => return Err(e.to_string()),
             None => return Err("EOF while parsing a list".into()),
         };
         let end = one.byte_offset();
+        if trades.is_empty() {
+            // Room for all at once, judged by the first (the trades of a
+            // frame are of a size, give or take a third): a trade is large,
+            // and each growth would move every one read so far. Bounded, for
+            // a frame whose first trade is small and the rest something else.
+            trades.reserve((text.len() / (end * 3 / 4).max(1) + 1).min(MAX_RESERVE));
+        }
         trades.push((trade, &rest[..end]));
         at = skip_whitespace(bytes, at + end);
         match bytes.get(at) {

@@ -84,7 +84,7 @@ async fn repair(args: &GapRepair, own: &Incarnation) -> Result<u64, RepairError>
             continue;
         };
         if newest.instrument_name != *instrument
-            || crate::service::receiver::check_values(newest).is_err()
+            || crate::service::receiver::check_values(&newest.view()).is_err()
         {
             tracing::warn!(%instrument, trade_seq = newest.trade_seq,
                 "The exchange's newest trade is not believable; not repairing up to it.");
@@ -146,7 +146,7 @@ async fn fill(exchange: &HttpClient, pg: &PgClient, gap: &Gap) -> Result<(u64, S
         let wanted = |t: &&keel_deribit::model::PublicTrade| {
             t.instrument_name == gap.instrument_name
                 && (next..=gap.to_seq).contains(&t.trade_seq)
-                && crate::service::receiver::check_values(t).is_ok()
+                && crate::service::receiver::check_values(&t.view()).is_ok()
         };
         let trades: Vec<Trade> = page
             .trades

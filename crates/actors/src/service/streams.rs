@@ -159,7 +159,7 @@ fn batch_texts(entry: &StreamEntry) -> Result<Vec<&RawValue>, String> {
 /// The checks the receiver applies (entries other programs wrote get them
 /// too), then the conversion into a row.
 fn checked(trade: PublicTrade, id: impl Fn() -> String) -> Result<Trade, EntryError> {
-    check_values(&trade).map_err(|reason| EntryError::Rejected { id: id(), reason })?;
+    check_values(&trade.view()).map_err(|reason| EntryError::Rejected { id: id(), reason })?;
     trade
         .into_trade()
         .map_err(|cause| EntryError::Unstorable { id: id(), cause })

@@ -23,10 +23,10 @@ use super::ReceiverConfig;
 use keel_core::logs::Repeats;
 use keel_core::registry::Probe;
 use keel_deribit::channel::subscribe_batches;
-use keel_deribit::model::{BookUpdate, PublicTrade};
+use keel_deribit::model::{BookUpdate, TradeView};
 use keel_deribit::{
     decode, decode_trades, parse_server_frame, parse_subscription, raw_data, read_trades, Channel,
-    ChannelKind, Interval, Payload, Request, ServerFrame,
+    ChannelKind, Interval, Payload, Request, ServerFrame, Texts,
 };
 
 /// Counters shown in the registry.
@@ -353,7 +353,7 @@ impl Connection {
     /// Checks, sequences and buffers trades, each with the exchange's text for
     /// it, which is what gets published: a slice of `frame` when the text is
     /// in it (the frame stays in memory while any of its trades wait).
-    fn on_trades(&self, channel: &str, trades: &[(PublicTrade, &str)], frame: &Bytes) {
+    fn on_trades(&self, channel: &str, trades: &[(TradeView<'_>, &str)], frame: &Bytes) {
         // `trades.{instrument}.{interval}`
         let channel_instrument = channel
             .strip_prefix("trades.")
@@ -389,9 +389,7 @@ impl Connection {
             }
             let name = match &instrument {
                 Some(name) if **name == *trade.instrument_name => name.clone(),
-                _ => instrument
-                    .insert(trade.instrument_name.as_str().into())
-                    .clone(),
+                _ => instrument.insert((*trade.instrument_name).into()).clone(),
             };
             entries.push(Pending {
                 instrument: name,
@@ -466,7 +464,7 @@ fn share(whole: &Bytes, part: &str) -> Bytes {
 /// A notification's data as the connection read it.
 enum Data<'a> {
     /// Trades, decoded in the same pass as the frame, each with its text.
-    Trades(Vec<(PublicTrade, &'a str)>),
+    Trades(Texts<'a>),
     /// The data's text, to decode by its channel.
     Text(&'a str),
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use serde::Serialize;
 
-use keel_deribit::model::PublicTrade;
+use keel_deribit::model::TradeView;
 
 /// The largest `trade_seq` believed: Deribit's run to around 10^8 after years.
 const MAX_SEQ: i64 = 1_000_000_000_000_000;
@@ -83,14 +83,14 @@ impl Rejection {
 
 /// Checks that need no state: what any trade must be, wherever it came from
 /// (also applied to stream entries other programs wrote).
-pub fn check_values(trade: &PublicTrade) -> Result<(), Rejection> {
+pub fn check_values(trade: &TradeView<'_>) -> Result<(), Rejection> {
     if !(1..=MAX_SEQ).contains(&trade.trade_seq) {
         return Err(Rejection::SeqOutOfRange);
     }
     let texts = [
-        Some(trade.instrument_name.as_str()),
-        Some(trade.trade_id.as_str()),
-        Some(trade.direction.as_str()),
+        Some(&*trade.instrument_name),
+        Some(&*trade.trade_id),
+        Some(&*trade.direction),
         trade.liquidation.as_deref(),
         trade.block_trade_id.as_deref(),
         trade.combo_id.as_deref(),
@@ -104,7 +104,7 @@ pub fn check_values(trade: &PublicTrade) -> Result<(), Rejection> {
     {
         return Err(Rejection::BadText);
     }
-    if !matches!(trade.direction.as_str(), "buy" | "sell") {
+    if !matches!(&*trade.direction, "buy" | "sell") {
         return Err(Rejection::BadDirection);
     }
     let numbers = [
@@ -177,12 +177,12 @@ impl Gate {
     /// given the last `trade_seq` seen for its instrument and the time now.
     pub(super) fn check(
         &self,
-        trade: &PublicTrade,
+        trade: &TradeView<'_>,
         channel_instrument: Option<&str>,
         last_seq: Option<i64>,
         now_ms: u64,
     ) -> Result<(), Rejection> {
-        if !self.subscribed.contains(&trade.instrument_name) {
+        if !self.subscribed.contains(&*trade.instrument_name) {
             return Err(Rejection::Unsubscribed);
         }
         if channel_instrument.is_some_and(|c| c != trade.instrument_name) {
@@ -198,7 +198,8 @@ impl Gate {
         if let Some(last) = last_seq {
             if trade.trade_seq > last.saturating_add(self.max_jump) {
                 let mut unconfirmed = self.unconfirmed.lock();
-                let previous = unconfirmed.insert(trade.instrument_name.clone(), trade.trade_seq);
+                let previous =
+                    unconfirmed.insert(trade.instrument_name.clone().into_owned(), trade.trade_seq);
                 if previous != Some(trade.trade_seq - 1) {
                     return Err(Rejection::SeqJump);
                 }
@@ -249,6 +250,7 @@ impl Gate {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use keel_deribit::model::PublicTrade;
 
     const NOW: u64 = 1_700_000_000_000;
 
@@ -271,7 +273,7 @@ mod tests {
     fn good_trades_pass_and_each_kind_of_bad_one_is_named() {
         let g = gate();
         assert_eq!(
-            g.check(&trade(5), Some("BTC-PERPETUAL"), Some(4), NOW),
+            g.check(&trade(5).view(), Some("BTC-PERPETUAL"), Some(4), NOW),
             Ok(())
         );
         let cases: Vec<(PublicTrade, Rejection)> = vec![
@@ -351,7 +353,12 @@ mod tests {
         ];
         for (bad, reason) in cases {
             assert_eq!(
-                g.check(&bad, Some(&bad.instrument_name.clone()), Some(4), NOW),
+                g.check(
+                    &bad.view(),
+                    Some(&bad.instrument_name.clone()),
+                    Some(4),
+                    NOW
+                ),
                 Err(reason),
                 "{bad:?}"
             );
@@ -362,7 +369,7 @@ mod tests {
             ..trade(5)
         };
         assert_eq!(
-            g.check(&other, Some("BTC-PERPETUAL"), None, NOW),
+            g.check(&other.view(), Some("BTC-PERPETUAL"), None, NOW),
             Err(Rejection::WrongChannel)
         );
         // A combo's spread may be negative.
@@ -371,7 +378,7 @@ mod tests {
             ..other
         };
         assert_eq!(
-            g.check(&spread, Some("BTC-FS-29MAR24_PERP"), None, NOW),
+            g.check(&spread.view(), Some("BTC-FS-29MAR24_PERP"), None, NOW),
             Ok(())
         );
     }
@@ -381,16 +388,16 @@ mod tests {
         let g = gate();
         // One absurd number: turned away, and the next normal one passes.
         assert_eq!(
-            g.check(&trade(900_000), None, Some(10), NOW),
+            g.check(&trade(900_000).view(), None, Some(10), NOW),
             Err(Rejection::SeqJump)
         );
-        assert_eq!(g.check(&trade(11), None, Some(10), NOW), Ok(()));
+        assert_eq!(g.check(&trade(11).view(), None, Some(10), NOW), Ok(()));
         // A real jump (a long outage): the second trade confirms it.
         assert_eq!(
-            g.check(&trade(500_000), None, Some(11), NOW),
+            g.check(&trade(500_000).view(), None, Some(11), NOW),
             Err(Rejection::SeqJump)
         );
-        assert_eq!(g.check(&trade(500_001), None, Some(11), NOW), Ok(()));
+        assert_eq!(g.check(&trade(500_001).view(), None, Some(11), NOW), Ok(()));
     }
 
     #[test]
