@@ -192,15 +192,41 @@ impl PublicTrade {
         self.clone().into_trade()
     }
 
-    /// [`PublicTrade::to_trade`], taking the strings instead of copying them
-    /// (what a consumer does with each entry it reads).
+    /// [`PublicTrade::to_trade`], taking the strings instead of copying them.
+    pub fn into_trade(self) -> Result<Trade, BadTrade> {
+        let owned = |s: Option<String>| s.map(Cow::Owned);
+        TradeView {
+            trade_seq: self.trade_seq,
+            trade_id: Cow::Owned(self.trade_id),
+            timestamp: self.timestamp,
+            tick_direction: self.tick_direction,
+            price: self.price,
+            mark_price: self.mark_price,
+            index_price: self.index_price,
+            instrument_name: Cow::Owned(self.instrument_name),
+            direction: Cow::Owned(self.direction),
+            amount: self.amount,
+            contracts: self.contracts,
+            iv: self.iv,
+            liquidation: owned(self.liquidation),
+            block_trade_id: owned(self.block_trade_id),
+            combo_id: owned(self.combo_id),
+            combo_trade_id: owned(self.combo_trade_id),
+        }
+        .into_trade()
+    }
+}
+
+impl TradeView<'_> {
+    /// The trade as Keel stores it, its strings copied only where borrowed
+    /// (what a consumer does with each trade of an entry it reads).
     pub fn into_trade(self) -> Result<Trade, BadTrade> {
         let bad = |problem: String| BadTrade {
-            instrument: self.instrument_name.clone(),
+            instrument: self.instrument_name.clone().into_owned(),
             seq: self.trade_seq,
             problem,
         };
-        let direction = match self.direction.as_str() {
+        let direction = match &*self.direction {
             "buy" => Direction::Buy,
             "sell" => Direction::Sell,
             other => return Err(bad(format!("direction `{other}`"))),
@@ -212,9 +238,9 @@ impl PublicTrade {
             return Err(bad("an empty or invalid instrument name".into()));
         }
         Ok(Trade {
-            instrument_name: self.instrument_name,
+            instrument_name: self.instrument_name.into_owned(),
             trade_seq: self.trade_seq,
-            trade_id: self.trade_id,
+            trade_id: self.trade_id.into_owned(),
             timestamp: from_ms(self.timestamp),
             price: self.price,
             amount: self.amount,
@@ -223,10 +249,10 @@ impl PublicTrade {
             mark_price: self.mark_price,
             index_price: self.index_price,
             iv: self.iv,
-            liquidation: self.liquidation,
-            block_trade_id: self.block_trade_id,
-            combo_id: self.combo_id,
-            combo_trade_id: self.combo_trade_id,
+            liquidation: self.liquidation.map(Cow::into_owned),
+            block_trade_id: self.block_trade_id.map(Cow::into_owned),
+            combo_id: self.combo_id.map(Cow::into_owned),
+            combo_trade_id: self.combo_trade_id.map(Cow::into_owned),
         })
     }
 }

@@ -5,7 +5,8 @@
 
 use crate::resource::redis::{Fields, StreamEntry};
 use crate::service::receiver::{check_values, Rejection};
-use keel_deribit::model::{BadTrade, PublicTrade};
+use keel_deribit::decode_trades;
+use keel_deribit::model::{BadTrade, PublicTrade, TradeView};
 use keel_market::Trade;
 use serde_json::value::RawValue;
 
@@ -92,14 +93,14 @@ pub enum EntryError {
 /// `Err` of the whole is an entry with nothing readable in it.
 pub type Decoded = Result<Vec<Result<Trade, EntryError>>, EntryError>;
 
-/// An entry back into the trades Keel can store.
+/// An entry back into the trades Keel can store. Its trades are read as
+/// views borrowing the entry's text (no copy of a string until the row).
 pub fn decode(entry: &StreamEntry) -> Decoded {
+    let not_a_trade = |id: String| move |cause: String| EntryError::NotATrade { id, cause };
     if let Some(raw) = entry.field(TRADE_FIELD) {
-        let trade: PublicTrade =
-            serde_json::from_slice(raw).map_err(|e| EntryError::NotATrade {
-                id: entry.id.clone(),
-                cause: e.to_string(),
-            })?;
+        let trade: TradeView = utf8(raw)
+            .and_then(|text| serde_json::from_str(text).map_err(|e| e.to_string()))
+            .map_err(not_a_trade(entry.id.clone()))?;
         return Ok(vec![checked(trade, || entry.id.clone())]);
     }
     let raw = entry
@@ -108,27 +109,22 @@ pub fn decode(entry: &StreamEntry) -> Decoded {
             id: entry.id.clone(),
         })?;
     let at = |i: usize| move || format!("{}[{i}]", entry.id);
-    let trades: Vec<_> = match serde_json::from_slice::<Vec<PublicTrade>>(raw) {
+    let text = utf8(raw).map_err(not_a_trade(entry.id.clone()))?;
+    let trades: Vec<_> = match decode_trades(BATCH_FIELD, text) {
         Ok(trades) => trades
             .into_iter()
             .enumerate()
-            .map(|(i, trade)| checked(trade, at(i)))
+            .map(|(i, (trade, _))| checked(trade, at(i)))
             .collect(),
         // One element that is not a trade fails the whole array: read it
         // again element by element, so only that one is refused.
         Err(_) => batch_texts(entry)
-            .map_err(|cause| EntryError::NotATrade {
-                id: entry.id.clone(),
-                cause,
-            })?
+            .map_err(not_a_trade(entry.id.clone()))?
             .into_iter()
             .enumerate()
             .map(|(i, text)| {
-                serde_json::from_str::<PublicTrade>(text.get())
-                    .map_err(|e| EntryError::NotATrade {
-                        id: at(i)(),
-                        cause: e.to_string(),
-                    })
+                serde_json::from_str::<TradeView>(text.get())
+                    .map_err(|e| not_a_trade(at(i)())(e.to_string()))
                     .and_then(|trade| checked(trade, at(i)))
             })
             .collect(),
@@ -139,6 +135,10 @@ pub fn decode(entry: &StreamEntry) -> Decoded {
         });
     }
     Ok(trades)
+}
+
+fn utf8(raw: &[u8]) -> Result<&str, String> {
+    std::str::from_utf8(raw).map_err(|e| e.to_string())
 }
 
 /// The JSON text of the `index`-th trade of an entry: the whole `t`, or one
@@ -158,8 +158,8 @@ fn batch_texts(entry: &StreamEntry) -> Result<Vec<&RawValue>, String> {
 
 /// The checks the receiver applies (entries other programs wrote get them
 /// too), then the conversion into a row.
-fn checked(trade: PublicTrade, id: impl Fn() -> String) -> Result<Trade, EntryError> {
-    check_values(&trade.view()).map_err(|reason| EntryError::Rejected { id: id(), reason })?;
+fn checked(trade: TradeView<'_>, id: impl Fn() -> String) -> Result<Trade, EntryError> {
+    check_values(&trade).map_err(|reason| EntryError::Rejected { id: id(), reason })?;
     trade
         .into_trade()
         .map_err(|cause| EntryError::Unstorable { id: id(), cause })
