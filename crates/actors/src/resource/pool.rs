@@ -10,18 +10,34 @@ use super::availability::Unreachable;
 use super::{Availability, PoolStats};
 
 /// Sends bb8's connection errors (refused, authentication failed, DNS) to the
-/// registry and the log, instead of leaving callers with a bare "timed out".
-#[derive(Debug, Clone)]
-struct RecordErrors(Availability);
+/// registry and the log, instead of leaving callers with a bare "timed out";
+/// classified as the connection attempt classifies them, so a cause an
+/// operator must fix is never shown without saying so.
+struct RecordErrors<E> {
+    availability: Availability,
+    /// What an operator must do about the error, when retrying cannot help.
+    permanent: fn(&E) -> Option<&'static str>,
+}
 
-impl<E: std::error::Error + Send + 'static> ErrorSink<E> for RecordErrors {
+impl<E: std::error::Error + Send + 'static> ErrorSink<E> for RecordErrors<E> {
     fn sink(&self, error: E) {
-        self.0
+        let permanent = (self.permanent)(&error).is_some();
+        self.availability.probe().set_detail("permanent", permanent);
+        self.availability
             .mark_unreachable(&Unreachable::Said(super::describe(&error)));
     }
 
     fn boxed_clone(&self) -> Box<dyn ErrorSink<E>> {
-        Box::new(self.clone())
+        Box::new(RecordErrors {
+            availability: self.availability.clone(),
+            permanent: self.permanent,
+        })
+    }
+}
+
+impl<E> std::fmt::Debug for RecordErrors<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordErrors").finish_non_exhaustive()
     }
 }
 
@@ -33,6 +49,7 @@ pub(super) fn build<M>(
     max_size: u32,
     checkout_timeout: Duration,
     availability: &Availability,
+    permanent: fn(&M::Error) -> Option<&'static str>,
 ) -> Pool<M>
 where
     M: ManageConnection,
@@ -46,7 +63,10 @@ where
         // instead of retrying it until the checkout times out: the caller's
         // retry policy (or ride-out) decides what happens next.
         .retry_connection(false)
-        .error_sink(Box::new(RecordErrors(availability.clone())))
+        .error_sink(Box::new(RecordErrors {
+            availability: availability.clone(),
+            permanent,
+        }))
         .build_unchecked(manager)
 }
 
@@ -71,5 +91,51 @@ pub(super) fn stats(state: State, max_size: u32) -> PoolStats {
         max_size,
         waited: state.statistics.get_waited,
         timed_out: state.statistics.get_timed_out,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keel_core::registry::{ActorKind, Registry};
+
+    fn refused_for_good(e: &std::io::Error) -> Option<&'static str> {
+        (e.kind() == std::io::ErrorKind::PermissionDenied).then_some("let Keel in")
+    }
+
+    /// A failed connect the pool meets first (a command's checkout) is shown
+    /// classified, as the connection attempt would show it: never a cause an
+    /// operator must fix without saying so.
+    #[test]
+    fn the_pool_classifies_the_causes_it_records() {
+        let registry = Registry::default();
+        let probe = registry
+            .register("redis", ActorKind::Resource, None)
+            .unwrap();
+        let sink = RecordErrors {
+            availability: Availability::new(&probe),
+            permanent: refused_for_good,
+        };
+        let details = |registry: &Registry| registry.snapshot().actors[0].details.clone();
+        sink.sink(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            "authentication failed",
+        ));
+        let now = details(&registry);
+        assert!(now["cause"]
+            .as_str()
+            .unwrap()
+            .contains("authentication failed"));
+        assert_eq!(now["permanent"], true);
+        sink.boxed_clone().sink(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "connection refused",
+        ));
+        let now = details(&registry);
+        assert!(now["cause"]
+            .as_str()
+            .unwrap()
+            .contains("connection refused"));
+        assert_eq!(now["permanent"], false);
     }
 }

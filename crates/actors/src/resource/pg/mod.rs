@@ -108,6 +108,7 @@ impl Resource for Postgres {
             self.config.max_size,
             self.config.checkout_timeout,
             &availability,
+            error::permanent_fix,
         );
         availability
             .probe()

@@ -162,6 +162,7 @@ impl Resource for Redis {
             self.config.max_size,
             self.config.checkout_timeout,
             &availability,
+            error::permanent_fix,
         );
         let shared = RedisShared {
             pool,
