@@ -445,11 +445,8 @@ impl<'a> Scan<'a> {
 
     /// One value of type `T` (borrowed strings fail on an escape).
     fn value<T: Deserialize<'a>>(&mut self) -> Option<T> {
-        self.ws();
-        let rest = &self.text[self.at..];
-        let mut one = serde_json::Deserializer::from_str(rest).into_iter::<T>();
-        let value = one.next()?.ok()?;
-        self.at += one.byte_offset();
+        let (value, len) = crate::payload::value_at(&self.text[self.ws()..])?.ok()?;
+        self.at += len;
         Some(value)
     }
 

@@ -189,31 +189,7 @@ impl PublicTrade {
 
     /// The trade as Keel stores it.
     pub fn to_trade(&self) -> Result<Trade, BadTrade> {
-        self.clone().into_trade()
-    }
-
-    /// [`PublicTrade::to_trade`], taking the strings instead of copying them.
-    pub fn into_trade(self) -> Result<Trade, BadTrade> {
-        let owned = |s: Option<String>| s.map(Cow::Owned);
-        TradeView {
-            trade_seq: self.trade_seq,
-            trade_id: Cow::Owned(self.trade_id),
-            timestamp: self.timestamp,
-            tick_direction: self.tick_direction,
-            price: self.price,
-            mark_price: self.mark_price,
-            index_price: self.index_price,
-            instrument_name: Cow::Owned(self.instrument_name),
-            direction: Cow::Owned(self.direction),
-            amount: self.amount,
-            contracts: self.contracts,
-            iv: self.iv,
-            liquidation: owned(self.liquidation),
-            block_trade_id: owned(self.block_trade_id),
-            combo_id: owned(self.combo_id),
-            combo_trade_id: owned(self.combo_trade_id),
-        }
-        .into_trade()
+        self.view().into_trade()
     }
 }
 

@@ -92,6 +92,16 @@ pub(crate) fn skip_whitespace(bytes: &[u8], mut at: usize) -> usize {
     at
 }
 
+/// One value of type `T` at the start of `text` (whitespace before it
+/// allowed), read by serde, and the bytes it took; `None` when there is none.
+pub(crate) fn value_at<'a, T: serde::Deserialize<'a>>(
+    text: &'a str,
+) -> Option<Result<(T, usize), serde_json::Error>> {
+    let mut one = serde_json::Deserializer::from_str(text).into_iter::<T>();
+    let value = one.next()?;
+    Some(value.map(|value| (value, one.byte_offset())))
+}
+
 /// The most trades [`trades_at`] makes room for before it has read them.
 const MAX_RESERVE: usize = 1 << 16;
 
@@ -106,13 +116,11 @@ fn trades_at(text: &str) -> Result<(Texts<'_>, usize), String> {
     }
     loop {
         let rest = &text[at..];
-        let mut one = serde_json::Deserializer::from_str(rest).into_iter::<TradeView>();
-        let trade = match one.next() {
-            Some(Ok(trade)) => trade,
+        let (trade, end) = match value_at::<TradeView>(rest) {
+            Some(Ok(read)) => read,
             Some(Err(e)) => return Err(e.to_string()),
             None => return Err("EOF while parsing a list".into()),
         };
-        let end = one.byte_offset();
         if trades.is_empty() {
             // Room for all at once, judged by the first (the trades of a
             // frame are of a size, give or take a third): a trade is large,

@@ -116,26 +116,20 @@ mod tests {
             availability: Availability::new(&probe),
             permanent: refused_for_good,
         };
-        let details = |registry: &Registry| registry.snapshot().actors[0].details.clone();
-        sink.sink(std::io::Error::new(
-            std::io::ErrorKind::PermissionDenied,
-            "authentication failed",
-        ));
-        let now = details(&registry);
-        assert!(now["cause"]
-            .as_str()
-            .unwrap()
-            .contains("authentication failed"));
-        assert_eq!(now["permanent"], true);
-        sink.boxed_clone().sink(std::io::Error::new(
-            std::io::ErrorKind::ConnectionRefused,
-            "connection refused",
-        ));
-        let now = details(&registry);
-        assert!(now["cause"]
-            .as_str()
-            .unwrap()
-            .contains("connection refused"));
-        assert_eq!(now["permanent"], false);
+        // Records one error; the cause it shows and whether it says permanent.
+        let record = |sink: &dyn ErrorSink<std::io::Error>, kind, text: &str| {
+            sink.sink(std::io::Error::new(kind, text));
+            let details = registry.snapshot().actors[0].details.clone();
+            let cause = details["cause"].as_str().unwrap_or_default().to_owned();
+            assert!(cause.contains(text), "{cause}");
+            details["permanent"].clone()
+        };
+        let denied = std::io::ErrorKind::PermissionDenied;
+        assert_eq!(record(&sink, denied, "authentication failed"), true);
+        let refused = std::io::ErrorKind::ConnectionRefused;
+        assert_eq!(
+            record(&*sink.boxed_clone(), refused, "connection refused"),
+            false
+        );
     }
 }

@@ -35,17 +35,6 @@ impl Continuity {
             .or_insert(last_seq);
     }
 
-    /// The last `trade_seq` seen for `instrument`.
-    #[cfg(test)]
-    pub(super) fn last(&self, instrument: &str) -> Option<i64> {
-        self.0.lock().get(instrument).copied()
-    }
-
-    #[cfg(test)]
-    pub(super) fn check(&self, instrument: &str, seq: i64) -> Verdict {
-        self.held().check(instrument, seq)
-    }
-
     /// Held for a frame's trades: one lock for all of them.
     pub(super) fn held(&self) -> Held<'_> {
         Held(self.0.lock())
@@ -94,24 +83,24 @@ mod tests {
     fn next_repeat_and_holes() {
         let c = Continuity::default();
         assert_eq!(
-            c.check("X", 5),
+            c.held().check("X", 5),
             Verdict::Next,
             "the first sets the baseline"
         );
-        assert_eq!(c.check("X", 6), Verdict::Next);
-        assert_eq!(c.check("X", 6), Verdict::Repeat);
-        assert_eq!(c.check("X", 3), Verdict::Repeat);
+        assert_eq!(c.held().check("X", 6), Verdict::Next);
+        assert_eq!(c.held().check("X", 6), Verdict::Repeat);
+        assert_eq!(c.held().check("X", 3), Verdict::Repeat);
         assert_eq!(
-            c.check("X", 10),
+            c.held().check("X", 10),
             Verdict::After(Gap {
                 instrument_name: "X".into(),
                 from_seq: 7,
                 to_seq: 9
             })
         );
-        assert_eq!(c.check("X", 11), Verdict::Next);
+        assert_eq!(c.held().check("X", 11), Verdict::Next);
         assert_eq!(
-            c.check("Y", 1),
+            c.held().check("Y", 1),
             Verdict::Next,
             "instruments are independent"
         );
@@ -123,7 +112,7 @@ mod tests {
         c.seed("X", 100);
         c.seed("X", 1); // an existing baseline wins
         assert_eq!(
-            c.check("X", 150),
+            c.held().check("X", 150),
             Verdict::After(Gap {
                 instrument_name: "X".into(),
                 from_seq: 101,
@@ -154,7 +143,7 @@ mod properties {
             let mut new = Vec::new();
             let mut missing = Vec::new();
             for &seq in &seqs {
-                match c.check("X", seq) {
+                match c.held().check("X", seq) {
                     Verdict::Next => new.push(seq),
                     Verdict::Repeat => {}
                     Verdict::After(gap) => {
@@ -173,7 +162,7 @@ mod properties {
             // Below the first trade nothing is known; above it, each once.
             let above: Vec<i64> = all.iter().copied().filter(|s| *s >= first).collect();
             prop_assert_eq!(above, expected);
-            prop_assert_eq!(c.last("X"), Some(high));
+            prop_assert_eq!(c.held().last("X"), Some(high));
             let unique: BTreeSet<i64> = new.iter().copied().collect();
             prop_assert_eq!(unique.len(), new.len(), "no trade is new twice");
         }
