@@ -9,6 +9,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use keel_deribit::model::*;
+use keel_deribit::private::{
+    AccountSummary, CancelOnDisconnect, Order, OrderResult, Position, UserChanges, UserChannel,
+    UserFeed, UserTrade, UserTradesPage,
+};
 use keel_deribit::{
     decode, decode_trades, parse_request, parse_server_frame, parse_subscription, raw_data,
     read_trades, ChannelKind, Payload, ServerFrame,
@@ -67,9 +71,29 @@ fn read(kind: &str, text: &str) -> Result<String, String> {
         }
         // Not a frame: the `data` array of a `user.trades` notification.
         "user.trades data array" => {
+            serde_json::from_str::<Vec<UserTrade>>(text).map_err(|e| e.to_string())?;
             return decode("user.trades.BTC-PERPETUAL.raw", text)
                 .map(|p| format!("{p:?}"))
-                .map_err(|e| e.to_string())
+                .map_err(|e| e.to_string());
+        }
+        // What the executor reads of the private API.
+        "order response (buy/sell/edit/close)" => {
+            return result_as::<OrderResult>(text)
+                .map(|r| format!("order {} {}", r.order.order_state.as_str(), r.trades.len()))
+        }
+        "order response (cancel)" => {
+            return result_as::<Order>(text).map(|o| format!("order {}", o.order_state.as_str()))
+        }
+        "open orders / order state list" => {
+            let orders = if text.contains("\"jsonrpc\"") {
+                result_as::<Vec<Order>>(text)?
+            } else {
+                // The docs' detailed cancel result: `{currency, type, result: [orders]}`.
+                let value: serde_json::Value =
+                    serde_json::from_str(text).map_err(|e| e.to_string())?;
+                serde_json::from_value(value["result"].clone()).map_err(|e| e.to_string())?
+            };
+            return Ok(format!("{} orders", orders.len()));
         }
         "get_instruments response" => {
             return result_as::<Vec<InstrumentInfo>>(text)
@@ -105,6 +129,20 @@ fn read(kind: &str, text: &str) -> Result<String, String> {
                 if trades.map(|(_, t)| t) != decode_trades(&channel, data.get()).ok() {
                     return Err("the one-pass read decodes other trades".into());
                 }
+            }
+            if let Ok(user) = channel.parse::<UserChannel>() {
+                let items = match user.feed {
+                    UserFeed::Orders if data.get().trim_start().starts_with('[') => {
+                        serde_json::from_str::<Vec<Order>>(data.get()).map(|v| v.len())
+                    }
+                    UserFeed::Orders => serde_json::from_str::<Order>(data.get()).map(|_| 1),
+                    UserFeed::Trades => {
+                        serde_json::from_str::<Vec<UserTrade>>(data.get()).map(|v| v.len())
+                    }
+                    UserFeed::Changes => serde_json::from_str::<UserChanges>(data.get())
+                        .map(|c| c.orders.len() + c.trades.len()),
+                };
+                items.map_err(|e| format!("{channel}: {e}"))?;
             }
             let payload = decode(&channel, data.get()).map_err(|e| e.to_string())?;
             let consumed = !matches!(payload, Payload::Skipped(_));
@@ -155,6 +193,52 @@ fn read(kind: &str, text: &str) -> Result<String, String> {
         ServerFrame::Heartbeat | ServerFrame::TestRequest => Ok("heartbeat".into()),
         ServerFrame::Other(n) => Ok(format!("notification {}", n.method)),
     }
+}
+
+/// The private methods' other results the executor reads, by file.
+fn read_private(file: &str, text: &str) -> Option<Result<String, String>> {
+    let method = file
+        .strip_prefix("deribit-docs/private-")?
+        .strip_suffix(".response.json")?;
+    Some(match method {
+        "get_positions" => {
+            result_as::<Vec<Position>>(text).map(|p| format!("{} positions", p.len()))
+        }
+        "get_position" => result_as::<Position>(text).map(|p| p.instrument_name),
+        "get_user_trades_by_instrument" | "get_user_trades_by_instrument_and_time" => {
+            result_as::<UserTradesPage>(text).map(|p| format!("{} trades", p.trades.len()))
+        }
+        "get_user_trades_by_order" => {
+            result_as::<Vec<UserTrade>>(text).map(|t| format!("{} trades", t.len()))
+        }
+        "get_cancel_on_disconnect" => result_as::<CancelOnDisconnect>(text).map(|c| c.scope),
+        "get_account_summary" => result_as::<AccountSummary>(text).and_then(|a| {
+            a.limits
+                .map(|_| a.currency)
+                .ok_or_else(|| "no limits".into())
+        }),
+        "cancel_all" | "cancel_all_by_instrument" | "cancel_by_label" => {
+            result_as::<u64>(text).map(|n| format!("{n} cancelled"))
+        }
+        "enable_cancel_on_disconnect" | "disable_cancel_on_disconnect" => result_as::<String>(text),
+        _ => return None,
+    })
+}
+
+#[test]
+fn every_private_result_the_executor_reads_parses() {
+    let mut read = 0;
+    let mut failures = Vec::new();
+    for file in files() {
+        let text = std::fs::read_to_string(corpus_dir().join(&file)).expect("readable");
+        match read_private(&file, &text) {
+            Some(Ok(_)) => read += 1,
+            Some(Err(e)) => failures.push(format!("{file}: {e}")),
+            None => {}
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_eq!(read, 12, "the private results in the corpus");
 }
 
 #[test]

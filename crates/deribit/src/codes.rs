@@ -18,6 +18,50 @@ pub const INVALID_CREDENTIALS: i64 = 13004;
 pub const INVALID_TOKEN: i64 = 13009;
 /// A `raw` channel on a connection that has not authenticated.
 pub const RAW_SUBSCRIPTIONS_UNAUTHORIZED: i64 = 13778;
+/// The order amount is below the instrument's minimum.
+pub const QTY_TOO_LOW: i64 = 10002;
+/// No order with that id or label.
+pub const ORDER_NOT_FOUND: i64 = 10004;
+/// The account cannot afford the order (final: do not retry).
+pub const NOT_ENOUGH_FUNDS: i64 = 10009;
+/// The order is already closed.
+pub const ALREADY_CLOSED: i64 = 10010;
+/// Too many open orders.
+pub const MAX_OPEN_ORDERS: i64 = 10013;
+/// No such instrument, or not tradable.
+pub const INVALID_INSTRUMENT: i64 = 10020;
+/// The amount is not valid (not a multiple of the contract size, ...).
+pub const INVALID_AMOUNT: i64 = 10021;
+/// The price is not valid.
+pub const INVALID_PRICE: i64 = 10023;
+/// Try again (transient).
+pub const RETRY: i64 = 10040;
+/// Settlement is running (transient).
+pub const SETTLEMENT_IN_PROGRESS: i64 = 10041;
+/// The price is not a multiple of the tick size.
+pub const PRICE_WRONG_TICK: i64 = 10043;
+/// The matching engine's queue is full (transient).
+pub const MATCHING_ENGINE_QUEUE_FULL: i64 = 10047;
+/// Cancel on disconnect could not be set.
+pub const CANCEL_ON_DISCONNECT_FAILED: i64 = 10049;
+/// The order is not open (filled or cancelled already): a final answer to a cancel.
+pub const NOT_OPEN_ORDER: i64 = 11044;
+/// Maintenance (transient).
+pub const SYSTEM_MAINTENANCE: i64 = 11051;
+/// A post-only order would have taken liquidity (with `reject_post_only`).
+pub const POST_ONLY_REJECT: i64 = 11054;
+/// An internal error (transient).
+pub const INTERNAL_SERVER_ERROR: i64 = 11094;
+/// A reduce-only order that would not reduce the position.
+pub const REDUCE_ONLY_REJECT: i64 = 11030;
+/// Temporarily unavailable (transient).
+pub const TEMPORARILY_UNAVAILABLE: i64 = 13028;
+/// A label-addressed operation found several orders with the label.
+pub const NON_UNIQUE_ORDER_LABEL: i64 = 13032;
+/// Cancel on disconnect is not enabled.
+pub const COD_NOT_ENABLED: i64 = 13042;
+/// The order could not start before its `valid_until`.
+pub const TIMED_OUT: i64 = 13888;
 /// JSON-RPC: the frame is not JSON.
 pub const PARSE_ERROR: i64 = -32700;
 /// JSON-RPC: not a valid request object; also a frame over 32 kB, answered
@@ -43,6 +87,28 @@ pub fn message(code: i64) -> &'static str {
         BAD_REQUEST => "bad_request",
         INVALID_TOKEN => "unauthorized",
         RAW_SUBSCRIPTIONS_UNAUTHORIZED => "raw_subscriptions_not_available_for_unauthorized",
+        QTY_TOO_LOW => "qty_too_low",
+        ORDER_NOT_FOUND => "order_not_found",
+        NOT_ENOUGH_FUNDS => "not_enough_funds",
+        ALREADY_CLOSED => "already_closed",
+        MAX_OPEN_ORDERS => "pme_max_total_open_orders",
+        INVALID_INSTRUMENT => "invalid_or_unsupported_instrument",
+        INVALID_AMOUNT => "invalid_amount",
+        INVALID_PRICE => "invalid_price",
+        RETRY => "retry",
+        SETTLEMENT_IN_PROGRESS => "settlement_in_progress",
+        PRICE_WRONG_TICK => "price_wrong_tick",
+        MATCHING_ENGINE_QUEUE_FULL => "matching_engine_queue_full",
+        CANCEL_ON_DISCONNECT_FAILED => "cancel_on_disconnect_failed",
+        NOT_OPEN_ORDER => "not_open_order",
+        SYSTEM_MAINTENANCE => "system_maintenance",
+        POST_ONLY_REJECT => "post_only_reject",
+        INTERNAL_SERVER_ERROR => "internal_server_error",
+        REDUCE_ONLY_REJECT => "other_reject",
+        TEMPORARILY_UNAVAILABLE => "temporarily_unavailable",
+        NON_UNIQUE_ORDER_LABEL => "non_unique_order_label",
+        COD_NOT_ENABLED => "cod_not_enabled",
+        TIMED_OUT => "timed_out",
         PARSE_ERROR => "Parse error",
         INVALID_REQUEST => "Invalid Request",
         METHOD_NOT_FOUND => "Method not found",

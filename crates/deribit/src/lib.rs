@@ -10,6 +10,7 @@ pub mod http;
 mod jsonrpc;
 pub mod model;
 pub mod payload;
+pub mod private;
 pub mod sim;
 pub mod tls;
 

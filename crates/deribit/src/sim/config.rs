@@ -30,6 +30,20 @@ pub struct RateLimits {
     /// Cost of `get_instruments` (1/s).
     #[serde(default = "default_instruments_cost")]
     pub instruments_cost: u64,
+    /// Matching-engine requests (order entry and cancels) per second, a
+    /// budget of its own per connection, as Deribit's tiers (tier 1: 30/s).
+    #[serde(default = "default_matching_rate")]
+    pub matching_rate: u32,
+    /// Matching-engine requests a connection can make at once.
+    #[serde(default = "default_matching_burst")]
+    pub matching_burst: u32,
+}
+
+fn default_matching_rate() -> u32 {
+    30
+}
+fn default_matching_burst() -> u32 {
+    100
 }
 
 fn default_max_credits() -> u64 {
@@ -57,6 +71,8 @@ impl Default for RateLimits {
             request_cost: default_cost(),
             subscribe_cost: default_subscribe_cost(),
             instruments_cost: default_instruments_cost(),
+            matching_rate: default_matching_rate(),
+            matching_burst: default_matching_burst(),
         }
     }
 }

@@ -10,6 +10,7 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
+use super::account::{Account, UserEvent};
 use super::catalog::{self, Spec};
 use super::faults::{Control, Fault};
 use super::history::History;
@@ -101,6 +102,52 @@ pub(super) struct Exchange {
     pub(super) started: Instant,
     /// `--replay`: the recorded session served instead of generated data.
     pub(super) recording: Option<Arc<super::replay::Recording>>,
+    /// The account's orders, fills and positions. Locked before a venue.
+    pub(super) account: Mutex<super::account::Account>,
+    /// Open orders of the account (the engine skips the account without any).
+    pub(super) resting: AtomicUsize,
+    /// What happened to the account's orders, for the `user.*` channels.
+    pub(super) user_feed: broadcast::Sender<Arc<UserEvent>>,
+    /// Faults pending on order requests.
+    pub(super) order_faults: Mutex<OrderFaults>,
+    /// Connections get ids for cancel on disconnect.
+    pub(super) next_connection: AtomicU64,
+}
+
+/// Faults that apply to the next order requests, across connections.
+#[derive(Debug, Default)]
+pub(super) struct OrderFaults {
+    pub(super) drop: u32,
+    pub(super) delay: (u64, u32),
+    pub(super) reject: (i64, u32),
+}
+
+/// What happens to one order request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum OrderFault {
+    None,
+    Drop,
+    Delay(u64),
+    Reject(i64),
+}
+
+impl OrderFaults {
+    /// Takes the fault for the next order request, if any.
+    pub(super) fn take(&mut self) -> OrderFault {
+        if self.reject.1 > 0 {
+            self.reject.1 -= 1;
+            return OrderFault::Reject(self.reject.0);
+        }
+        if self.drop > 0 {
+            self.drop -= 1;
+            return OrderFault::Drop;
+        }
+        if self.delay.1 > 0 {
+            self.delay.1 -= 1;
+            return OrderFault::Delay(self.delay.0);
+        }
+        OrderFault::None
+    }
 }
 
 /// `/sim/stats`.
@@ -187,6 +234,11 @@ impl Exchange {
             http_credits: Mutex::new((config.rate_limits.max_credits as f64, Instant::now())),
             started: Instant::now(),
             recording,
+            account: Mutex::new(Account::new(names.len())),
+            resting: AtomicUsize::new(0),
+            user_feed: broadcast::channel(FEED_BUFFER).0,
+            order_faults: Mutex::new(OrderFaults::default()),
+            next_connection: AtomicU64::new(1),
             names,
             index,
             venues,
@@ -284,6 +336,18 @@ impl Exchange {
                 Control::SilenceHeartbeats(*ms),
                 "sending no heartbeats on open connections",
             ),
+            Fault::DropOrderAnswers { count } => {
+                self.order_faults.lock().drop += count;
+                format!("executing the next {count} order requests without answering")
+            }
+            Fault::DelayOrderAnswers { ms, count } => {
+                self.order_faults.lock().delay = (*ms, *count);
+                format!("answering the next {count} order requests {ms} ms late")
+            }
+            Fault::RejectOrders { code, count } => {
+                self.order_faults.lock().reject = (*code, *count);
+                format!("refusing the next {count} order requests with {code}")
+            }
         };
         *self.counters.faults.lock().entry(fault.name()).or_default() += 1;
         tracing::warn!(fault = fault.name(), %done, "Fault injected.");
@@ -342,13 +406,25 @@ impl Exchange {
         let due = self.rate.lock().due(Instant::now());
         let n = self.venues.len();
         let mut batches: Vec<Vec<crate::model::PublicTrade>> = vec![Vec::new(); n];
+        // The account is locked before a venue, and only when it has orders
+        // a trade could fill.
+        let mut account = (self.resting.load(Ordering::Acquire) > 0).then(|| self.account.lock());
+        let mut events = Vec::new();
         for _ in 0..due {
             let i = *next_instrument % n;
             *next_instrument = (*next_instrument + 1) % n;
             let mut venue = self.venues[i].lock();
-            let trade = venue.market.next_trade(now_ms);
+            let mut trade = venue.market.next_trade(now_ms);
+            if let Some(account) = account.as_mut() {
+                if let Some(event) = account.on_walk(i, &mut trade, &venue.market) {
+                    events.push(event);
+                }
+            }
             venue.history.push(trade.clone());
             batches[i].push(trade);
+        }
+        if let Some(account) = account.take() {
+            self.resting.store(account.resting(), Ordering::Release);
         }
         let duplicates = self.duplicates.swap(0, Ordering::AcqRel);
         if duplicates > 0 {
@@ -384,6 +460,9 @@ impl Exchange {
         }
         if !tick.trades.is_empty() || tick.slot {
             let _ = self.feed.send(Arc::new(tick));
+        }
+        for event in events {
+            let _ = self.user_feed.send(Arc::new(event));
         }
     }
 }

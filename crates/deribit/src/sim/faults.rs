@@ -52,6 +52,28 @@ pub enum Fault {
         /// Duration.
         ms: u64,
     },
+    /// Execute the next `count` order requests (`buy`, `sell`, `edit*`) but
+    /// never answer them: the order is placed, the client hears nothing but
+    /// the `user.*` notifications.
+    DropOrderAnswers {
+        /// Requests.
+        count: u32,
+    },
+    /// Execute the next `count` order requests at once and answer each `ms` later.
+    DelayOrderAnswers {
+        /// Delay.
+        ms: u64,
+        /// Requests.
+        count: u32,
+    },
+    /// Refuse the next `count` order requests with error `code`, without
+    /// executing them (10047 and 10040 are retryable, 10009 is final).
+    RejectOrders {
+        /// The Deribit error code.
+        code: i64,
+        /// Requests.
+        count: u32,
+    },
 }
 
 impl Fault {
@@ -67,6 +89,9 @@ impl Fault {
             Fault::RateLimit => "rate_limit",
             Fault::SlowConsumer { .. } => "slow_consumer",
             Fault::SilenceHeartbeats { .. } => "silence_heartbeats",
+            Fault::DropOrderAnswers { .. } => "drop_order_answers",
+            Fault::DelayOrderAnswers { .. } => "delay_order_answers",
+            Fault::RejectOrders { .. } => "reject_orders",
         }
     }
 }

@@ -114,6 +114,81 @@ impl Market {
         }
     }
 
+    /// A trade of the account's order: the next `trade_seq`, at `price_ticks`,
+    /// `taker` the side that took liquidity. Moves the walk to the price, as a
+    /// trade does.
+    pub(super) fn mint_trade(
+        &mut self,
+        now_ms: u64,
+        price_ticks: i64,
+        amount: f64,
+        taker: &str,
+    ) -> PublicTrade {
+        let step = price_ticks - self.price_ticks;
+        let tick_direction = match step {
+            s if s > 0 => 0,
+            s if s < 0 => 2,
+            _ if self.last_move_up => 1,
+            _ => 3,
+        };
+        if step != 0 {
+            self.last_move_up = step > 0;
+        }
+        self.price_ticks = price_ticks.max(1);
+        let info = &self.spec.info;
+        let price = self.price(self.price_ticks);
+        self.trade_seq += 1;
+        PublicTrade {
+            trade_seq: self.trade_seq,
+            trade_id: (info.instrument_id.unwrap_or_default() * 1_000_000_000
+                + self.trade_seq as u64)
+                .to_string(),
+            timestamp: now_ms,
+            tick_direction,
+            price,
+            mark_price: Some(price),
+            index_price: price,
+            instrument_name: info.instrument_name.clone(),
+            direction: taker.into(),
+            amount: round(amount),
+            contracts: Some(round(amount / info.contract_size)),
+            iv: (info.kind == "option").then_some(60.0),
+            liquidation: None,
+            block_trade_id: None,
+            combo_id: None,
+            combo_trade_id: None,
+        }
+    }
+
+    /// The book's levels a taker on `side` (`true`: buying) can trade with
+    /// up to `limit_ticks` (any price when `None`), best first: `(ticks, amount)`.
+    pub(super) fn crossing(&self, buying: bool, limit_ticks: Option<i64>) -> Vec<(i64, f64)> {
+        if buying {
+            self.book
+                .asks
+                .iter()
+                .take_while(|(p, _)| limit_ticks.is_none_or(|l| **p <= l))
+                .map(|(p, a)| (*p, *a))
+                .collect()
+        } else {
+            self.book
+                .bids
+                .iter()
+                .rev()
+                .take_while(|(p, _)| limit_ticks.is_none_or(|l| **p >= l))
+                .map(|(p, a)| (*p, *a))
+                .collect()
+        }
+    }
+
+    /// The best bid and ask in ticks.
+    pub(super) fn best_ticks(&self) -> (Option<i64>, Option<i64>) {
+        (
+            self.book.bids.keys().next_back().copied(),
+            self.book.asks.keys().next().copied(),
+        )
+    }
+
     /// Applies the next book change and describes it.
     pub(super) fn next_book_change(&mut self, now_ms: u64) -> BookUpdate {
         let spec = &self.spec;

@@ -6,6 +6,7 @@
 //! faults on `POST /sim/faults`. It is what every integration test and benchmark
 //! of Keel runs against.
 
+mod account;
 mod actor;
 mod auth;
 mod catalog;
@@ -22,6 +23,7 @@ mod rng;
 mod server;
 mod session;
 mod tls;
+mod trading;
 
 pub use actor::SimActor;
 pub use auth::signature;

@@ -59,6 +59,19 @@ impl Params<'_> {
         }
     }
 
+    pub(super) fn opt_f64(&self, name: &str) -> Result<Option<f64>, RpcError> {
+        let n = match self.get(name) {
+            None => return Ok(None),
+            Some(Value::Number(n)) => n.as_f64(),
+            Some(Value::String(s)) => s.parse::<f64>().ok(),
+            Some(_) => None,
+        };
+        match n {
+            Some(n) if n.is_finite() => Ok(Some(n)),
+            _ => Err(invalid(name, "a number")),
+        }
+    }
+
     pub(super) fn opt_bool(&self, name: &str) -> Result<Option<bool>, RpcError> {
         match self.get(name) {
             None => Ok(None),

@@ -12,12 +12,15 @@ use serde_json::{json, Value};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
-use super::exchange::{Exchange, Tick};
+use super::account::{Selection, UserEvent};
+use super::exchange::{Exchange, OrderFault, Tick};
 use super::faults::{Control, GARBAGE};
 use super::methods;
 use super::params::Params;
 use super::reply::{self, micros};
+use super::trading;
 use crate::model::to_ms;
+use crate::private::{UserChannel, UserFeed, UserScope};
 use crate::{codes, parse_request, Channel, Id, Interval, RpcError};
 
 type Sink = SplitSink<WebSocket, Message>;
@@ -35,7 +38,21 @@ struct Credits {
 
 struct Session {
     exchange: Arc<Exchange>,
+    /// This connection's id (orders remember it for cancel on disconnect).
+    id: u64,
     authenticated: bool,
+    /// `user.*` channels.
+    user_subs: BTreeSet<UserChannel>,
+    /// Aggregated `user.*` channels: data items until the next 100 ms slot.
+    user_pending: BTreeMap<String, Vec<Value>>,
+    /// Cancel on disconnect: the scope, when enabled.
+    cancel_on_disconnect: Option<&'static str>,
+    /// `private/logout`: a graceful close, which cancels nothing.
+    logged_out: bool,
+    /// Answers held back by the delay fault: when each is due.
+    delayed: std::collections::VecDeque<(tokio::time::Instant, String)>,
+    /// The matching engine's budget, in requests.
+    matching: Option<Credits>,
     subs: BTreeSet<Channel>,
     /// Aggregated trade channels: buffered JSON arrays until the next 100 ms slot.
     pending: BTreeMap<String, Vec<Arc<str>>>,
@@ -67,7 +84,18 @@ pub(super) async fn run(socket: WebSocket, exchange: Arc<Exchange>, stop: Cancel
     let (mut tx, mut rx) = socket.split();
     let mut feed = exchange.feed.subscribe();
     let mut control = exchange.control.subscribe();
+    let mut user_feed = exchange.user_feed.subscribe();
     let mut session = Session {
+        id: exchange.next_connection.fetch_add(1, Ordering::Relaxed),
+        user_subs: BTreeSet::new(),
+        user_pending: BTreeMap::new(),
+        cancel_on_disconnect: None,
+        logged_out: false,
+        delayed: std::collections::VecDeque::new(),
+        matching: exchange.config.rate_limits.enabled.then(|| Credits {
+            left: f64::from(exchange.config.rate_limits.matching_burst),
+            at: Instant::now(),
+        }),
         credits: exchange.config.rate_limits.enabled.then(|| Credits {
             left: exchange.config.rate_limits.max_credits as f64,
             at: Instant::now(),
@@ -88,10 +116,11 @@ pub(super) async fn run(socket: WebSocket, exchange: Arc<Exchange>, stop: Cancel
     let end = loop {
         let reading = paused_until.is_none();
         let replay_due = session.next_recorded();
+        let answer_due = session.delayed.front().map(|(at, _)| *at);
         let step = tokio::select! {
             () = stop.cancelled() => Err(End::Closed("simulator stopping")),
             message = rx.next(), if reading => match message {
-                Some(Ok(Message::Text(text))) => session.on_request(&mut tx, text.as_str()).await,
+                Some(Ok(Message::Text(text))) => session.on_request(&mut tx, text.as_str(), &mut user_feed).await,
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => Err(End::ClientLeft),
                 Some(Ok(_)) => Ok(()),
             },
@@ -130,6 +159,21 @@ pub(super) async fn run(socket: WebSocket, exchange: Arc<Exchange>, stop: Cancel
             () = async { match replay_due { Some(at) => tokio::time::sleep_until(at).await, None => std::future::pending().await } } => {
                 session.play(&mut tx).await
             }
+            event = user_feed.recv() => match event {
+                Ok(event) => session.deliver_user(&mut tx, &event).await,
+                Err(RecvError::Lagged(missed)) => {
+                    counters.closed_slow.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(missed, "Simulator client too slow for its user channels; closing its connection.");
+                    Err(End::Closed("client too slow"))
+                }
+                Err(RecvError::Closed) => Err(End::Closed("simulator stopping")),
+            },
+            () = async { match answer_due { Some(at) => tokio::time::sleep_until(at).await, None => std::future::pending().await } } => {
+                match session.delayed.pop_front() {
+                    Some((_, text)) => session.send(&mut tx, text).await,
+                    None => Ok(()),
+                }
+            }
         };
         if let Err(end) = step {
             break end;
@@ -140,9 +184,22 @@ pub(super) async fn run(socket: WebSocket, exchange: Arc<Exchange>, stop: Cancel
         let _ = tx.send(Message::Close(None)).await;
     }
     counters.connections.fetch_sub(1, Ordering::Relaxed);
-    counters
-        .subscriptions
-        .fetch_sub(session.subs.len(), Ordering::Relaxed);
+    counters.subscriptions.fetch_sub(
+        session.subs.len() + session.user_subs.len(),
+        Ordering::Relaxed,
+    );
+    if let (Some(scope), false) = (session.cancel_on_disconnect, session.logged_out) {
+        let selection = Selection {
+            connection: (scope == "connection").then_some(session.id),
+            ..Selection::default()
+        };
+        let cancelled = exchange.cancel_selected(&selection, "cancel_on_disconnect");
+        tracing::info!(
+            connection = session.id,
+            cancelled,
+            "Simulator cancelled orders on disconnect."
+        );
+    }
 }
 
 impl Session {
@@ -163,7 +220,12 @@ impl Session {
         self.send(tx, response.to_json()).await
     }
 
-    async fn on_request(&mut self, tx: &mut Sink, text: &str) -> Result<(), End> {
+    async fn on_request(
+        &mut self,
+        tx: &mut Sink,
+        text: &str,
+        user_feed: &mut tokio::sync::broadcast::Receiver<Arc<UserEvent>>,
+    ) -> Result<(), End> {
         let us_in = micros();
         if text.len() > codes::MAX_REQUEST_BYTES {
             // As Deribit does: unread, so answered without an id.
@@ -193,16 +255,94 @@ impl Session {
             .await?;
             return Err(End::Closed("rate limit"));
         }
+        if trading::is_matching_engine(&request.method) && !self.spend_matching() {
+            self.exchange
+                .counters
+                .rate_limited
+                .fetch_add(1, Ordering::Relaxed);
+            self.reply(
+                tx,
+                request.id,
+                us_in,
+                Err(RpcError::new(codes::TOO_MANY_REQUESTS)),
+            )
+            .await?;
+            return Err(End::Closed("rate limit"));
+        }
+        let fault = if trading::is_order_entry(&request.method) && self.authorized(&request.params)
+        {
+            self.exchange.order_faults.lock().take()
+        } else {
+            OrderFault::None
+        };
+        if let OrderFault::Reject(code) = fault {
+            return self
+                .reply(tx, request.id, us_in, Err(RpcError::new(code)))
+                .await;
+        }
         let outcome = self.dispatch(&request.method, &request.params);
         let snapshots = match (&outcome, request.method.as_str()) {
             (Ok(_), "public/subscribe" | "private/subscribe") => self.snapshots(&request.params),
             _ => Vec::new(),
         };
+        if request.method.starts_with("private/") {
+            // What the call did reaches the `user.*` channels before its
+            // answer, as it can on Deribit: clients must cope with it.
+            while let Ok(event) = user_feed.try_recv() {
+                self.deliver_user(tx, &event).await?;
+            }
+        }
+        if request.method == "private/logout" {
+            self.logged_out = true;
+            return Err(End::Closed("logout"));
+        }
+        match fault {
+            OrderFault::Drop => {
+                tracing::debug!(method = %request.method, "Dropping an order answer (fault).");
+                return Ok(());
+            }
+            OrderFault::Delay(ms) => {
+                let text = reply::timed(request.id, us_in, outcome).to_json();
+                let due = tokio::time::Instant::now() + Duration::from_millis(ms);
+                self.delayed.push_back((due, text));
+                return Ok(());
+            }
+            OrderFault::None | OrderFault::Reject(_) => {}
+        }
         self.reply(tx, request.id, us_in, outcome).await?;
         for text in snapshots {
             self.send(tx, text).await?;
         }
         Ok(())
+    }
+
+    /// Takes one request from the matching engine's budget; false when it is spent.
+    fn spend_matching(&mut self) -> bool {
+        let limits = &self.exchange.config.rate_limits;
+        let Some(credits) = self.matching.as_mut() else {
+            return true;
+        };
+        let now = Instant::now();
+        credits.left = (credits.left
+            + now.duration_since(credits.at).as_secs_f64() * f64::from(limits.matching_rate))
+        .min(f64::from(limits.matching_burst));
+        credits.at = now;
+        if credits.left < 1.0 {
+            return false;
+        }
+        credits.left -= 1.0;
+        true
+    }
+
+    /// Whether a private request may run: the connection authenticated, or
+    /// the request carries a live access token.
+    fn authorized(&self, params: &Value) -> bool {
+        self.authenticated
+            || Params(params)
+                .opt_str("access_token")
+                .ok()
+                .flatten()
+                .is_some_and(|t| self.exchange.tokens.lock().contains_key(t))
     }
 
     /// Takes the request's credits; false when there are not enough.
@@ -236,7 +376,12 @@ impl Session {
             "public/unsubscribe" | "private/unsubscribe" => {
                 let mut removed = Vec::new();
                 for name in p.strings("channels")? {
-                    if let Ok(channel) = name.parse::<Channel>() {
+                    if let Ok(channel) = name.parse::<UserChannel>() {
+                        if self.user_subs.remove(&channel) {
+                            self.user_pending.remove(&name);
+                            removed.push(name);
+                        }
+                    } else if let Ok(channel) = name.parse::<Channel>() {
                         if self.subs.remove(&channel) {
                             self.pending.remove(&name);
                             self.book_sent.remove(&name);
@@ -254,8 +399,10 @@ impl Session {
                 self.exchange
                     .counters
                     .subscriptions
-                    .fetch_sub(self.subs.len(), Ordering::Relaxed);
+                    .fetch_sub(self.subs.len() + self.user_subs.len(), Ordering::Relaxed);
                 self.subs.clear();
+                self.user_subs.clear();
+                self.user_pending.clear();
                 self.pending.clear();
                 self.book_sent.clear();
                 Ok(json!("ok"))
@@ -298,11 +445,176 @@ impl Session {
                 }
                 result
             }
+            private if private.starts_with("private/") => {
+                if !self.authorized(params) {
+                    return Err(RpcError {
+                        code: codes::INVALID_TOKEN,
+                        message: "unauthorized".into(),
+                        data: None,
+                    });
+                }
+                self.private(method, params)
+            }
             _ => methods::call(&self.exchange, method, params).unwrap_or_else(|| {
                 // As Deribit: the code and message, no details.
                 Err(RpcError::new(codes::METHOD_NOT_FOUND))
             }),
         }
+    }
+
+    /// The private methods of an authorized request: cancel on disconnect
+    /// (this connection's), logout, and the account's.
+    fn private(&mut self, method: &str, params: &Value) -> Result<Value, RpcError> {
+        let p = Params(params);
+        let scope = || -> Result<&'static str, RpcError> {
+            match p.opt_str("scope")?.unwrap_or("connection") {
+                "connection" => Ok("connection"),
+                "account" => Ok("account"),
+                _ => Err(RpcError::new(codes::INVALID_PARAMS)
+                    .because("scope must be connection or account", Some("scope"))),
+            }
+        };
+        match method {
+            "private/enable_cancel_on_disconnect" => {
+                self.cancel_on_disconnect = Some(scope()?);
+                Ok(json!("ok"))
+            }
+            "private/disable_cancel_on_disconnect" => {
+                scope()?;
+                self.cancel_on_disconnect = None;
+                Ok(json!("ok"))
+            }
+            "private/get_cancel_on_disconnect" => {
+                let asked = scope()?;
+                Ok(json!({
+                    "scope": asked,
+                    "enabled": self.cancel_on_disconnect == Some(asked),
+                }))
+            }
+            "private/logout" => Ok(json!("ok")),
+            _ => trading::call(&self.exchange, self.id, method, params)
+                .unwrap_or_else(|| Err(RpcError::new(codes::METHOD_NOT_FOUND))),
+        }
+    }
+
+    /// Subscribes to `user.*` channels (the connection must be authorized).
+    fn subscribe_user(&mut self, name: &str) -> Result<Option<UserChannel>, RpcError> {
+        if !name.starts_with("user.") {
+            return Ok(None);
+        }
+        let channel: UserChannel = name.parse().map_err(|e: crate::private::NotAUserChannel| {
+            RpcError::new(codes::INVALID_PARAMS).because(e.to_string(), Some("channels"))
+        })?;
+        if let UserScope::Instrument(instrument) = &channel.scope {
+            if self.exchange.instrument(instrument).is_none() {
+                return Err(RpcError::new(codes::INVALID_PARAMS)
+                    .because(format!("unknown instrument in `{name}`"), Some("channels")));
+            }
+        }
+        if !self.authenticated {
+            return Err(RpcError {
+                code: codes::INVALID_TOKEN,
+                message: "unauthorized".into(),
+                data: None,
+            });
+        }
+        Ok(Some(channel))
+    }
+
+    /// Sends (or buffers, on aggregated channels) what an account event means
+    /// to each `user.*` channel this connection follows. Raw `user.orders`
+    /// carry one order object per notification, `user.trades` an array, and
+    /// `user.changes` one object, as the recorded frames show.
+    async fn deliver_user(&mut self, tx: &mut Sink, event: &UserEvent) -> Result<(), End> {
+        if self.user_subs.is_empty() {
+            return Ok(());
+        }
+        let name = &self.exchange.names[event.instrument];
+        let info = self.exchange.info(event.instrument);
+        let mut out = Vec::new();
+        for channel in &self.user_subs {
+            if !channel.covers(name, &info.kind, &info.base_currency) {
+                continue;
+            }
+            let channel_name = channel.to_string();
+            let items: Vec<Value> = match channel.feed {
+                UserFeed::Orders => event
+                    .orders
+                    .iter()
+                    .filter_map(|o| serde_json::to_value(o).ok())
+                    .collect(),
+                UserFeed::Trades if event.trades.is_empty() => continue,
+                UserFeed::Trades => event
+                    .trades
+                    .iter()
+                    .filter_map(|t| serde_json::to_value(t).ok())
+                    .collect(),
+                UserFeed::Changes => vec![json!({
+                    "instrument_name": name,
+                    "orders": event.orders,
+                    "trades": event.trades,
+                    "positions": [event.position],
+                })],
+            };
+            if channel.interval != Interval::Raw {
+                self.user_pending
+                    .entry(channel_name)
+                    .or_default()
+                    .extend(items);
+                continue;
+            }
+            match channel.feed {
+                UserFeed::Orders | UserFeed::Changes => {
+                    for item in items {
+                        out.push(notification(&channel_name, &item.to_string()));
+                    }
+                }
+                UserFeed::Trades => {
+                    out.push(notification(
+                        &channel_name,
+                        &Value::Array(items).to_string(),
+                    ));
+                }
+            }
+        }
+        for text in out {
+            self.send(tx, text).await?;
+        }
+        Ok(())
+    }
+
+    /// The aggregated `user.*` notifications of the slot that ended.
+    fn flush_user(&mut self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (name, items) in std::mem::take(&mut self.user_pending) {
+            if items.is_empty() {
+                continue;
+            }
+            let data = if name.starts_with("user.changes.") {
+                // One object: the slot's orders, trades and positions together.
+                let mut merged = json!({"orders": [], "trades": [], "positions": []});
+                for item in items {
+                    for key in ["orders", "trades", "positions"] {
+                        if let (Some(to), Some(Value::Array(from))) = (
+                            merged.get_mut(key).and_then(Value::as_array_mut),
+                            item.get(key),
+                        ) {
+                            to.extend(from.iter().cloned());
+                        }
+                    }
+                    if let (Some(name), Some(m)) =
+                        (item.get("instrument_name"), merged.as_object_mut())
+                    {
+                        m.insert("instrument_name".into(), name.clone());
+                    }
+                }
+                merged
+            } else {
+                Value::Array(items)
+            };
+            out.push(notification(&name, &data.to_string()));
+        }
+        out
     }
 
     fn subscribe(&mut self, params: &Value, private: bool) -> Result<Value, RpcError> {
@@ -322,7 +634,12 @@ impl Session {
         }
         let names = p.strings("channels")?;
         let mut channels = Vec::with_capacity(names.len());
+        let mut user = Vec::new();
         for name in &names {
+            if let Some(channel) = self.subscribe_user(name)? {
+                user.push(channel);
+                continue;
+            }
             let channel: Channel = name.parse().map_err(|e: crate::channel::BadChannel| {
                 RpcError::new(codes::INVALID_PARAMS).because(e.to_string(), Some("channels"))
             })?;
@@ -341,6 +658,11 @@ impl Session {
         let mut added = 0;
         for channel in channels {
             if self.subs.insert(channel) {
+                added += 1;
+            }
+        }
+        for channel in user {
+            if self.user_subs.insert(channel) {
                 added += 1;
             }
         }
@@ -469,6 +791,11 @@ impl Session {
     /// Sends what this connection subscribed to from one engine tick.
     async fn deliver(&mut self, tx: &mut Sink, tick: &Tick) -> Result<(), End> {
         // A replaying simulator serves the recording only.
+        if tick.slot && !self.user_pending.is_empty() {
+            for text in self.flush_user() {
+                self.send(tx, text).await?;
+            }
+        }
         if self.subs.is_empty() || self.exchange.recording.is_some() {
             return Ok(());
         }
