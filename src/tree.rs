@@ -6,6 +6,7 @@ use keel_actors::service::analyzer::{Analyzer, FoldCandles};
 use keel_actors::service::candles::CandleBackfill;
 use keel_actors::service::consumer::{ConsumerArgs, ConsumerConfig, TradeSink};
 use keel_actors::service::distributor::{Distributor, StoreTrades};
+use keel_actors::service::executor::{Executor, ExecutorArgs};
 use keel_actors::service::gaps::GapRepair;
 use keel_actors::service::instruments::InstrumentSync;
 use keel_actors::service::janitor::Janitor;
@@ -33,6 +34,8 @@ pub const RECEIVER: &str = "receiver";
 pub const DISTRIBUTOR: &str = "distributor";
 /// The analyzer's registry name.
 pub const ANALYZER: &str = "analyzer";
+/// The executor's registry name.
+pub const EXECUTOR: &str = "executor";
 /// The gap repair task's registry name.
 pub const GAP_REPAIR: &str = "backfill-gaps";
 /// The candle backfill task's registry name.
@@ -166,6 +169,18 @@ pub fn children(config: &Config, registry: &Registry) -> Vec<ChildSpec> {
         children.push(ChildSpec::worker(ANALYZER, move |ctx| {
             Analyzer::spawn(args.clone(), ctx)
         }));
+    }
+    // A producer: a shutdown stops it first, so it cancels its orders while
+    // PostgreSQL and Redis still run.
+    if config.executor.enabled {
+        let args = ExecutorArgs::new(
+            config.executor.clone(),
+            clients.redis.clone(),
+            clients.pg.clone(),
+        );
+        children.push(
+            ChildSpec::worker(EXECUTOR, move |ctx| Executor::spawn(args.clone(), ctx)).producer(),
+        );
     }
     if config.receiver.enabled {
         let Clients { pg, redis } = clients.clone();

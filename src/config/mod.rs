@@ -20,6 +20,7 @@ use keel_actors::resource::pg::PostgresConfig;
 use keel_actors::resource::redis::RedisConfig;
 use keel_actors::service::analyzer::CandlesConfig;
 use keel_actors::service::consumer::ConsumerConfig;
+use keel_actors::service::executor::ExecutorConfig;
 use keel_actors::service::instruments::InstrumentsConfig;
 use keel_actors::service::janitor::JanitorConfig;
 use keel_actors::service::receiver::ReceiverConfig;
@@ -58,6 +59,9 @@ pub struct Config {
     /// Which candles are maintained.
     #[serde(default)]
     pub candles: CandlesConfig,
+    /// The executor: intents to orders on the exchange (off unless enabled).
+    #[serde(default)]
+    pub executor: ExecutorConfig,
     /// History repair.
     #[serde(default)]
     pub backfill: BackfillConfig,
@@ -192,6 +196,7 @@ impl Config {
             ("receiver", self.receiver.problems()),
             ("distributor", self.distributor.problems()),
             ("analyzer", self.analyzer.problems()),
+            ("executor", self.executor.problems()),
             ("admin", self.admin.problems()),
             ("registry", self.registry.problems()),
             ("candles", self.candles.problems()),

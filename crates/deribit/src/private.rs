@@ -9,6 +9,9 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The longest `label` Deribit takes.
+pub const MAX_LABEL: usize = 64;
+
 /// The side of an order or of the account's trade.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

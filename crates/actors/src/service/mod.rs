@@ -4,6 +4,7 @@ pub mod analyzer;
 pub mod candles;
 pub mod consumer;
 pub mod distributor;
+pub mod executor;
 pub mod gaps;
 pub mod instruments;
 pub mod janitor;

@@ -24,7 +24,7 @@ use super::market::Market;
 /// Closed orders and fills kept per instrument for the history methods.
 const KEPT: usize = 100_000;
 /// Longest label Deribit takes.
-pub(super) const MAX_LABEL: usize = 64;
+pub(super) use crate::private::MAX_LABEL;
 
 /// What one change did, for the `user.*` channels.
 #[derive(Debug, Clone)]

@@ -40,6 +40,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "trade_fidelity",
         sql: include_str!("migrations/V004__trade_fidelity.sql"),
     },
+    Migration {
+        version: 5,
+        name: "orders",
+        sql: include_str!("migrations/V005__orders.sql"),
+    },
 ];
 
 /// Any constant works; it only has to be the same for every Keel.

@@ -15,6 +15,7 @@ mod fold_candles;
 mod insert_trades;
 mod list_gaps;
 mod max_seq;
+mod orders;
 mod ping;
 mod recompute_candles;
 mod record_gaps;
@@ -29,6 +30,10 @@ pub use fold_candles::FoldCandles;
 pub use insert_trades::{copy_trades, InsertTrades};
 pub use list_gaps::ListGaps;
 pub use max_seq::MaxSeq;
+pub use orders::{
+    FillRow, InsertFills, LiveOrder, LiveOrders, MarkSent, NewOrder, OrderUpdate, RecordOrder,
+    UpdateOrder,
+};
 pub use ping::Ping;
 pub use recompute_candles::RecomputeCandles;
 pub use record_gaps::RecordGaps;

@@ -1,0 +1,1507 @@
+//! The executor's work on one session: set up (authenticate, cancel on
+//! disconnect, subscribe), reconcile what PostgreSQL and the exchange know,
+//! then take intents, send orders and follow what the exchange says, until
+//! the session ends or the executor is asked to stop.
+//!
+//! Exactly once: an order is recorded before it is sent, under its label; a
+//! request whose outcome is not known (no answer in time, the session lost)
+//! is never sent again blindly: the exchange is asked by label, and the same
+//! label goes out again only when the exchange has nothing and the request's
+//! `valid_until` has passed, so the first one can no longer start.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tokio::time::{timeout_at, Instant};
+use tokio_util::sync::CancellationToken;
+
+use keel_core::logs::Repeats;
+use keel_core::registry::Probe;
+use keel_deribit::model::{to_ms, AuthResult, InstrumentInfo, Ticker};
+use keel_deribit::private::{
+    retryable, CancelOnDisconnect, Order, OrderResult, OrderState, Position, UserTrade,
+    UserTradesPage,
+};
+use keel_deribit::{RpcError, ServerFrame};
+
+use super::config::{ExecutorConfig, OnShutdown};
+use super::intent::{self, Intent, Place, DEAD_STREAM, EVENTS_STREAM, INTENTS_STREAM};
+use super::session::{Inbound, Socket};
+use crate::resource::pg::{FillRow, NewOrder, OrderUpdate, PgClient, PgError};
+use crate::resource::redis::{Fields, RedisClient, RedisError, StreamEntry};
+
+/// The consumer group of the intents stream.
+pub const GROUP: &str = "executor";
+/// How often timers (request deadlines, retries, lookups) are looked at.
+const TICK: Duration = Duration::from_millis(50);
+/// How long past `valid_until` a lookup waits, for the exchange's clock.
+const VALID_UNTIL_MARGIN_MS: i64 = 500;
+/// What a shutdown allows its cancels.
+const CANCEL_WAIT: Duration = Duration::from_secs(3);
+
+/// Ranks of states: an order's state only moves to a higher rank.
+pub(super) fn rank(state: &str) -> i16 {
+    match state {
+        "pending" => 0,
+        "sent" => 1,
+        "unknown" => 2,
+        "open" => 3,
+        "partially_filled" => 4,
+        _ => 5,
+    }
+}
+
+/// Keel's name for the exchange's state of `order`.
+pub(super) fn state_of(order: &Order) -> &'static str {
+    match order.order_state {
+        OrderState::Open | OrderState::Untriggered if order.filled() > 0.0 => "partially_filled",
+        OrderState::Open | OrderState::Untriggered => "open",
+        OrderState::Filled => "filled",
+        OrderState::Cancelled => "cancelled",
+        OrderState::Rejected => "rejected",
+    }
+}
+
+/// Why the work on a session ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ended {
+    /// The session went away: reconnect (an outage, not a failure).
+    Lost(String),
+    /// The exchange refused what trading needs (credentials, cancel on
+    /// disconnect, an instrument), or a store refused data: a failure.
+    Refused(String),
+}
+
+impl std::fmt::Display for Ended {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Ended::Lost(why) | Ended::Refused(why) => f.write_str(why),
+        }
+    }
+}
+
+impl From<PgError> for Ended {
+    fn from(e: PgError) -> Self {
+        Ended::Refused(format!("PostgreSQL: {e}"))
+    }
+}
+
+impl From<RedisError> for Ended {
+    fn from(e: RedisError) -> Self {
+        Ended::Refused(format!("Redis: {e}"))
+    }
+}
+
+/// What a blocking call got.
+#[derive(Debug)]
+enum CallError {
+    Rpc(RpcError),
+    Timeout,
+    Lost(String),
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::Rpc(e) => write!(f, "{e}"),
+            CallError::Timeout => f.write_str("no answer in time"),
+            CallError::Lost(why) => f.write_str(why),
+        }
+    }
+}
+
+/// Counters shown in the registry.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Intents read.
+    pub intents: AtomicU64,
+    /// Intents dead-lettered.
+    pub invalid: AtomicU64,
+    /// Intents refused by a limit.
+    pub refused: AtomicU64,
+    /// Intents for a label already known (not sent again).
+    pub duplicates: AtomicU64,
+    /// Order requests sent (resends included).
+    pub sends: AtomicU64,
+    /// Requests whose outcome was unknown at their deadline.
+    pub ambiguous: AtomicU64,
+    /// Lookups by label.
+    pub lookups: AtomicU64,
+    /// Updates older than what was applied, ignored.
+    pub stale: AtomicU64,
+    /// Fills stored.
+    pub fills: AtomicU64,
+    /// Orders on the exchange Keel did not place (reported, never touched).
+    pub foreign: AtomicU64,
+    /// Labels the exchange holds more than one order for (must stay 0).
+    pub doubled: AtomicU64,
+}
+
+impl Counters {
+    /// The counters as JSON, for the registry.
+    pub fn to_json(&self) -> Value {
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        json!({
+            "intents": n(&self.intents), "invalid": n(&self.invalid),
+            "refused": n(&self.refused), "duplicates": n(&self.duplicates),
+            "sends": n(&self.sends), "ambiguous": n(&self.ambiguous),
+            "lookups": n(&self.lookups), "stale": n(&self.stale),
+            "fills": n(&self.fills), "foreign": n(&self.foreign),
+            "doubled": n(&self.doubled),
+        })
+    }
+}
+
+/// An instrument as the exchange lists it: what limits and lookups need.
+#[derive(Debug, Clone)]
+struct Spec {
+    currency: String,
+    inverse: bool,
+}
+
+/// An order not yet terminal, as the executor follows it.
+#[derive(Debug, Clone)]
+struct Tracked {
+    order: NewOrder,
+    state: String,
+    rank: i16,
+    order_id: Option<String>,
+    filled: f64,
+    last_update_ms: i64,
+    sends: u32,
+    /// A request (place, lookup, cancel) is out for it.
+    in_flight: bool,
+    retry_at: Option<Instant>,
+    lookup_at: Option<Instant>,
+}
+
+/// A request out on the socket.
+#[derive(Debug, Clone)]
+enum Waiting {
+    Place { label: String, deadline: Instant },
+    Lookup { label: String, deadline: Instant },
+    Cancel { label: String, deadline: Instant },
+    Amend { label: String, deadline: Instant },
+    Refresh { deadline: Instant },
+}
+
+impl Waiting {
+    fn deadline(&self) -> Instant {
+        match self {
+            Waiting::Place { deadline, .. }
+            | Waiting::Lookup { deadline, .. }
+            | Waiting::Cancel { deadline, .. }
+            | Waiting::Amend { deadline, .. }
+            | Waiting::Refresh { deadline } => *deadline,
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    to_ms(SystemTime::now()) as i64
+}
+
+/// Everything one session's work needs.
+pub(super) struct Engine {
+    pub(super) cfg: ExecutorConfig,
+    pub(super) redis: RedisClient,
+    pub(super) pg: PgClient,
+    pub(super) counters: Arc<Counters>,
+    pub(super) probe: Probe,
+    pub(super) stop: CancellationToken,
+    socket: Option<Socket>,
+    specs: HashMap<String, Spec>,
+    marks: HashMap<String, f64>,
+    positions: HashMap<String, f64>,
+    orders: HashMap<String, Tracked>,
+    by_id: HashMap<String, String>,
+    waiting: HashMap<u64, Waiting>,
+    /// Frames that arrived during a blocking call.
+    buffered: VecDeque<ServerFrame>,
+    refresh_token: Option<String>,
+    refresh_at: Option<Instant>,
+    foreign_log: Repeats,
+}
+
+impl Engine {
+    pub(super) fn new(
+        cfg: ExecutorConfig,
+        redis: RedisClient,
+        pg: PgClient,
+        counters: Arc<Counters>,
+        probe: Probe,
+        stop: CancellationToken,
+    ) -> Self {
+        Self {
+            cfg,
+            redis,
+            pg,
+            counters,
+            probe,
+            stop,
+            socket: None,
+            specs: HashMap::new(),
+            marks: HashMap::new(),
+            positions: HashMap::new(),
+            orders: HashMap::new(),
+            by_id: HashMap::new(),
+            waiting: HashMap::new(),
+            buffered: VecDeque::new(),
+            refresh_token: None,
+            refresh_at: None,
+            foreign_log: Repeats::default(),
+        }
+    }
+
+    fn socket(&mut self) -> Result<&mut Socket, Ended> {
+        self.socket
+            .as_mut()
+            .ok_or_else(|| Ended::Lost("no session".into()))
+    }
+
+    /// Sends a request and waits for its answer, keeping other frames for later.
+    async fn call(&mut self, method: &str, params: Value) -> Result<Value, CallError> {
+        let deadline = Instant::now() + self.cfg.request_timeout;
+        let socket = self
+            .socket
+            .as_mut()
+            .ok_or_else(|| CallError::Lost("no session".into()))?;
+        let id = socket.send(method, params).map_err(CallError::Lost)?;
+        loop {
+            let socket = self
+                .socket
+                .as_mut()
+                .ok_or_else(|| CallError::Lost("no session".into()))?;
+            match timeout_at(deadline, socket.inbox.recv()).await {
+                Err(_) => return Err(CallError::Timeout),
+                Ok(None) => return Err(CallError::Lost("the session task ended".into())),
+                Ok(Some(Inbound::Ended(why))) => return Err(CallError::Lost(why)),
+                Ok(Some(Inbound::Frame(ServerFrame::Response(r)))) if r.id == json!(id) => {
+                    return match r.outcome {
+                        Ok(raw) => serde_json::from_str(raw.get())
+                            .map_err(|e| CallError::Lost(format!("{method}: {e}"))),
+                        Err(e) => Err(CallError::Rpc(e)),
+                    }
+                }
+                Ok(Some(Inbound::Frame(frame))) => self.buffered.push_back(frame),
+            }
+        }
+    }
+
+    async fn call_as<T: serde::de::DeserializeOwned>(
+        &mut self,
+        method: &str,
+        params: Value,
+    ) -> Result<T, Ended> {
+        let value = self.call(method, params).await.map_err(|e| match e {
+            CallError::Rpc(e) => Ended::Refused(format!("{method} refused: {e}")),
+            other => Ended::Lost(format!("{method}: {other}")),
+        })?;
+        serde_json::from_value(value)
+            .map_err(|e| Ended::Refused(format!("{method}: unexpected answer: {e}")))
+    }
+
+    /// Runs one session until it ends (`Err`) or `stop` fires and the
+    /// shutdown is done (`Ok`).
+    pub(super) async fn run(
+        &mut self,
+        mut intake: mpsc::Receiver<StreamEntry>,
+    ) -> Result<(), Ended> {
+        self.probe.set_detail("session", "connecting");
+        let socket = Socket::connect(
+            &self.cfg.url,
+            self.cfg.ca_file.as_deref(),
+            self.cfg.connect_timeout,
+            self.cfg.heartbeat,
+            // Not the engine's stop: a shutdown still sends its cancels and
+            // hears their answers. The socket closes when the engine drops it.
+            CancellationToken::new(),
+        )
+        .await
+        .map_err(Ended::Lost)?;
+        self.socket = Some(socket);
+        self.setup().await?;
+        self.probe.set_detail("session", "reconciling");
+        self.reconcile().await?;
+        self.probe.set_detail("session", "trading");
+        tracing::info!(orders = self.orders.len(), "Executor trading.");
+        let backlog: Vec<ServerFrame> = self.buffered.drain(..).collect();
+        for frame in backlog {
+            self.on_frame(frame).await?;
+        }
+        let mut ticker = tokio::time::interval(TICK);
+        loop {
+            let open = self.orders.len();
+            let taking = open < self.cfg.max_open_orders;
+            tokio::select! {
+                () = self.stop.cancelled() => break,
+                inbound = async { match self.socket.as_mut() { Some(s) => s.inbox.recv().await, None => None } } => match inbound {
+                    Some(Inbound::Frame(frame)) => self.on_frame(frame).await?,
+                    Some(Inbound::Ended(why)) => return Err(Ended::Lost(why)),
+                    None => return Err(Ended::Lost("the session task ended".into())),
+                },
+                entry = intake.recv(), if taking => match entry {
+                    Some(entry) => self.on_entry(entry).await?,
+                    None => return Err(Ended::Refused("the intake ended".into())),
+                },
+                _ = ticker.tick() => self.on_tick().await?,
+            }
+            self.probe.set_detail("open_orders", self.orders.len());
+        }
+        drop(intake);
+        self.shutdown().await;
+        Ok(())
+    }
+
+    async fn setup(&mut self) -> Result<(), Ended> {
+        let (Some(id), Some(secret)) = (self.cfg.client_id.clone(), self.cfg.client_secret.clone())
+        else {
+            return Err(Ended::Refused("no client_id and client_secret".into()));
+        };
+        let timestamp = to_ms(SystemTime::now());
+        let nonce = format!(
+            "{:x}{:x}",
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos()),
+            std::process::id()
+        );
+        let signature = keel_deribit::sim::signature(secret.expose(), timestamp, &nonce, "");
+        let auth: AuthResult = self
+            .call_as(
+                "public/auth",
+                json!({"grant_type": "client_signature", "client_id": id, "timestamp": timestamp,
+                       "nonce": nonce, "data": "", "signature": signature, "scope": "session:keel-exec"}),
+            )
+            .await?;
+        self.schedule_refresh(&auth);
+        self.call_as::<Value>(
+            "public/set_heartbeat",
+            json!({"interval": self.cfg.heartbeat.as_secs()}),
+        )
+        .await?;
+        // Without cancel on disconnect a crash leaves orders working: no trading.
+        self.call_as::<Value>(
+            "private/enable_cancel_on_disconnect",
+            json!({"scope": "connection"}),
+        )
+        .await?;
+        let cod: CancelOnDisconnect = self
+            .call_as(
+                "private/get_cancel_on_disconnect",
+                json!({"scope": "connection"}),
+            )
+            .await?;
+        if !cod.enabled {
+            return Err(Ended::Refused(
+                "cancel on disconnect is not enabled: not trading".into(),
+            ));
+        }
+        let names: Vec<String> = self.cfg.instruments.keys().cloned().collect();
+        for name in &names {
+            let info: InstrumentInfo = self
+                .call_as("public/get_instrument", json!({"instrument_name": name}))
+                .await?;
+            let ticker: Ticker = self
+                .call_as("public/ticker", json!({"instrument_name": name}))
+                .await?;
+            self.marks.insert(name.clone(), ticker.mark_price);
+            self.specs.insert(
+                name.clone(),
+                Spec {
+                    currency: info
+                        .settlement_currency
+                        .clone()
+                        .unwrap_or_else(|| info.base_currency.clone()),
+                    inverse: info.instrument_type.as_deref() == Some("reversed"),
+                },
+            );
+        }
+        let mut channels = vec![
+            "user.orders.any.any.raw".to_owned(),
+            "user.trades.any.any.raw".to_owned(),
+        ];
+        channels.extend(names.iter().map(|n| format!("ticker.{n}.100ms")));
+        self.call_as::<Value>("private/subscribe", json!({ "channels": channels }))
+            .await?;
+        Ok(())
+    }
+
+    fn schedule_refresh(&mut self, auth: &AuthResult) {
+        self.refresh_token = Some(auth.refresh_token.clone());
+        // Refreshed at 80% of its life, never later than a minute before expiry.
+        let life = Duration::from_secs(auth.expires_in);
+        let early = life
+            .mul_f64(0.8)
+            .min(life.saturating_sub(Duration::from_secs(60)));
+        self.refresh_at = Some(Instant::now() + early.max(Duration::from_secs(1)));
+    }
+
+    /// Brings PostgreSQL and the exchange into agreement before any intent:
+    /// each order not terminal is looked up by label; fills are read back;
+    /// positions are read; open orders Keel did not place are reported.
+    async fn reconcile(&mut self) -> Result<(), Ended> {
+        let live = self.pg.live_orders().await?;
+        for row in live {
+            let label = row.order.label.clone();
+            if let Some(id) = &row.order_id {
+                self.by_id.insert(id.clone(), label.clone());
+            }
+            self.orders.insert(
+                label,
+                Tracked {
+                    rank: rank(&row.state),
+                    state: row.state,
+                    order_id: row.order_id,
+                    filled: row.filled_amount,
+                    last_update_ms: row.last_update_ms,
+                    sends: u32::try_from(row.sends).unwrap_or(0),
+                    order: row.order,
+                    in_flight: false,
+                    retry_at: None,
+                    lookup_at: None,
+                },
+            );
+        }
+        let labels: Vec<String> = self.orders.keys().cloned().collect();
+        for label in labels {
+            let Some(currency) = self.currency_of(&label) else {
+                continue;
+            };
+            self.counters.lookups.fetch_add(1, Ordering::Relaxed);
+            let found: Vec<Order> = self
+                .call_as(
+                    "private/get_order_state_by_label",
+                    json!({"currency": currency, "label": label}),
+                )
+                .await?;
+            self.on_lookup(&label, found).await?;
+        }
+        let names: Vec<String> = self.cfg.instruments.keys().cloned().collect();
+        for name in &names {
+            let page: UserTradesPage = self
+                .call_as(
+                    "private/get_user_trades_by_instrument",
+                    json!({"instrument_name": name, "count": 1000, "sorting": "desc"}),
+                )
+                .await?;
+            self.store_fills(page.trades, false).await?;
+        }
+        let currencies: Vec<String> = {
+            let mut c: Vec<String> = self.specs.values().map(|s| s.currency.clone()).collect();
+            c.sort();
+            c.dedup();
+            c
+        };
+        for currency in currencies {
+            let positions: Vec<Position> = self
+                .call_as("private/get_positions", json!({"currency": currency}))
+                .await?;
+            for p in positions {
+                self.positions.insert(p.instrument_name, p.size);
+            }
+        }
+        let open: Vec<Order> = self.call_as("private/get_open_orders", json!({})).await?;
+        for order in open {
+            if !self.orders.contains_key(&order.label) && !self.by_id.contains_key(&order.order_id)
+            {
+                self.foreign(&order);
+            }
+        }
+        Ok(())
+    }
+
+    fn currency_of(&self, label: &str) -> Option<String> {
+        let t = self.orders.get(label)?;
+        self.specs
+            .get(&t.order.instrument)
+            .map(|s| s.currency.clone())
+    }
+
+    fn foreign(&mut self, order: &Order) {
+        self.counters.foreign.fetch_add(1, Ordering::Relaxed);
+        let (id, instrument) = (&order.order_id, &order.instrument_name);
+        self.foreign_log.warn(|suppressed| {
+            tracing::warn!(order_id = %id, %instrument, suppressed,
+                "An order Keel did not place is open on the account; left as it is.");
+        });
+    }
+
+    async fn event(&self, fields: Vec<(&str, String)>) -> Result<(), Ended> {
+        let mut entry: Fields = fields
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.into_bytes()))
+            .collect();
+        entry.push(("at_ms".into(), now_ms().to_string().into_bytes()));
+        self.redis
+            .xadd_bulk(EVENTS_STREAM, Arc::from(vec![entry]))
+            .await?;
+        Ok(())
+    }
+
+    async fn ack(&self, id: &str) -> Result<(), Ended> {
+        self.redis
+            .ack(INTENTS_STREAM, GROUP, vec![id.to_owned()])
+            .await?;
+        Ok(())
+    }
+
+    async fn on_entry(&mut self, entry: StreamEntry) -> Result<(), Ended> {
+        self.counters.intents.fetch_add(1, Ordering::Relaxed);
+        match intent::parse(&entry) {
+            Err(error) => {
+                self.counters.invalid.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(id = %entry.id, %error, "Intent dead-lettered.");
+                let mut dead: Fields = vec![
+                    ("intent_id".into(), entry.id.clone().into_bytes()),
+                    ("reason".into(), error.to_string().into_bytes()),
+                ];
+                dead.extend(entry.fields.iter().cloned());
+                self.redis
+                    .xadd_bulk(DEAD_STREAM, Arc::from(vec![dead]))
+                    .await?;
+                let label = entry
+                    .field("label")
+                    .and_then(|l| std::str::from_utf8(l).ok())
+                    .filter(|l| intent::valid_label(l))
+                    .map(str::to_owned);
+                if let Some(label) = label {
+                    self.event(vec![
+                        ("event", "invalid".into()),
+                        ("label", label),
+                        ("reason", error.to_string()),
+                    ])
+                    .await?;
+                }
+            }
+            Ok(Intent::Place(place)) => self.on_place(place, &entry.id).await?,
+            Ok(Intent::Amend {
+                label,
+                price,
+                amount,
+            }) => self.on_amend(label, price, amount).await?,
+            Ok(Intent::Cancel { label }) => self.cancel(&label).await?,
+            Ok(Intent::CancelAll { instrument }) => {
+                let labels: Vec<String> = self
+                    .orders
+                    .iter()
+                    .filter(|(_, t)| instrument.as_ref().is_none_or(|i| i == &t.order.instrument))
+                    .map(|(l, _)| l.clone())
+                    .collect();
+                for label in labels {
+                    self.cancel(&label).await?;
+                }
+            }
+        }
+        self.ack(&entry.id).await
+    }
+
+    /// Checks a placement against `[executor]` limits; the limit it breaks.
+    fn refusal(&self, p: &Place) -> Option<String> {
+        let Some(limits) = self.cfg.instruments.get(&p.instrument) else {
+            return Some(format!("instrument {} is not allowed", p.instrument));
+        };
+        if p.amount > limits.max_amount {
+            return Some(format!("max_amount {} < {}", limits.max_amount, p.amount));
+        }
+        let mark = self.marks.get(&p.instrument).copied();
+        if let Some(max) = limits.max_notional {
+            let inverse = self.specs.get(&p.instrument).is_some_and(|s| s.inverse);
+            let price = p.price.or(mark).unwrap_or(0.0);
+            let notional = if inverse { p.amount } else { p.amount * price };
+            if notional > max {
+                return Some(format!("max_notional {max} < {notional}"));
+            }
+        }
+        if self.orders.len() >= self.cfg.max_open_orders {
+            return Some(format!("max_open_orders {}", self.cfg.max_open_orders));
+        }
+        if !p.reduce_only {
+            let position = self.positions.get(&p.instrument).copied().unwrap_or(0.0);
+            let working: f64 = self
+                .orders
+                .values()
+                .filter(|t| t.order.instrument == p.instrument && t.order.side == p.side.as_str())
+                .map(|t| t.order.amount - t.filled)
+                .sum();
+            let after = (position + p.side.sign() * (working + p.amount)).abs();
+            if after > limits.max_position {
+                return Some(format!("max_position {} < {after}", limits.max_position));
+            }
+        }
+        if let (Some(price), Some(mark)) = (p.price, mark) {
+            if mark > 0.0 && (price / mark - 1.0).abs() > limits.price_band {
+                return Some(format!(
+                    "price_band {}: {price} is too far from the mark {mark}",
+                    limits.price_band
+                ));
+            }
+        }
+        None
+    }
+
+    async fn on_place(&mut self, p: Place, intent_id: &str) -> Result<(), Ended> {
+        if self.orders.contains_key(&p.label) {
+            self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        let refusal = self.refusal(&p);
+        let valid_until_ms = now_ms() + self.cfg.valid_for.as_millis() as i64;
+        let state = if refusal.is_some() {
+            "rejected"
+        } else {
+            "pending"
+        };
+        let order = NewOrder {
+            label: p.label.clone(),
+            instrument: p.instrument.clone(),
+            side: p.side.as_str().into(),
+            order_type: serde_json::to_value(p.order_type)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_else(|| "limit".into()),
+            amount: p.amount,
+            price: p.price,
+            time_in_force: p.time_in_force.as_str().into(),
+            post_only: p.post_only,
+            reduce_only: p.reduce_only,
+            state: state.into(),
+            rank: rank(state),
+            reason: refusal.clone(),
+            valid_until_ms,
+            intent_id: intent_id.to_owned(),
+        };
+        if let Some(existing) = self.pg.record_order(order.clone()).await? {
+            // The label was used before (a strategy resending its intent):
+            // the order it named exists already; nothing is sent again.
+            self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(label = %p.label, state = %existing, "Intent for a known label; not sent again.");
+            return Ok(());
+        }
+        if let Some(reason) = refusal {
+            self.counters.refused.fetch_add(1, Ordering::Relaxed);
+            return self
+                .event(vec![
+                    ("event", "rejected".into()),
+                    ("label", p.label),
+                    ("instrument", p.instrument),
+                    ("code", "0".into()),
+                    ("reason", format!("limit {reason}")),
+                ])
+                .await;
+        }
+        self.orders.insert(
+            p.label.clone(),
+            Tracked {
+                order,
+                state: state.into(),
+                rank: rank(state),
+                order_id: None,
+                filled: 0.0,
+                last_update_ms: 0,
+                sends: 0,
+                in_flight: false,
+                retry_at: None,
+                lookup_at: None,
+            },
+        );
+        self.send_place(&p.label).await
+    }
+
+    /// Sends (or sends again) the order of `label`, with a fresh `valid_until`.
+    async fn send_place(&mut self, label: &str) -> Result<(), Ended> {
+        let valid_until_ms = now_ms() + self.cfg.valid_for.as_millis() as i64;
+        let Some(t) = self.orders.get_mut(label) else {
+            return Ok(());
+        };
+        t.sends += 1;
+        t.in_flight = true;
+        t.retry_at = None;
+        t.order.valid_until_ms = valid_until_ms;
+        let o = t.order.clone();
+        // Counted before it goes: a crash between the two leaves a lookup to do.
+        self.pg.mark_sent(label, valid_until_ms).await?;
+        if let Some(t) = self.orders.get_mut(label) {
+            if t.rank < 1 {
+                t.state = "sent".into();
+                t.rank = 1;
+            }
+        }
+        let mut params = json!({
+            "instrument_name": o.instrument, "amount": o.amount, "type": o.order_type,
+            "label": o.label, "valid_until": valid_until_ms,
+            "reduce_only": o.reduce_only,
+        });
+        if o.order_type == "limit" {
+            params["price"] = json!(o.price);
+            params["time_in_force"] = json!(o.time_in_force);
+            params["post_only"] = json!(o.post_only);
+            // Deribit silently reprices a crossing post-only order otherwise.
+            params["reject_post_only"] = json!(o.post_only);
+        }
+        let method = if o.side == "buy" {
+            "private/buy"
+        } else {
+            "private/sell"
+        };
+        self.counters.sends.fetch_add(1, Ordering::Relaxed);
+        let id = self.socket()?.send(method, params).map_err(Ended::Lost)?;
+        let deadline = Instant::now() + self.cfg.request_timeout;
+        self.waiting.insert(
+            id,
+            Waiting::Place {
+                label: label.to_owned(),
+                deadline,
+            },
+        );
+        Ok(())
+    }
+
+    async fn send_lookup(&mut self, label: &str) -> Result<(), Ended> {
+        let Some(currency) = self.currency_of(label) else {
+            return Ok(());
+        };
+        if let Some(t) = self.orders.get_mut(label) {
+            t.in_flight = true;
+            t.lookup_at = None;
+        }
+        self.counters.lookups.fetch_add(1, Ordering::Relaxed);
+        let id = self
+            .socket()?
+            .send(
+                "private/get_order_state_by_label",
+                json!({"currency": currency, "label": label}),
+            )
+            .map_err(Ended::Lost)?;
+        let deadline = Instant::now() + self.cfg.request_timeout;
+        self.waiting.insert(
+            id,
+            Waiting::Lookup {
+                label: label.to_owned(),
+                deadline,
+            },
+        );
+        Ok(())
+    }
+
+    async fn cancel(&mut self, label: &str) -> Result<(), Ended> {
+        let Some(t) = self.orders.get(label) else {
+            return self
+                .event(vec![
+                    ("event", "cancel_rejected".into()),
+                    ("label", label.to_owned()),
+                    ("reason", "no open order with this label".into()),
+                ])
+                .await;
+        };
+        let (method, params) = match &t.order_id {
+            Some(id) => ("private/cancel", json!({"order_id": id})),
+            // Not acknowledged yet: by label, which also finds an order
+            // whose answer is still on its way.
+            None => {
+                let currency = self.currency_of(label).unwrap_or_default();
+                (
+                    "private/cancel_by_label",
+                    json!({"label": label, "currency": currency}),
+                )
+            }
+        };
+        let id = self.socket()?.send(method, params).map_err(Ended::Lost)?;
+        let deadline = Instant::now() + self.cfg.request_timeout;
+        self.waiting.insert(
+            id,
+            Waiting::Cancel {
+                label: label.to_owned(),
+                deadline,
+            },
+        );
+        Ok(())
+    }
+
+    async fn on_amend(
+        &mut self,
+        label: String,
+        price: Option<f64>,
+        amount: Option<f64>,
+    ) -> Result<(), Ended> {
+        let target = self.orders.get(&label).and_then(|t| {
+            t.order_id
+                .clone()
+                .map(|id| (id, t.order.amount, t.order.price))
+        });
+        let Some((order_id, current_amount, current_price)) = target else {
+            return self
+                .event(vec![
+                    ("event", "amend_rejected".into()),
+                    ("label", label),
+                    (
+                        "reason",
+                        "no acknowledged open order with this label".into(),
+                    ),
+                ])
+                .await;
+        };
+        let mut params = json!({"order_id": order_id, "amount": amount.unwrap_or(current_amount)});
+        if let Some(price) = price.or(current_price) {
+            params["price"] = json!(price);
+        }
+        let id = self
+            .socket()?
+            .send("private/edit", params)
+            .map_err(Ended::Lost)?;
+        if let Some(t) = self.orders.get_mut(&label) {
+            if let Some(a) = amount {
+                t.order.amount = a;
+            }
+            if price.is_some() {
+                t.order.price = price;
+            }
+        }
+        let deadline = Instant::now() + self.cfg.request_timeout;
+        self.waiting.insert(id, Waiting::Amend { label, deadline });
+        Ok(())
+    }
+
+    async fn on_frame(&mut self, frame: ServerFrame) -> Result<(), Ended> {
+        match frame {
+            ServerFrame::Response(response) => {
+                let Some(id) = response.id.as_u64() else {
+                    return Ok(());
+                };
+                let Some(waiting) = self.waiting.remove(&id) else {
+                    return Ok(());
+                };
+                let outcome: Result<Value, RpcError> = response.outcome.and_then(|raw| {
+                    serde_json::from_str(raw.get()).map_err(|e| {
+                        RpcError::new(keel_deribit::codes::BAD_REQUEST).because(e.to_string(), None)
+                    })
+                });
+                self.on_answer(waiting, outcome).await
+            }
+            ServerFrame::Subscription { channel, data } => {
+                if channel.starts_with("user.orders.") {
+                    let text = data.get();
+                    let orders: Vec<Order> = if text.trim_start().starts_with('[') {
+                        serde_json::from_str(text).unwrap_or_default()
+                    } else {
+                        serde_json::from_str(text)
+                            .map(|o| vec![o])
+                            .unwrap_or_default()
+                    };
+                    for order in orders {
+                        self.apply(&order).await?;
+                    }
+                } else if channel.starts_with("user.trades.") {
+                    if let Ok(trades) = serde_json::from_str::<Vec<UserTrade>>(data.get()) {
+                        self.store_fills(trades, true).await?;
+                    }
+                } else if let Some(rest) = channel.strip_prefix("ticker.") {
+                    if let (Some(name), Ok(ticker)) = (
+                        rest.rsplit_once('.').map(|(n, _)| n),
+                        serde_json::from_str::<Ticker>(data.get()),
+                    ) {
+                        self.marks.insert(name.to_owned(), ticker.mark_price);
+                    }
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    async fn on_answer(
+        &mut self,
+        waiting: Waiting,
+        outcome: Result<Value, RpcError>,
+    ) -> Result<(), Ended> {
+        match waiting {
+            Waiting::Place { label, .. } => {
+                if let Some(t) = self.orders.get_mut(&label) {
+                    t.in_flight = false;
+                }
+                match outcome {
+                    Ok(value) => match serde_json::from_value::<OrderResult>(value) {
+                        Ok(result) => {
+                            self.apply(&result.order).await?;
+                            self.store_fills(result.trades, true).await?;
+                        }
+                        Err(_) => self.send_lookup(&label).await?,
+                    },
+                    Err(error) => self.on_refused(&label, error).await?,
+                }
+            }
+            Waiting::Lookup { label, .. } => {
+                if let Some(t) = self.orders.get_mut(&label) {
+                    t.in_flight = false;
+                }
+                match outcome.map(serde_json::from_value::<Vec<Order>>) {
+                    Ok(Ok(found)) => self.on_lookup(&label, found).await?,
+                    _ => {
+                        if let Some(t) = self.orders.get_mut(&label) {
+                            t.lookup_at = Some(Instant::now() + self.cfg.retry_delay);
+                        }
+                    }
+                }
+            }
+            Waiting::Cancel { label, .. } => match outcome {
+                Ok(value) => {
+                    if let Ok(order) = serde_json::from_value::<Order>(value) {
+                        self.apply(&order).await?;
+                    } else {
+                        // A count (cancel by label): the notification says which.
+                        self.send_lookup(&label).await?;
+                    }
+                }
+                Err(error) => {
+                    self.event(vec![
+                        ("event", "cancel_rejected".into()),
+                        ("label", label.clone()),
+                        ("code", error.code.to_string()),
+                        ("reason", error.message.clone()),
+                    ])
+                    .await?;
+                    // Already closed (11044, 10010): the lookup tells how.
+                    self.send_lookup(&label).await?;
+                }
+            },
+            Waiting::Amend { label, .. } => match outcome {
+                Ok(value) => {
+                    if let Ok(result) = serde_json::from_value::<OrderResult>(value) {
+                        self.apply(&result.order).await?;
+                        self.store_fills(result.trades, true).await?;
+                    }
+                }
+                Err(error) => {
+                    self.event(vec![
+                        ("event", "amend_rejected".into()),
+                        ("label", label.clone()),
+                        ("code", error.code.to_string()),
+                        ("reason", error.message.clone()),
+                    ])
+                    .await?;
+                    self.send_lookup(&label).await?;
+                }
+            },
+            Waiting::Refresh { .. } => {
+                if let Ok(auth) = outcome.and_then(|v| {
+                    serde_json::from_value::<AuthResult>(v).map_err(|e| {
+                        RpcError::new(keel_deribit::codes::BAD_REQUEST).because(e.to_string(), None)
+                    })
+                }) {
+                    self.schedule_refresh(&auth);
+                } else {
+                    // The session goes on until the token expires; the next
+                    // connection authenticates afresh.
+                    tracing::warn!("Token refresh refused; re-authenticating on reconnect.");
+                    self.refresh_at = None;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// An order request the exchange refused: again later when the refusal is
+    /// transient (it placed nothing), or a final rejection.
+    async fn on_refused(&mut self, label: &str, error: RpcError) -> Result<(), Ended> {
+        let Some(t) = self.orders.get_mut(label) else {
+            return Ok(());
+        };
+        if retryable(error.code) && t.sends < self.cfg.max_sends {
+            let delay = self
+                .cfg
+                .retry_delay
+                .saturating_mul(1 << (t.sends.saturating_sub(1)).min(10));
+            t.retry_at = Some(Instant::now() + delay);
+            tracing::info!(%label, code = error.code, ?delay, "Order refused for now; sending again later.");
+            return Ok(());
+        }
+        let reason = match &error.data {
+            Some(data) => format!("{}: {data}", error.message),
+            None => error.message.clone(),
+        };
+        self.finish(label, "rejected", Some(error.code), Some(reason))
+            .await
+    }
+
+    /// Ends an order in a terminal state Keel decides (rejected, expired).
+    async fn finish(
+        &mut self,
+        label: &str,
+        state: &str,
+        code: Option<i64>,
+        reason: Option<String>,
+    ) -> Result<(), Ended> {
+        let Some(t) = self.orders.remove(label) else {
+            return Ok(());
+        };
+        self.pg
+            .update_order(OrderUpdate {
+                label: label.to_owned(),
+                state: state.into(),
+                rank: rank(state),
+                order_id: t.order_id.clone(),
+                filled_amount: t.filled,
+                average_price: None,
+                last_update_ms: t.last_update_ms,
+                reject_code: code,
+                reason: reason.clone(),
+            })
+            .await?;
+        self.event(vec![
+            ("event", state.to_owned()),
+            ("label", label.to_owned()),
+            ("instrument", t.order.instrument),
+            ("code", code.map(|c| c.to_string()).unwrap_or_default()),
+            ("reason", reason.unwrap_or_default()),
+        ])
+        .await
+    }
+
+    /// What a lookup by label found.
+    async fn on_lookup(&mut self, label: &str, found: Vec<Order>) -> Result<(), Ended> {
+        if found.len() > 1 {
+            self.counters.doubled.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(%label, orders = found.len(),
+                "The exchange holds more than one order with this label.");
+        }
+        if let Some(latest) = found.iter().max_by_key(|o| o.creation_timestamp) {
+            return self.apply(latest).await;
+        }
+        let Some(t) = self.orders.get_mut(label) else {
+            return Ok(());
+        };
+        if t.rank >= rank("open") {
+            // Known to the exchange once, not found now: leave it to the
+            // notifications; an operator sees it in the registry.
+            tracing::warn!(%label, state = %t.state, "An order the exchange knew is not found by label.");
+            return Ok(());
+        }
+        let now = now_ms();
+        if t.sends == 0 {
+            // Recorded, never sent (a crash in between): send it now.
+            return self.send_place(label).await;
+        }
+        if now <= t.order.valid_until_ms + VALID_UNTIL_MARGIN_MS {
+            // The request may still start: look again once it cannot.
+            let wait = (t.order.valid_until_ms + VALID_UNTIL_MARGIN_MS - now).max(0) as u64;
+            t.lookup_at = Some(Instant::now() + Duration::from_millis(wait));
+            return Ok(());
+        }
+        if t.sends < self.cfg.max_sends {
+            // Nothing on the exchange, and the last request can no longer start.
+            return self.send_place(label).await;
+        }
+        let sends = t.sends;
+        self.finish(
+            label,
+            "expired",
+            None,
+            Some(format!("not on the exchange after {sends} sends")),
+        )
+        .await
+    }
+
+    /// Applies the exchange's word on an order, if it moves the order forward.
+    async fn apply(&mut self, order: &Order) -> Result<(), Ended> {
+        let label = if self.orders.contains_key(&order.label) {
+            order.label.clone()
+        } else if let Some(label) = self.by_id.get(&order.order_id) {
+            label.clone()
+        } else {
+            // Terminal already (a late notification), or not Keel's.
+            if order.label.is_empty() || !intent::valid_label(&order.label) {
+                self.foreign(order);
+            }
+            return Ok(());
+        };
+        let Some(t) = self.orders.get_mut(&label) else {
+            return Ok(());
+        };
+        let state = state_of(order);
+        let r = rank(state);
+        let updated = order.last_update_timestamp as i64;
+        let newer = r > t.rank
+            || (r == t.rank && r < 5 && (updated > t.last_update_ms || order.filled() > t.filled));
+        if !newer {
+            self.counters.stale.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        t.state = state.into();
+        t.rank = r;
+        t.order_id = Some(order.order_id.clone());
+        t.filled = t.filled.max(order.filled());
+        t.last_update_ms = t.last_update_ms.max(updated);
+        t.lookup_at = None;
+        t.retry_at = None;
+        let instrument = t.order.instrument.clone();
+        self.by_id.insert(order.order_id.clone(), label.clone());
+        self.pg
+            .update_order(OrderUpdate {
+                label: label.clone(),
+                state: state.into(),
+                rank: r,
+                order_id: Some(order.order_id.clone()),
+                filled_amount: order.filled(),
+                average_price: order.average_price.filter(|p| *p > 0.0),
+                last_update_ms: updated,
+                reject_code: None,
+                reason: order.cancel_reason.clone(),
+            })
+            .await?;
+        let event = match state {
+            "open" => "accepted",
+            other => other,
+        };
+        self.event(vec![
+            ("event", event.into()),
+            ("label", label.clone()),
+            ("order_id", order.order_id.clone()),
+            ("instrument", instrument),
+            ("state", state.into()),
+            ("filled_amount", order.filled().to_string()),
+            (
+                "average_price",
+                order.average_price.unwrap_or(0.0).to_string(),
+            ),
+            ("reason", order.cancel_reason.clone().unwrap_or_default()),
+        ])
+        .await?;
+        if r >= 5 {
+            self.orders.remove(&label);
+        }
+        Ok(())
+    }
+
+    /// Stores fills once each; the new ones become events (and, when `live`,
+    /// move the positions the limits check).
+    async fn store_fills(&mut self, trades: Vec<UserTrade>, live: bool) -> Result<(), Ended> {
+        if trades.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<FillRow> = trades
+            .iter()
+            .map(|t| FillRow {
+                trade_id: t.trade_id.clone(),
+                label: t
+                    .label
+                    .clone()
+                    .filter(|l| !l.is_empty())
+                    .or_else(|| self.by_id.get(&t.order_id).cloned()),
+                order_id: t.order_id.clone(),
+                instrument: t.instrument_name.clone(),
+                side: t.direction.as_str().into(),
+                amount: t.amount,
+                price: t.price,
+                fee: t.fee,
+                fee_currency: t.fee_currency.clone(),
+                liquidity: t.liquidity.clone(),
+                trade_seq: t.trade_seq,
+                exchange_ms: t.timestamp as i64,
+            })
+            .collect();
+        let new = self.pg.insert_fills(rows.clone()).await?;
+        for row in rows.into_iter().filter(|r| new.contains(&r.trade_id)) {
+            self.counters.fills.fetch_add(1, Ordering::Relaxed);
+            if live {
+                let sign = if row.side == "buy" { 1.0 } else { -1.0 };
+                *self.positions.entry(row.instrument.clone()).or_default() += sign * row.amount;
+            }
+            self.event(vec![
+                ("event", "fill".into()),
+                ("label", row.label.unwrap_or_default()),
+                ("order_id", row.order_id),
+                ("instrument", row.instrument),
+                ("trade_id", row.trade_id),
+                ("side", row.side),
+                ("price", row.price.to_string()),
+                ("amount", row.amount.to_string()),
+                ("liquidity", row.liquidity),
+            ])
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn on_tick(&mut self) -> Result<(), Ended> {
+        let now = Instant::now();
+        let expired: Vec<(u64, Waiting)> = self
+            .waiting
+            .iter()
+            .filter(|(_, w)| w.deadline() <= now)
+            .map(|(id, w)| (*id, w.clone()))
+            .collect();
+        for (id, waiting) in expired {
+            self.waiting.remove(&id);
+            match waiting {
+                Waiting::Place { label, .. } => {
+                    self.counters.ambiguous.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%label, "No answer to an order request in time; asking the exchange by label.");
+                    if let Some(t) = self.orders.get_mut(&label) {
+                        t.in_flight = false;
+                        if t.rank < rank("unknown") {
+                            t.state = "unknown".into();
+                            t.rank = rank("unknown");
+                            let update = OrderUpdate {
+                                label: label.clone(),
+                                state: "unknown".into(),
+                                rank: rank("unknown"),
+                                order_id: None,
+                                filled_amount: 0.0,
+                                average_price: None,
+                                last_update_ms: 0,
+                                reject_code: None,
+                                reason: Some("no answer in time".into()),
+                            };
+                            self.pg.update_order(update).await?;
+                            self.event(vec![("event", "unknown".into()), ("label", label.clone())])
+                                .await?;
+                        }
+                    }
+                    self.send_lookup(&label).await?;
+                }
+                Waiting::Lookup { label, .. }
+                | Waiting::Cancel { label, .. }
+                | Waiting::Amend { label, .. } => {
+                    if let Some(t) = self.orders.get_mut(&label) {
+                        t.in_flight = false;
+                        t.lookup_at = Some(Instant::now() + self.cfg.retry_delay);
+                    }
+                }
+                Waiting::Refresh { .. } => self.refresh_at = Some(Instant::now()),
+            }
+        }
+        let due: Vec<(String, bool)> = self
+            .orders
+            .iter()
+            .filter(|(_, t)| !t.in_flight)
+            .filter_map(|(label, t)| {
+                if t.retry_at.is_some_and(|at| at <= now) {
+                    Some((label.clone(), true))
+                } else if t.lookup_at.is_some_and(|at| at <= now) {
+                    Some((label.clone(), false))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        for (label, resend) in due {
+            if resend {
+                self.send_place(&label).await?;
+            } else {
+                self.send_lookup(&label).await?;
+            }
+        }
+        if self.refresh_at.is_some_and(|at| at <= now) {
+            self.refresh_at = None;
+            if let Some(token) = self.refresh_token.clone() {
+                let id = self
+                    .socket()?
+                    .send(
+                        "public/auth",
+                        json!({"grant_type": "refresh_token", "refresh_token": token}),
+                    )
+                    .map_err(Ended::Lost)?;
+                let deadline = now + self.cfg.request_timeout;
+                self.waiting.insert(id, Waiting::Refresh { deadline });
+            }
+        }
+        Ok(())
+    }
+
+    /// Intake has stopped: let the requests in flight finish, then cancel the
+    /// open orders by label (or leave them), then log out, which does not fire
+    /// cancel on disconnect. Bounded throughout; what is not done by then is
+    /// left to cancel on disconnect and to the next start's reconciliation.
+    async fn shutdown(&mut self) {
+        self.probe.set_detail("session", "draining");
+        let deadline = Instant::now() + self.cfg.request_timeout;
+        while self
+            .waiting
+            .values()
+            .any(|w| matches!(w, Waiting::Place { .. } | Waiting::Amend { .. }))
+            && Instant::now() < deadline
+        {
+            if self.pump(deadline).await.is_err() {
+                return;
+            }
+        }
+        if self.cfg.on_shutdown == OnShutdown::Cancel {
+            let labels: Vec<String> = self.orders.keys().cloned().collect();
+            for label in &labels {
+                if self.cancel(label).await.is_err() {
+                    return;
+                }
+            }
+            let deadline = Instant::now() + CANCEL_WAIT;
+            while self.orders.values().any(|t| t.rank < 5)
+                && !self.orders.is_empty()
+                && Instant::now() < deadline
+                && self
+                    .waiting
+                    .values()
+                    .any(|w| matches!(w, Waiting::Cancel { .. } | Waiting::Lookup { .. }))
+            {
+                if self.pump(deadline).await.is_err() {
+                    return;
+                }
+            }
+            tracing::info!(
+                cancelled = labels.len(),
+                left = self.orders.len(),
+                "Executor cancelled its open orders."
+            );
+        }
+        let _ = self.call("private/logout", json!({})).await;
+    }
+
+    /// Handles the next frame, or returns at `deadline`.
+    async fn pump(&mut self, deadline: Instant) -> Result<(), Ended> {
+        let Some(socket) = self.socket.as_mut() else {
+            return Err(Ended::Lost("no session".into()));
+        };
+        match timeout_at(deadline, socket.inbox.recv()).await {
+            Err(_) => Ok(()),
+            Ok(Some(Inbound::Frame(frame))) => self.on_frame(frame).await,
+            Ok(Some(Inbound::Ended(why))) => Err(Ended::Lost(why)),
+            Ok(None) => Err(Ended::Lost("the session task ended".into())),
+        }
+    }
+}
+
+/// Reads intents for the engine: this consumer's own pending entries first
+/// (read before a restart, never acknowledged), then new ones. The engine
+/// acknowledges each after handling it.
+pub(super) async fn intake(
+    redis: RedisClient,
+    consumer: String,
+    batch: usize,
+    to_engine: mpsc::Sender<StreamEntry>,
+    stop: CancellationToken,
+) {
+    let streams = vec![INTENTS_STREAM.to_owned()];
+    let mut from = "0".to_owned();
+    let mut group_ready = false;
+    let mut failures = 0u32;
+    while !stop.is_cancelled() {
+        if !group_ready {
+            match redis.create_group(INTENTS_STREAM, GROUP).await {
+                Ok(_) => group_ready = true,
+                Err(error) => {
+                    tracing::warn!(%error, "Cannot create the intents group yet.");
+                    if pause(&stop, &mut failures).await {
+                        return;
+                    }
+                    continue;
+                }
+            }
+        }
+        let read = tokio::select! {
+            () = stop.cancelled() => return,
+            read = redis.read_group_from(GROUP, &consumer, &streams, batch, &from) => read,
+        };
+        let entries: Vec<StreamEntry> = match read {
+            Ok(streams) => streams.into_iter().flat_map(|(_, e)| e).collect(),
+            Err(error) => {
+                if error.to_string().contains("NOGROUP") {
+                    group_ready = false;
+                }
+                tracing::warn!(%error, "Reading intents failed; trying again.");
+                if pause(&stop, &mut failures).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        failures = 0;
+        let pending = from != ">";
+        if entries.is_empty() && pending {
+            // Every entry left unacknowledged by a previous incarnation is
+            // handed over: new ones from now on.
+            from = ">".into();
+            continue;
+        }
+        for entry in entries {
+            if pending {
+                // The next read of own pending entries starts after this one.
+                from.clone_from(&entry.id);
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                sent = to_engine.send(entry) => if sent.is_err() { return },
+            }
+        }
+    }
+}
+
+/// Waits a growing delay after a failure; true when asked to stop.
+async fn pause(stop: &CancellationToken, failures: &mut u32) -> bool {
+    *failures += 1;
+    let delay = Duration::from_millis(100).saturating_mul(1 << (*failures).min(5));
+    tokio::select! {
+        () = stop.cancelled() => true,
+        () = tokio::time::sleep(delay) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_only_move_forward() {
+        let order = |state: OrderState, filled: f64| Order {
+            order_id: "1".into(),
+            label: "a".into(),
+            instrument_name: "X".into(),
+            direction: keel_deribit::private::Side::Buy,
+            amount: 10.0,
+            contracts: None,
+            filled_amount: Some(filled),
+            average_price: None,
+            price: keel_deribit::private::OrderPrice::Price(1.0),
+            order_type: keel_deribit::private::OrderType::Limit,
+            order_state: state,
+            time_in_force: keel_deribit::private::TimeInForce::GoodTilCancelled,
+            post_only: false,
+            reject_post_only: None,
+            reduce_only: false,
+            replaced: false,
+            api: true,
+            web: None,
+            is_liquidation: false,
+            creation_timestamp: 1,
+            last_update_timestamp: 1,
+            cancel_reason: None,
+            max_show: None,
+            mmp: None,
+            risk_reducing: None,
+            user_id: None,
+            original_order_type: None,
+            trigger: None,
+            trigger_price: None,
+            triggered: None,
+        };
+        assert_eq!(state_of(&order(OrderState::Open, 0.0)), "open");
+        assert_eq!(state_of(&order(OrderState::Open, 5.0)), "partially_filled");
+        assert_eq!(state_of(&order(OrderState::Cancelled, 5.0)), "cancelled");
+        let ranks: Vec<i16> = [
+            "pending",
+            "sent",
+            "unknown",
+            "open",
+            "partially_filled",
+            "filled",
+        ]
+        .iter()
+        .map(|s| rank(s))
+        .collect();
+        assert!(ranks.windows(2).all(|w| w[0] < w[1]));
+        for terminal in ["filled", "cancelled", "rejected", "expired"] {
+            assert_eq!(rank(terminal), 5);
+        }
+    }
+}

@@ -1,0 +1,443 @@
+//! The executor under the daemon's tree against `keel sim`: intents on Redis
+//! become orders on the exchange exactly once while answers are dropped,
+//! orders are refused for now and the session is cut; PostgreSQL and the
+//! exchange agree on every order's state and every fill; limits and bad
+//! intents are refused with their reasons; a shutdown cancels what is open.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use common::db::TestDb;
+use common::deribit::WsClient;
+use common::redis::TestPrefix;
+use common::{daemon, eventually_some};
+use keel::{tree, Runtime};
+use keel_actors::service::executor::{ExecutorConfig, InstrumentLimits};
+use keel_core::secret::Secret;
+use keel_deribit::codes;
+use keel_deribit::model::to_ms;
+use keel_deribit::private::{Order, UserTradesPage};
+use keel_deribit::sim::{self, Fault, SimHandle};
+use serde_json::{json, Value};
+
+const BTC: &str = "BTC-PERPETUAL";
+const WAIT: Duration = Duration::from_secs(90);
+
+fn executor(sim: &SimHandle) -> ExecutorConfig {
+    ExecutorConfig {
+        enabled: true,
+        url: sim.ws_url(),
+        client_id: Some("k".into()),
+        client_secret: Some(Secret::new("s")),
+        instruments: BTreeMap::from([(
+            BTC.to_owned(),
+            InstrumentLimits {
+                max_amount: 1000.0,
+                max_notional: None,
+                max_position: 1_000_000.0,
+                price_band: 0.2,
+            },
+        )]),
+        ..ExecutorConfig::default()
+    }
+}
+
+/// The exchange's own view, through a session of the test's own.
+async fn exchange(sim: &SimHandle) -> WsClient {
+    let mut ws = WsClient::connect(&sim.ws_url()).await;
+    let timestamp = to_ms(std::time::SystemTime::now());
+    let signature = sim::signature("s", timestamp, "t", "");
+    let auth = ws
+        .request("public/auth", json!({"grant_type": "client_signature", "client_id": "k", "timestamp": timestamp, "nonce": "t", "data": "", "signature": signature}))
+        .await;
+    assert!(auth.outcome.is_ok());
+    ws
+}
+
+fn xadd(conn: &mut redis::Connection, stream: &str, fields: &[(&str, String)]) {
+    let mut cmd = redis::cmd("XADD");
+    cmd.arg(stream).arg("*");
+    for (k, v) in fields {
+        cmd.arg(*k).arg(v);
+    }
+    let _: String = cmd.query(conn).expect("XADD");
+}
+
+fn place(
+    label: &str,
+    side: &str,
+    amount: f64,
+    price: f64,
+    tif: &str,
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("action", "place".into()),
+        ("label", label.into()),
+        ("instrument", BTC.into()),
+        ("side", side.into()),
+        ("amount", amount.to_string()),
+        ("price", price.to_string()),
+        ("time_in_force", tif.into()),
+    ]
+}
+
+/// `label -> (state, filled)` of every order PostgreSQL holds.
+async fn stored(db: &tokio_postgres::Client) -> BTreeMap<String, (String, f64)> {
+    db.query("SELECT label, state, filled_amount FROM orders", &[])
+        .await
+        .map(|rows| {
+            rows.iter()
+                .map(|r| (r.get(0), (r.get(1), r.get(2))))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn stream_len(conn: &mut redis::Connection, key: &str) -> usize {
+    redis::cmd("XLEN").arg(key).query(conn).unwrap_or(0)
+}
+
+#[tokio::test]
+async fn every_intent_is_one_order_on_the_exchange_under_dropped_answers_refusals_and_disconnects()
+{
+    let sim = daemon::sim(200.0).await;
+    let db = TestDb::create().await;
+    let prefix = TestPrefix::new();
+    let mut config = daemon::config(&db, &prefix, Some(&sim));
+    config.receiver.enabled = false;
+    config.distributor.enabled = false;
+    config.analyzer.enabled = false;
+    config.schedule.enabled = false;
+    config.executor = executor(&sim);
+    let handle = Runtime::from_config(&config).start().await.unwrap();
+    let mut conn = prefix.connection();
+    let intents = format!("{}orders:intents", prefix.prefix);
+    let mut ws = exchange(&sim).await;
+    let book: Value = ws
+        .request(
+            "public/get_order_book",
+            json!({"instrument_name": BTC, "depth": 1}),
+        )
+        .await
+        .result()
+        .unwrap();
+    let (bid, ask) = (
+        book["bids"][0][0].as_f64().unwrap(),
+        book["asks"][0][0].as_f64().unwrap(),
+    );
+
+    // Faults on the exchange from the first orders on.
+    sim.inject(&Fault::RejectOrders {
+        code: codes::MATCHING_ENGINE_QUEUE_FULL,
+        count: 3,
+    })
+    .unwrap();
+    let mut expected: BTreeSet<String> = BTreeSet::new();
+    let mut resting = Vec::new();
+    let client = db.client().await;
+    // Resting orders whose answers are lost: the executor hears of them only
+    // by their notifications, and must not send them again at the deadline.
+    sim.inject(&Fault::DropOrderAnswers { count: 4 }).unwrap();
+    for j in 0..4 {
+        let label = format!("d-{j}");
+        xadd(
+            &mut conn,
+            &intents,
+            &place(&label, "buy", 10.0, bid - 2000.0, "good_til_cancelled"),
+        );
+        expected.insert(label.clone());
+        resting.push(label);
+    }
+    let counter = |name: &'static str| {
+        let handle = &handle;
+        move || {
+            handle
+                .tree()
+                .actor(tree::EXECUTOR)
+                .and_then(|a| a.details.get("executor").and_then(|e| e[name].as_u64()))
+                .unwrap_or(0)
+        }
+    };
+    let ambiguous = counter("ambiguous");
+    common::eventually("the lost answers' deadlines passed", WAIT, || {
+        ambiguous() >= 4
+    })
+    .await;
+    // Two rounds: answers dropped while the session lives (the executor must
+    // ask by label, never resend blindly), then the session cut mid-stream
+    // (it must reconcile by label before taking more).
+    for round in [0..60, 60..120] {
+        for i in round.clone() {
+            if i == 10 {
+                sim.inject(&Fault::DropOrderAnswers { count: 4 }).unwrap();
+            }
+            if i == 70 {
+                sim.inject(&Fault::Disconnect).unwrap();
+            }
+            let label = format!("c-{i:04}");
+            let fields = match i % 3 {
+                // Takes the book at once.
+                0 => place(&label, "buy", 10.0, ask + 100.0, "immediate_or_cancel"),
+                // Rests far below it.
+                1 => {
+                    resting.push(label.clone());
+                    place(&label, "buy", 10.0, bid - 2000.0, "good_til_cancelled")
+                }
+                // More than the book holds: killed whole.
+                _ => place(&label, "sell", 1000.0, bid - 100.0, "fill_or_kill"),
+            };
+            xadd(&mut conn, &intents, &fields);
+            expected.insert(label.clone());
+            // A strategy that sends an intent twice gets one order.
+            if i % 25 == 0 {
+                xadd(
+                    &mut conn,
+                    &intents,
+                    &place(&label, "buy", 10.0, ask + 100.0, "immediate_or_cancel"),
+                );
+            }
+            if i % 10 == 9 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        let round: BTreeSet<String> = round.map(|i| format!("c-{i:04}")).collect();
+        eventually_some("the round settled in PostgreSQL", WAIT, || async {
+            let orders = stored(&client).await;
+            round
+                .iter()
+                .all(|l| {
+                    orders
+                        .get(l)
+                        .is_some_and(|(s, _)| !matches!(s.as_str(), "pending" | "sent" | "unknown"))
+                })
+                .then_some(())
+        })
+        .await;
+    }
+    // Refused by a limit, and not an intent at all.
+    xadd(
+        &mut conn,
+        &intents,
+        &place("too-big", "buy", 5000.0, bid, "good_til_cancelled"),
+    );
+    xadd(
+        &mut conn,
+        &intents,
+        &[("action", "place".into()), ("label", "no-side".into())],
+    );
+    let orders = eventually_some("the refused intent recorded", WAIT, || async {
+        let orders = stored(&client).await;
+        orders.contains_key("too-big").then_some(orders)
+    })
+    .await;
+    assert_eq!(
+        orders.get("too-big").map(|(s, _)| s.as_str()),
+        Some("rejected")
+    );
+    assert!(
+        !orders.contains_key("no-side"),
+        "an invalid intent records no order"
+    );
+
+    // Cancel what rests (some were cancelled on disconnect already).
+    for label in &resting {
+        xadd(
+            &mut conn,
+            &intents,
+            &[("action", "cancel".into()), ("label", label.clone())],
+        );
+    }
+    let orders = eventually_some("every order terminal", WAIT, || async {
+        let orders = stored(&client).await;
+        let done = expected.iter().all(|l| {
+            orders.get(l).is_some_and(|(s, _)| {
+                !matches!(
+                    s.as_str(),
+                    "pending" | "sent" | "unknown" | "open" | "partially_filled"
+                )
+            })
+        });
+        done.then_some(orders)
+    })
+    .await;
+
+    // The exchange holds exactly one order per intent, in the state stored
+    // (a new session: the disconnect fault closed the test's too).
+    let mut ws = exchange(&sim).await;
+    for label in &expected {
+        let found: Vec<Order> = ws
+            .request(
+                "private/get_order_state_by_label",
+                json!({"currency": "BTC", "label": label}),
+            )
+            .await
+            .result()
+            .unwrap();
+        assert_eq!(
+            found.len(),
+            1,
+            "{label}: {} orders on the exchange",
+            found.len()
+        );
+        let exchange_state = found[0].order_state.as_str();
+        let (state, filled) = &orders[label];
+        assert_eq!(state, exchange_state, "{label}");
+        assert_eq!(*filled, found[0].filled(), "{label}");
+    }
+    let refused: Vec<Order> = ws
+        .request(
+            "private/get_order_state_by_label",
+            json!({"currency": "BTC", "label": "too-big"}),
+        )
+        .await
+        .result()
+        .unwrap();
+    assert!(refused.is_empty(), "a refused intent reaches no exchange");
+    // Every fill of the exchange is stored once.
+    let page: UserTradesPage = ws
+        .request(
+            "private/get_user_trades_by_instrument",
+            json!({"instrument_name": BTC, "count": 1000, "sorting": "asc"}),
+        )
+        .await
+        .result()
+        .unwrap();
+    let on_exchange: BTreeSet<String> = page.trades.iter().map(|t| t.trade_id.clone()).collect();
+    assert!(!on_exchange.is_empty(), "some orders filled");
+    let rows = client
+        .query("SELECT trade_id FROM fills", &[])
+        .await
+        .unwrap();
+    let in_store: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(in_store.len(), on_exchange.len());
+    assert_eq!(in_store.into_iter().collect::<BTreeSet<_>>(), on_exchange);
+    // Events for the strategy; the bad intent dead-lettered with its reason.
+    assert!(stream_len(&mut conn, &format!("{}orders:events", prefix.prefix)) >= expected.len());
+    let dead: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg(format!("{}orders:dead", prefix.prefix))
+        .arg("-")
+        .arg("+")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(dead.len(), 1);
+    assert!(dead[0]
+        .1
+        .iter()
+        .any(|(k, v)| k == "reason" && v.contains("side")));
+    let stats = sim.stats();
+    assert_eq!(stats.faults.get("drop_order_answers"), Some(&2));
+    handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_shutdown_cancels_open_orders_and_a_restart_resolves_ambiguous_ones_by_label() {
+    let sim = daemon::sim(0.0).await;
+    let db = TestDb::create().await;
+    let prefix = TestPrefix::new();
+    let mut config = daemon::config(&db, &prefix, Some(&sim));
+    config.receiver.enabled = false;
+    config.distributor.enabled = false;
+    config.analyzer.enabled = false;
+    config.schedule.enabled = false;
+    config.executor = executor(&sim);
+    let mut ws = exchange(&sim).await;
+    let book: Value = ws
+        .request(
+            "public/get_order_book",
+            json!({"instrument_name": BTC, "depth": 1}),
+        )
+        .await
+        .result()
+        .unwrap();
+    let low = book["bids"][0][0].as_f64().unwrap() - 1000.0;
+    let mut conn = prefix.connection();
+    let intents = format!("{}orders:intents", prefix.prefix);
+    let client = db.client().await;
+    let state_of = |label: &'static str| {
+        let client = &client;
+        async move { stored(client).await.get(label).map(|(s, _)| s.clone()) }
+    };
+
+    let handle = Runtime::from_config(&config).start().await.unwrap();
+    xadd(
+        &mut conn,
+        &intents,
+        &place("open-1", "buy", 10.0, low, "good_til_cancelled"),
+    );
+    eventually_some("open-1 open", WAIT, || async {
+        (state_of("open-1").await.as_deref() == Some("open")).then_some(())
+    })
+    .await;
+    // A shutdown cancels what is open (by the executor, not by disconnect).
+    handle.shutdown().await;
+    let found: Vec<Order> = ws
+        .request(
+            "private/get_order_state_by_label",
+            json!({"currency": "BTC", "label": "open-1"}),
+        )
+        .await
+        .result()
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].order_state.as_str(), "cancelled");
+    assert_eq!(found[0].cancel_reason.as_deref(), Some("user_request"));
+    assert_eq!(state_of("open-1").await.as_deref(), Some("cancelled"));
+
+    // What a crash leaves: an order recorded and never sent; one sent and
+    // placed, its answer never heard; one sent that never reached the
+    // exchange, its valid_until past.
+    let past = to_ms(std::time::SystemTime::now()) as i64 - 60_000;
+    for (label, state, sends) in [
+        ("never-1", "pending", 0),
+        ("lost-1", "sent", 1),
+        ("gone-1", "sent", 1),
+    ] {
+        client
+            .execute(
+                "INSERT INTO orders (label, instrument_name, side, order_type, amount, price,
+                     time_in_force, post_only, reduce_only, state, state_rank, valid_until_ms, sends)
+                 VALUES ($1, $2, 'buy', 'limit', 10, $3, 'good_til_cancelled', false, false, $4, $5, $6, $7)",
+                &[&label, &BTC, &low, &state, &(if state == "pending" { 0i16 } else { 1i16 }), &past, &sends],
+            )
+            .await
+            .unwrap();
+    }
+    let placed: Value = ws
+        .request(
+            "private/buy",
+            json!({"instrument_name": BTC, "amount": 10, "price": low, "label": "lost-1"}),
+        )
+        .await
+        .result()
+        .unwrap();
+    assert_eq!(placed["order"]["order_state"], "open");
+
+    // The restart asks by label before it takes an intent: lost-1 is found,
+    // never-1 and gone-1 are sent (the exchange had nothing).
+    let handle = Runtime::from_config(&config).start().await.unwrap();
+    for label in ["lost-1", "never-1", "gone-1"] {
+        eventually_some("reconciled", WAIT, || async {
+            (state_of(label).await.as_deref() == Some("open")).then_some(())
+        })
+        .await;
+        let found: Vec<Order> = ws
+            .request(
+                "private/get_order_state_by_label",
+                json!({"currency": "BTC", "label": label}),
+            )
+            .await
+            .result()
+            .unwrap();
+        assert_eq!(found.len(), 1, "{label}: {} orders", found.len());
+    }
+    handle.shutdown().await;
+    for label in ["lost-1", "never-1", "gone-1"] {
+        assert_eq!(
+            state_of(label).await.as_deref(),
+            Some("cancelled"),
+            "{label}"
+        );
+    }
+}
