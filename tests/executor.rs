@@ -441,3 +441,152 @@ async fn a_shutdown_cancels_open_orders_and_a_restart_resolves_ambiguous_ones_by
         );
     }
 }
+
+#[tokio::test]
+async fn the_kill_switch_cancels_open_orders_stops_intake_and_holds_until_resumed() {
+    let sim = daemon::sim(0.0).await;
+    let db = TestDb::create().await;
+    let prefix = TestPrefix::new();
+    let mut config = daemon::config(&db, &prefix, Some(&sim));
+    config.receiver.enabled = false;
+    config.distributor.enabled = false;
+    config.analyzer.enabled = false;
+    config.schedule.enabled = false;
+    config.executor = executor(&sim);
+    let mut ws = exchange(&sim).await;
+    let book: Value = ws
+        .request(
+            "public/get_order_book",
+            json!({"instrument_name": BTC, "depth": 1}),
+        )
+        .await
+        .result()
+        .unwrap();
+    let low = book["bids"][0][0].as_f64().unwrap() - 1000.0;
+    let mut conn = prefix.connection();
+    let intents = format!("{}orders:intents", prefix.prefix);
+    let client = db.client().await;
+    let state_of = |label: &'static str| {
+        let client = &client;
+        async move { stored(client).await.get(label).map(|(s, _)| s.clone()) }
+    };
+    let handle = Runtime::from_config(&config).start().await.unwrap();
+    xadd(
+        &mut conn,
+        &intents,
+        &place("k-1", "buy", 10.0, low, "good_til_cancelled"),
+    );
+    eventually_some("k-1 open", WAIT, || async {
+        (state_of("k-1").await.as_deref() == Some("open")).then_some(())
+    })
+    .await;
+
+    let registry = handle.registry().clone();
+    let halted = keel_actors::service::executor::set_halted(&registry, tree::EXECUTOR, true)
+        .await
+        .unwrap();
+    assert!(halted);
+    eventually_some("k-1 cancelled by the halt", WAIT, || async {
+        (state_of("k-1").await.as_deref() == Some("cancelled")).then_some(())
+    })
+    .await;
+    let detail = |handle: &keel::RuntimeHandle| {
+        handle
+            .tree()
+            .actor(tree::EXECUTOR)
+            .and_then(|a| a.details.get("executor").cloned())
+            .unwrap_or_default()
+    };
+    assert_eq!(detail(&handle)["halted"], true);
+    // Halted across a restart of the executor, and no intent is taken.
+    handle.restart(tree::EXECUTOR).await.unwrap();
+    xadd(
+        &mut conn,
+        &intents,
+        &place("k-2", "buy", 10.0, low, "good_til_cancelled"),
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while tokio::time::Instant::now() < deadline {
+        assert_eq!(
+            state_of("k-2").await,
+            None,
+            "an intent was taken while halted"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let halted = keel_actors::service::executor::set_halted(&registry, tree::EXECUTOR, false)
+        .await
+        .unwrap();
+    assert!(!halted);
+    eventually_some("k-2 taken after resume", WAIT, || async {
+        (state_of("k-2").await.as_deref() == Some("open")).then_some(())
+    })
+    .await;
+    assert_eq!(detail(&handle)["halted"], false);
+    handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn order_entry_keeps_to_the_accounts_rate_limits_instead_of_hitting_10028() {
+    let sim = sim::start(keel_deribit::sim::SimConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        instruments: vec![BTC.into()],
+        trades_per_sec: 0.0,
+        client_id: Some("k".into()),
+        client_secret: Some(Secret::new("s")),
+        min_heartbeat: Duration::from_secs(1),
+        rate_limits: keel_deribit::sim::RateLimits {
+            enabled: true,
+            matching_rate: 5,
+            matching_burst: 10,
+            ..keel_deribit::sim::RateLimits::default()
+        },
+        ..keel_deribit::sim::SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let db = TestDb::create().await;
+    let prefix = TestPrefix::new();
+    let mut config = daemon::config(&db, &prefix, Some(&sim));
+    config.receiver.enabled = false;
+    config.distributor.enabled = false;
+    config.analyzer.enabled = false;
+    config.schedule.enabled = false;
+    config.executor = executor(&sim);
+    let mut ws = exchange(&sim).await;
+    let book: Value = ws
+        .request(
+            "public/get_order_book",
+            json!({"instrument_name": BTC, "depth": 1}),
+        )
+        .await
+        .result()
+        .unwrap();
+    let ask = book["asks"][0][0].as_f64().unwrap();
+    let handle = Runtime::from_config(&config).start().await.unwrap();
+    let mut conn = prefix.connection();
+    let intents = format!("{}orders:intents", prefix.prefix);
+    let labels: Vec<String> = (0..30).map(|i| format!("r-{i}")).collect();
+    for label in &labels {
+        xadd(
+            &mut conn,
+            &intents,
+            &place(label, "buy", 10.0, ask + 100.0, "immediate_or_cancel"),
+        );
+    }
+    let client = db.client().await;
+    eventually_some("every order placed", WAIT, || async {
+        let orders = stored(&client).await;
+        labels
+            .iter()
+            .all(|l| orders.get(l).is_some_and(|(s, _)| s == "filled"))
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        sim.stats().rate_limited,
+        0,
+        "the executor hit the exchange's limit"
+    );
+    handle.shutdown().await;
+}

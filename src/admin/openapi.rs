@@ -84,6 +84,13 @@ pub(super) struct Restarted {
     pub(super) restarted: String,
 }
 
+/// `POST /api/executor/halt` and `/api/executor/resume`.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Halted {
+    /// Whether the executor's kill switch is on now.
+    pub(super) halted: bool,
+}
+
 /// `POST /api/tasks/{name}/run`.
 #[derive(Serialize, ToSchema)]
 pub(super) struct Started {

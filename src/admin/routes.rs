@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use tokio::sync::Notify;
 
 use super::openapi::{
-    ErrorBody, Health, Messages, Readiness, Restarted, ShuttingDown, Started, Tree,
+    ErrorBody, Halted, Health, Messages, Readiness, Restarted, ShuttingDown, Started, Tree,
 };
 use crate::RuntimeHandle;
 use keel_core::supervisor::RestartRefused;
@@ -84,6 +84,8 @@ fn protected() -> OpenApiRouter<App> {
         .routes(routes!(restart))
         .routes(routes!(shutdown))
         .routes(routes!(run_task))
+        .routes(routes!(halt))
+        .routes(routes!(resume))
         .routes(routes!(metrics))
         .routes(routes!(openapi_json))
 }
@@ -366,6 +368,39 @@ async fn run_task(State(app): State<App>, Path(name): Path<String>) -> Response 
         .into_response(),
         Err(RunRefused::NoScheduler) => {
             error(StatusCode::CONFLICT, "no scheduler is running").into_response()
+        }
+    }
+}
+
+/// The executor's kill switch: stop taking intents and cancel every open
+/// order Keel placed. It holds across restarts of the executor until resumed.
+#[utoipa::path(post, path = "/api/executor/halt", tag = "control",
+    responses(
+        (status = 200, description = "Halted", body = Halted),
+        (status = 404, description = "No executor runs", body = ErrorBody),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+    ))]
+async fn halt(State(app): State<App>) -> Response {
+    set_halted(&app, true).await
+}
+
+/// Turns the executor's kill switch off: intents are taken again.
+#[utoipa::path(post, path = "/api/executor/resume", tag = "control",
+    responses(
+        (status = 200, description = "Resumed", body = Halted),
+        (status = 404, description = "No executor runs", body = ErrorBody),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+    ))]
+async fn resume(State(app): State<App>) -> Response {
+    set_halted(&app, false).await
+}
+
+async fn set_halted(app: &App, halt: bool) -> Response {
+    use keel_actors::service::executor;
+    match executor::set_halted(app.handle.registry(), crate::tree::EXECUTOR, halt).await {
+        Ok(halted) => Json(Halted { halted }).into_response(),
+        Err(executor::HaltRefused::NoExecutor) => {
+            error(StatusCode::NOT_FOUND, "no executor is running").into_response()
         }
     }
 }

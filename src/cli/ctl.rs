@@ -47,6 +47,10 @@ pub enum CtlAction {
     },
     /// Shut the daemon down gracefully (as SIGTERM).
     Shutdown,
+    /// The executor's kill switch: stop taking intents, cancel every open order.
+    Halt,
+    /// Turn the kill switch off: the executor takes intents again.
+    Resume,
 }
 
 /// The daemon cannot be reached (`EX_UNAVAILABLE`).
@@ -134,6 +138,14 @@ pub(super) async fn run(config: &Config, args: CtlArgs) -> u8 {
             .json(reqwest::Method::POST, "/api/shutdown")
             .await
             .map(|_| println!("shutting down")),
+        CtlAction::Halt => client
+            .json(reqwest::Method::POST, "/api/executor/halt")
+            .await
+            .map(|_| println!("executor halted: intake stopped, open orders cancelled")),
+        CtlAction::Resume => client
+            .json(reqwest::Method::POST, "/api/executor/resume")
+            .await
+            .map(|_| println!("executor resumed")),
     };
     match result {
         Ok(()) => exit_code::OK,

@@ -23,8 +23,8 @@ use keel_core::logs::Repeats;
 use keel_core::registry::Probe;
 use keel_deribit::model::{to_ms, AuthResult, InstrumentInfo, Ticker};
 use keel_deribit::private::{
-    retryable, CancelOnDisconnect, Order, OrderResult, OrderState, Position, UserTrade,
-    UserTradesPage,
+    retryable, AccountSummary, CancelOnDisconnect, Limits, Order, OrderResult, OrderState,
+    Position, UserTrade, UserTradesPage,
 };
 use keel_deribit::{RpcError, ServerFrame};
 
@@ -139,6 +139,72 @@ pub struct Counters {
     pub foreign: AtomicU64,
     /// Labels the exchange holds more than one order for (must stay 0).
     pub doubled: AtomicU64,
+    /// Orders not terminal now.
+    pub open: AtomicU64,
+    /// The kill switch is on: no intake, open orders cancelled.
+    pub halted: std::sync::atomic::AtomicBool,
+}
+
+const FAMILIES: [(&str, &str); 11] = [
+    ("intents", "Intents read."),
+    ("invalid", "Intents dead-lettered."),
+    ("refused", "Intents refused by a limit."),
+    ("duplicates", "Intents for a label already known."),
+    ("sends", "Order requests sent."),
+    ("ambiguous", "Order requests unanswered at their deadline."),
+    ("lookups", "Lookups by label."),
+    ("stale", "Order updates older than the state applied."),
+    ("fills", "Fills stored."),
+    ("foreign", "Orders on the account Keel did not place."),
+    (
+        "doubled",
+        "Labels with more than one order on the exchange.",
+    ),
+];
+
+const OPEN: keel_core::stats::Family =
+    keel_core::stats::Family::gauge("keel_executor_open_orders", "Orders not terminal.");
+const HALTED: keel_core::stats::Family =
+    keel_core::stats::Family::gauge("keel_executor_halted", "1 while the kill switch is on.");
+
+macro_rules! counter_families {
+    ($($name:literal),*) => {
+        [$(keel_core::stats::Family::counter(concat!("keel_executor_", $name, "_total"), $name)),*]
+    };
+}
+
+const COUNTERS: [keel_core::stats::Family; 11] = counter_families!(
+    "intents",
+    "invalid",
+    "refused",
+    "duplicates",
+    "sends",
+    "ambiguous",
+    "lookups",
+    "stale",
+    "fills",
+    "foreign",
+    "doubled"
+);
+
+impl keel_core::stats::Stats for Counters {
+    fn show(&self) -> Option<Value> {
+        Some(self.to_json())
+    }
+
+    fn export(&self, actor: &str, out: &mut keel_core::stats::Samples) {
+        let labels = [("actor", actor)];
+        let shown = self.to_json();
+        for (family, (name, _)) in COUNTERS.iter().zip(FAMILIES) {
+            out.add(family, &labels, shown[name].as_f64().unwrap_or(0.0));
+        }
+        out.add(&OPEN, &labels, self.open.load(Ordering::Relaxed) as f64);
+        out.add(
+            &HALTED,
+            &labels,
+            f64::from(u8::from(self.halted.load(Ordering::Relaxed))),
+        );
+    }
 }
 
 impl Counters {
@@ -151,10 +217,65 @@ impl Counters {
             "sends": n(&self.sends), "ambiguous": n(&self.ambiguous),
             "lookups": n(&self.lookups), "stale": n(&self.stale),
             "fills": n(&self.fills), "foreign": n(&self.foreign),
-            "doubled": n(&self.doubled),
+            "doubled": n(&self.doubled), "open": n(&self.open),
+            "halted": self.halted.load(Ordering::Relaxed),
         })
     }
 }
+
+/// A token bucket sized from the account's `limits`: requests per second and
+/// how many at once.
+#[derive(Debug, Clone)]
+struct Budget {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Budget {
+    fn new(rate: u32, burst: u32) -> Self {
+        let burst = f64::from(burst.max(1));
+        Self {
+            rate: f64::from(rate.max(1)),
+            burst,
+            tokens: burst,
+            at: Instant::now(),
+        }
+    }
+
+    fn refill(&mut self) {
+        let now = Instant::now();
+        self.tokens =
+            (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate).min(self.burst);
+        self.at = now;
+    }
+
+    /// Takes one request if more than `keep` would be left; else how long
+    /// until one is.
+    fn take(&mut self, keep: f64) -> Result<(), Duration> {
+        self.refill();
+        if self.tokens >= 1.0 + keep {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64(
+                (1.0 + keep - self.tokens) / self.rate,
+            ))
+        }
+    }
+
+    fn can_take(&mut self, keep: f64) -> bool {
+        self.refill();
+        self.tokens >= 1.0 + keep
+    }
+}
+
+/// Order entry keeps this share of the matching engine's burst free, so a
+/// cancel (or a halt's cancels) always goes out.
+const CANCEL_HEADROOM: f64 = 0.2;
+/// How often the account's limits are read again (Deribit recomputes tiers hourly).
+const LIMITS_EVERY: Duration = Duration::from_secs(3600);
 
 /// An instrument as the exchange lists it: what limits and lookups need.
 #[derive(Debug, Clone)]
@@ -187,6 +308,7 @@ enum Waiting {
     Cancel { label: String, deadline: Instant },
     Amend { label: String, deadline: Instant },
     Refresh { deadline: Instant },
+    Limits { deadline: Instant },
 }
 
 impl Waiting {
@@ -196,7 +318,8 @@ impl Waiting {
             | Waiting::Lookup { deadline, .. }
             | Waiting::Cancel { deadline, .. }
             | Waiting::Amend { deadline, .. }
-            | Waiting::Refresh { deadline } => *deadline,
+            | Waiting::Refresh { deadline }
+            | Waiting::Limits { deadline } => *deadline,
         }
     }
 }
@@ -213,6 +336,8 @@ pub(super) struct Engine {
     pub(super) counters: Arc<Counters>,
     pub(super) probe: Probe,
     pub(super) stop: CancellationToken,
+    /// The kill switch.
+    halted: tokio::sync::watch::Receiver<bool>,
     socket: Option<Socket>,
     specs: HashMap<String, Spec>,
     marks: HashMap<String, f64>,
@@ -225,6 +350,11 @@ pub(super) struct Engine {
     refresh_token: Option<String>,
     refresh_at: Option<Instant>,
     foreign_log: Repeats,
+    /// Order entry and cancels (`limits.matching_engine.trading.total`).
+    matching: Budget,
+    /// Every other call (`limits.non_matching_engine`).
+    other: Budget,
+    limits_at: Instant,
 }
 
 impl Engine {
@@ -235,8 +365,10 @@ impl Engine {
         counters: Arc<Counters>,
         probe: Probe,
         stop: CancellationToken,
+        halted: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
         Self {
+            halted,
             cfg,
             redis,
             pg,
@@ -254,6 +386,10 @@ impl Engine {
             refresh_token: None,
             refresh_at: None,
             foreign_log: Repeats::default(),
+            // Until the account's own are read: nautilus' conservative defaults.
+            matching: Budget::new(5, 20),
+            other: Budget::new(20, 100),
+            limits_at: Instant::now() + LIMITS_EVERY,
         }
     }
 
@@ -333,12 +469,29 @@ impl Engine {
         for frame in backlog {
             self.on_frame(frame).await?;
         }
+        if *self.halted.borrow_and_update() {
+            self.halt().await?;
+        }
         let mut ticker = tokio::time::interval(TICK);
         loop {
             let open = self.orders.len();
-            let taking = open < self.cfg.max_open_orders;
+            let halted = *self.halted.borrow();
+            let keep = self.matching.burst * CANCEL_HEADROOM;
+            let taking = open < self.cfg.max_open_orders && !halted && self.matching.can_take(keep);
             tokio::select! {
                 () = self.stop.cancelled() => break,
+                changed = self.halted.changed() => {
+                    if changed.is_err() {
+                        return Err(Ended::Refused("the kill switch is gone".into()));
+                    }
+                    if *self.halted.borrow_and_update() {
+                        self.halt().await?;
+                    } else {
+                        tracing::warn!("Executor resumed: taking intents again.");
+                        self.probe.set_detail("session", "trading");
+                        self.event(vec![("event", "resumed".into())]).await?;
+                    }
+                }
                 inbound = async { match self.socket.as_mut() { Some(s) => s.inbox.recv().await, None => None } } => match inbound {
                     Some(Inbound::Frame(frame)) => self.on_frame(frame).await?,
                     Some(Inbound::Ended(why)) => return Err(Ended::Lost(why)),
@@ -350,10 +503,28 @@ impl Engine {
                 },
                 _ = ticker.tick() => self.on_tick().await?,
             }
-            self.probe.set_detail("open_orders", self.orders.len());
+            self.counters
+                .open
+                .store(self.orders.len() as u64, Ordering::Relaxed);
         }
         drop(intake);
         self.shutdown().await;
+        Ok(())
+    }
+
+    /// The kill switch: no more intents (the loop stops taking them), and
+    /// every open order Keel placed is cancelled.
+    async fn halt(&mut self) -> Result<(), Ended> {
+        let labels: Vec<String> = self.orders.keys().cloned().collect();
+        tracing::warn!(
+            open = labels.len(),
+            "Executor halted: intake stopped, cancelling open orders."
+        );
+        self.probe.set_detail("session", "halted");
+        self.event(vec![("event", "halted".into())]).await?;
+        for label in labels {
+            self.cancel(&label).await?;
+        }
         Ok(())
     }
 
@@ -402,6 +573,7 @@ impl Engine {
             ));
         }
         let names: Vec<String> = self.cfg.instruments.keys().cloned().collect();
+        let mut limits_read = false;
         for name in &names {
             let info: InstrumentInfo = self
                 .call_as("public/get_instrument", json!({"instrument_name": name}))
@@ -410,6 +582,17 @@ impl Engine {
                 .call_as("public/ticker", json!({"instrument_name": name}))
                 .await?;
             self.marks.insert(name.clone(), ticker.mark_price);
+            if !limits_read {
+                let currency = info
+                    .settlement_currency
+                    .clone()
+                    .unwrap_or_else(|| info.base_currency.clone());
+                let summary: AccountSummary = self
+                    .call_as("private/get_account_summary", json!({"currency": currency}))
+                    .await?;
+                self.set_limits(summary.limits.as_ref());
+                limits_read = true;
+            }
             self.specs.insert(
                 name.clone(),
                 Spec {
@@ -429,6 +612,25 @@ impl Engine {
         self.call_as::<Value>("private/subscribe", json!({ "channels": channels }))
             .await?;
         Ok(())
+    }
+
+    /// Sizes the budgets from the account's `limits` (kept as they were when
+    /// the answer has none).
+    fn set_limits(&mut self, limits: Option<&Limits>) {
+        let Some(limits) = limits else {
+            tracing::warn!("The account summary has no limits; keeping the budgets as they are.");
+            return;
+        };
+        let trading = limits.matching_engine.trading.total;
+        self.matching = Budget::new(trading.rate, trading.burst);
+        let other = limits.non_matching_engine;
+        self.other = Budget::new(other.rate, other.burst);
+        self.limits_at = Instant::now() + LIMITS_EVERY;
+        self.probe.set_detail(
+            "budgets",
+            json!({"matching_engine": {"rate": trading.rate, "burst": trading.burst},
+                   "non_matching_engine": {"rate": other.rate, "burst": other.burst}}),
+        );
     }
 
     fn schedule_refresh(&mut self, auth: &AuthResult) {
@@ -715,9 +917,16 @@ impl Engine {
     /// Sends (or sends again) the order of `label`, with a fresh `valid_until`.
     async fn send_place(&mut self, label: &str) -> Result<(), Ended> {
         let valid_until_ms = now_ms() + self.cfg.valid_for.as_millis() as i64;
+        let keep = self.matching.burst * CANCEL_HEADROOM;
+        let budget = self.matching.take(keep);
         let Some(t) = self.orders.get_mut(label) else {
             return Ok(());
         };
+        if let Err(wait) = budget {
+            // Over the account's order rate: later, never a 10028.
+            t.retry_at = Some(Instant::now() + wait);
+            return Ok(());
+        }
         t.sends += 1;
         t.in_flight = true;
         t.retry_at = None;
@@ -765,6 +974,12 @@ impl Engine {
         let Some(currency) = self.currency_of(label) else {
             return Ok(());
         };
+        if let Err(wait) = self.other.take(0.0) {
+            if let Some(t) = self.orders.get_mut(label) {
+                t.lookup_at = Some(Instant::now() + wait);
+            }
+            return Ok(());
+        }
         if let Some(t) = self.orders.get_mut(label) {
             t.in_flight = true;
             t.lookup_at = None;
@@ -810,6 +1025,8 @@ impl Engine {
                 )
             }
         };
+        // Cancels use the headroom order entry leaves; counted, never held.
+        let _ = self.matching.take(0.0);
         let id = self.socket()?.send(method, params).map_err(Ended::Lost)?;
         let deadline = Instant::now() + self.cfg.request_timeout;
         self.waiting.insert(
@@ -985,6 +1202,10 @@ impl Engine {
                     .await?;
                     self.send_lookup(&label).await?;
                 }
+            },
+            Waiting::Limits { .. } => match outcome.map(serde_json::from_value::<AccountSummary>) {
+                Ok(Ok(summary)) => self.set_limits(summary.limits.as_ref()),
+                _ => self.limits_at = Instant::now() + Duration::from_secs(60),
             },
             Waiting::Refresh { .. } => {
                 if let Ok(auth) = outcome.and_then(|v| {
@@ -1272,6 +1493,7 @@ impl Engine {
                     }
                 }
                 Waiting::Refresh { .. } => self.refresh_at = Some(Instant::now()),
+                Waiting::Limits { .. } => self.limits_at = Instant::now(),
             }
         }
         let due: Vec<(String, bool)> = self
@@ -1293,6 +1515,17 @@ impl Engine {
                 self.send_place(&label).await?;
             } else {
                 self.send_lookup(&label).await?;
+            }
+        }
+        if self.limits_at <= now {
+            self.limits_at = now + LIMITS_EVERY;
+            if let Some(currency) = self.specs.values().next().map(|s| s.currency.clone()) {
+                let id = self
+                    .socket()?
+                    .send("private/get_account_summary", json!({"currency": currency}))
+                    .map_err(Ended::Lost)?;
+                let deadline = now + self.cfg.request_timeout;
+                self.waiting.insert(id, Waiting::Limits { deadline });
             }
         }
         if self.refresh_at.is_some_and(|at| at <= now) {

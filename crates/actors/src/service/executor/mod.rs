@@ -27,6 +27,7 @@ use crate::resource::pg::PgClient;
 use crate::resource::redis::RedisClient;
 use crate::resource::RideOut;
 use keel_core::child::{spawn_with_probe, Incarnation, Outage, StartContext};
+use keel_core::mailbox::Tell;
 use keel_core::recorded::Recordable;
 use keel_core::tasks::{OwnedTask, TaskEnd};
 
@@ -41,6 +42,8 @@ pub struct ExecutorArgs {
     pub pg: PgClient,
     /// Counters kept across incarnations.
     pub counters: Arc<Counters>,
+    /// The kill switch, kept across incarnations: a restart does not undo a halt.
+    pub halted: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl ExecutorArgs {
@@ -51,6 +54,7 @@ impl ExecutorArgs {
             redis,
             pg,
             counters: Arc::default(),
+            halted: Arc::new(tokio::sync::watch::channel(false).0),
         }
     }
 }
@@ -62,6 +66,9 @@ pub enum ExecutorMsg {
     EngineEnded(Result<(), Ended>),
     /// A task of its own panicked or ended when it should not have.
     TaskFailed(String),
+    /// Turns the kill switch on (`true`: stop intake, cancel every open
+    /// order) or off; answers the state now.
+    Halt(bool, ractor::RpcReplyPort<bool>),
 }
 
 impl Recordable for ExecutorMsg {
@@ -69,6 +76,7 @@ impl Recordable for ExecutorMsg {
         match self {
             ExecutorMsg::EngineEnded(_) => "EngineEnded",
             ExecutorMsg::TaskFailed(_) => "TaskFailed",
+            ExecutorMsg::Halt(..) => "Halt",
         }
     }
 
@@ -77,6 +85,8 @@ impl Recordable for ExecutorMsg {
             ExecutorMsg::EngineEnded(Ok(())) => "stopped on request".into(),
             ExecutorMsg::EngineEnded(Err(ended)) => ended.to_string(),
             ExecutorMsg::TaskFailed(reason) => reason.clone(),
+            ExecutorMsg::Halt(true, _) => "halt: stop intake, cancel open orders".into(),
+            ExecutorMsg::Halt(false, _) => "resume".into(),
         }
     }
 }
@@ -88,6 +98,8 @@ pub struct Executor;
 /// Its running state; dropping it aborts both tasks.
 #[derive(Debug)]
 pub struct ExecutorState {
+    halted: Arc<tokio::sync::watch::Sender<bool>>,
+    counters: Arc<Counters>,
     engine_stop: CancellationToken,
     engine: Option<OwnedTask>,
     intake_stop: CancellationToken,
@@ -113,8 +125,11 @@ impl Actor for Executor {
     ) -> Result<ExecutorState, ActorProcessingErr> {
         let probe = own.probe.clone();
         let counters = Arc::clone(&args.counters);
-        let live = Arc::downgrade(&counters);
-        probe.set_live_detail("executor", move || Some(live.upgrade()?.to_json()));
+        probe.set_stats("executor", Arc::clone(&counters));
+        let halted = *args.halted.borrow();
+        counters
+            .halted
+            .store(halted, std::sync::atomic::Ordering::Relaxed);
         let consumer = args.config.consumer_name();
         probe.set_detail("consumer", consumer.clone());
         probe.set_detail("group", GROUP);
@@ -148,9 +163,10 @@ impl Actor for Executor {
                 .riding_out(RideOut::until(probe.clone(), stores_stop.clone())),
             args.pg
                 .riding_out(RideOut::until(probe.clone(), stores_stop.clone())),
-            counters,
+            Arc::clone(&counters),
             probe,
             engine_stop.clone(),
+            args.halted.subscribe(),
         );
         let work = async move {
             let ended = engine.run(from_intake).await;
@@ -162,6 +178,8 @@ impl Actor for Executor {
             TaskEnd::Panicked(_) => Some(ExecutorMsg::TaskFailed(end.unexpected("engine"))),
         });
         Ok(ExecutorState {
+            halted: args.halted,
+            counters,
             engine_stop,
             engine: Some(engine),
             intake_stop,
@@ -173,7 +191,7 @@ impl Actor for Executor {
         &self,
         _myself: ActorRef<ExecutorMsg>,
         message: ExecutorMsg,
-        _state: &mut ExecutorState,
+        state: &mut ExecutorState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
             // A lost session is how the executor reconnects: an outage.
@@ -181,6 +199,15 @@ impl Actor for Executor {
             ExecutorMsg::EngineEnded(Err(Ended::Refused(reason))) => Err(reason.into()),
             ExecutorMsg::EngineEnded(Ok(())) => Ok(()),
             ExecutorMsg::TaskFailed(reason) => Err(reason.into()),
+            ExecutorMsg::Halt(halt, reply) => {
+                state.halted.send_replace(halt);
+                state
+                    .counters
+                    .halted
+                    .store(halt, std::sync::atomic::Ordering::Relaxed);
+                let _ = reply.send(halt);
+                Ok(())
+            }
         }
     }
 
@@ -199,5 +226,33 @@ impl Actor for Executor {
             engine.join().await;
         }
         Ok(())
+    }
+}
+
+/// Why the kill switch could not be reached.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HaltRefused {
+    /// No executor runs in this tree.
+    #[error("no executor is running")]
+    NoExecutor,
+}
+
+/// Turns the kill switch of the executor registered as `name` on or off.
+pub async fn set_halted(
+    registry: &keel_core::registry::Registry,
+    name: &str,
+    halt: bool,
+) -> Result<bool, HaltRefused> {
+    let cell = registry.cell(name).ok_or(HaltRefused::NoExecutor)?;
+    let actor: ActorRef<ExecutorMsg> = cell.into();
+    match actor
+        .ask(
+            |reply| ExecutorMsg::Halt(halt, reply),
+            Some(std::time::Duration::from_secs(5)),
+        )
+        .await
+    {
+        Ok(ractor::rpc::CallResult::Success(state)) => Ok(state),
+        _ => Err(HaltRefused::NoExecutor),
     }
 }
