@@ -590,3 +590,114 @@ async fn order_entry_keeps_to_the_accounts_rate_limits_instead_of_hitting_10028(
     );
     handle.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkill_mid_stream_and_a_restart_lose_and_double_no_order() {
+    use common::process::{closed_port, signal, spawn_keel, write_config};
+    let sim = daemon::sim(100.0).await;
+    let db = TestDb::create().await;
+    let prefix = TestPrefix::new();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "[sim]\nin_daemon = false\n[receiver]\nenabled = false\n[distributor]\nenabled = false\n\
+             [analyzer]\nenabled = false\n[schedule]\nenabled = false\n\
+             [admin]\nlisten = \"127.0.0.1:{}\"\n[postgres]\nurl = \"{}\"\n[redis]\nkey_prefix = \"{}\"\n\
+             [executor]\nenabled = true\nurl = \"{}\"\nclient_id = \"k\"\nclient_secret = \"s\"\n\
+             [executor.instruments.BTC-PERPETUAL]\nmax_amount = 1000.0\nmax_position = 1000000.0\nprice_band = 0.2\n",
+            closed_port(),
+            db.url(common::db::PG_PORT),
+            prefix.prefix,
+            sim.ws_url()
+        ),
+    );
+    let mut ws = exchange(&sim).await;
+    let book: Value = ws
+        .request(
+            "public/get_order_book",
+            json!({"instrument_name": BTC, "depth": 1}),
+        )
+        .await
+        .result()
+        .unwrap();
+    let ask = book["asks"][0][0].as_f64().unwrap();
+    let mut conn = prefix.connection();
+    let intents = format!("{}orders:intents", prefix.prefix);
+    let client = db.client().await;
+    let labels: Vec<String> = (0..80).map(|i| format!("k9-{i:03}")).collect();
+
+    let (mut keel, mut lines) = spawn_keel(&["run"], &config);
+    eventually_some("the executor session", WAIT, || async {
+        (sim.stats().connections >= 2).then_some(())
+    })
+    .await;
+    // Answers lost around the kill: the restart must ask, not resend.
+    sim.inject(&Fault::DropOrderAnswers { count: 3 }).unwrap();
+    for (i, label) in labels.iter().enumerate() {
+        if i == 40 {
+            signal(&keel, "KILL");
+            let _ = keel.0.wait();
+            // Its stderr is read for as long as it runs (a closed pipe would stop it).
+            (keel, lines) = spawn_keel(&["run"], &config);
+        }
+        xadd(
+            &mut conn,
+            &intents,
+            &place(label, "buy", 10.0, ask + 100.0, "immediate_or_cancel"),
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let orders = eventually_some("every intent terminal", WAIT, || async {
+        let orders = stored(&client).await;
+        let open: Vec<_> = labels
+            .iter()
+            .filter(|l| !orders.get(*l).is_some_and(|(s, _)| rank_terminal(s)))
+            .map(|l| (l, orders.get(l)))
+            .collect();
+        if !open.is_empty() {
+            eprintln!("not terminal: {} {:?}", open.len(), open.first());
+        }
+        open.is_empty().then_some(orders)
+    })
+    .await;
+    let mut ws = exchange(&sim).await;
+    for label in &labels {
+        let found: Vec<Order> = ws
+            .request(
+                "private/get_order_state_by_label",
+                json!({"currency": "BTC", "label": label}),
+            )
+            .await
+            .result()
+            .unwrap();
+        assert_eq!(
+            found.len(),
+            1,
+            "{label}: {} orders on the exchange",
+            found.len()
+        );
+        assert_eq!(orders[label].0, found[0].order_state.as_str(), "{label}");
+    }
+    let page: UserTradesPage = ws
+        .request(
+            "private/get_user_trades_by_instrument",
+            json!({"instrument_name": BTC, "count": 1000, "sorting": "asc"}),
+        )
+        .await
+        .result()
+        .unwrap();
+    let fills: i64 = client
+        .query_one("SELECT count(*) FROM fills", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(fills as usize, page.trades.len(), "every fill stored once");
+    signal(&keel, "TERM");
+    let _ = keel.0.wait();
+    drop(lines);
+}
+
+fn rank_terminal(state: &str) -> bool {
+    matches!(state, "filled" | "cancelled" | "rejected" | "expired")
+}

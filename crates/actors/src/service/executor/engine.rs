@@ -1612,6 +1612,7 @@ pub(super) async fn intake(
     redis: RedisClient,
     consumer: String,
     batch: usize,
+    claim_min_idle: Duration,
     to_engine: mpsc::Sender<StreamEntry>,
     stop: CancellationToken,
 ) {
@@ -1619,7 +1620,39 @@ pub(super) async fn intake(
     let mut from = "0".to_owned();
     let mut group_ready = false;
     let mut failures = 0u32;
+    // Entries another consumer read and never acknowledged (a process killed
+    // with intents in hand) are taken over once idle this long: the labels
+    // make handling one twice harmless.
+    let claim_every = claim_min_idle / 2;
+    let mut next_claim = Instant::now();
     while !stop.is_cancelled() {
+        if group_ready && from == ">" && Instant::now() >= next_claim {
+            next_claim = Instant::now() + claim_every;
+            let claimed = redis
+                .autoclaim(
+                    INTENTS_STREAM,
+                    GROUP,
+                    &consumer,
+                    claim_min_idle,
+                    "0-0",
+                    batch,
+                )
+                .await;
+            if let Ok(claimed) = claimed {
+                if !claimed.entries.is_empty() {
+                    tracing::info!(
+                        entries = claimed.entries.len(),
+                        "Intents left by another consumer taken over."
+                    );
+                }
+                for delivered in claimed.entries {
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        sent = to_engine.send(delivered.entry) => if sent.is_err() { return },
+                    }
+                }
+            }
+        }
         if !group_ready {
             match redis.create_group(INTENTS_STREAM, GROUP).await {
                 Ok(_) => group_ready = true,

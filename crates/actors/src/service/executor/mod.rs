@@ -145,6 +145,7 @@ impl Actor for Executor {
                 redis,
                 consumer,
                 args.config.batch,
+                args.config.claim_min_idle,
                 to_engine,
                 intake_stop.clone(),
             ),
