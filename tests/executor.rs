@@ -701,3 +701,157 @@ async fn a_sigkill_mid_stream_and_a_restart_lose_and_double_no_order() {
 fn rank_terminal(state: &str) -> bool {
     matches!(state, "filled" | "cancelled" | "rejected" | "expired")
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_and_postgres_outages_lose_and_double_no_order() {
+    use common::pg_cluster::PrivatePg;
+    use common::redis::PrivateRedis;
+    // Intents live only in Redis: production runs it with an append-only
+    // file, and so does this test (a Redis that loses its data loses the
+    // intents it had not handed over, as any queue would).
+    let aof = tempfile::tempdir().unwrap();
+    let dir = aof.path().to_string_lossy().into_owned();
+    let mut redis = PrivateRedis::start_with(&[
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+        "--dir",
+        &dir,
+    ]);
+    let mut pg = PrivatePg::start();
+    let prefix = TestPrefix::on(redis.port);
+    let sim = daemon::sim(100.0).await;
+    let mut config = keel::config::Config {
+        postgres: keel_actors::resource::pg::PostgresConfig {
+            url: pg.url(),
+            ..Default::default()
+        },
+        redis: keel_actors::resource::redis::RedisConfig {
+            url: format!("redis://127.0.0.1:{}/0", redis.port),
+            key_prefix: prefix.prefix.clone(),
+            ..Default::default()
+        },
+        executor: executor(&sim),
+        ..keel::config::Config::default()
+    };
+    config.sim.in_daemon = false;
+    config.receiver.enabled = false;
+    config.distributor.enabled = false;
+    config.analyzer.enabled = false;
+    config.schedule.enabled = false;
+    let handle = Runtime::from_config(&config).start().await.unwrap();
+    let mut ws = exchange(&sim).await;
+    let book: Value = ws
+        .request(
+            "public/get_order_book",
+            json!({"instrument_name": BTC, "depth": 1}),
+        )
+        .await
+        .result()
+        .unwrap();
+    let (bid, ask) = (
+        book["bids"][0][0].as_f64().unwrap(),
+        book["asks"][0][0].as_f64().unwrap(),
+    );
+    let intents = format!("{}orders:intents", prefix.prefix);
+    let mut labels = Vec::new();
+    let send = |conn: &mut redis::Connection, n: usize, labels: &mut Vec<String>| {
+        for _ in 0..n {
+            let i = labels.len();
+            let label = format!("o-{i:03}");
+            let fields = if i % 2 == 0 {
+                place(&label, "buy", 10.0, ask + 100.0, "immediate_or_cancel")
+            } else {
+                place(&label, "buy", 10.0, bid - 2000.0, "good_til_cancelled")
+            };
+            xadd(conn, &intents, &fields);
+            labels.push(label);
+        }
+    };
+    let mut conn = redis.client().get_connection().unwrap();
+    send(&mut conn, 10, &mut labels);
+    settled(&pg, &labels).await;
+
+    // Redis goes away with intents in hand (acknowledgements and events wait).
+    send(&mut conn, 10, &mut labels);
+    redis.stop();
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    redis.resume();
+    let mut conn = redis.client().get_connection().unwrap();
+    send(&mut conn, 10, &mut labels);
+    settled(&pg, &labels).await;
+
+    // PostgreSQL goes away with intents in hand (orders cannot be recorded).
+    send(&mut conn, 10, &mut labels);
+    pg.stop();
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    pg.resume();
+    send(&mut conn, 10, &mut labels);
+    settled(&pg, &labels).await;
+
+    let tree = handle.tree();
+    let executor = tree.actor(tree::EXECUTOR).unwrap();
+    assert_eq!(
+        executor.restarts, 0,
+        "the outages were ridden out: {:?}",
+        executor.last_failure
+    );
+    let client = pg.client().await;
+    let orders = stored(&client).await;
+    let mut ws = exchange(&sim).await;
+    for label in &labels {
+        let found: Vec<Order> = ws
+            .request(
+                "private/get_order_state_by_label",
+                json!({"currency": "BTC", "label": label}),
+            )
+            .await
+            .result()
+            .unwrap();
+        assert_eq!(
+            found.len(),
+            1,
+            "{label}: {} orders on the exchange",
+            found.len()
+        );
+        assert_eq!(orders[label].0, found[0].order_state.as_str(), "{label}");
+    }
+    let page: UserTradesPage = ws
+        .request(
+            "private/get_user_trades_by_instrument",
+            json!({"instrument_name": BTC, "count": 1000, "sorting": "asc"}),
+        )
+        .await
+        .result()
+        .unwrap();
+    let fills: i64 = client
+        .query_one("SELECT count(*) FROM fills", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(fills as usize, page.trades.len(), "every fill stored once");
+    handle.shutdown().await;
+}
+
+/// Waits until every label has left pending, sent and unknown in `pg`.
+async fn settled(pg: &common::pg_cluster::PrivatePg, labels: &[String]) {
+    let client = pg.client().await;
+    eventually_some("the intents settled", WAIT, || async {
+        let orders = stored(&client).await;
+        let open: Vec<_> = labels
+            .iter()
+            .filter(|l| {
+                !orders
+                    .get(*l)
+                    .is_some_and(|(s, _)| !matches!(s.as_str(), "pending" | "sent" | "unknown"))
+            })
+            .map(|l| (l, orders.get(l)))
+            .collect();
+        if !open.is_empty() {
+            eprintln!("unsettled: {} {:?}", open.len(), open.first());
+        }
+        open.is_empty().then_some(())
+    })
+    .await;
+}
