@@ -855,3 +855,194 @@ async fn settled(pg: &common::pg_cluster::PrivatePg, labels: &[String]) {
     })
     .await;
 }
+
+fn events(conn: &mut redis::Connection, prefix: &TestPrefix) -> Vec<BTreeMap<String, String>> {
+    let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg(format!("{}orders:events", prefix.prefix))
+        .arg("-")
+        .arg("+")
+        .query(conn)
+        .unwrap_or_default();
+    entries
+        .into_iter()
+        .map(|(_, fields)| fields.into_iter().collect())
+        .collect()
+}
+
+#[tokio::test]
+async fn amends_are_held_to_the_limits_and_recorded() {
+    let sim = daemon::sim(0.0).await;
+    let db = TestDb::create().await;
+    let prefix = TestPrefix::new();
+    let mut config = daemon::config(&db, &prefix, Some(&sim));
+    config.receiver.enabled = false;
+    config.distributor.enabled = false;
+    config.analyzer.enabled = false;
+    config.schedule.enabled = false;
+    config.executor = executor(&sim);
+    let mut ws = exchange(&sim).await;
+    let book: Value = ws
+        .request(
+            "public/get_order_book",
+            json!({"instrument_name": BTC, "depth": 1}),
+        )
+        .await
+        .result()
+        .unwrap();
+    let bid = book["bids"][0][0].as_f64().unwrap();
+    let low = bid - 1000.0;
+    let handle = Runtime::from_config(&config).start().await.unwrap();
+    let mut conn = prefix.connection();
+    let intents = format!("{}orders:intents", prefix.prefix);
+    let client = db.client().await;
+    xadd(
+        &mut conn,
+        &intents,
+        &place("a-1", "buy", 10.0, low, "good_til_cancelled"),
+    );
+    eventually_some("a-1 open", WAIT, || async {
+        let orders = stored(&client).await;
+        (orders.get("a-1").map(|(s, _)| s.as_str()) == Some("open")).then_some(())
+    })
+    .await;
+    let amend = |fields: &[(&'static str, String)]| {
+        let mut all: Vec<(&'static str, String)> =
+            vec![("action", "amend".to_owned()), ("label", "a-1".to_owned())];
+        all.extend(fields.iter().cloned());
+        all
+    };
+    xadd(&mut conn, &intents, &amend(&[("amount", "5000".into())]));
+    xadd(
+        &mut conn,
+        &intents,
+        &amend(&[("price", (bid * 0.5).to_string())]),
+    );
+    xadd(
+        &mut conn,
+        &intents,
+        &amend(&[("amount", "20".into()), ("price", (low - 10.0).to_string())]),
+    );
+    let mut conn2 = prefix.connection();
+    let accepted = eventually_some("the amends answered", WAIT, || {
+        let found = events(&mut conn2, &prefix);
+        let client = &client;
+        async move {
+            let refused: Vec<String> = found
+                .iter()
+                .filter(|e| e["event"] == "amend_rejected")
+                .map(|e| e["reason"].clone())
+                .collect();
+            let row = client
+                .query_one("SELECT amount FROM orders WHERE label = 'a-1'", &[])
+                .await
+                .ok()?;
+            (refused.len() == 2 && row.get::<_, f64>(0) == 20.0).then_some(refused)
+        }
+    })
+    .await;
+    assert!(accepted[0].contains("max_amount"), "{accepted:?}");
+    assert!(accepted[1].contains("price_band"), "{accepted:?}");
+    let found: Vec<Order> = ws
+        .request(
+            "private/get_order_state_by_label",
+            json!({"currency": "BTC", "label": "a-1"}),
+        )
+        .await
+        .result()
+        .unwrap();
+    assert_eq!(
+        (found[0].amount, found[0].price.value()),
+        (20.0, Some(low - 10.0))
+    );
+    let row = client
+        .query_one("SELECT amount, price FROM orders WHERE label = 'a-1'", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, f64>(0), row.get::<_, Option<f64>>(1)),
+        (20.0, Some(low - 10.0))
+    );
+    let history: Vec<String> = client
+        .query("SELECT state || ':' || COALESCE(reason, '') FROM order_history WHERE label = 'a-1' ORDER BY recorded_at", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(history.iter().any(|h| h.starts_with("sent")), "{history:?}");
+    assert!(history.iter().any(|h| h.contains("amended")), "{history:?}");
+    handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exchange_that_forgot_its_orders_does_not_stop_the_executor() {
+    let first = daemon::sim(0.0).await;
+    let addr = first.addr();
+    let db = TestDb::create().await;
+    let prefix = TestPrefix::new();
+    let mut config = daemon::config(&db, &prefix, Some(&first));
+    config.receiver.enabled = false;
+    config.distributor.enabled = false;
+    config.analyzer.enabled = false;
+    config.schedule.enabled = false;
+    config.executor = executor(&first);
+    let mut ws = exchange(&first).await;
+    let book: Value = ws
+        .request(
+            "public/get_order_book",
+            json!({"instrument_name": BTC, "depth": 1}),
+        )
+        .await
+        .result()
+        .unwrap();
+    let low = book["bids"][0][0].as_f64().unwrap() - 1000.0;
+    drop(ws);
+    let handle = Runtime::from_config(&config).start().await.unwrap();
+    let mut conn = prefix.connection();
+    let intents = format!("{}orders:intents", prefix.prefix);
+    let client = db.client().await;
+    let state = |label: &'static str| {
+        let client = &client;
+        async move { stored(client).await.get(label).map(|(s, _)| s.clone()) }
+    };
+    xadd(
+        &mut conn,
+        &intents,
+        &place("f-1", "buy", 10.0, low, "good_til_cancelled"),
+    );
+    eventually_some("f-1 open", WAIT, || async {
+        (state("f-1").await.as_deref() == Some("open")).then_some(())
+    })
+    .await;
+    // The exchange restarts with nothing: a new simulator on the same address.
+    first.stop().await;
+    let second = sim::start(keel_deribit::sim::SimConfig {
+        listen: addr,
+        instruments: vec![BTC.into()],
+        trades_per_sec: 0.0,
+        client_id: Some("k".into()),
+        client_secret: Some(Secret::new("s")),
+        min_heartbeat: Duration::from_secs(1),
+        ..keel_deribit::sim::SimConfig::default()
+    })
+    .await
+    .unwrap();
+    eventually_some(
+        "f-1 closed as the exchange no longer knows it",
+        WAIT,
+        || async { (state("f-1").await.as_deref() == Some("expired")).then_some(()) },
+    )
+    .await;
+    xadd(
+        &mut conn,
+        &intents,
+        &place("f-2", "buy", 10.0, low, "good_til_cancelled"),
+    );
+    eventually_some("f-2 open on the new exchange", WAIT, || async {
+        (state("f-2").await.as_deref() == Some("open")).then_some(())
+    })
+    .await;
+    assert!(!handle.has_ended(), "the tree still runs");
+    drop(second);
+    handle.shutdown().await;
+}

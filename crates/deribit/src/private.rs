@@ -613,6 +613,8 @@ pub fn retryable(code: i64) -> bool {
             | crate::codes::TEMPORARILY_UNAVAILABLE
             | crate::codes::INTERNAL_SERVER_ERROR
             | crate::codes::TOO_MANY_REQUESTS
+            // Could not start before its valid_until: nothing was placed.
+            | crate::codes::TIMED_OUT
     )
 }
 

@@ -105,8 +105,10 @@ fn ticks(price: f64, tick: f64) -> i64 {
 
 impl Account {
     pub(super) fn new(instruments: usize) -> Self {
+        // Ids grow across restarts of the simulator, as an exchange's do.
+        let start = crate::model::to_ms(std::time::SystemTime::now()) * 1000;
         Self {
-            next_order: 1,
+            next_order: start,
             orders: HashMap::new(),
             labels: HashMap::new(),
             open: vec![Vec::new(); instruments],

@@ -43,6 +43,18 @@ const VALID_UNTIL_MARGIN_MS: i64 = 500;
 /// What a shutdown allows its cancels.
 const CANCEL_WAIT: Duration = Duration::from_secs(3);
 
+/// An order as it would stand, for the limits.
+struct Proposed<'a> {
+    instrument: &'a str,
+    buying: bool,
+    amount: f64,
+    filled: f64,
+    price: Option<f64>,
+    reduce_only: bool,
+    /// The label of the order an amend replaces (not counted twice).
+    replacing: Option<&'a str>,
+}
+
 /// Ranks of states: an order's state only moves to a higher rank.
 pub(super) fn rank(state: &str) -> i16 {
     match state {
@@ -167,25 +179,40 @@ const OPEN: keel_core::stats::Family =
 const HALTED: keel_core::stats::Family =
     keel_core::stats::Family::gauge("keel_executor_halted", "1 while the kill switch is on.");
 
-macro_rules! counter_families {
-    ($($name:literal),*) => {
-        [$(keel_core::stats::Family::counter(concat!("keel_executor_", $name, "_total"), $name)),*]
-    };
-}
-
-const COUNTERS: [keel_core::stats::Family; 11] = counter_families!(
-    "intents",
-    "invalid",
-    "refused",
-    "duplicates",
-    "sends",
-    "ambiguous",
-    "lookups",
-    "stale",
-    "fills",
-    "foreign",
-    "doubled"
-);
+const COUNTERS: [keel_core::stats::Family; 11] = [
+    keel_core::stats::Family::counter("keel_executor_intents_total", "Intents read."),
+    keel_core::stats::Family::counter("keel_executor_invalid_total", "Intents dead-lettered."),
+    keel_core::stats::Family::counter(
+        "keel_executor_refused_total",
+        "Intents and amends refused by a limit.",
+    ),
+    keel_core::stats::Family::counter(
+        "keel_executor_duplicates_total",
+        "Intents for a label already known, not sent again.",
+    ),
+    keel_core::stats::Family::counter(
+        "keel_executor_sends_total",
+        "Order requests sent, resends included.",
+    ),
+    keel_core::stats::Family::counter(
+        "keel_executor_ambiguous_total",
+        "Order requests unanswered at their deadline.",
+    ),
+    keel_core::stats::Family::counter("keel_executor_lookups_total", "Lookups by label."),
+    keel_core::stats::Family::counter(
+        "keel_executor_stale_total",
+        "Order updates older than the state applied, ignored.",
+    ),
+    keel_core::stats::Family::counter("keel_executor_fills_total", "Fills stored."),
+    keel_core::stats::Family::counter(
+        "keel_executor_foreign_total",
+        "Orders on the account Keel did not place.",
+    ),
+    keel_core::stats::Family::counter(
+        "keel_executor_doubled_total",
+        "Labels with more than one order on the exchange (must stay 0).",
+    ),
+];
 
 impl keel_core::stats::Stats for Counters {
     fn show(&self) -> Option<Value> {
@@ -303,12 +330,30 @@ struct Tracked {
 /// A request out on the socket.
 #[derive(Debug, Clone)]
 enum Waiting {
-    Place { label: String, deadline: Instant },
-    Lookup { label: String, deadline: Instant },
-    Cancel { label: String, deadline: Instant },
-    Amend { label: String, deadline: Instant },
-    Refresh { deadline: Instant },
-    Limits { deadline: Instant },
+    Place {
+        label: String,
+        deadline: Instant,
+    },
+    Lookup {
+        label: String,
+        deadline: Instant,
+    },
+    Cancel {
+        label: String,
+        deadline: Instant,
+    },
+    Amend {
+        label: String,
+        amount: f64,
+        price: Option<f64>,
+        deadline: Instant,
+    },
+    Refresh {
+        deadline: Instant,
+    },
+    Limits {
+        deadline: Instant,
+    },
 }
 
 impl Waiting {
@@ -804,33 +849,53 @@ impl Engine {
 
     /// Checks a placement against `[executor]` limits; the limit it breaks.
     fn refusal(&self, p: &Place) -> Option<String> {
-        let Some(limits) = self.cfg.instruments.get(&p.instrument) else {
+        if self.orders.len() >= self.cfg.max_open_orders {
+            return Some(format!("max_open_orders {}", self.cfg.max_open_orders));
+        }
+        self.breach(&Proposed {
+            instrument: &p.instrument,
+            buying: p.side == keel_deribit::private::Side::Buy,
+            amount: p.amount,
+            filled: 0.0,
+            price: p.price,
+            reduce_only: p.reduce_only,
+            replacing: None,
+        })
+    }
+
+    /// The `[executor]` limit an order as proposed (new, or an amend of
+    /// `replacing`) would break.
+    fn breach(&self, p: &Proposed<'_>) -> Option<String> {
+        let Some(limits) = self.cfg.instruments.get(p.instrument) else {
             return Some(format!("instrument {} is not allowed", p.instrument));
         };
         if p.amount > limits.max_amount {
             return Some(format!("max_amount {} < {}", limits.max_amount, p.amount));
         }
-        let mark = self.marks.get(&p.instrument).copied();
+        let mark = self.marks.get(p.instrument).copied();
         if let Some(max) = limits.max_notional {
-            let inverse = self.specs.get(&p.instrument).is_some_and(|s| s.inverse);
+            let inverse = self.specs.get(p.instrument).is_some_and(|s| s.inverse);
             let price = p.price.or(mark).unwrap_or(0.0);
             let notional = if inverse { p.amount } else { p.amount * price };
             if notional > max {
                 return Some(format!("max_notional {max} < {notional}"));
             }
         }
-        if self.orders.len() >= self.cfg.max_open_orders {
-            return Some(format!("max_open_orders {}", self.cfg.max_open_orders));
-        }
         if !p.reduce_only {
-            let position = self.positions.get(&p.instrument).copied().unwrap_or(0.0);
+            let side = if p.buying { "buy" } else { "sell" };
+            let sign = if p.buying { 1.0 } else { -1.0 };
+            let position = self.positions.get(p.instrument).copied().unwrap_or(0.0);
             let working: f64 = self
                 .orders
-                .values()
-                .filter(|t| t.order.instrument == p.instrument && t.order.side == p.side.as_str())
-                .map(|t| t.order.amount - t.filled)
+                .iter()
+                .filter(|(label, t)| {
+                    t.order.instrument == p.instrument
+                        && t.order.side == side
+                        && p.replacing != Some(label.as_str())
+                })
+                .map(|(_, t)| t.order.amount - t.filled)
                 .sum();
-            let after = (position + p.side.sign() * (working + p.amount)).abs();
+            let after = (position + sign * (working + p.amount - p.filled)).abs();
             if after > limits.max_position {
                 return Some(format!("max_position {} < {after}", limits.max_position));
             }
@@ -873,7 +938,7 @@ impl Engine {
             reduce_only: p.reduce_only,
             state: state.into(),
             rank: rank(state),
-            reason: refusal.clone(),
+            reason: refusal.as_ref().map(|r| format!("limit {r}")),
             valid_until_ms,
             intent_id: intent_id.to_owned(),
         };
@@ -930,10 +995,24 @@ impl Engine {
         t.sends += 1;
         t.in_flight = true;
         t.retry_at = None;
+        let sends = t.sends;
+        // Recorded before it goes: a crash between the two leaves a lookup to
+        // do. A store that took long (an outage) would leave the request
+        // little or no time to start: its valid_until is set afresh then.
+        let mut valid_until_ms = valid_until_ms;
+        loop {
+            self.pg.mark_sent(label, valid_until_ms, sends).await?;
+            let left = valid_until_ms - now_ms();
+            if left > self.cfg.request_timeout.as_millis() as i64 {
+                break;
+            }
+            valid_until_ms = now_ms() + self.cfg.valid_for.as_millis() as i64;
+        }
+        let Some(t) = self.orders.get_mut(label) else {
+            return Ok(());
+        };
         t.order.valid_until_ms = valid_until_ms;
         let o = t.order.clone();
-        // Counted before it goes: a crash between the two leaves a lookup to do.
-        self.pg.mark_sent(label, valid_until_ms).await?;
         if let Some(t) = self.orders.get_mut(label) {
             if t.rank < 1 {
                 t.state = "sent".into();
@@ -1048,9 +1127,9 @@ impl Engine {
         let target = self.orders.get(&label).and_then(|t| {
             t.order_id
                 .clone()
-                .map(|id| (id, t.order.amount, t.order.price))
+                .map(|id| (id, t.order.amount, t.order.price, t.clone()))
         });
-        let Some((order_id, current_amount, current_price)) = target else {
+        let Some((order_id, current_amount, current_price, tracked)) = target else {
             return self
                 .event(vec![
                     ("event", "amend_rejected".into()),
@@ -1062,24 +1141,48 @@ impl Engine {
                 ])
                 .await;
         };
-        let mut params = json!({"order_id": order_id, "amount": amount.unwrap_or(current_amount)});
-        if let Some(price) = price.or(current_price) {
+        let new_amount = amount.unwrap_or(current_amount);
+        let new_price = price.or(current_price);
+        // An amend is held to the same limits as a new order.
+        let breach = self.breach(&Proposed {
+            instrument: &tracked.order.instrument,
+            buying: tracked.order.side == "buy",
+            amount: new_amount,
+            filled: tracked.filled,
+            price: new_price,
+            reduce_only: tracked.order.reduce_only,
+            replacing: Some(&label),
+        });
+        if let Some(reason) = breach {
+            self.counters.refused.fetch_add(1, Ordering::Relaxed);
+            return self
+                .event(vec![
+                    ("event", "amend_rejected".into()),
+                    ("label", label),
+                    ("code", "0".into()),
+                    ("reason", format!("limit {reason}")),
+                ])
+                .await;
+        }
+        let mut params = json!({"order_id": order_id, "amount": new_amount});
+        if let Some(price) = new_price {
             params["price"] = json!(price);
         }
+        let _ = self.matching.take(0.0);
         let id = self
             .socket()?
             .send("private/edit", params)
             .map_err(Ended::Lost)?;
-        if let Some(t) = self.orders.get_mut(&label) {
-            if let Some(a) = amount {
-                t.order.amount = a;
-            }
-            if price.is_some() {
-                t.order.price = price;
-            }
-        }
         let deadline = Instant::now() + self.cfg.request_timeout;
-        self.waiting.insert(id, Waiting::Amend { label, deadline });
+        self.waiting.insert(
+            id,
+            Waiting::Amend {
+                label,
+                amount: new_amount,
+                price: new_price,
+                deadline,
+            },
+        );
         Ok(())
     }
 
@@ -1185,9 +1288,19 @@ impl Engine {
                     self.send_lookup(&label).await?;
                 }
             },
-            Waiting::Amend { label, .. } => match outcome {
+            Waiting::Amend {
+                label,
+                amount,
+                price,
+                ..
+            } => match outcome {
                 Ok(value) => {
                     if let Ok(result) = serde_json::from_value::<OrderResult>(value) {
+                        if let Some(t) = self.orders.get_mut(&label) {
+                            t.order.amount = amount;
+                            t.order.price = price;
+                        }
+                        self.pg.amend_order(&label, amount, price).await?;
                         self.apply(&result.order).await?;
                         self.store_fills(result.trades, true).await?;
                     }
@@ -1296,10 +1409,19 @@ impl Engine {
             return Ok(());
         };
         if t.rank >= rank("open") {
-            // Known to the exchange once, not found now: leave it to the
-            // notifications; an operator sees it in the registry.
-            tracing::warn!(%label, state = %t.state, "An order the exchange knew is not found by label.");
-            return Ok(());
+            // Acknowledged once, unknown now (an exchange that lost its
+            // state, a simulator restarted): nothing can fill it any more.
+            // Closed as expired, loudly, so it holds no limit budget.
+            tracing::error!(%label, state = %t.state,
+                "The exchange no longer knows an order it acknowledged; closed as expired.");
+            return self
+                .finish(
+                    label,
+                    "expired",
+                    None,
+                    Some("the exchange no longer knows this order".into()),
+                )
+                .await;
         }
         let now = now_ms();
         if t.sends == 0 {
@@ -1613,6 +1735,7 @@ pub(super) async fn intake(
     consumer: String,
     batch: usize,
     claim_min_idle: Duration,
+    mut halted: tokio::sync::watch::Receiver<bool>,
     to_engine: mpsc::Sender<StreamEntry>,
     stop: CancellationToken,
 ) {
@@ -1626,6 +1749,14 @@ pub(super) async fn intake(
     let claim_every = claim_min_idle / 2;
     let mut next_claim = Instant::now();
     while !stop.is_cancelled() {
+        if *halted.borrow_and_update() {
+            // Halted: intents stay in the stream, unread, until resumed.
+            tokio::select! {
+                () = stop.cancelled() => return,
+                changed = halted.changed() => if changed.is_err() { return },
+            }
+            continue;
+        }
         if group_ready && from == ">" && Instant::now() >= next_claim {
             next_claim = Instant::now() + claim_every;
             let claimed = redis

@@ -250,7 +250,7 @@ pub fn parse(entry: &StreamEntry) -> Result<Intent, IntentError> {
             f.only(&["label", "price", "amount"])?;
             let (price, amount) = (f.number("price")?, f.number("amount")?);
             if price.is_none() && amount.is_none() {
-                return Err(IntentError::Missing("price"));
+                return Err(IntentError::Missing("price or amount"));
             }
             Ok(Intent::Amend {
                 label: label(&f)?,

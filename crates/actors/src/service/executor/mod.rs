@@ -146,6 +146,7 @@ impl Actor for Executor {
                 consumer,
                 args.config.batch,
                 args.config.claim_min_idle,
+                args.halted.subscribe(),
                 to_engine,
                 intake_stop.clone(),
             ),
@@ -201,7 +202,12 @@ impl Actor for Executor {
             ExecutorMsg::EngineEnded(Ok(())) => Ok(()),
             ExecutorMsg::TaskFailed(reason) => Err(reason.into()),
             ExecutorMsg::Halt(halt, reply) => {
-                state.halted.send_replace(halt);
+                // Only a change wakes the engine: a second halt does nothing.
+                state.halted.send_if_modified(|now| {
+                    let changed = *now != halt;
+                    *now = halt;
+                    changed
+                });
                 state
                     .counters
                     .halted

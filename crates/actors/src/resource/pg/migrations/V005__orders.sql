@@ -31,7 +31,9 @@ CREATE TABLE orders (
     created_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now()
 );
-CREATE UNIQUE INDEX orders_order_id ON orders (order_id) WHERE order_id IS NOT NULL;
+-- Not unique: the label is the key; an exchange (a simulator restarted) may
+-- hand out an id again, which must not stop the executor.
+CREATE INDEX orders_order_id ON orders (order_id) WHERE order_id IS NOT NULL;
 CREATE INDEX orders_live ON orders (state_rank) WHERE state_rank < 5;
 
 CREATE TABLE order_history (

@@ -155,8 +155,9 @@ impl PgOp for RecordOrder {
             .query_typed(
                 "INSERT INTO orders (label, instrument_name, side, order_type, amount, price,
                      time_in_force, post_only, reduce_only, state, state_rank, reason,
-                     valid_until_ms, intent_id)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+                     valid_until_ms, intent_id, reject_code)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
+                     CASE WHEN $10 = 'rejected' THEN 0 END)
                  ON CONFLICT (label) DO NOTHING
                  RETURNING label",
                 &params,
@@ -245,6 +246,52 @@ impl PgOp for UpdateOrder {
     }
 }
 
+/// Records an amend the exchange accepted: the order's new amount and price.
+#[derive(Clone, Debug)]
+pub struct AmendOrder {
+    /// Client order id.
+    pub label: String,
+    /// New amount.
+    pub amount: f64,
+    /// New price.
+    pub price: Option<f64>,
+}
+
+impl Operation for AmendOrder {
+    type Output = ();
+    const NAME: &'static str = "amend_order";
+
+    fn summary(&self) -> String {
+        "1 order".into()
+    }
+}
+
+impl PgOp for AmendOrder {
+    async fn attempt(
+        &self,
+        client: &mut Client,
+        pg: &PgShared,
+    ) -> Result<(), tokio_postgres::Error> {
+        let tx = begin(client, pg.timeout_ms()).await?;
+        tx.execute_typed(
+            "WITH up AS (
+                 UPDATE orders SET amount = $2, price = COALESCE($3, price), updated_at = now()
+                 WHERE label = $1
+                 RETURNING label, state, filled_amount, last_update_ms)
+             INSERT INTO order_history (label, state, filled_amount, last_update_ms, reason)
+             SELECT label, state, filled_amount, last_update_ms,
+                 'amended: ' || $2::text || ' @ ' || COALESCE($3::text, 'market') FROM up",
+            &[
+                (&self.label, Type::TEXT),
+                (&self.amount, Type::FLOAT8),
+                (&self.price, Type::FLOAT8),
+            ],
+        )
+        .await?;
+        tx.commit().await
+    }
+}
+
 /// Counts a send of a label, with the request's new `valid_until`.
 #[derive(Clone, Debug)]
 pub struct MarkSent {
@@ -252,6 +299,8 @@ pub struct MarkSent {
     pub label: String,
     /// The request may not start after this.
     pub valid_until_ms: i64,
+    /// This send's number (the first is 1): writing it twice counts it once.
+    pub sends: i32,
 }
 
 impl Operation for MarkSent {
@@ -267,21 +316,29 @@ impl PgOp for MarkSent {
     async fn attempt(
         &self,
         client: &mut Client,
-        _pg: &PgShared,
+        pg: &PgShared,
     ) -> Result<(), tokio_postgres::Error> {
-        client
-            .execute_typed(
-                "UPDATE orders SET sends = sends + 1, valid_until_ms = $2,
+        let tx = begin(client, pg.timeout_ms()).await?;
+        // The first send moves `pending` to `sent`, and that is history too.
+        tx.execute_typed(
+            "WITH before AS (SELECT state_rank FROM orders WHERE label = $1),
+             up AS (
+                 UPDATE orders SET sends = GREATEST(sends, $3), valid_until_ms = $2,
                      state = CASE WHEN state_rank < 1 THEN 'sent' ELSE state END,
                      state_rank = GREATEST(state_rank, 1), updated_at = now()
-                 WHERE label = $1",
-                &[
-                    (&self.label, Type::TEXT),
-                    (&self.valid_until_ms, Type::INT8),
-                ],
-            )
-            .await?;
-        Ok(())
+                 WHERE label = $1
+                 RETURNING label, state, filled_amount, last_update_ms)
+             INSERT INTO order_history (label, state, filled_amount, last_update_ms)
+             SELECT up.label, up.state, up.filled_amount, up.last_update_ms
+             FROM up, before WHERE before.state_rank < 1",
+            &[
+                (&self.label, Type::TEXT),
+                (&self.valid_until_ms, Type::INT8),
+                (&self.sends, Type::INT4),
+            ],
+        )
+        .await?;
+        tx.commit().await
     }
 }
 
@@ -409,11 +466,32 @@ impl PgClient {
         self.run(UpdateOrder(Arc::new(update))).await
     }
 
+    /// Records an accepted amend of `label`.
+    pub async fn amend_order(
+        &self,
+        label: &str,
+        amount: f64,
+        price: Option<f64>,
+    ) -> Result<(), PgError> {
+        self.run(AmendOrder {
+            label: label.to_owned(),
+            amount,
+            price,
+        })
+        .await
+    }
+
     /// Counts a send of `label`.
-    pub async fn mark_sent(&self, label: &str, valid_until_ms: i64) -> Result<(), PgError> {
+    pub async fn mark_sent(
+        &self,
+        label: &str,
+        valid_until_ms: i64,
+        sends: u32,
+    ) -> Result<(), PgError> {
         self.run(MarkSent {
             label: label.to_owned(),
             valid_until_ms,
+            sends: i32::try_from(sends).unwrap_or(i32::MAX),
         })
         .await
     }
