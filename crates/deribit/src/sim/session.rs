@@ -36,8 +36,14 @@ struct Credits {
     at: Instant,
 }
 
+/// Garbage frames sent at a time before the session looks at anything else.
+const GARBAGE_CHUNK: u64 = 1000;
+
 struct Session {
     exchange: Arc<Exchange>,
+    /// Garbage frames a fault still wants sent, and how many were.
+    garbage_left: u64,
+    garbage_sent: u64,
     /// This connection's id (orders remember it for cancel on disconnect).
     id: u64,
     authenticated: bool,
@@ -87,6 +93,8 @@ pub(super) async fn run(socket: WebSocket, exchange: Arc<Exchange>, stop: Cancel
     let mut user_feed = exchange.user_feed.subscribe();
     let mut session = Session {
         id: exchange.next_connection.fetch_add(1, Ordering::Relaxed),
+        garbage_left: 0,
+        garbage_sent: 0,
         user_subs: BTreeSet::new(),
         user_pending: BTreeMap::new(),
         cancel_on_disconnect: None,
@@ -150,9 +158,12 @@ pub(super) async fn run(socket: WebSocket, exchange: Arc<Exchange>, stop: Cancel
                     paused_until = Some(tokio::time::Instant::now() + Duration::from_millis(ms));
                     Ok(())
                 }
-                Ok(Control::Malformed(count)) => session.garbage(&mut tx, count).await,
+                Ok(Control::Malformed(count)) => { session.garbage_left += u64::from(count); Ok(()) }
                 Err(_) => Ok(()),
             },
+            // Garbage goes out in chunks between everything else, so a long
+            // burst still lets heartbeats through, as an exchange's would.
+            () = std::future::ready(()), if session.garbage_left > 0 => session.garbage(&mut tx).await,
             () = async { match session.heartbeat.as_mut() { Some(h) => { h.tick().await; } None => std::future::pending().await } } => {
                 session.on_heartbeat(&mut tx).await
             }
@@ -781,10 +792,15 @@ impl Session {
         .await
     }
 
-    async fn garbage(&self, tx: &mut Sink, count: u32) -> Result<(), End> {
-        for i in 0..count as usize {
-            self.send(tx, GARBAGE[i % GARBAGE.len()].into()).await?;
+    /// Sends the next chunk of the garbage frames a fault asked for.
+    async fn garbage(&mut self, tx: &mut Sink) -> Result<(), End> {
+        let chunk = self.garbage_left.min(GARBAGE_CHUNK);
+        for _ in 0..chunk {
+            let text = GARBAGE[(self.garbage_sent % GARBAGE.len() as u64) as usize];
+            self.garbage_sent += 1;
+            self.send(tx, text.into()).await?;
         }
+        self.garbage_left -= chunk;
         Ok(())
     }
 
