@@ -44,6 +44,32 @@ fn executor(sim: &SimHandle) -> ExecutorConfig {
     }
 }
 
+/// `config` running the executor against `sim` and nothing else.
+fn executor_only(mut config: keel::config::Config, sim: &SimHandle) -> keel::config::Config {
+    config.receiver.enabled = false;
+    config.distributor.enabled = false;
+    config.analyzer.enabled = false;
+    config.schedule.enabled = false;
+    config.executor = executor(sim);
+    config
+}
+
+/// `(best bid, best ask)` of the simulator's book.
+async fn best(ws: &mut WsClient) -> (f64, f64) {
+    let book: Value = ws
+        .request(
+            "public/get_order_book",
+            json!({"instrument_name": BTC, "depth": 1}),
+        )
+        .await
+        .result()
+        .unwrap();
+    (
+        book["bids"][0][0].as_f64().unwrap(),
+        book["asks"][0][0].as_f64().unwrap(),
+    )
+}
+
 /// The exchange's own view, through a session of the test's own.
 async fn exchange(sim: &SimHandle) -> WsClient {
     let mut ws = WsClient::connect(&sim.ws_url()).await;
@@ -105,28 +131,12 @@ async fn every_intent_is_one_order_on_the_exchange_under_dropped_answers_refusal
     let sim = daemon::sim(200.0).await;
     let db = TestDb::create().await;
     let prefix = TestPrefix::new();
-    let mut config = daemon::config(&db, &prefix, Some(&sim));
-    config.receiver.enabled = false;
-    config.distributor.enabled = false;
-    config.analyzer.enabled = false;
-    config.schedule.enabled = false;
-    config.executor = executor(&sim);
+    let config = executor_only(daemon::config(&db, &prefix, Some(&sim)), &sim);
     let handle = Runtime::from_config(&config).start().await.unwrap();
     let mut conn = prefix.connection();
     let intents = format!("{}orders:intents", prefix.prefix);
     let mut ws = exchange(&sim).await;
-    let book: Value = ws
-        .request(
-            "public/get_order_book",
-            json!({"instrument_name": BTC, "depth": 1}),
-        )
-        .await
-        .result()
-        .unwrap();
-    let (bid, ask) = (
-        book["bids"][0][0].as_f64().unwrap(),
-        book["asks"][0][0].as_f64().unwrap(),
-    );
+    let (bid, ask) = best(&mut ws).await;
 
     // Faults on the exchange from the first orders on.
     sim.inject(&Fault::RejectOrders {
@@ -336,22 +346,9 @@ async fn a_shutdown_cancels_open_orders_and_a_restart_resolves_ambiguous_ones_by
     let sim = daemon::sim(0.0).await;
     let db = TestDb::create().await;
     let prefix = TestPrefix::new();
-    let mut config = daemon::config(&db, &prefix, Some(&sim));
-    config.receiver.enabled = false;
-    config.distributor.enabled = false;
-    config.analyzer.enabled = false;
-    config.schedule.enabled = false;
-    config.executor = executor(&sim);
+    let config = executor_only(daemon::config(&db, &prefix, Some(&sim)), &sim);
     let mut ws = exchange(&sim).await;
-    let book: Value = ws
-        .request(
-            "public/get_order_book",
-            json!({"instrument_name": BTC, "depth": 1}),
-        )
-        .await
-        .result()
-        .unwrap();
-    let low = book["bids"][0][0].as_f64().unwrap() - 1000.0;
+    let low = best(&mut ws).await.0 - 1000.0;
     let mut conn = prefix.connection();
     let intents = format!("{}orders:intents", prefix.prefix);
     let client = db.client().await;
@@ -447,22 +444,9 @@ async fn the_kill_switch_cancels_open_orders_stops_intake_and_holds_until_resume
     let sim = daemon::sim(0.0).await;
     let db = TestDb::create().await;
     let prefix = TestPrefix::new();
-    let mut config = daemon::config(&db, &prefix, Some(&sim));
-    config.receiver.enabled = false;
-    config.distributor.enabled = false;
-    config.analyzer.enabled = false;
-    config.schedule.enabled = false;
-    config.executor = executor(&sim);
+    let config = executor_only(daemon::config(&db, &prefix, Some(&sim)), &sim);
     let mut ws = exchange(&sim).await;
-    let book: Value = ws
-        .request(
-            "public/get_order_book",
-            json!({"instrument_name": BTC, "depth": 1}),
-        )
-        .await
-        .result()
-        .unwrap();
-    let low = book["bids"][0][0].as_f64().unwrap() - 1000.0;
+    let low = best(&mut ws).await.0 - 1000.0;
     let mut conn = prefix.connection();
     let intents = format!("{}orders:intents", prefix.prefix);
     let client = db.client().await;
@@ -547,22 +531,9 @@ async fn order_entry_keeps_to_the_accounts_rate_limits_instead_of_hitting_10028(
     .unwrap();
     let db = TestDb::create().await;
     let prefix = TestPrefix::new();
-    let mut config = daemon::config(&db, &prefix, Some(&sim));
-    config.receiver.enabled = false;
-    config.distributor.enabled = false;
-    config.analyzer.enabled = false;
-    config.schedule.enabled = false;
-    config.executor = executor(&sim);
+    let config = executor_only(daemon::config(&db, &prefix, Some(&sim)), &sim);
     let mut ws = exchange(&sim).await;
-    let book: Value = ws
-        .request(
-            "public/get_order_book",
-            json!({"instrument_name": BTC, "depth": 1}),
-        )
-        .await
-        .result()
-        .unwrap();
-    let ask = book["asks"][0][0].as_f64().unwrap();
+    let ask = best(&mut ws).await.1;
     let handle = Runtime::from_config(&config).start().await.unwrap();
     let mut conn = prefix.connection();
     let intents = format!("{}orders:intents", prefix.prefix);
@@ -613,15 +584,7 @@ async fn a_sigkill_mid_stream_and_a_restart_lose_and_double_no_order() {
         ),
     );
     let mut ws = exchange(&sim).await;
-    let book: Value = ws
-        .request(
-            "public/get_order_book",
-            json!({"instrument_name": BTC, "depth": 1}),
-        )
-        .await
-        .result()
-        .unwrap();
-    let ask = book["asks"][0][0].as_f64().unwrap();
+    let ask = best(&mut ws).await.1;
     let mut conn = prefix.connection();
     let intents = format!("{}orders:intents", prefix.prefix);
     let client = db.client().await;
@@ -736,24 +699,10 @@ async fn redis_and_postgres_outages_lose_and_double_no_order() {
         ..keel::config::Config::default()
     };
     config.sim.in_daemon = false;
-    config.receiver.enabled = false;
-    config.distributor.enabled = false;
-    config.analyzer.enabled = false;
-    config.schedule.enabled = false;
+    let config = executor_only(config, &sim);
     let handle = Runtime::from_config(&config).start().await.unwrap();
     let mut ws = exchange(&sim).await;
-    let book: Value = ws
-        .request(
-            "public/get_order_book",
-            json!({"instrument_name": BTC, "depth": 1}),
-        )
-        .await
-        .result()
-        .unwrap();
-    let (bid, ask) = (
-        book["bids"][0][0].as_f64().unwrap(),
-        book["asks"][0][0].as_f64().unwrap(),
-    );
+    let (bid, ask) = best(&mut ws).await;
     let intents = format!("{}orders:intents", prefix.prefix);
     let mut labels = Vec::new();
     let send = |conn: &mut redis::Connection, n: usize, labels: &mut Vec<String>| {
@@ -874,22 +823,9 @@ async fn amends_are_held_to_the_limits_and_recorded() {
     let sim = daemon::sim(0.0).await;
     let db = TestDb::create().await;
     let prefix = TestPrefix::new();
-    let mut config = daemon::config(&db, &prefix, Some(&sim));
-    config.receiver.enabled = false;
-    config.distributor.enabled = false;
-    config.analyzer.enabled = false;
-    config.schedule.enabled = false;
-    config.executor = executor(&sim);
+    let config = executor_only(daemon::config(&db, &prefix, Some(&sim)), &sim);
     let mut ws = exchange(&sim).await;
-    let book: Value = ws
-        .request(
-            "public/get_order_book",
-            json!({"instrument_name": BTC, "depth": 1}),
-        )
-        .await
-        .result()
-        .unwrap();
-    let bid = book["bids"][0][0].as_f64().unwrap();
+    let bid = best(&mut ws).await.0;
     let low = bid - 1000.0;
     let handle = Runtime::from_config(&config).start().await.unwrap();
     let mut conn = prefix.connection();
@@ -980,22 +916,9 @@ async fn an_exchange_that_forgot_its_orders_does_not_stop_the_executor() {
     let addr = first.addr();
     let db = TestDb::create().await;
     let prefix = TestPrefix::new();
-    let mut config = daemon::config(&db, &prefix, Some(&first));
-    config.receiver.enabled = false;
-    config.distributor.enabled = false;
-    config.analyzer.enabled = false;
-    config.schedule.enabled = false;
-    config.executor = executor(&first);
+    let config = executor_only(daemon::config(&db, &prefix, Some(&first)), &first);
     let mut ws = exchange(&first).await;
-    let book: Value = ws
-        .request(
-            "public/get_order_book",
-            json!({"instrument_name": BTC, "depth": 1}),
-        )
-        .await
-        .result()
-        .unwrap();
-    let low = book["bids"][0][0].as_f64().unwrap() - 1000.0;
+    let low = best(&mut ws).await.0 - 1000.0;
     drop(ws);
     let handle = Runtime::from_config(&config).start().await.unwrap();
     let mut conn = prefix.connection();

@@ -64,9 +64,9 @@ impl Market {
         round(ticks as f64 * self.spec.info.tick_size)
     }
 
-    /// The next trade, stamped `now_ms`.
-    pub(super) fn next_trade(&mut self, now_ms: u64) -> PublicTrade {
-        let step = self.rng.below(5) as i64 - 2;
+    /// Moves the walk by `step` ticks (never below one tick); the trade's
+    /// `tick_direction`: 0 up, 1 zero-plus, 2 down, 3 zero-minus.
+    fn move_by(&mut self, step: i64) -> i16 {
         self.price_ticks = (self.price_ticks + step).max(1);
         let tick_direction = match step {
             s if s > 0 => 0,
@@ -77,6 +77,19 @@ impl Market {
         if step != 0 {
             self.last_move_up = step > 0;
         }
+        tick_direction
+    }
+
+    /// The id of the trade numbered `trade_seq`.
+    fn trade_id(&self) -> String {
+        (self.spec.info.instrument_id.unwrap_or_default() * 1_000_000_000 + self.trade_seq as u64)
+            .to_string()
+    }
+
+    /// The next trade, stamped `now_ms`.
+    pub(super) fn next_trade(&mut self, now_ms: u64) -> PublicTrade {
+        let step = self.rng.below(5) as i64 - 2;
+        let tick_direction = self.move_by(step);
         let info = &self.spec.info;
         let lots = (1 + self.rng.below(20)) as f64;
         let amount = round(lots * info.min_trade_amount);
@@ -94,9 +107,7 @@ impl Market {
         self.trade_seq += 1;
         PublicTrade {
             trade_seq: self.trade_seq,
-            trade_id: (info.instrument_id.unwrap_or_default() * 1_000_000_000
-                + self.trade_seq as u64)
-                .to_string(),
+            trade_id: self.trade_id(),
             timestamp: now_ms,
             tick_direction,
             price,
@@ -124,25 +135,13 @@ impl Market {
         amount: f64,
         taker: &str,
     ) -> PublicTrade {
-        let step = price_ticks - self.price_ticks;
-        let tick_direction = match step {
-            s if s > 0 => 0,
-            s if s < 0 => 2,
-            _ if self.last_move_up => 1,
-            _ => 3,
-        };
-        if step != 0 {
-            self.last_move_up = step > 0;
-        }
-        self.price_ticks = price_ticks.max(1);
+        let tick_direction = self.move_by(price_ticks - self.price_ticks);
         let info = &self.spec.info;
         let price = self.price(self.price_ticks);
         self.trade_seq += 1;
         PublicTrade {
             trade_seq: self.trade_seq,
-            trade_id: (info.instrument_id.unwrap_or_default() * 1_000_000_000
-                + self.trade_seq as u64)
-                .to_string(),
+            trade_id: self.trade_id(),
             timestamp: now_ms,
             tick_direction,
             price,

@@ -135,14 +135,20 @@ impl ConsumerConfig {
 
     /// The consumer name: configured, or unique to this process.
     pub fn consumer_name(&self) -> String {
-        if !self.consumer.is_empty() {
-            return self.consumer.clone();
-        }
-        let host = std::fs::read_to_string("/etc/hostname")
-            .map(|h| h.trim().to_owned())
-            .unwrap_or_else(|_| "keel".into());
-        format!("{host}-{}", std::process::id())
+        consumer_name(&self.consumer)
     }
+}
+
+/// `configured`, or `{hostname}-{pid}` when empty: unique to this process,
+/// so several Keel processes share a group's work.
+pub fn consumer_name(configured: &str) -> String {
+    if !configured.is_empty() {
+        return configured.to_owned();
+    }
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "keel".into());
+    format!("{host}-{}", std::process::id())
 }
 
 /// Where a consumer's trades go. `store` must be idempotent: entries are

@@ -235,12 +235,6 @@ impl ExecutorConfig {
 
     /// The consumer name: configured, or unique to this process.
     pub fn consumer_name(&self) -> String {
-        if !self.consumer.is_empty() {
-            return self.consumer.clone();
-        }
-        let host = std::fs::read_to_string("/etc/hostname")
-            .map(|h| h.trim().to_owned())
-            .unwrap_or_else(|_| "keel".into());
-        format!("{host}-{}", std::process::id())
+        crate::service::consumer::consumer_name(&self.consumer)
     }
 }
