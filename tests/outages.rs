@@ -271,6 +271,9 @@ async fn finish(servers: &Servers, daemon: Daemon) {
 /// Waits until the receiver streams, then starts generation, so the first
 /// trade the exchange makes is seen too.
 async fn streaming(daemon: &Daemon, servers: &Servers) {
+    // The receiver streams without PostgreSQL; the tests count stored trades,
+    // which needs the schema PgActor applies when it first connects.
+    daemon.resource_ready(tree::PG, WAIT).await;
     eventually_some("receiver streaming", WAIT, || async {
         let tree = daemon.handle.tree();
         let connection = tree
