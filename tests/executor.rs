@@ -466,14 +466,37 @@ async fn the_kill_switch_cancels_open_orders_stops_intake_and_holds_until_resume
     .await;
 
     let registry = handle.registry().clone();
-    let halted = keel_actors::service::executor::set_halted(&registry, tree::EXECUTOR, true)
-        .await
-        .unwrap();
-    assert!(halted);
+    // Halted as an operator does it, and seen as one would see it.
+    let handle = std::sync::Arc::new(handle);
+    let admin = common::admin_endpoint(&handle, "t0ken").await;
+    let url = format!("http://{}", admin.addr());
+    let ctl = move |args: &'static [&'static str]| {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_keel"))
+                .args(["ctl", "--admin-url", &url, "--token", "t0ken"])
+                .args(args)
+                .output()
+                .unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+            )
+        })
+    };
+    assert_eq!(ctl(&["halt"]).await.unwrap().0, Some(0));
     eventually_some("k-1 cancelled by the halt", WAIT, || async {
         (state_of("k-1").await.as_deref() == Some("cancelled")).then_some(())
     })
     .await;
+    let (code, drawn) = ctl(&["tree"]).await.unwrap();
+    assert_eq!(code, Some(0));
+    assert!(
+        drawn
+            .lines()
+            .any(|l| l.contains(tree::EXECUTOR) && l.contains("[HALTED]")),
+        "{drawn}"
+    );
     let detail = |handle: &keel::RuntimeHandle| {
         handle
             .tree()
@@ -507,6 +530,8 @@ async fn the_kill_switch_cancels_open_orders_stops_intake_and_holds_until_resume
     })
     .await;
     assert_eq!(detail(&handle)["halted"], false);
+    let (_, drawn) = ctl(&["tree"]).await.unwrap();
+    assert!(!drawn.contains("HALTED"), "{drawn}");
     handle.shutdown().await;
 }
 
@@ -967,5 +992,362 @@ async fn an_exchange_that_forgot_its_orders_does_not_stop_the_executor() {
     .await;
     assert!(!handle.has_ended(), "the tree still runs");
     drop(second);
+    handle.shutdown().await;
+}
+
+/// The issue's conservation run: 2,000 intents (places, amends and cancels)
+/// from a driver while answers are dropped, the session is cut, Redis and
+/// PostgreSQL are each down for 20 s and the `keel` binary is killed with
+/// SIGKILL and started again. Afterwards every label has exactly one order on
+/// the simulator, in the state PostgreSQL holds, and every simulator fill is
+/// stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_intents_through_every_fault_at_once_are_each_one_order() {
+    use common::pg_cluster::PrivatePg;
+    use common::process::{closed_port, signal, spawn_keel, wait_exit, write_config};
+    use common::redis::PrivateRedis;
+    const PLACES: usize = 2000;
+    const OUTAGE: Duration = Duration::from_secs(20);
+    let aof = tempfile::tempdir().unwrap();
+    let dir = aof.path().to_string_lossy().into_owned();
+    let mut redis = PrivateRedis::start_with(&[
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+        "--dir",
+        &dir,
+    ]);
+    let mut pg = PrivatePg::start();
+    let prefix = TestPrefix::on(redis.port);
+    let sim = daemon::sim(100.0).await;
+    let conf = tempfile::tempdir().unwrap();
+    // The default configuration but for addresses and the executor's account.
+    let config = write_config(
+        conf.path(),
+        &format!(
+            "[sim]\nin_daemon = false\n[receiver]\nenabled = false\n[distributor]\nenabled = false\n\
+             [analyzer]\nenabled = false\n[schedule]\nenabled = false\n\
+             [admin]\nlisten = \"127.0.0.1:{}\"\n[postgres]\nurl = \"{}\"\n\
+             [redis]\nurl = \"redis://127.0.0.1:{}/0\"\nkey_prefix = \"{}\"\n\
+             [executor]\nenabled = true\nurl = \"{}\"\nclient_id = \"k\"\nclient_secret = \"s\"\n\
+             [executor.instruments.BTC-PERPETUAL]\nmax_amount = 1000.0\nmax_position = 1000000.0\nprice_band = 0.2\n",
+            closed_port(),
+            pg.url(),
+            redis.port,
+            prefix.prefix,
+            sim.ws_url()
+        ),
+    );
+    let (bid, ask) = {
+        let mut ws = exchange(&sim).await;
+        best(&mut ws).await
+    };
+    let intents = format!("{}orders:intents", prefix.prefix);
+    let (mut keel, lines) = spawn_keel(&["run"], &config);
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut said = Vec::new();
+    while !said
+        .iter()
+        .any(|l: &String| l.contains("Executor trading."))
+    {
+        said.extend(lines.try_iter());
+        if let Ok(Some(status)) = keel.0.try_wait() {
+            panic!("keel ended ({status}) before trading: {said:#?}");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no executor session: {said:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Keel's log goes with the test's output (shown when it fails).
+    let echo = |lines: std::sync::mpsc::Receiver<String>, run: &'static str| {
+        std::thread::spawn(move || {
+            for line in lines {
+                eprintln!("keel {run}: {line}");
+            }
+        })
+    };
+    echo(lines, "1");
+
+    let mut driver = Driver {
+        intents,
+        bid,
+        ask,
+        labels: Vec::new(),
+        resting: Default::default(),
+    };
+    let mut conn = redis.client().get_connection().unwrap();
+    sim.inject(&Fault::DropOrderAnswers { count: 5 }).unwrap();
+    driver.send(&mut conn, 300).await;
+    sim.inject(&Fault::Disconnect).unwrap();
+    driver.send(&mut conn, 300).await;
+    // Redis down with intents in hand: the strategy cannot write either.
+    redis.stop();
+    tokio::time::sleep(OUTAGE).await;
+    redis.resume();
+    let mut conn = redis.client().get_connection().unwrap();
+    driver.send(&mut conn, 300).await;
+    // PostgreSQL down: intents arrive and wait; nothing is sent unrecorded.
+    pg.stop();
+    driver.send(&mut conn, 400).await;
+    pg.resume();
+    driver.send(&mut conn, 200).await;
+    // Killed mid-stream with answers lost around it, then started again.
+    sim.inject(&Fault::DropOrderAnswers { count: 5 }).unwrap();
+    driver.send(&mut conn, 100).await;
+    signal(&keel, "KILL");
+    drop(keel);
+    let (mut keel, lines) = spawn_keel(&["run"], &config);
+    echo(lines, "2");
+    let rest = PLACES - driver.labels.len();
+    driver.send(&mut conn, rest).await;
+    let labels = driver.labels;
+    // What rests is cancelled once every order has its exchange's answer.
+    settled(&pg, &labels).await;
+    xadd(
+        &mut conn,
+        &driver.intents,
+        &[("action", "cancel_all".into())],
+    );
+
+    let client = pg.client().await;
+    let orders = eventually_some(
+        "every intent terminal",
+        Duration::from_secs(180),
+        || async {
+            let orders = stored(&client).await;
+            let open = labels
+                .iter()
+                .filter(|l| !orders.get(*l).is_some_and(|(s, _)| rank_terminal(s)))
+                .count();
+            (open == 0).then_some(orders)
+        },
+    )
+    .await;
+    // The driver keeps under Keel's own limits: nothing was refused.
+    let refused: BTreeMap<String, String> = client
+        .query(
+            "SELECT label, coalesce(reason, '') FROM orders WHERE reject_code = 0",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert!(refused.is_empty(), "refused by Keel: {refused:?}");
+    let ledger = sim.ledger();
+    for label in &labels {
+        let found = ledger.orders.get(label).map_or(&[][..], Vec::as_slice);
+        assert_eq!(
+            found.len(),
+            1,
+            "{label}: {} orders on the exchange",
+            found.len()
+        );
+        assert_eq!(orders[label].0, found[0].order_state.as_str(), "{label}");
+        let theirs = found[0].filled_amount.unwrap_or(0.0);
+        assert!(
+            (orders[label].1 - theirs).abs() < 1e-9,
+            "{label}: filled {} here, {theirs} there",
+            orders[label].1,
+        );
+    }
+    assert_eq!(
+        ledger.orders.len(),
+        labels.len(),
+        "no order Keel did not ask for"
+    );
+    let fills: BTreeSet<String> = client
+        .query("SELECT trade_id FROM fills", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let theirs: BTreeSet<String> = ledger.fills.iter().map(|t| t.trade_id.clone()).collect();
+    assert_eq!(ledger.fills.len(), theirs.len());
+    assert!(theirs.len() > PLACES / 3, "the crossing orders traded");
+    assert_eq!(fills, theirs, "every fill stored once");
+    signal(&keel, "TERM");
+    assert!(wait_exit(&mut keel.0, WAIT).success());
+}
+
+/// Writes intents as a strategy would, 20 places a second (under the
+/// account's 30/s matching budget): one place in three rests far from the
+/// market, the others cross at once, buying and selling in turn. It keeps at
+/// most 30 resting (under the default `max_open_orders`, 50) by cancelling the
+/// oldest, and every twentieth intent amends the newest.
+struct Driver {
+    intents: String,
+    bid: f64,
+    ask: f64,
+    labels: Vec<String>,
+    resting: std::collections::VecDeque<String>,
+}
+
+impl Driver {
+    async fn send(&mut self, conn: &mut redis::Connection, n: usize) {
+        let (bid, ask) = (self.bid, self.ask);
+        for _ in 0..n {
+            let i = self.labels.len();
+            let label = format!("c-{i:04}");
+            let fields = match i % 3 {
+                0 => {
+                    self.resting.push_back(label.clone());
+                    place(&label, "buy", 10.0, bid - 2000.0, "good_til_cancelled")
+                }
+                1 => place(&label, "buy", 10.0, ask + 100.0, "immediate_or_cancel"),
+                _ => place(&label, "sell", 10.0, bid - 100.0, "immediate_or_cancel"),
+            };
+            xadd(conn, &self.intents, &fields);
+            self.labels.push(label);
+            if self.resting.len() > 30 {
+                if let Some(oldest) = self.resting.pop_front() {
+                    xadd(
+                        conn,
+                        &self.intents,
+                        &[("action", "cancel".into()), ("label", oldest)],
+                    );
+                }
+            }
+            if i % 20 == 19 {
+                if let Some(newest) = self.resting.back() {
+                    let change = [
+                        ("action", "amend".into()),
+                        ("label", newest.clone()),
+                        ("price", (bid - 2500.0).to_string()),
+                    ];
+                    xadd(conn, &self.intents, &change);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn at_max_open_orders_a_new_order_is_refused_and_cancels_still_come_in() {
+    let sim = daemon::sim(0.0).await;
+    let db = TestDb::create().await;
+    let prefix = TestPrefix::new();
+    let mut config = executor_only(daemon::config(&db, &prefix, Some(&sim)), &sim);
+    config.executor.max_open_orders = 3;
+    let mut ws = exchange(&sim).await;
+    let low = best(&mut ws).await.0 - 1000.0;
+    let mut conn = prefix.connection();
+    let intents = format!("{}orders:intents", prefix.prefix);
+    let client = db.client().await;
+    let handle = Runtime::from_config(&config).start().await.unwrap();
+    let states = |labels: &'static [&'static str]| {
+        let client = &client;
+        async move {
+            let orders = stored(client).await;
+            labels
+                .iter()
+                .map(|l| orders.get(*l).map_or("-".to_owned(), |(s, _)| s.clone()))
+                .collect::<Vec<_>>()
+        }
+    };
+    for label in ["m-1", "m-2", "m-3", "m-4"] {
+        xadd(
+            &mut conn,
+            &intents,
+            &place(label, "buy", 10.0, low, "good_til_cancelled"),
+        );
+    }
+    eventually_some("three resting, the fourth refused", WAIT, || async {
+        (states(&["m-1", "m-2", "m-3", "m-4"]).await == ["open", "open", "open", "rejected"])
+            .then_some(())
+    })
+    .await;
+    let reason: String = client
+        .query_one("SELECT reason FROM orders WHERE label = 'm-4'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(reason.contains("max_open_orders"), "{reason}");
+    // The strategy makes room; the next order goes out.
+    xadd(
+        &mut conn,
+        &intents,
+        &[("action", "cancel".into()), ("label", "m-1".into())],
+    );
+    xadd(
+        &mut conn,
+        &intents,
+        &place("m-5", "buy", 10.0, low, "good_til_cancelled"),
+    );
+    eventually_some("m-1 cancelled and m-5 open", WAIT, || async {
+        (states(&["m-1", "m-5"]).await == ["cancelled", "open"]).then_some(())
+    })
+    .await;
+    handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_order_cancelled_while_waiting_to_be_resent_never_reaches_the_exchange() {
+    let sim = daemon::sim(0.0).await;
+    let db = TestDb::create().await;
+    let prefix = TestPrefix::new();
+    let config = executor_only(daemon::config(&db, &prefix, Some(&sim)), &sim);
+    let mut ws = exchange(&sim).await;
+    let low = best(&mut ws).await.0 - 1000.0;
+    let mut conn = prefix.connection();
+    let intents = format!("{}orders:intents", prefix.prefix);
+    let client = db.client().await;
+    let handle = Runtime::from_config(&config).start().await.unwrap();
+    let state = || async { stored(&client).await.get("w-1").map(|(s, _)| s.clone()) };
+    // Refused as retryable again and again: the order waits to be resent.
+    sim.inject(&Fault::RejectOrders {
+        code: codes::MATCHING_ENGINE_QUEUE_FULL,
+        count: 1000,
+    })
+    .unwrap();
+    xadd(
+        &mut conn,
+        &intents,
+        &place("w-1", "buy", 10.0, low, "good_til_cancelled"),
+    );
+    eventually_some("w-1 refused once and waiting", WAIT, || async {
+        let row = client
+            .query_opt("SELECT sends FROM orders WHERE label = 'w-1'", &[])
+            .await
+            .ok()??;
+        (row.get::<_, i32>(0) >= 1).then_some(())
+    })
+    .await;
+    xadd(
+        &mut conn,
+        &intents,
+        &[("action", "cancel".into()), ("label", "w-1".into())],
+    );
+    eventually_some("w-1 cancelled", WAIT, || async {
+        (state().await.as_deref() == Some("cancelled")).then_some(())
+    })
+    .await;
+    let reason: String = client
+        .query_one("SELECT reason FROM orders WHERE label = 'w-1'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(reason, "cancelled before it reached the exchange");
+    // The exchange would take it now; well past the retry delays, it has
+    // nothing.
+    sim.inject(&Fault::RejectOrders {
+        code: codes::MATCHING_ENGINE_QUEUE_FULL,
+        count: 0,
+    })
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while tokio::time::Instant::now() < deadline {
+        assert!(
+            !sim.ledger().orders.contains_key("w-1"),
+            "a cancelled intent reached the exchange"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     handle.shutdown().await;
 }

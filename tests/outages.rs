@@ -225,6 +225,16 @@ impl Daemon {
 /// Waits until the stored trades grow by `more` (the private cluster is up).
 async fn flows(pg: &PrivatePg, more: i64, within: Duration) {
     let client = pg.client().await;
+    // The receiver streams without PostgreSQL: the trades table appears
+    // when PgActor first connects and migrates, which may not have happened.
+    eventually_some("the schema migrated", within, || async {
+        let row = client
+            .query_one("SELECT to_regclass('trades') IS NOT NULL", &[])
+            .await
+            .ok()?;
+        row.get::<_, bool>(0).then_some(())
+    })
+    .await;
     let start = conservation::total(&client, &INSTRUMENTS).await;
     eventually_some("trades flowing into PostgreSQL", within, || async {
         (conservation::total(&client, &INSTRUMENTS).await >= start + more).then_some(())
@@ -271,9 +281,6 @@ async fn finish(servers: &Servers, daemon: Daemon) {
 /// Waits until the receiver streams, then starts generation, so the first
 /// trade the exchange makes is seen too.
 async fn streaming(daemon: &Daemon, servers: &Servers) {
-    // The receiver streams without PostgreSQL; the tests count stored trades,
-    // which needs the schema PgActor applies when it first connects.
-    daemon.resource_ready(tree::PG, WAIT).await;
     eventually_some("receiver streaming", WAIT, || async {
         let tree = daemon.handle.tree();
         let connection = tree

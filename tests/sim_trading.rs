@@ -623,3 +623,131 @@ async fn order_faults_drop_delay_and_reject_answers() {
         .any(|o| o["label"] == "late-1"));
     assert_eq!(sim.stats().faults.get("drop_order_answers"), Some(&1));
 }
+
+/// `Authorization: deri-hmac-sha256 ...` for `method` on `path_and_query`
+/// with `body`, signed as Deribit specifies.
+fn hmac_header(secret: &str, method: &str, path_and_query: &str, body: &str, ts: u64) -> String {
+    let data = format!("{method}\n{path_and_query}\n{body}\n");
+    let sig = sim::signature(secret, ts, "abc123", &data);
+    format!("deri-hmac-sha256 id=keel-exec,ts={ts},sig={sig},nonce=abc123")
+}
+
+#[tokio::test]
+async fn the_private_api_over_http_takes_a_signed_request_or_a_token_and_nothing_else() {
+    let sim = sim::start(config(0.0)).await.unwrap();
+    let mut ws = trader(&sim).await;
+    let (bid, _) = best(&mut ws, BTC).await;
+    let price = bid - 1000.0;
+    let http = reqwest::Client::new();
+    let now = || to_ms(std::time::SystemTime::now());
+    let get = |path: String, auth: Option<String>| {
+        let mut request = http.get(format!("{}{path}", sim.http_url()));
+        if let Some(auth) = auth {
+            request = request.header("Authorization", auth);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            let text = response.text().await.unwrap();
+            (status, serde_json::from_str::<Value>(&text).unwrap())
+        }
+    };
+
+    // Signed over method, path with query, and the (empty) body.
+    let path = format!(
+        "/api/v2/private/buy?instrument_name={BTC}&amount=10&type=limit&price={price}&label=h-1"
+    );
+    let (status, body) = get(
+        path.clone(),
+        Some(hmac_header("s3cret", "GET", &path, "", now())),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["result"]["order"]["label"], "h-1");
+    assert_eq!(body["result"]["order"]["order_state"], "open");
+    // The same account the WebSocket sees.
+    let found: Vec<Order> = ws
+        .request(
+            "private/get_order_state_by_label",
+            json!({"currency": "BTC", "label": "h-1"}),
+        )
+        .await
+        .result()
+        .unwrap();
+    assert_eq!(found.len(), 1);
+
+    // A signature over another request, another secret, an old timestamp or
+    // no header at all: refused, and nothing is placed.
+    let other = format!(
+        "/api/v2/private/buy?instrument_name={BTC}&amount=10&type=limit&price={price}&label=h-2"
+    );
+    for auth in [
+        Some(hmac_header("s3cret", "GET", &path, "", now())),
+        Some(hmac_header("wrong", "GET", &other, "", now())),
+        Some(hmac_header("s3cret", "POST", &other, "", now())),
+        Some(hmac_header("s3cret", "GET", &other, "", now() - 120_000)),
+        Some("Bearer not-a-token".to_owned()),
+        None,
+    ] {
+        let (status, body) = get(other.clone(), auth.clone()).await;
+        assert_eq!(status, 400, "{auth:?}: {body}");
+        let code = body["error"]["code"].as_i64().unwrap();
+        assert!(
+            [codes::INVALID_TOKEN, codes::INVALID_CREDENTIALS].contains(&code),
+            "{auth:?}: {body}"
+        );
+    }
+    let found: Vec<Order> = ws
+        .request(
+            "private/get_order_state_by_label",
+            json!({"currency": "BTC", "label": "h-2"}),
+        )
+        .await
+        .result()
+        .unwrap();
+    assert!(found.is_empty(), "a refused request placed nothing");
+
+    // An access token from public/auth over HTTP, then a JSON-RPC POST.
+    let (status, auth) = get(
+        "/api/v2/public/auth?grant_type=client_credentials&client_id=keel-exec&client_secret=s3cret"
+            .into(),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{auth}");
+    let token = auth["result"]["access_token"].as_str().unwrap().to_owned();
+    let request = json!({"jsonrpc": "2.0", "id": 7, "method": "private/cancel_by_label",
+                         "params": {"label": "h-1"}});
+    let response = http
+        .post(format!("{}/api/v2/private/cancel_by_label", sim.http_url()))
+        .header("Authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .body(request.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let body: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+    assert_eq!(body["id"], 7);
+    assert_eq!(body["result"], 1, "one order cancelled: {body}");
+
+    // A signed POST covers its body.
+    let body_text = json!({"jsonrpc": "2.0", "id": 8, "method": "private/get_positions",
+                           "params": {"currency": "BTC"}})
+    .to_string();
+    let path = "/api/v2/private/get_positions";
+    for (signed_over, expected) in [(body_text.clone(), 200), ("{}".to_owned(), 400)] {
+        let response = http
+            .post(format!("{}{path}", sim.http_url()))
+            .header(
+                "Authorization",
+                hmac_header("s3cret", "POST", path, &signed_over, now()),
+            )
+            .header("content-type", "application/json")
+            .body(body_text.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), expected);
+    }
+}

@@ -172,6 +172,15 @@ async fn tree(client: &Client) -> Result<(), u8> {
         if let Some(breaker) = a["details"]["breaker"]["state"].as_str() {
             text.push_str(&format!(" [breaker {breaker}]"));
         }
+        let executor = &a["details"]["executor"];
+        if executor.is_object() {
+            if executor["halted"].as_bool() == Some(true) {
+                text.push_str(" [HALTED]");
+            } else if let Some(session) = a["details"]["session"].as_str() {
+                text.push_str(&format!(" [{session}]"));
+            }
+            text.push_str(&format!(" [{} open orders]", executor["open"]));
+        }
         let group = &a["details"]["group_progress"];
         if group.is_object() {
             let lag = group["lag"]

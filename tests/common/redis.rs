@@ -159,8 +159,13 @@ impl PrivateRedis {
                 .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
             let answered = match &pong {
                 Ok(_) => true,
-                // A server that wants a password is up all the same.
-                Err(e) => self.tls.is_none() && !self.args.is_empty() && e.code().is_some(),
+                // A server that wants a password is up all the same; one
+                // still loading its append-only file is not.
+                Err(e) => {
+                    self.tls.is_none()
+                        && !self.args.is_empty()
+                        && e.code().is_some_and(|code| code != "LOADING")
+                }
             };
             if answered {
                 return;

@@ -9,7 +9,7 @@
 //! show as a book change. Self-trades are not simulated (the account's own
 //! resting orders are not matched against its new ones).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use crate::codes;
 use crate::model::PublicTrade;
@@ -25,6 +25,17 @@ use super::market::Market;
 const KEPT: usize = 100_000;
 /// Longest label Deribit takes.
 pub(super) use crate::private::MAX_LABEL;
+
+/// The account as the exchange holds it: every order it keeps, by label
+/// (oldest first), and every fill it keeps. What a test compares Keel's
+/// store with, without spending the account's request budget.
+#[derive(Debug, Clone, Default)]
+pub struct Ledger {
+    /// Orders by label, oldest first.
+    pub orders: BTreeMap<String, Vec<Order>>,
+    /// Fills of every instrument.
+    pub fills: Vec<UserTrade>,
+}
 
 /// What one change did, for the `user.*` channels.
 #[derive(Debug, Clone)]
@@ -514,6 +525,24 @@ impl Account {
             .iter()
             .rev()
             .filter_map(|id| self.orders.get(id).map(|e| &e.order))
+    }
+
+    /// Every order it holds (open and the closed it keeps), by label.
+    pub(super) fn ledger(&self) -> Ledger {
+        let mut orders: BTreeMap<String, Vec<Order>> = BTreeMap::new();
+        for (label, ids) in &self.labels {
+            let held: Vec<Order> = ids
+                .iter()
+                .filter_map(|id| self.orders.get(id).map(|e| e.order.clone()))
+                .collect();
+            if !held.is_empty() {
+                orders.insert(label.clone(), held);
+            }
+        }
+        Ledger {
+            orders,
+            fills: self.fills.iter().flatten().cloned().collect(),
+        }
     }
 
     /// Fills of instrument `i`, oldest first.

@@ -94,6 +94,71 @@ pub(super) fn authenticate(exchange: &Exchange, params: &Value) -> Result<AuthRe
     }
 }
 
+/// Checks an HTTP request's `Authorization` header, as Deribit does:
+/// `Bearer TOKEN` with a token from `public/auth`, or
+/// `deri-hmac-sha256 id=CLIENT_ID,ts=MS,sig=HEX,nonce=NONCE` where `sig` is
+/// the lower-case hex HMAC-SHA256, keyed by the client secret, of
+/// `"{ts}\n{nonce}\n{METHOD}\n{path?query}\n{body}\n"`.
+pub(super) fn authorize_http(
+    exchange: &Exchange,
+    header: Option<&str>,
+    method: &str,
+    uri: &str,
+    body: &str,
+) -> Result<(), RpcError> {
+    let unauthorized =
+        |why: &str| RpcError::new(codes::INVALID_TOKEN).because(why, Some("Authorization"));
+    let Some(header) = header else {
+        return Err(unauthorized("no Authorization header"));
+    };
+    let (scheme, rest) = header.trim().split_once(' ').unwrap_or((header, ""));
+    if scheme.eq_ignore_ascii_case("bearer") {
+        let token = rest.trim();
+        return if exchange.tokens.lock().contains_key(token) {
+            Ok(())
+        } else {
+            Err(unauthorized("unknown or expired access token"))
+        };
+    }
+    if !scheme.eq_ignore_ascii_case("deri-hmac-sha256") {
+        return Err(unauthorized("expected Bearer or deri-hmac-sha256"));
+    }
+    let mut fields = std::collections::HashMap::new();
+    for part in rest.split(',') {
+        if let Some((k, v)) = part.trim().split_once('=') {
+            fields.insert(k.trim(), v.trim());
+        }
+    }
+    let field = |name: &str| {
+        fields
+            .get(name)
+            .copied()
+            .ok_or_else(|| unauthorized(&format!("deri-hmac-sha256 without `{name}`")))
+    };
+    let (id, ts, sig, nonce) = (field("id")?, field("ts")?, field("sig")?, field("nonce")?);
+    let (Some(client_id), Some(secret)) =
+        (&exchange.config.client_id, &exchange.config.client_secret)
+    else {
+        return Err(invalid("this simulator has no API keys configured"));
+    };
+    if !same(id, client_id) {
+        return Err(invalid("unknown client_id"));
+    }
+    let Ok(timestamp) = ts.parse::<u64>() else {
+        return Err(unauthorized("`ts` must be milliseconds since the epoch"));
+    };
+    let now = to_ms(std::time::SystemTime::now());
+    if now.abs_diff(timestamp) > SIGNATURE_WINDOW_MS {
+        return Err(invalid("timestamp too far from the server's clock"));
+    }
+    let data = format!("{}\n{uri}\n{body}\n", method.to_ascii_uppercase());
+    let expected = signature(secret.expose(), timestamp, nonce, &data);
+    if !same(&sig.to_ascii_lowercase(), &expected) {
+        return Err(invalid("signature does not match"));
+    }
+    Ok(())
+}
+
 fn issue(exchange: &Exchange, scope: String) -> AuthResult {
     let mut rng = Rng::new(exchange.started.elapsed().as_nanos() as u64 ^ 0x5eed);
     let access = format!("{:016x}{:016x}", rng.next_u64(), rng.next_u64());

@@ -25,6 +25,7 @@ mod session;
 mod tls;
 mod trading;
 
+pub use account::Ledger;
 pub use actor::SimActor;
 pub use auth::signature;
 pub use config::{RateLimits, SimConfig};
@@ -174,6 +175,11 @@ impl SimHandle {
     /// What `/sim/stats` serves.
     pub fn stats(&self) -> SimStats {
         self.exchange.stats()
+    }
+
+    /// The account's orders and fills as the simulator holds them.
+    pub fn ledger(&self) -> Ledger {
+        self.exchange.account.lock().ledger()
     }
 
     /// Injects a fault, as `POST /sim/faults` does.

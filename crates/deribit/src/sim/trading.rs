@@ -27,6 +27,12 @@ fn bad(reason: impl Into<String>, param: &str) -> RpcError {
     RpcError::new(codes::INVALID_PARAMS).because(reason, Some(param))
 }
 
+/// How far back the recent view of user trades reaches (Deribit: 24 h).
+const RECENT_TRADES_MS: u64 = 24 * 3_600_000;
+/// How long a trade takes to appear in the historical view (Deribit indexes
+/// with a delay; the simulator's is short enough for tests to meet it).
+const HISTORY_INDEX_DELAY_MS: u64 = 5_000;
+
 fn now_ms() -> u64 {
     to_ms(std::time::SystemTime::now())
 }
@@ -410,6 +416,14 @@ fn user_trades(exchange: &Exchange, p: &Params<'_>, by_time: bool) -> Result<Val
             p.opt_i64("end_seq")?.unwrap_or(i64::MAX),
         )
     };
+    // Deribit's two views: the recent one holds the last 24 hours; the
+    // historical one everything but what is not indexed yet.
+    let now = now_ms();
+    let (from, until) = if p.opt_bool("historical")?.unwrap_or(false) {
+        (0, now.saturating_sub(HISTORY_INDEX_DELAY_MS))
+    } else {
+        (now.saturating_sub(RECENT_TRADES_MS), u64::MAX)
+    };
     let account = exchange.account.lock();
     let key = |t: &crate::private::UserTrade| {
         if by_time {
@@ -421,7 +435,7 @@ fn user_trades(exchange: &Exchange, p: &Params<'_>, by_time: bool) -> Result<Val
     let matching: Vec<_> = account
         .fills(i)
         .iter()
-        .filter(|t| (lo..=hi).contains(&key(t)))
+        .filter(|t| (lo..=hi).contains(&key(t)) && (from..=until).contains(&t.timestamp))
         .collect();
     let count = count as usize;
     let has_more = matching.len() > count;

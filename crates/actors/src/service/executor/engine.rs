@@ -325,6 +325,9 @@ struct Tracked {
     in_flight: bool,
     retry_at: Option<Instant>,
     lookup_at: Option<Instant>,
+    /// The strategy cancelled it before the exchange acknowledged it: it is
+    /// never sent again, and cancelled by id once the exchange shows it.
+    cancel_requested: bool,
 }
 
 /// A request out on the socket.
@@ -369,6 +372,15 @@ impl Waiting {
     }
 }
 
+/// Why an order cancelled before it reached the exchange is closed.
+const NEVER_SENT: &str = "cancelled before it reached the exchange";
+
+/// Fills per page when reading them back (Deribit's maximum).
+const FILL_PAGE: u32 = 1000;
+/// Pages of fills read back per instrument and view at most (a bound on one
+/// reconciliation: 100,000 fills).
+const MAX_FILL_PAGES: usize = 100;
+
 fn now_ms() -> i64 {
     to_ms(SystemTime::now()) as i64
 }
@@ -392,6 +404,9 @@ pub(super) struct Engine {
     waiting: HashMap<u64, Waiting>,
     /// Frames that arrived during a blocking call.
     buffered: VecDeque<ServerFrame>,
+    /// A new order held back at `max_open_orders` while orders are
+    /// unanswered (taken again, or refused, when they resolve).
+    held: Option<StreamEntry>,
     refresh_token: Option<String>,
     refresh_at: Option<Instant>,
     foreign_log: Repeats,
@@ -428,6 +443,7 @@ impl Engine {
             by_id: HashMap::new(),
             waiting: HashMap::new(),
             buffered: VecDeque::new(),
+            held: None,
             refresh_token: None,
             refresh_at: None,
             foreign_log: Repeats::default(),
@@ -519,10 +535,24 @@ impl Engine {
         }
         let mut ticker = tokio::time::interval(TICK);
         loop {
-            let open = self.orders.len();
+            // Unanswered orders resolve by themselves (an answer, a lookup), so
+            // intake waits for them; orders resting on the book do not, so at
+            // the limit a new order is refused instead, and the cancels that
+            // make room still come in.
+            let unanswered = self.unanswered();
             let halted = *self.halted.borrow();
             let keep = self.matching.burst * CANCEL_HEADROOM;
-            let taking = open < self.cfg.max_open_orders && !halted && self.matching.can_take(keep);
+            let room = self.orders.len() < self.cfg.max_open_orders || unanswered == 0;
+            if room && !halted && self.held.is_some() && self.matching.can_take(keep) {
+                if let Some(entry) = self.held.take() {
+                    self.on_entry(entry).await?;
+                }
+                continue;
+            }
+            let taking = self.held.is_none()
+                && unanswered < self.cfg.max_open_orders
+                && !halted
+                && self.matching.can_take(keep);
             tokio::select! {
                 () = self.stop.cancelled() => break,
                 changed = self.halted.changed() => {
@@ -711,6 +741,7 @@ impl Engine {
                     in_flight: false,
                     retry_at: None,
                     lookup_at: None,
+                    cancel_requested: false,
                 },
             );
         }
@@ -730,13 +761,7 @@ impl Engine {
         }
         let names: Vec<String> = self.cfg.instruments.keys().cloned().collect();
         for name in &names {
-            let page: UserTradesPage = self
-                .call_as(
-                    "private/get_user_trades_by_instrument",
-                    json!({"instrument_name": name, "count": 1000, "sorting": "desc"}),
-                )
-                .await?;
-            self.store_fills(page.trades, false).await?;
+            self.read_fills(name).await?;
         }
         let currencies: Vec<String> = {
             let mut c: Vec<String> = self.specs.values().map(|s| s.currency.clone()).collect();
@@ -757,6 +782,51 @@ impl Engine {
             if !self.orders.contains_key(&order.label) && !self.by_id.contains_key(&order.order_id)
             {
                 self.foreign(&order);
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads back `instrument`'s fills since the last known point, a page of
+    /// 1,000 at a time, from both of Deribit's views: the recent one (the
+    /// last 24 h) and the `historical` one (older, indexed with a delay, so
+    /// without the newest rows). Stored once each by trade id, whichever view
+    /// holds them.
+    async fn read_fills(&mut self, instrument: &str) -> Result<(), Ended> {
+        let Some(from) = self.pg.fills_from(instrument).await? else {
+            return Ok(());
+        };
+        let now = now_ms();
+        for historical in [false, true] {
+            let mut start = from.max(0);
+            for pages in 0.. {
+                if pages == MAX_FILL_PAGES {
+                    tracing::warn!(%instrument, historical, from_ms = start,
+                        "Read back {MAX_FILL_PAGES} pages of fills; the rest are read at the next reconciliation.");
+                    break;
+                }
+                let page: UserTradesPage = self
+                    .call_as(
+                        "private/get_user_trades_by_instrument_and_time",
+                        json!({"instrument_name": instrument, "start_timestamp": start,
+                               "end_timestamp": now, "count": FILL_PAGE, "sorting": "asc",
+                               "historical": historical}),
+                    )
+                    .await?;
+                let last = page.trades.iter().map(|t| t.timestamp as i64).max();
+                self.store_fills(page.trades, false).await?;
+                match last {
+                    // The next page starts at the last millisecond read (it
+                    // may hold more fills); a page within one millisecond
+                    // cannot move on.
+                    Some(ms) if page.has_more && ms > start => start = ms,
+                    Some(_) if page.has_more => {
+                        tracing::warn!(%instrument, at_ms = start,
+                            "More than a page of fills within one millisecond; the rest are read from the live channel only.");
+                        break;
+                    }
+                    _ => break,
+                }
             }
         }
         Ok(())
@@ -798,8 +868,17 @@ impl Engine {
     }
 
     async fn on_entry(&mut self, entry: StreamEntry) -> Result<(), Ended> {
+        let parsed = intent::parse(&entry);
+        if let Ok(Intent::Place(_)) = &parsed {
+            if self.orders.len() >= self.cfg.max_open_orders && self.unanswered() > 0 {
+                // At the limit only because some are unanswered: held until
+                // they resolve, not refused for a passing burst.
+                self.held = Some(entry);
+                return Ok(());
+            }
+        }
         self.counters.intents.fetch_add(1, Ordering::Relaxed);
-        match intent::parse(&entry) {
+        match parsed {
             Err(error) => {
                 self.counters.invalid.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(id = %entry.id, %error, "Intent dead-lettered.");
@@ -847,10 +926,22 @@ impl Engine {
         self.ack(&entry.id).await
     }
 
+    /// Orders sent whose outcome is not known yet.
+    fn unanswered(&self) -> usize {
+        self.orders
+            .values()
+            .filter(|t| t.in_flight || matches!(t.state.as_str(), "pending" | "sent" | "unknown"))
+            .count()
+    }
+
     /// Checks a placement against `[executor]` limits; the limit it breaks.
     fn refusal(&self, p: &Place) -> Option<String> {
         if self.orders.len() >= self.cfg.max_open_orders {
-            return Some(format!("max_open_orders {}", self.cfg.max_open_orders));
+            return Some(format!(
+                "max_open_orders {} ({} unanswered)",
+                self.cfg.max_open_orders,
+                self.unanswered()
+            ));
         }
         self.breach(&Proposed {
             instrument: &p.instrument,
@@ -974,6 +1065,7 @@ impl Engine {
                 in_flight: false,
                 retry_at: None,
                 lookup_at: None,
+                cancel_requested: false,
             },
         );
         self.send_place(&p.label).await
@@ -981,6 +1073,13 @@ impl Engine {
 
     /// Sends (or sends again) the order of `label`, with a fresh `valid_until`.
     async fn send_place(&mut self, label: &str) -> Result<(), Ended> {
+        if self.orders.get(label).is_some_and(|t| t.cancel_requested) {
+            // Cancelled by the strategy while its outcome was unknown, and
+            // the exchange has nothing: it is not sent again.
+            return self
+                .finish(label, "cancelled", None, Some(NEVER_SENT.into()))
+                .await;
+        }
         let valid_until_ms = now_ms() + self.cfg.valid_for.as_millis() as i64;
         let keep = self.matching.burst * CANCEL_HEADROOM;
         let budget = self.matching.take(keep);
@@ -1083,7 +1182,7 @@ impl Engine {
     }
 
     async fn cancel(&mut self, label: &str) -> Result<(), Ended> {
-        let Some(t) = self.orders.get(label) else {
+        let Some(t) = self.orders.get_mut(label) else {
             return self
                 .event(vec![
                     ("event", "cancel_rejected".into()),
@@ -1092,6 +1191,14 @@ impl Engine {
                 ])
                 .await;
         };
+        if t.order_id.is_none() && !t.in_flight && (t.sends == 0 || t.retry_at.is_some()) {
+            // Waiting to be sent (the rate budget, a retryable refusal):
+            // nothing of it is on the exchange, and nothing will be.
+            return self
+                .finish(label, "cancelled", None, Some(NEVER_SENT.into()))
+                .await;
+        }
+        t.cancel_requested = t.order_id.is_none();
         let (method, params) = match &t.order_id {
             Some(id) => ("private/cancel", json!({"order_id": id})),
             // Not acknowledged yet: by label, which also finds an order
@@ -1515,6 +1622,10 @@ impl Engine {
         .await?;
         if r >= 5 {
             self.orders.remove(&label);
+        } else if self.orders.get(&label).is_some_and(|t| t.cancel_requested) {
+            // Cancelled before its acknowledgement: now that the exchange
+            // shows it, by id.
+            self.cancel(&label).await?;
         }
         Ok(())
     }

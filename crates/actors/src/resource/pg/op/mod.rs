@@ -31,8 +31,8 @@ pub use insert_trades::{copy_trades, InsertTrades};
 pub use list_gaps::ListGaps;
 pub use max_seq::MaxSeq;
 pub use orders::{
-    AmendOrder, FillRow, InsertFills, LiveOrder, LiveOrders, MarkSent, NewOrder, OrderUpdate,
-    RecordOrder, UpdateOrder,
+    AmendOrder, FillRow, FillsFrom, InsertFills, LiveOrder, LiveOrders, MarkSent, NewOrder,
+    OrderUpdate, RecordOrder, UpdateOrder,
 };
 pub use ping::Ping;
 pub use recompute_candles::RecomputeCandles;

@@ -455,7 +455,58 @@ impl PgOp for LiveOrders {
     }
 }
 
+/// Where to start reading an instrument's fills back from the exchange (ms):
+/// a minute before the last fill stored (rereading a little costs nothing, as
+/// fills are stored once by trade id), else the creation of the oldest order
+/// on the instrument (no fill of Keel's can be older), else nothing to read.
+#[derive(Clone, Debug)]
+pub struct FillsFrom {
+    /// Instrument name.
+    pub instrument: String,
+}
+
+/// How far before the last stored fill [`FillsFrom`] starts.
+const FILLS_OVERLAP_MS: i64 = 60_000;
+
+impl Operation for FillsFrom {
+    type Output = Option<i64>;
+    const NAME: &'static str = "fills_from";
+
+    fn summary(&self) -> String {
+        self.instrument.clone()
+    }
+}
+
+impl PgOp for FillsFrom {
+    async fn attempt(
+        &self,
+        client: &mut Client,
+        _pg: &PgShared,
+    ) -> Result<Option<i64>, tokio_postgres::Error> {
+        let row = client
+            .query_typed_one(
+                "SELECT (SELECT max(exchange_ms) FROM fills WHERE instrument_name = $1),
+                        (SELECT (extract(epoch FROM min(created_at)) * 1000)::bigint
+                         FROM orders WHERE instrument_name = $1)",
+                &[(&self.instrument, Type::TEXT)],
+            )
+            .await?;
+        let last: Option<i64> = row.try_get(0)?;
+        let oldest: Option<i64> = row.try_get(1)?;
+        Ok(last.map(|ms| ms - FILLS_OVERLAP_MS).or(oldest))
+    }
+}
+
 impl PgClient {
+    /// Where to start reading `instrument`'s fills back (ms); `None`: nothing
+    /// of Keel's can have traded there.
+    pub async fn fills_from(&self, instrument: &str) -> Result<Option<i64>, PgError> {
+        self.run(FillsFrom {
+            instrument: instrument.to_owned(),
+        })
+        .await
+    }
+
     /// Records a new order; `None` when new, else the label's state.
     pub async fn record_order(&self, order: NewOrder) -> Result<Option<String>, PgError> {
         self.run(RecordOrder(Arc::new(order))).await
