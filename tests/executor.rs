@@ -1138,14 +1138,28 @@ async fn thousands_of_intents_through_every_fault_at_once_are_each_one_order() {
         .map(|r| (r.get(0), r.get(1)))
         .collect();
     assert!(refused.is_empty(), "refused by Keel: {refused:?}");
+    let reasons: BTreeMap<String, String> = client
+        .query("SELECT label, coalesce(reason, '') FROM orders", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
     let ledger = sim.ledger();
     for label in &labels {
         let found = ledger.orders.get(label).map_or(&[][..], Vec::as_slice);
+        if reasons[label] == "cancelled before it reached the exchange" {
+            // Cancelled by the strategy while it waited to be sent.
+            assert!(found.is_empty(), "{label}: {found:?}");
+            continue;
+        }
         assert_eq!(
             found.len(),
             1,
-            "{label}: {} orders on the exchange",
-            found.len()
+            "{label}: {} orders on the exchange; here {:?}, {}",
+            found.len(),
+            orders[label],
+            reasons[label]
         );
         assert_eq!(orders[label].0, found[0].order_state.as_str(), "{label}");
         let theirs = found[0].filled_amount.unwrap_or(0.0);
@@ -1155,9 +1169,8 @@ async fn thousands_of_intents_through_every_fault_at_once_are_each_one_order() {
             orders[label].1,
         );
     }
-    assert_eq!(
-        ledger.orders.len(),
-        labels.len(),
+    assert!(
+        ledger.orders.keys().all(|l| reasons.contains_key(l)),
         "no order Keel did not ask for"
     );
     let fills: BTreeSet<String> = client

@@ -94,10 +94,6 @@ pub struct ExecutorConfig {
     /// Consumer name in group `executor`; empty: `{hostname}-{pid}`.
     #[serde(default)]
     pub consumer: String,
-    /// Intents another consumer read and left unacknowledged this long (a
-    /// process killed with intents in hand) are taken over.
-    #[serde(with = "humantime_serde", default = "default_claim_min_idle")]
-    pub claim_min_idle: Duration,
     /// Open orders at shutdown: `cancel` (default) or `leave`.
     #[serde(default = "default_on_shutdown")]
     pub on_shutdown: OnShutdown,
@@ -130,9 +126,6 @@ fn default_connect() -> Duration {
 fn default_batch() -> usize {
     100
 }
-fn default_claim_min_idle() -> Duration {
-    Duration::from_secs(10)
-}
 fn default_on_shutdown() -> OnShutdown {
     OnShutdown::Cancel
 }
@@ -155,7 +148,6 @@ impl Default for ExecutorConfig {
             connect_timeout: default_connect(),
             batch: default_batch(),
             consumer: String::new(),
-            claim_min_idle: default_claim_min_idle(),
             on_shutdown: default_on_shutdown(),
         }
     }
@@ -175,7 +167,6 @@ impl ExecutorConfig {
             .duration("request_timeout", self.request_timeout, ms(100), MINUTE)
             .duration("valid_for", self.valid_for, SECOND, 10 * MINUTE)
             .duration("retry_delay", self.retry_delay, ms(10), MINUTE)
-            .duration("claim_min_idle", self.claim_min_idle, SECOND, 10 * MINUTE)
             .duration("heartbeat", self.heartbeat, 10 * SECOND, 10 * MINUTE)
             .duration("connect_timeout", self.connect_timeout, ms(100), 5 * MINUTE);
         if self.valid_for < self.request_timeout {

@@ -328,6 +328,8 @@ struct Tracked {
     /// The strategy cancelled it before the exchange acknowledged it: it is
     /// never sent again, and cancelled by id once the exchange shows it.
     cancel_requested: bool,
+    /// A cancel is out for it (it counts as unanswered at the limit).
+    cancelling: bool,
 }
 
 /// A request out on the socket.
@@ -742,6 +744,7 @@ impl Engine {
                     retry_at: None,
                     lookup_at: None,
                     cancel_requested: false,
+                    cancelling: false,
                 },
             );
         }
@@ -930,7 +933,11 @@ impl Engine {
     fn unanswered(&self) -> usize {
         self.orders
             .values()
-            .filter(|t| t.in_flight || matches!(t.state.as_str(), "pending" | "sent" | "unknown"))
+            .filter(|t| {
+                t.in_flight
+                    || t.cancelling
+                    || matches!(t.state.as_str(), "pending" | "sent" | "unknown")
+            })
             .count()
     }
 
@@ -1066,6 +1073,7 @@ impl Engine {
                 retry_at: None,
                 lookup_at: None,
                 cancel_requested: false,
+                cancelling: false,
             },
         );
         self.send_place(&p.label).await
@@ -1199,6 +1207,7 @@ impl Engine {
                 .await;
         }
         t.cancel_requested = t.order_id.is_none();
+        t.cancelling = true;
         let (method, params) = match &t.order_id {
             Some(id) => ("private/cancel", json!({"order_id": id})),
             // Not acknowledged yet: by label, which also finds an order
@@ -1222,6 +1231,36 @@ impl Engine {
                 deadline,
             },
         );
+        Ok(())
+    }
+
+    /// What the answer to a cancel said.
+    async fn on_cancel_answer(
+        &mut self,
+        label: String,
+        outcome: Result<Value, RpcError>,
+    ) -> Result<(), Ended> {
+        match outcome {
+            Ok(value) => {
+                if let Ok(order) = serde_json::from_value::<Order>(value) {
+                    self.apply(&order).await?;
+                } else {
+                    // A count (cancel by label): the notification says which.
+                    self.send_lookup(&label).await?;
+                }
+            }
+            Err(error) => {
+                self.event(vec![
+                    ("event", "cancel_rejected".into()),
+                    ("label", label.clone()),
+                    ("code", error.code.to_string()),
+                    ("reason", error.message.clone()),
+                ])
+                .await?;
+                // Already closed (11044, 10010): the lookup tells how.
+                self.send_lookup(&label).await?;
+            }
+        }
         Ok(())
     }
 
@@ -1374,27 +1413,12 @@ impl Engine {
                     }
                 }
             }
-            Waiting::Cancel { label, .. } => match outcome {
-                Ok(value) => {
-                    if let Ok(order) = serde_json::from_value::<Order>(value) {
-                        self.apply(&order).await?;
-                    } else {
-                        // A count (cancel by label): the notification says which.
-                        self.send_lookup(&label).await?;
-                    }
+            Waiting::Cancel { label, .. } => {
+                if let Some(t) = self.orders.get_mut(&label) {
+                    t.cancelling = false;
                 }
-                Err(error) => {
-                    self.event(vec![
-                        ("event", "cancel_rejected".into()),
-                        ("label", label.clone()),
-                        ("code", error.code.to_string()),
-                        ("reason", error.message.clone()),
-                    ])
-                    .await?;
-                    // Already closed (11044, 10010): the lookup tells how.
-                    self.send_lookup(&label).await?;
-                }
-            },
+                self.on_cancel_answer(label, outcome).await?;
+            }
             Waiting::Amend {
                 label,
                 amount,
@@ -1722,6 +1746,7 @@ impl Engine {
                 | Waiting::Amend { label, .. } => {
                     if let Some(t) = self.orders.get_mut(&label) {
                         t.in_flight = false;
+                        t.cancelling = false;
                         t.lookup_at = Some(Instant::now() + self.cfg.retry_delay);
                     }
                 }
@@ -1838,14 +1863,19 @@ impl Engine {
     }
 }
 
-/// Reads intents for the engine: this consumer's own pending entries first
-/// (read before a restart, never acknowledged), then new ones. The engine
-/// acknowledges each after handling it.
+/// Reads intents for the engine in the order they were written: first every
+/// entry a previous process read and never acknowledged (taken over from its
+/// consumer), with this consumer's own pending ones (read before a restart),
+/// then new ones. The engine acknowledges each after handling it.
+///
+/// One executor trades an account: any other consumer in the group is a
+/// process that ended with intents in hand. Taking its entries over before
+/// reading anything new keeps a cancel from being handled before the order it
+/// cancels (which a takeover after an idle time did: the order then rested).
 pub(super) async fn intake(
     redis: RedisClient,
     consumer: String,
     batch: usize,
-    claim_min_idle: Duration,
     mut halted: tokio::sync::watch::Receiver<bool>,
     to_engine: mpsc::Sender<StreamEntry>,
     stop: CancellationToken,
@@ -1853,12 +1883,8 @@ pub(super) async fn intake(
     let streams = vec![INTENTS_STREAM.to_owned()];
     let mut from = "0".to_owned();
     let mut group_ready = false;
+    let mut taken_over = false;
     let mut failures = 0u32;
-    // Entries another consumer read and never acknowledged (a process killed
-    // with intents in hand) are taken over once idle this long: the labels
-    // make handling one twice harmless.
-    let claim_every = claim_min_idle / 2;
-    let mut next_claim = Instant::now();
     while !stop.is_cancelled() {
         if *halted.borrow_and_update() {
             // Halted: intents stay in the stream, unread, until resumed.
@@ -1868,36 +1894,32 @@ pub(super) async fn intake(
             }
             continue;
         }
-        if group_ready && from == ">" && Instant::now() >= next_claim {
-            next_claim = Instant::now() + claim_every;
-            let claimed = redis
-                .autoclaim(
-                    INTENTS_STREAM,
-                    GROUP,
-                    &consumer,
-                    claim_min_idle,
-                    "0-0",
-                    batch,
-                )
-                .await;
-            if let Ok(claimed) = claimed {
-                if !claimed.entries.is_empty() {
-                    tracing::info!(
-                        entries = claimed.entries.len(),
-                        "Intents left by another consumer taken over."
-                    );
-                }
-                for delivered in claimed.entries {
-                    tokio::select! {
-                        () = stop.cancelled() => return,
-                        sent = to_engine.send(delivered.entry) => if sent.is_err() { return },
+        if group_ready && !taken_over {
+            match take_over(&redis, &consumer, batch, &stop).await {
+                Ok(entries) => {
+                    if entries > 0 {
+                        tracing::info!(entries, "Intents left pending taken over.");
                     }
+                    taken_over = true;
+                    // They are this consumer's own now: read back in order.
+                    from = "0".into();
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "Cannot take over intents left pending yet.");
+                    if pause(&stop, &mut failures).await {
+                        return;
+                    }
+                    continue;
                 }
             }
         }
         if !group_ready {
             match redis.create_group(INTENTS_STREAM, GROUP).await {
-                Ok(_) => group_ready = true,
+                Ok(_) => {
+                    group_ready = true;
+                    // What others left pending is taken over before any read.
+                    continue;
+                }
                 Err(error) => {
                     tracing::warn!(%error, "Cannot create the intents group yet.");
                     if pause(&stop, &mut failures).await {
@@ -1943,6 +1965,41 @@ pub(super) async fn intake(
             }
         }
     }
+}
+
+/// Claims every entry other consumers of the group hold pending (idle or
+/// not); how many. They become this consumer's own, read back in order.
+async fn take_over(
+    redis: &RedisClient,
+    consumer: &str,
+    batch: usize,
+    stop: &CancellationToken,
+) -> Result<usize, crate::resource::redis::RedisError> {
+    let mut cursor = "0-0".to_owned();
+    let mut claimed = 0;
+    // The pending list is finite and the cursor only moves forward; the bound
+    // is for safety alone.
+    for _ in 0..100_000 {
+        if stop.is_cancelled() {
+            break;
+        }
+        let page = redis
+            .autoclaim(
+                INTENTS_STREAM,
+                GROUP,
+                consumer,
+                Duration::ZERO,
+                &cursor,
+                batch,
+            )
+            .await?;
+        claimed += page.entries.len();
+        if page.next_start == "0-0" {
+            break;
+        }
+        cursor = page.next_start;
+    }
+    Ok(claimed)
 }
 
 /// Waits a growing delay after a failure; true when asked to stop.

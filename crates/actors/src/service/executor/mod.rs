@@ -145,7 +145,6 @@ impl Actor for Executor {
                 redis,
                 consumer,
                 args.config.batch,
-                args.config.claim_min_idle,
                 args.halted.subscribe(),
                 to_engine,
                 intake_stop.clone(),
