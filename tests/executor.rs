@@ -986,10 +986,25 @@ async fn an_exchange_that_forgot_its_orders_does_not_stop_the_executor() {
         &intents,
         &place("f-2", "buy", 10.0, low, "good_til_cancelled"),
     );
-    eventually_some("f-2 open on the new exchange", WAIT, || async {
-        (state("f-2").await.as_deref() == Some("open")).then_some(())
-    })
-    .await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while state("f-2").await.as_deref() != Some("open") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "f-2 not open on the new exchange: {:?}, reason {:?}; executor {:?}",
+            state("f-2").await,
+            client
+                .query_opt("SELECT reason FROM orders WHERE label = 'f-2'", &[])
+                .await
+                .ok()
+                .flatten()
+                .map(|r| r.get::<_, Option<String>>(0)),
+            handle
+                .tree()
+                .actor(tree::EXECUTOR)
+                .map(|a| (a.state, a.restarts, a.details.clone()))
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert!(!handle.has_ended(), "the tree still runs");
     drop(second);
     handle.shutdown().await;

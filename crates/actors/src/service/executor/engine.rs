@@ -1885,6 +1885,8 @@ pub(super) async fn intake(
     let mut group_ready = false;
     let mut taken_over = false;
     let mut failures = 0u32;
+    let mut delivered = Delivered::default();
+    let mut next_sweep = Instant::now() + ORPHAN_SWEEP;
     while !stop.is_cancelled() {
         if *halted.borrow_and_update() {
             // Halted: intents stay in the stream, unread, until resumed.
@@ -1929,6 +1931,26 @@ pub(super) async fn intake(
                 }
             }
         }
+        if from == ">" && Instant::now() >= next_sweep {
+            next_sweep = Instant::now() + ORPHAN_SWEEP;
+            // Entries this consumer holds that this intake never handed over:
+            // a read of the incarnation before, cut short by its end, that
+            // Redis still completed. Nothing else would ever read them.
+            if let Ok(claimed) = redis
+                .autoclaim(INTENTS_STREAM, GROUP, &consumer, ORPHAN_SWEEP, "0-0", batch)
+                .await
+            {
+                for d in claimed.entries {
+                    if delivered.insert(&d.entry.id) {
+                        tracing::info!(id = %d.entry.id, "An intent read but never handed over taken up.");
+                        tokio::select! {
+                            () = stop.cancelled() => return,
+                            sent = to_engine.send(d.entry) => if sent.is_err() { return },
+                        }
+                    }
+                }
+            }
+        }
         let read = tokio::select! {
             () = stop.cancelled() => return,
             read = redis.read_group_from(GROUP, &consumer, &streams, batch, &from) => read,
@@ -1959,11 +1981,41 @@ pub(super) async fn intake(
                 // The next read of own pending entries starts after this one.
                 from.clone_from(&entry.id);
             }
+            delivered.insert(&entry.id);
             tokio::select! {
                 () = stop.cancelled() => return,
                 sent = to_engine.send(entry) => if sent.is_err() { return },
             }
         }
+    }
+}
+
+/// How often the intake looks for entries it holds and never handed over,
+/// and how long such an entry must have been idle.
+const ORPHAN_SWEEP: Duration = Duration::from_secs(2);
+
+/// The ids an intake handed to the engine (the latest, bounded).
+#[derive(Default)]
+struct Delivered {
+    ids: std::collections::HashSet<String>,
+    order: VecDeque<String>,
+}
+
+impl Delivered {
+    const KEPT: usize = 100_000;
+
+    /// Records `id`; false when it was handed over already.
+    fn insert(&mut self, id: &str) -> bool {
+        if !self.ids.insert(id.to_owned()) {
+            return false;
+        }
+        self.order.push_back(id.to_owned());
+        if self.order.len() > Self::KEPT {
+            if let Some(old) = self.order.pop_front() {
+                self.ids.remove(&old);
+            }
+        }
+        true
     }
 }
 
