@@ -278,6 +278,7 @@ pub mod conservation;
 pub mod daemon;
 pub mod db;
 pub mod deribit;
+pub mod executor;
 pub mod market;
 pub mod pg_cluster;
 pub mod pgbouncer;
