@@ -50,6 +50,28 @@ fn free_port() -> SocketAddr {
         .expect("a free port")
 }
 
+/// Calls and total seconds by `actor/op` of the PostgreSQL and Redis
+/// resources so far: where the executor's time goes.
+fn store_calls(handle: &keel::RuntimeHandle) -> BTreeMap<String, (u64, f64)> {
+    let tree = handle.tree();
+    let mut out = BTreeMap::new();
+    for actor in [tree::PG, tree::REDIS] {
+        let Some(ops) = tree
+            .actor(actor)
+            .and_then(|a| a.details.get("calls"))
+            .and_then(Value::as_object)
+        else {
+            continue;
+        };
+        for (op, s) in ops {
+            let count = s["count"].as_u64().unwrap_or(0);
+            let sum = s["sum_seconds"].as_f64().unwrap_or(0.0);
+            out.insert(format!("{actor}/{op}"), (count, sum));
+        }
+    }
+    out
+}
+
 /// `(p50, p99, max)` in milliseconds.
 fn quantiles(mut samples: Vec<Duration>) -> (f64, f64, f64) {
     samples.sort();
@@ -335,7 +357,23 @@ async fn main() {
     let mut verdicts = Vec::new();
     for rate in RATES {
         let raw = quantiles(raw(&url, rate, price).await);
-        let (samples, sent) = keel(&redis, &prefix, rate, price).await;
+        let before = store_calls(&handle);
+        // The strategy's side runs on a thread and runtime of its own, as a
+        // strategy is a process of its own: its reads and writes are not
+        // queued behind Keel's tasks on the bench's runtime.
+        let (samples, sent) = {
+            let (redis, prefix) = (redis.clone(), prefix.clone());
+            tokio::task::spawn_blocking(move || {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a runtime for the strategy")
+                    .block_on(keel(&redis, &prefix, rate, price))
+            })
+            .await
+            .expect("the strategy's side")
+        };
+        let after = store_calls(&handle);
         let acked = samples.len();
         let k = quantiles(samples);
         let over = k.1 - raw.1;
@@ -344,6 +382,20 @@ async fn main() {
             raw.0, raw.1, k.0, k.1, k.2
         );
         verdicts.push((rate, over, acked == sent));
+        let means: Vec<String> = after
+            .iter()
+            .filter_map(|(op, (n, sum))| {
+                let (n0, sum0) = before.get(op).copied().unwrap_or((0, 0.0));
+                (n > &n0).then(|| {
+                    format!(
+                        "{op} {} x {:.3}ms",
+                        n - n0,
+                        (sum - sum0) / (n - n0) as f64 * 1e3
+                    )
+                })
+            })
+            .collect();
+        println!("         store calls: {}", means.join(", "));
     }
     for (rate, over, all) in verdicts {
         println!(

@@ -1003,3 +1003,114 @@ async fn an_order_cancelled_while_waiting_to_be_resent_never_reaches_the_exchang
     }
     handle.shutdown().await;
 }
+
+/// Intents waiting when the executor starts come in as one batch, whose new
+/// orders are recorded in one commit: each is still handled in the order
+/// written (a cancel finds the order placed before it in the same batch, an
+/// amend of an order not yet acknowledged is refused as such, a label used
+/// twice is one order, a refusal is one), and each
+/// order's history reads `pending`, `sent`, then what the exchange said.
+#[tokio::test]
+async fn a_burst_of_intents_is_handled_in_the_order_written() {
+    let sim = daemon::sim(0.0).await;
+    let db = TestDb::create().await;
+    let prefix = TestPrefix::new();
+    let config = executor_only(daemon::config(&db, &prefix, Some(&sim)), &sim);
+    let mut ws = exchange(&sim).await;
+    let low = best(&mut ws).await.0 - 1000.0;
+    let mut conn = prefix.connection();
+    let intents = format!("{}orders:intents", prefix.prefix);
+    let gtc = "good_til_cancelled";
+    xadd(&mut conn, &intents, &place("b-1", "buy", 10.0, low, gtc));
+    xadd(&mut conn, &intents, &place("b-2", "buy", 10.0, low, gtc));
+    xadd(
+        &mut conn,
+        &intents,
+        &[("action", "cancel".into()), ("label", "b-1".into())],
+    );
+    xadd(&mut conn, &intents, &place("b-2", "buy", 20.0, low, gtc));
+    xadd(&mut conn, &intents, &place("b-3", "buy", 5000.0, low, gtc));
+    xadd(
+        &mut conn,
+        &intents,
+        &[
+            ("action", "amend".into()),
+            ("label", "b-2".into()),
+            ("price", (low - 10.0).to_string()),
+            ("amount", "10".into()),
+        ],
+    );
+    xadd(&mut conn, &intents, &place("b-4", "buy", 10.0, low, gtc));
+    let client = db.client().await;
+    let handle = Runtime::from_config(&config).start().await.unwrap();
+    let labels = ["b-1", "b-2", "b-3", "b-4"];
+    eventually_some("the burst handled", WAIT, || async {
+        let orders = stored(&client).await;
+        let states: Vec<&str> = labels
+            .iter()
+            .map(|l| orders.get(*l).map_or("-", |(s, _)| s.as_str()))
+            .collect();
+        (states == ["cancelled", "open", "rejected", "open"]).then_some(())
+    })
+    .await;
+    let ledger = sim.ledger();
+    for label in ["b-1", "b-2", "b-4"] {
+        assert_eq!(
+            ledger.orders.get(label).map(Vec::len),
+            Some(1),
+            "{label}: one order on the exchange"
+        );
+    }
+    assert!(
+        !ledger.orders.contains_key("b-3"),
+        "a refused order was sent"
+    );
+    // The amend came before the exchange acknowledged b-2: refused as such,
+    // the order left as placed (not the duplicate's amount either).
+    let b2 = &ledger.orders["b-2"][0];
+    assert_eq!((b2.amount, b2.price.value()), (10.0, Some(low)));
+    let refused = events(&mut conn, &prefix).into_iter().any(|e| {
+        e.get("event").map(String::as_str) == Some("amend_rejected")
+            && e.get("label").map(String::as_str) == Some("b-2")
+    });
+    assert!(refused, "no amend_rejected event for b-2");
+    let reason: String = client
+        .query_one("SELECT reason FROM orders WHERE label = 'b-3'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(reason.contains("max_amount"), "{reason}");
+    for label in ["b-1", "b-4"] {
+        let history: Vec<String> = client
+            .query(
+                "SELECT state FROM order_history WHERE label = $1 ORDER BY recorded_at",
+                &[&label],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(
+            history[..3],
+            ["pending", "sent", "open"],
+            "{label}: {history:?}"
+        );
+    }
+    // Every intent is acknowledged (in batches, so after a while).
+    eventually_some("every intent acknowledged", WAIT, || async {
+        let pending: (
+            u64,
+            Option<String>,
+            Option<String>,
+            Option<Vec<(String, u64)>>,
+        ) = redis::cmd("XPENDING")
+            .arg(&intents)
+            .arg("executor")
+            .query(&mut prefix.connection())
+            .ok()?;
+        (pending.0 == 0).then_some(())
+    })
+    .await;
+    handle.shutdown().await;
+}

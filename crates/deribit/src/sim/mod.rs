@@ -126,7 +126,16 @@ pub async fn start(config: SimConfig) -> Result<SimHandle, SimError> {
     let shutdown = stop.clone();
     let secure = tls.is_some();
     let server = match tls {
-        None => tokio::spawn(serve(listener, app, shutdown)),
+        // Small frames go out at once (no Nagle), as an exchange's do: an
+        // answer written right after its notification is not held for the
+        // client's acknowledgement.
+        None => {
+            use axum::serve::ListenerExt;
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            tokio::spawn(serve(listener, app, shutdown))
+        }
         Some(config) => {
             let listener =
                 tls::TlsListener::new(listener, config).map_err(|source| SimError::Bind {

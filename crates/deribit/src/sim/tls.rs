@@ -39,6 +39,7 @@ impl TlsListener {
                 tokio::select! {
                     accepted = listener.accept() => match accepted {
                         Ok((tcp, peer)) => {
+                            let _ = tcp.set_nodelay(true);
                             let acceptor = acceptor.clone();
                             let to_server = to_server.clone();
                             handshakes.spawn(async move {

@@ -141,3 +141,26 @@ pub(super) async fn begin<'c>(
     .await?;
     Ok(tx)
 }
+
+/// Runs one statement in a transaction with the configured statement timeout,
+/// in one round trip: `BEGIN; SET LOCAL ...`, the statement and `COMMIT` go out
+/// together (tokio-postgres sends requests in the order their futures are
+/// first polled, and each sends before its first wait). A statement that
+/// fails aborts the transaction, so its `COMMIT` rolls back; the error is the
+/// statement's.
+pub(super) async fn in_one_trip<T, F>(
+    client: &Client,
+    statement_timeout_ms: u128,
+    statement: F,
+) -> Result<T, tokio_postgres::Error>
+where
+    F: std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+{
+    let begin = format!("BEGIN; SET LOCAL statement_timeout = {statement_timeout_ms}");
+    let (_, value, _) = tokio::try_join!(
+        client.batch_execute(&begin),
+        statement,
+        client.batch_execute("COMMIT")
+    )?;
+    Ok(value)
+}

@@ -38,6 +38,10 @@ use crate::resource::redis::{Fields, RedisClient, RedisError, StreamEntry};
 pub const GROUP: &str = "executor";
 /// How often timers (request deadlines, retries, lookups) are looked at.
 const TICK: Duration = Duration::from_millis(50);
+/// Frames handled in one turn of the loop at most (their writes one commit).
+const DRAIN: usize = 256;
+/// How long the writes left queued when a session ends may take.
+const LAST_FLUSH: Duration = Duration::from_secs(2);
 /// How long past `valid_until` a lookup waits, for the exchange's clock.
 const VALID_UNTIL_MARGIN_MS: i64 = 500;
 /// What a shutdown allows its cancels.
@@ -374,6 +378,23 @@ impl Waiting {
     }
 }
 
+/// A new order taken from an intent, waiting to be recorded with the others
+/// of its batch.
+#[derive(Debug)]
+enum Prepared {
+    /// Its label is an order followed already: nothing to record.
+    Known(String),
+    /// To record (as refused by Keel's limits, or to send).
+    New {
+        order: Box<NewOrder>,
+        send_now: bool,
+        refusal: Option<String>,
+    },
+}
+
+/// Intents handled in one batch at most (their new orders one commit).
+const INTAKE_BATCH: usize = 64;
+
 /// Why an order cancelled before it reached the exchange is closed.
 const NEVER_SENT: &str = "cancelled before it reached the exchange";
 
@@ -408,7 +429,8 @@ pub(super) struct Engine {
     buffered: VecDeque<ServerFrame>,
     /// A new order held back at `max_open_orders` while orders are
     /// unanswered (taken again, or refused, when they resolve).
-    held: Option<StreamEntry>,
+    /// (With the intents of its batch that came after it.)
+    held: VecDeque<StreamEntry>,
     refresh_token: Option<String>,
     refresh_at: Option<Instant>,
     foreign_log: Repeats,
@@ -417,7 +439,25 @@ pub(super) struct Engine {
     /// Every other call (`limits.non_matching_engine`).
     other: Budget,
     limits_at: Instant,
+    /// Writes off the path of the next request, made by `flush`.
+    out: Outbox,
 }
+
+/// What the engine has decided and not yet written: state changes, events
+/// and acknowledgements. Flushed after each turn of the loop (acknowledgements
+/// in bigger batches), so one commit carries the answers that arrived
+/// together and the next order does not wait for the last one's writes.
+#[derive(Debug, Default)]
+struct Outbox {
+    updates: Vec<OrderUpdate>,
+    events: Vec<Fields>,
+    acks: Vec<String>,
+}
+
+/// Acknowledgements are written when this many are waiting (or on the
+/// timer): a redelivered intent is recognised by its label, so a late
+/// acknowledgement costs nothing but a lookup in memory.
+const ACK_BATCH: usize = 64;
 
 impl Engine {
     pub(super) fn new(
@@ -445,7 +485,7 @@ impl Engine {
             by_id: HashMap::new(),
             waiting: HashMap::new(),
             buffered: VecDeque::new(),
-            held: None,
+            held: VecDeque::new(),
             refresh_token: None,
             refresh_at: None,
             foreign_log: Repeats::default(),
@@ -453,6 +493,7 @@ impl Engine {
             matching: Budget::new(5, 20),
             other: Budget::new(20, 100),
             limits_at: Instant::now() + LIMITS_EVERY,
+            out: Outbox::default(),
         }
     }
 
@@ -505,11 +546,27 @@ impl Engine {
     }
 
     /// Runs one session until it ends (`Err`) or `stop` fires and the
-    /// shutdown is done (`Ok`).
-    pub(super) async fn run(
-        &mut self,
-        mut intake: mpsc::Receiver<StreamEntry>,
-    ) -> Result<(), Ended> {
+    /// shutdown is done (`Ok`); then writes what it left queued.
+    pub(super) async fn run(&mut self, intake: mpsc::Receiver<StreamEntry>) -> Result<(), Ended> {
+        let ended = self.session(intake).await;
+        // The stores do not depend on the session. Bounded: what an outage
+        // of theirs keeps from being written, the next start's
+        // reconciliation brings back from the exchange.
+        let flushed = match tokio::time::timeout(LAST_FLUSH, self.flush(true)).await {
+            Ok(flushed) => flushed,
+            Err(_) => {
+                tracing::warn!(
+                    updates = self.out.updates.len(),
+                    events = self.out.events.len(),
+                    "The executor's last writes did not finish in time; left to reconciliation."
+                );
+                Ok(())
+            }
+        };
+        ended.and(flushed)
+    }
+
+    async fn session(&mut self, mut intake: mpsc::Receiver<StreamEntry>) -> Result<(), Ended> {
         self.probe.set_detail("session", "connecting");
         let socket = Socket::connect(
             &self.cfg.url,
@@ -537,6 +594,7 @@ impl Engine {
         }
         let mut ticker = tokio::time::interval(TICK);
         loop {
+            self.flush(false).await?;
             // Unanswered orders resolve by themselves (an answer, a lookup), so
             // intake waits for them; orders resting on the book do not, so at
             // the limit a new order is refused instead, and the cancels that
@@ -545,13 +603,13 @@ impl Engine {
             let halted = *self.halted.borrow();
             let keep = self.matching.burst * CANCEL_HEADROOM;
             let room = self.orders.len() < self.cfg.max_open_orders || unanswered == 0;
-            if room && !halted && self.held.is_some() && self.matching.can_take(keep) {
-                if let Some(entry) = self.held.take() {
+            if room && !halted && !self.held.is_empty() && self.matching.can_take(keep) {
+                if let Some(entry) = self.held.pop_front() {
                     self.on_entry(entry).await?;
                 }
                 continue;
             }
-            let taking = self.held.is_none()
+            let taking = self.held.is_empty()
                 && unanswered < self.cfg.max_open_orders
                 && !halted
                 && self.matching.can_take(keep);
@@ -570,15 +628,36 @@ impl Engine {
                     }
                 }
                 inbound = async { match self.socket.as_mut() { Some(s) => s.inbox.recv().await, None => None } } => match inbound {
-                    Some(Inbound::Frame(frame)) => self.on_frame(frame).await?,
+                    Some(Inbound::Frame(frame)) => {
+                        self.on_frame(frame).await?;
+                        // Answers that arrived together share a commit.
+                        self.drain_frames().await?;
+                    }
                     Some(Inbound::Ended(why)) => return Err(Ended::Lost(why)),
                     None => return Err(Ended::Lost("the session task ended".into())),
                 },
                 entry = intake.recv(), if taking => match entry {
-                    Some(entry) => self.on_entry(entry).await?,
+                    Some(entry) => {
+                        // What else is waiting comes in with it, as far as
+                        // the open-order limit leaves room for all of it.
+                        let mut batch = vec![entry];
+                        while batch.len() < INTAKE_BATCH
+                            && self.orders.len() + batch.len() < self.cfg.max_open_orders
+                            && unanswered + batch.len() < self.cfg.max_open_orders
+                        {
+                            match intake.try_recv() {
+                                Ok(entry) => batch.push(entry),
+                                Err(_) => break,
+                            }
+                        }
+                        self.on_entries(batch).await?;
+                    }
                     None => return Err(Ended::Refused("the intake ended".into())),
                 },
-                _ = ticker.tick() => self.on_tick().await?,
+                _ = ticker.tick() => {
+                    self.on_tick().await?;
+                    self.flush(true).await?;
+                }
             }
             self.counters
                 .open
@@ -851,36 +930,109 @@ impl Engine {
         });
     }
 
-    async fn event(&self, fields: Vec<(&str, String)>) -> Result<(), Ended> {
+    /// Queues an event; `flush` writes it after the state changes queued
+    /// before it, so an event never announces a state not stored.
+    async fn event(&mut self, fields: Vec<(&str, String)>) -> Result<(), Ended> {
         let mut entry: Fields = fields
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v.into_bytes()))
             .collect();
         entry.push(("at_ms".into(), now_ms().to_string().into_bytes()));
-        self.redis
-            .xadd_bulk(EVENTS_STREAM, Arc::from(vec![entry]))
-            .await?;
+        self.out.events.push(entry);
         Ok(())
     }
 
-    async fn ack(&self, id: &str) -> Result<(), Ended> {
-        self.redis
-            .ack(INTENTS_STREAM, GROUP, vec![id.to_owned()])
-            .await?;
+    /// Queues the acknowledgement of a handled intent.
+    async fn ack(&mut self, id: &str) -> Result<(), Ended> {
+        self.out.acks.push(id.to_owned());
         Ok(())
+    }
+
+    /// Queues a state change for `flush`.
+    fn store(&mut self, update: OrderUpdate) {
+        self.out.updates.push(update);
+    }
+
+    /// Writes what is queued: the state changes in one commit, then their
+    /// events in one append; the acknowledgements beside them, when enough
+    /// are waiting or `all`.
+    async fn flush(&mut self, all: bool) -> Result<(), Ended> {
+        let updates = std::mem::take(&mut self.out.updates);
+        let events = std::mem::take(&mut self.out.events);
+        let acks = if all || self.out.acks.len() >= ACK_BATCH {
+            std::mem::take(&mut self.out.acks)
+        } else {
+            Vec::new()
+        };
+        let (pg, redis) = (&self.pg, &self.redis);
+        let stored = async {
+            if !updates.is_empty() {
+                pg.update_orders(updates).await?;
+            }
+            if !events.is_empty() {
+                redis.xadd_bulk(EVENTS_STREAM, Arc::from(events)).await?;
+            }
+            Ok::<(), Ended>(())
+        };
+        let acked = async {
+            if !acks.is_empty() {
+                redis.ack(INTENTS_STREAM, GROUP, acks).await?;
+            }
+            Ok::<(), Ended>(())
+        };
+        let (stored, acked) = tokio::join!(stored, acked);
+        stored.and(acked)
     }
 
     async fn on_entry(&mut self, entry: StreamEntry) -> Result<(), Ended> {
-        let parsed = intent::parse(&entry);
-        if let Ok(Intent::Place(_)) = &parsed {
-            if self.orders.len() >= self.cfg.max_open_orders && self.unanswered() > 0 {
-                // At the limit only because some are unanswered: held until
-                // they resolve, not refused for a passing burst.
-                self.held = Some(entry);
-                return Ok(());
+        self.on_entries(vec![entry]).await
+    }
+
+    /// Handles intents in the order written. The new orders among them are
+    /// recorded together, one commit before any of them is sent; anything
+    /// else (a cancel, an amend) first has the orders before it recorded
+    /// and sent, so it finds them.
+    async fn on_entries(&mut self, entries: Vec<StreamEntry>) -> Result<(), Ended> {
+        let mut group = Vec::new();
+        let mut behind = 0;
+        let mut holding = false;
+        for entry in entries {
+            if holding {
+                // After one held, the rest of its batch waits behind it
+                // (ahead of what was held before, which came later).
+                behind += 1;
+                self.held.insert(behind, entry);
+                continue;
             }
+            let parsed = intent::parse(&entry);
+            if let Ok(Intent::Place(_)) = &parsed {
+                if self.orders.len() >= self.cfg.max_open_orders && self.unanswered() > 0 {
+                    // At the limit only because some are unanswered: held
+                    // until they resolve, not refused for a passing burst.
+                    self.record_group(&mut group).await?;
+                    self.held.push_front(entry);
+                    holding = true;
+                    continue;
+                }
+            }
+            self.counters.intents.fetch_add(1, Ordering::Relaxed);
+            if let Ok(Intent::Place(place)) = parsed {
+                self.prepare_place(place, &entry.id, &mut group);
+                continue;
+            }
+            self.record_group(&mut group).await?;
+            self.on_other(&entry, parsed).await?;
+            self.ack(&entry.id).await?;
         }
-        self.counters.intents.fetch_add(1, Ordering::Relaxed);
+        self.record_group(&mut group).await
+    }
+
+    /// An intent other than a new order.
+    async fn on_other(
+        &mut self,
+        entry: &StreamEntry,
+        parsed: Result<Intent, intent::IntentError>,
+    ) -> Result<(), Ended> {
         match parsed {
             Err(error) => {
                 self.counters.invalid.fetch_add(1, Ordering::Relaxed);
@@ -907,7 +1059,11 @@ impl Engine {
                     .await?;
                 }
             }
-            Ok(Intent::Place(place)) => self.on_place(place, &entry.id).await?,
+            Ok(Intent::Place(place)) => {
+                let mut group = Vec::new();
+                self.prepare_place(place, &entry.id, &mut group);
+                self.record_group(&mut group).await?;
+            }
             Ok(Intent::Amend {
                 label,
                 price,
@@ -926,7 +1082,7 @@ impl Engine {
                 }
             }
         }
-        self.ack(&entry.id).await
+        Ok(())
     }
 
     /// Orders sent whose outcome is not known yet.
@@ -1009,10 +1165,14 @@ impl Engine {
         None
     }
 
-    async fn on_place(&mut self, p: Place, intent_id: &str) -> Result<(), Ended> {
+    /// Checks a new order against the limits and takes it into `group`, to
+    /// be recorded with the others before any is sent. One Keel accepts is
+    /// followed from now on (so the next order's limits count it).
+    fn prepare_place(&mut self, p: Place, intent_id: &str, group: &mut Vec<Prepared>) {
         if self.orders.contains_key(&p.label) {
             self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
-            return Ok(());
+            group.push(Prepared::Known(intent_id.to_owned()));
+            return;
         }
         let refusal = self.refusal(&p);
         let valid_until_ms = now_ms() + self.cfg.valid_for.as_millis() as i64;
@@ -1040,43 +1200,111 @@ impl Engine {
             valid_until_ms,
             intent_id: intent_id.to_owned(),
         };
-        if let Some(existing) = self.pg.record_order(order.clone()).await? {
-            // The label was used before (a strategy resending its intent):
-            // the order it named exists already; nothing is sent again.
-            self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(label = %p.label, state = %existing, "Intent for a known label; not sent again.");
+        // Recorded as sent in the same commit when the rate budget lets it
+        // go at once: one write before the request, not two.
+        let keep = self.matching.burst * CANCEL_HEADROOM;
+        let send_now = refusal.is_none() && self.matching.take(keep).is_ok();
+        if refusal.is_none() {
+            let state = if send_now { "sent" } else { state };
+            self.orders.insert(
+                p.label.clone(),
+                Tracked {
+                    order: order.clone(),
+                    state: state.into(),
+                    rank: rank(state),
+                    order_id: None,
+                    filled: 0.0,
+                    last_update_ms: 0,
+                    sends: u32::from(send_now),
+                    in_flight: send_now,
+                    retry_at: None,
+                    lookup_at: None,
+                    cancel_requested: false,
+                    cancelling: false,
+                },
+            );
+        }
+        group.push(Prepared::New {
+            order: Box::new(order),
+            send_now,
+            refusal,
+        });
+    }
+
+    /// Records the orders of `group` (one commit), then sends them, refuses
+    /// them or, for labels used before, drops them; their intents are
+    /// acknowledged after.
+    async fn record_group(&mut self, group: &mut Vec<Prepared>) -> Result<(), Ended> {
+        if group.is_empty() {
             return Ok(());
         }
-        if let Some(reason) = refusal {
-            self.counters.refused.fetch_add(1, Ordering::Relaxed);
-            return self
-                .event(vec![
+        let group = std::mem::take(group);
+        let orders: Vec<(NewOrder, bool)> = group
+            .iter()
+            .filter_map(|p| match p {
+                Prepared::New {
+                    order, send_now, ..
+                } => Some(((**order).clone(), *send_now)),
+                Prepared::Known(_) => None,
+            })
+            .collect();
+        let mut existing = if orders.is_empty() {
+            Vec::new()
+        } else {
+            self.pg.record_orders(orders).await?
+        }
+        .into_iter();
+        for prepared in group {
+            let (order, send_now, refusal) = match prepared {
+                Prepared::Known(intent_id) => {
+                    self.ack(&intent_id).await?;
+                    continue;
+                }
+                Prepared::New {
+                    order,
+                    send_now,
+                    refusal,
+                } => (order, send_now, refusal),
+            };
+            self.ack(&order.intent_id).await?;
+            let label = order.label;
+            if let Some(Some(state)) = existing.next() {
+                // The label was used before (a strategy resending its
+                // intent): the order it named exists already; nothing is
+                // sent again.
+                self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
+                if refusal.is_none() {
+                    self.orders.remove(&label);
+                }
+                tracing::info!(%label, %state, "Intent for a known label; not sent again.");
+                continue;
+            }
+            if let Some(reason) = refusal {
+                self.counters.refused.fetch_add(1, Ordering::Relaxed);
+                self.event(vec![
                     ("event", "rejected".into()),
-                    ("label", p.label),
-                    ("instrument", p.instrument),
+                    ("label", label),
+                    ("instrument", order.instrument),
                     ("code", "0".into()),
                     ("reason", format!("limit {reason}")),
                 ])
-                .await;
+                .await?;
+                continue;
+            }
+            if !send_now {
+                // Over the account's order rate: it waits for the budget.
+                self.send_place(&label).await?;
+                continue;
+            }
+            let valid_until_ms =
+                if order.valid_until_ms - now_ms() > self.cfg.request_timeout.as_millis() as i64 {
+                    order.valid_until_ms
+                } else {
+                    self.mark_sent(&label, order.valid_until_ms, 1).await?
+                };
+            self.dispatch(&label, valid_until_ms)?;
         }
-        self.orders.insert(
-            p.label.clone(),
-            Tracked {
-                order,
-                state: state.into(),
-                rank: rank(state),
-                order_id: None,
-                filled: 0.0,
-                last_update_ms: 0,
-                sends: 0,
-                in_flight: false,
-                retry_at: None,
-                lookup_at: None,
-                cancel_requested: false,
-                cancelling: false,
-            },
-        );
-        self.send_place(&p.label).await
+        Ok(())
     }
 
     /// Sends (or sends again) the order of `label`, with a fresh `valid_until`.
@@ -1103,18 +1331,34 @@ impl Engine {
         t.in_flight = true;
         t.retry_at = None;
         let sends = t.sends;
-        // Recorded before it goes: a crash between the two leaves a lookup to
-        // do. A store that took long (an outage) would leave the request
-        // little or no time to start: its valid_until is set afresh then.
-        let mut valid_until_ms = valid_until_ms;
+        // What is queued for this order is written first: its history in order.
+        self.flush(false).await?;
+        let valid_until_ms = self.mark_sent(label, valid_until_ms, sends).await?;
+        self.dispatch(label, valid_until_ms)
+    }
+
+    /// Records send number `sends` of `label` before it goes (a crash between
+    /// the two leaves a lookup to do); the request's `valid_until`. A store
+    /// that took long (an outage) would leave the request little or no time
+    /// to start: its `valid_until` is set afresh then.
+    async fn mark_sent(
+        &mut self,
+        label: &str,
+        mut valid_until_ms: i64,
+        sends: u32,
+    ) -> Result<i64, Ended> {
         loop {
             self.pg.mark_sent(label, valid_until_ms, sends).await?;
             let left = valid_until_ms - now_ms();
             if left > self.cfg.request_timeout.as_millis() as i64 {
-                break;
+                return Ok(valid_until_ms);
             }
             valid_until_ms = now_ms() + self.cfg.valid_for.as_millis() as i64;
         }
+    }
+
+    /// Sends the order of `label`, recorded as sent, with `valid_until_ms`.
+    fn dispatch(&mut self, label: &str, valid_until_ms: i64) -> Result<(), Ended> {
         let Some(t) = self.orders.get_mut(label) else {
             return Ok(());
         };
@@ -1431,6 +1675,7 @@ impl Engine {
                             t.order.amount = amount;
                             t.order.price = price;
                         }
+                        self.flush(false).await?;
                         self.pg.amend_order(&label, amount, price).await?;
                         self.apply(&result.order).await?;
                         self.store_fills(result.trades, true).await?;
@@ -1503,19 +1748,17 @@ impl Engine {
         let Some(t) = self.orders.remove(label) else {
             return Ok(());
         };
-        self.pg
-            .update_order(OrderUpdate {
-                label: label.to_owned(),
-                state: state.into(),
-                rank: rank(state),
-                order_id: t.order_id.clone(),
-                filled_amount: t.filled,
-                average_price: None,
-                last_update_ms: t.last_update_ms,
-                reject_code: code,
-                reason: reason.clone(),
-            })
-            .await?;
+        self.store(OrderUpdate {
+            label: label.to_owned(),
+            state: state.into(),
+            rank: rank(state),
+            order_id: t.order_id.clone(),
+            filled_amount: t.filled,
+            average_price: None,
+            last_update_ms: t.last_update_ms,
+            reject_code: code,
+            reason: reason.clone(),
+        });
         self.event(vec![
             ("event", state.to_owned()),
             ("label", label.to_owned()),
@@ -1613,19 +1856,17 @@ impl Engine {
         t.retry_at = None;
         let instrument = t.order.instrument.clone();
         self.by_id.insert(order.order_id.clone(), label.clone());
-        self.pg
-            .update_order(OrderUpdate {
-                label: label.clone(),
-                state: state.into(),
-                rank: r,
-                order_id: Some(order.order_id.clone()),
-                filled_amount: order.filled(),
-                average_price: order.average_price.filter(|p| *p > 0.0),
-                last_update_ms: updated,
-                reject_code: None,
-                reason: order.cancel_reason.clone(),
-            })
-            .await?;
+        self.store(OrderUpdate {
+            label: label.clone(),
+            state: state.into(),
+            rank: r,
+            order_id: Some(order.order_id.clone()),
+            filled_amount: order.filled(),
+            average_price: order.average_price.filter(|p| *p > 0.0),
+            last_update_ms: updated,
+            reject_code: None,
+            reason: order.cancel_reason.clone(),
+        });
         let event = match state {
             "open" => "accepted",
             other => other,
@@ -1734,7 +1975,7 @@ impl Engine {
                                 reject_code: None,
                                 reason: Some("no answer in time".into()),
                             };
-                            self.pg.update_order(update).await?;
+                            self.store(update);
                             self.event(vec![("event", "unknown".into()), ("label", label.clone())])
                                 .await?;
                         }
@@ -1856,10 +2097,31 @@ impl Engine {
         };
         match timeout_at(deadline, socket.inbox.recv()).await {
             Err(_) => Ok(()),
-            Ok(Some(Inbound::Frame(frame))) => self.on_frame(frame).await,
+            Ok(Some(Inbound::Frame(frame))) => {
+                self.on_frame(frame).await?;
+                self.flush(false).await
+            }
             Ok(Some(Inbound::Ended(why))) => Err(Ended::Lost(why)),
             Ok(None) => Err(Ended::Lost("the session task ended".into())),
         }
+    }
+
+    /// Handles the frames already waiting, up to `DRAIN`.
+    async fn drain_frames(&mut self) -> Result<(), Ended> {
+        for _ in 0..DRAIN {
+            let Some(socket) = self.socket.as_mut() else {
+                return Ok(());
+            };
+            match socket.inbox.try_recv() {
+                Ok(Inbound::Frame(frame)) => self.on_frame(frame).await?,
+                Ok(Inbound::Ended(why)) => return Err(Ended::Lost(why)),
+                Err(mpsc::error::TryRecvError::Empty) => return Ok(()),
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    return Err(Ended::Lost("the session task ended".into()))
+                }
+            }
+        }
+        Ok(())
     }
 }
 

@@ -59,7 +59,9 @@ impl Socket {
             tokio_tungstenite::connect_async_tls_with_config(
                 url,
                 None,
-                false,
+                // No Nagle: a request goes out at once, not held until the
+                // exchange acknowledges the one before.
+                true,
                 Some(tokio_tungstenite::Connector::Rustls(tls)),
             ),
         )

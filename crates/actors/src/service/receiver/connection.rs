@@ -136,7 +136,9 @@ impl Connection {
             tokio_tungstenite::connect_async_tls_with_config(
                 cfg.url.as_str(),
                 None,
-                false,
+                // No Nagle: a request goes out at once, not held until the
+                // exchange acknowledges the one before.
+                true,
                 Some(tokio_tungstenite::Connector::Rustls(tls)),
             ),
         )

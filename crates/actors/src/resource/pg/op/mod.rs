@@ -32,7 +32,7 @@ pub use list_gaps::ListGaps;
 pub use max_seq::MaxSeq;
 pub use orders::{
     AmendOrder, FillRow, FillsFrom, InsertFills, LiveOrder, LiveOrders, MarkSent, NewOrder,
-    OrderUpdate, RecordOrder, UpdateOrder,
+    OrderUpdate, RecordOrders, UpdateOrders,
 };
 pub use ping::Ping;
 pub use recompute_candles::RecomputeCandles;

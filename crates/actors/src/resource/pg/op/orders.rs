@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::Client;
 
-use crate::resource::pg::executor::begin;
+use crate::resource::pg::executor::{begin, in_one_trip};
 use crate::resource::pg::{PgClient, PgError, PgOp, PgShared};
 use crate::resource::Operation;
 
@@ -113,137 +113,252 @@ pub struct LiveOrder {
     pub sends: i32,
 }
 
-/// Records a new order (idempotent on its label): `None` when new, else the
-/// state the label already has.
+/// Records new orders in one commit, each idempotent on its label: per
+/// order, `None` when new, else the state its label already has. An order
+/// with `sent` is recorded as sent once (the caller sends it next): the
+/// record and the send's mark are one write, `pending` and `sent` both in
+/// its history.
 #[derive(Clone, Debug)]
-pub struct RecordOrder(pub Arc<NewOrder>);
+pub struct RecordOrders(pub Arc<[(NewOrder, bool)]>);
 
-impl Operation for RecordOrder {
-    type Output = Option<String>;
-    const NAME: &'static str = "record_order";
+impl Operation for RecordOrders {
+    type Output = Vec<Option<String>>;
+    const NAME: &'static str = "record_orders";
 
     fn summary(&self) -> String {
-        format!("{} {}", self.0.instrument, self.0.state)
+        format!("{} orders", self.0.len())
     }
 }
 
-impl PgOp for RecordOrder {
+/// One statement for the whole batch: the inserts, their history rows, and
+/// for each label that existed the state it had. The outer query's snapshot
+/// predates the insert, so a new label finds no row there. History rows of
+/// one transaction are stamped by the clock (`now()` is the transaction's
+/// start), so they sort in the order they were written.
+const RECORD_ORDERS: &str = "WITH input AS (
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],
+             $5::float8[], $6::float8[], $7::text[], $8::bool[], $9::bool[], $10::text[],
+             $11::int2[], $12::text[], $13::int8[], $14::text[], $15::bool[])
+             WITH ORDINALITY AS i(label, instrument_name, side, order_type, amount, price,
+                 time_in_force, post_only, reduce_only, state, state_rank, reason,
+                 valid_until_ms, intent_id, sent, n)),
+     ins AS (
+         INSERT INTO orders (label, instrument_name, side, order_type, amount, price,
+             time_in_force, post_only, reduce_only, state, state_rank, reason,
+             valid_until_ms, intent_id, reject_code, sends)
+         SELECT label, instrument_name, side, order_type, amount, price, time_in_force,
+             post_only, reduce_only,
+             CASE WHEN sent THEN 'sent' ELSE state END,
+             CASE WHEN sent THEN GREATEST(state_rank, 1::int2) ELSE state_rank END,
+             reason, valid_until_ms, intent_id,
+             CASE WHEN state = 'rejected' THEN 0 END, CASE WHEN sent THEN 1 ELSE 0 END
+         FROM input ORDER BY n
+         ON CONFLICT (label) DO NOTHING
+         RETURNING label),
+     hist AS (
+         INSERT INTO order_history (label, state, filled_amount, last_update_ms, reason,
+             recorded_at)
+         SELECT i.label, s.state, 0, 0, s.reason,
+             CASE WHEN s.k = 1 THEN now() ELSE clock_timestamp() END
+         FROM input i JOIN ins USING (label),
+             LATERAL (VALUES (1, i.state, i.reason), (2, 'sent', NULL)) AS s(k, state, reason)
+         WHERE s.k = 1 OR i.sent
+         ORDER BY i.n, s.k)
+     SELECT EXISTS (SELECT 1 FROM ins WHERE ins.label = i.label), o.state
+     FROM input i LEFT JOIN orders o ON o.label = i.label
+     ORDER BY i.n";
+
+/// The same for one order, cheaper to plan than the batch's `unnest` (the
+/// common case at low rates, where it is on every order's path).
+const RECORD_ORDER: &str = "WITH ins AS (
+         INSERT INTO orders (label, instrument_name, side, order_type, amount, price,
+             time_in_force, post_only, reduce_only, state, state_rank, reason,
+             valid_until_ms, intent_id, reject_code, sends)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9,
+             CASE WHEN $15 THEN 'sent' ELSE $10 END,
+             CASE WHEN $15 THEN GREATEST($11, 1::int2) ELSE $11 END, $12, $13, $14,
+             CASE WHEN $10 = 'rejected' THEN 0 END, CASE WHEN $15 THEN 1 ELSE 0 END)
+         ON CONFLICT (label) DO NOTHING
+         RETURNING label),
+     hist AS (
+         INSERT INTO order_history (label, state, filled_amount, last_update_ms, reason,
+             recorded_at)
+         SELECT ins.label, s.state, 0, 0, s.reason,
+             CASE WHEN s.k = 1 THEN now() ELSE clock_timestamp() END
+         FROM ins, (VALUES (1, $10, $12), (2, 'sent', NULL)) AS s(k, state, reason)
+         WHERE s.k = 1 OR $15
+         ORDER BY s.k)
+     SELECT EXISTS (SELECT 1 FROM ins), (SELECT state FROM orders WHERE label = $1)";
+
+impl PgOp for RecordOrders {
     async fn attempt(
         &self,
         client: &mut Client,
         pg: &PgShared,
-    ) -> Result<Option<String>, tokio_postgres::Error> {
-        let o = &*self.0;
-        let tx = begin(client, pg.timeout_ms()).await?;
-        let params: [(&(dyn ToSql + Sync), Type); 14] = [
-            (&o.label, Type::TEXT),
-            (&o.instrument, Type::TEXT),
-            (&o.side, Type::TEXT),
-            (&o.order_type, Type::TEXT),
-            (&o.amount, Type::FLOAT8),
-            (&o.price, Type::FLOAT8),
-            (&o.time_in_force, Type::TEXT),
-            (&o.post_only, Type::BOOL),
-            (&o.reduce_only, Type::BOOL),
-            (&o.state, Type::TEXT),
-            (&o.rank, Type::INT2),
-            (&o.reason, Type::TEXT),
-            (&o.valid_until_ms, Type::INT8),
-            (&o.intent_id, Type::TEXT),
+    ) -> Result<Vec<Option<String>>, tokio_postgres::Error> {
+        let orders = &*self.0;
+        let client = &*client;
+        if let [(o, sent)] = orders {
+            let params: [(&(dyn ToSql + Sync), Type); 15] = [
+                (&o.label, Type::TEXT),
+                (&o.instrument, Type::TEXT),
+                (&o.side, Type::TEXT),
+                (&o.order_type, Type::TEXT),
+                (&o.amount, Type::FLOAT8),
+                (&o.price, Type::FLOAT8),
+                (&o.time_in_force, Type::TEXT),
+                (&o.post_only, Type::BOOL),
+                (&o.reduce_only, Type::BOOL),
+                (&o.state, Type::TEXT),
+                (&o.rank, Type::INT2),
+                (&o.reason, Type::TEXT),
+                (&o.valid_until_ms, Type::INT8),
+                (&o.intent_id, Type::TEXT),
+                (sent, Type::BOOL),
+            ];
+            let rows = in_one_trip(
+                client,
+                pg.timeout_ms(),
+                client.query_typed(RECORD_ORDER, &params),
+            )
+            .await?;
+            return rows.iter().map(existing).collect();
+        }
+        let col = |f: fn(&NewOrder) -> String| orders.iter().map(|(o, _)| f(o)).collect::<Vec<_>>();
+        let labels = col(|o| o.label.clone());
+        let instruments = col(|o| o.instrument.clone());
+        let sides = col(|o| o.side.clone());
+        let types = col(|o| o.order_type.clone());
+        let amounts: Vec<f64> = orders.iter().map(|(o, _)| o.amount).collect();
+        let prices: Vec<Option<f64>> = orders.iter().map(|(o, _)| o.price).collect();
+        let tifs = col(|o| o.time_in_force.clone());
+        let post: Vec<bool> = orders.iter().map(|(o, _)| o.post_only).collect();
+        let reduce: Vec<bool> = orders.iter().map(|(o, _)| o.reduce_only).collect();
+        let states = col(|o| o.state.clone());
+        let ranks: Vec<i16> = orders.iter().map(|(o, _)| o.rank).collect();
+        let reasons: Vec<Option<String>> = orders.iter().map(|(o, _)| o.reason.clone()).collect();
+        let valid: Vec<i64> = orders.iter().map(|(o, _)| o.valid_until_ms).collect();
+        let intents = col(|o| o.intent_id.clone());
+        let sent: Vec<bool> = orders.iter().map(|(_, sent)| *sent).collect();
+        let params: [(&(dyn ToSql + Sync), Type); 15] = [
+            (&labels, Type::TEXT_ARRAY),
+            (&instruments, Type::TEXT_ARRAY),
+            (&sides, Type::TEXT_ARRAY),
+            (&types, Type::TEXT_ARRAY),
+            (&amounts, Type::FLOAT8_ARRAY),
+            (&prices, Type::FLOAT8_ARRAY),
+            (&tifs, Type::TEXT_ARRAY),
+            (&post, Type::BOOL_ARRAY),
+            (&reduce, Type::BOOL_ARRAY),
+            (&states, Type::TEXT_ARRAY),
+            (&ranks, Type::INT2_ARRAY),
+            (&reasons, Type::TEXT_ARRAY),
+            (&valid, Type::INT8_ARRAY),
+            (&intents, Type::TEXT_ARRAY),
+            (&sent, Type::BOOL_ARRAY),
         ];
-        let inserted = tx
-            .query_typed(
-                "INSERT INTO orders (label, instrument_name, side, order_type, amount, price,
-                     time_in_force, post_only, reduce_only, state, state_rank, reason,
-                     valid_until_ms, intent_id, reject_code)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
-                     CASE WHEN $10 = 'rejected' THEN 0 END)
-                 ON CONFLICT (label) DO NOTHING
-                 RETURNING label",
-                &params,
-            )
-            .await?;
-        let existing = if inserted.is_empty() {
-            let row = tx
-                .query_typed_one(
-                    "SELECT state FROM orders WHERE label = $1",
-                    &[(&o.label, Type::TEXT)],
-                )
-                .await?;
-            Some(row.try_get::<_, String>(0)?)
-        } else {
-            tx.execute_typed(
-                "INSERT INTO order_history (label, state, filled_amount, last_update_ms, reason)
-                 VALUES ($1, $2, 0, 0, $3)",
-                &[
-                    (&o.label, Type::TEXT),
-                    (&o.state, Type::TEXT),
-                    (&o.reason, Type::TEXT),
-                ],
-            )
-            .await?;
-            None
-        };
-        tx.commit().await?;
-        Ok(existing)
+        let rows = in_one_trip(
+            client,
+            pg.timeout_ms(),
+            client.query_typed(RECORD_ORDERS, &params),
+        )
+        .await?;
+        rows.iter().map(existing).collect()
     }
 }
 
-/// Applies a state change if it moves the order forward; whether it did.
-#[derive(Clone, Debug)]
-pub struct UpdateOrder(pub Arc<OrderUpdate>);
+/// A row of `(inserted, state before)`: `None` for a new order, else the
+/// state its label had.
+fn existing(row: &tokio_postgres::Row) -> Result<Option<String>, tokio_postgres::Error> {
+    Ok(if row.try_get::<_, bool>(0)? {
+        None
+    } else {
+        Some(row.try_get::<_, Option<String>>(1)?.unwrap_or_default())
+    })
+}
 
-impl Operation for UpdateOrder {
-    type Output = bool;
-    const NAME: &'static str = "update_order";
+const UPDATE_ORDER: &str = "WITH up AS (
+         UPDATE orders SET state = $2, state_rank = $3,
+             order_id = COALESCE($4, order_id),
+             filled_amount = GREATEST(filled_amount, $5),
+             average_price = COALESCE($6, average_price),
+             last_update_ms = GREATEST(last_update_ms, $7),
+             reject_code = COALESCE($8, reject_code),
+             reason = COALESCE($9, reason),
+             updated_at = now()
+         WHERE label = $1 AND (state_rank < $3
+             OR (state_rank = $3 AND $3 < 5
+                 AND (last_update_ms < $7 OR filled_amount < $5)))
+         RETURNING label, state, filled_amount, last_update_ms, reason)
+     INSERT INTO order_history (label, state, filled_amount, last_update_ms, reason,
+         recorded_at)
+     SELECT up.*, clock_timestamp() FROM up RETURNING label";
+
+/// A state change, applied only if it moves the order forward; how many
+/// orders it moved (0 or 1).
+async fn update_order(client: &Client, u: &OrderUpdate) -> Result<usize, tokio_postgres::Error> {
+    let params: [(&(dyn ToSql + Sync), Type); 9] = [
+        (&u.label, Type::TEXT),
+        (&u.state, Type::TEXT),
+        (&u.rank, Type::INT2),
+        (&u.order_id, Type::TEXT),
+        (&u.filled_amount, Type::FLOAT8),
+        (&u.average_price, Type::FLOAT8),
+        (&u.last_update_ms, Type::INT8),
+        (&u.reject_code, Type::INT8),
+        (&u.reason, Type::TEXT),
+    ];
+    Ok(client.query_typed(UPDATE_ORDER, &params).await?.len())
+}
+
+/// Applies state changes in order, in one transaction (one commit for a
+/// batch of answers); each moves its order only forward.
+#[derive(Clone, Debug)]
+pub struct UpdateOrders(pub Arc<[OrderUpdate]>);
+
+impl Operation for UpdateOrders {
+    type Output = ();
+    const NAME: &'static str = "update_orders";
 
     fn summary(&self) -> String {
-        self.0.state.clone()
+        format!("{} updates", self.0.len())
     }
 }
 
-impl PgOp for UpdateOrder {
+impl PgOp for UpdateOrders {
     async fn attempt(
         &self,
         client: &mut Client,
         pg: &PgShared,
-    ) -> Result<bool, tokio_postgres::Error> {
-        let u = &*self.0;
-        let tx = begin(client, pg.timeout_ms()).await?;
-        let params: [(&(dyn ToSql + Sync), Type); 9] = [
-            (&u.label, Type::TEXT),
-            (&u.state, Type::TEXT),
-            (&u.rank, Type::INT2),
-            (&u.order_id, Type::TEXT),
-            (&u.filled_amount, Type::FLOAT8),
-            (&u.average_price, Type::FLOAT8),
-            (&u.last_update_ms, Type::INT8),
-            (&u.reject_code, Type::INT8),
-            (&u.reason, Type::TEXT),
-        ];
-        let rows = tx
-            .query_typed(
-                "WITH up AS (
-                     UPDATE orders SET state = $2, state_rank = $3,
-                         order_id = COALESCE($4, order_id),
-                         filled_amount = GREATEST(filled_amount, $5),
-                         average_price = COALESCE($6, average_price),
-                         last_update_ms = GREATEST(last_update_ms, $7),
-                         reject_code = COALESCE($8, reject_code),
-                         reason = COALESCE($9, reason),
-                         updated_at = now()
-                     WHERE label = $1 AND (state_rank < $3
-                         OR (state_rank = $3 AND $3 < 5
-                             AND (last_update_ms < $7 OR filled_amount < $5)))
-                     RETURNING label, state, filled_amount, last_update_ms, reason)
-                 INSERT INTO order_history (label, state, filled_amount, last_update_ms, reason)
-                 SELECT * FROM up RETURNING label",
-                &params,
-            )
+    ) -> Result<(), tokio_postgres::Error> {
+        let client = &*client;
+        // Pipelined: each statement goes out before the one before it is
+        // answered, in order (`try_join_all` polls up to 30 futures in
+        // order; beyond that it makes no such promise, so chunks of 30).
+        if self.0.len() <= PIPELINED {
+            in_one_trip(client, pg.timeout_ms(), update_all(client, &self.0)).await?;
+            return Ok(());
+        }
+        client
+            .batch_execute(&format!(
+                "BEGIN; SET LOCAL statement_timeout = {}",
+                pg.timeout_ms()
+            ))
             .await?;
-        tx.commit().await?;
-        Ok(!rows.is_empty())
+        for chunk in self.0.chunks(PIPELINED) {
+            update_all(client, chunk).await?;
+        }
+        client.batch_execute("COMMIT").await
     }
+}
+
+/// Statements sent together at most.
+const PIPELINED: usize = 30;
+
+/// `chunk`'s updates, all sent at the first poll, in order.
+async fn update_all(client: &Client, chunk: &[OrderUpdate]) -> Result<(), tokio_postgres::Error> {
+    futures::future::try_join_all(chunk.iter().map(|u| update_order(client, u))).await?;
+    Ok(())
 }
 
 /// Records an amend the exchange accepted: the order's new amount and price.
@@ -318,9 +433,14 @@ impl PgOp for MarkSent {
         client: &mut Client,
         pg: &PgShared,
     ) -> Result<(), tokio_postgres::Error> {
-        let tx = begin(client, pg.timeout_ms()).await?;
         // The first send moves `pending` to `sent`, and that is history too.
-        tx.execute_typed(
+        let client = &*client;
+        let params: [(&(dyn ToSql + Sync), Type); 3] = [
+            (&self.label, Type::TEXT),
+            (&self.valid_until_ms, Type::INT8),
+            (&self.sends, Type::INT4),
+        ];
+        let statement = client.execute_typed(
             "WITH before AS (SELECT state_rank FROM orders WHERE label = $1),
              up AS (
                  UPDATE orders SET sends = GREATEST(sends, $3), valid_until_ms = $2,
@@ -331,14 +451,10 @@ impl PgOp for MarkSent {
              INSERT INTO order_history (label, state, filled_amount, last_update_ms)
              SELECT up.label, up.state, up.filled_amount, up.last_update_ms
              FROM up, before WHERE before.state_rank < 1",
-            &[
-                (&self.label, Type::TEXT),
-                (&self.valid_until_ms, Type::INT8),
-                (&self.sends, Type::INT4),
-            ],
-        )
-        .await?;
-        tx.commit().await
+            &params,
+        );
+        in_one_trip(client, pg.timeout_ms(), statement).await?;
+        Ok(())
     }
 }
 
@@ -507,14 +623,18 @@ impl PgClient {
         .await
     }
 
-    /// Records a new order; `None` when new, else the label's state.
-    pub async fn record_order(&self, order: NewOrder) -> Result<Option<String>, PgError> {
-        self.run(RecordOrder(Arc::new(order))).await
+    /// Records new orders (those with `true`, as sent once too) in one
+    /// commit; per order, `None` when new, else its label's state.
+    pub async fn record_orders(
+        &self,
+        orders: Vec<(NewOrder, bool)>,
+    ) -> Result<Vec<Option<String>>, PgError> {
+        self.run(RecordOrders(orders.into())).await
     }
 
-    /// Applies a state change if it moves the order forward.
-    pub async fn update_order(&self, update: OrderUpdate) -> Result<bool, PgError> {
-        self.run(UpdateOrder(Arc::new(update))).await
+    /// Applies state changes in order, in one commit.
+    pub async fn update_orders(&self, updates: Vec<OrderUpdate>) -> Result<(), PgError> {
+        self.run(UpdateOrders(updates.into())).await
     }
 
     /// Records an accepted amend of `label`.
