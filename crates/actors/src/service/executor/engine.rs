@@ -332,6 +332,9 @@ struct Tracked {
     /// The strategy cancelled it before the exchange acknowledged it: it is
     /// never sent again, and cancelled by id once the exchange shows it.
     cancel_requested: bool,
+    /// An amend (price, amount) that came before the exchange acknowledged
+    /// the order: sent once it does (the latest wins).
+    amend_requested: Option<(Option<f64>, Option<f64>)>,
     /// A cancel is out for it (it counts as unanswered at the limit).
     cancelling: bool,
 }
@@ -823,6 +826,7 @@ impl Engine {
                     retry_at: None,
                     lookup_at: None,
                     cancel_requested: false,
+                    amend_requested: None,
                     cancelling: false,
                 },
             );
@@ -1220,6 +1224,7 @@ impl Engine {
                     retry_at: None,
                     lookup_at: None,
                     cancel_requested: false,
+                    amend_requested: None,
                     cancelling: false,
                 },
             );
@@ -1520,6 +1525,13 @@ impl Engine {
                 .map(|id| (id, t.order.amount, t.order.price, t.clone()))
         });
         let Some((order_id, current_amount, current_price, tracked)) = target else {
+            if let Some(t) = self.orders.get_mut(&label) {
+                if !t.cancel_requested {
+                    // Not acknowledged yet: the amend goes once it is.
+                    t.amend_requested = Some((price, amount));
+                    return Ok(());
+                }
+            }
             return self
                 .event(vec![
                     ("event", "amend_rejected".into()),
@@ -1766,7 +1778,19 @@ impl Engine {
             ("code", code.map(|c| c.to_string()).unwrap_or_default()),
             ("reason", reason.unwrap_or_default()),
         ])
-        .await
+        .await?;
+        if t.amend_requested.is_some() {
+            self.event(vec![
+                ("event", "amend_rejected".into()),
+                ("label", label.to_owned()),
+                (
+                    "reason",
+                    format!("the order was {state} before it could be amended"),
+                ),
+            ])
+            .await?;
+        }
+        Ok(())
     }
 
     /// What a lookup by label found.
@@ -1886,11 +1910,30 @@ impl Engine {
         ])
         .await?;
         if r >= 5 {
-            self.orders.remove(&label);
+            if let Some(t) = self.orders.remove(&label) {
+                if t.amend_requested.is_some() {
+                    self.event(vec![
+                        ("event", "amend_rejected".into()),
+                        ("label", label),
+                        (
+                            "reason",
+                            format!("the order was {state} before it could be amended"),
+                        ),
+                    ])
+                    .await?;
+                }
+            }
         } else if self.orders.get(&label).is_some_and(|t| t.cancel_requested) {
             // Cancelled before its acknowledgement: now that the exchange
             // shows it, by id.
             self.cancel(&label).await?;
+        } else if let Some((price, amount)) = self
+            .orders
+            .get_mut(&label)
+            .and_then(|t| t.amend_requested.take())
+        {
+            // Amended before its acknowledgement: now, by id.
+            self.on_amend(label, price, amount).await?;
         }
         Ok(())
     }
