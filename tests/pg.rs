@@ -11,7 +11,9 @@ use common::market::{at, candle, instrument, trades};
 use common::proxy::{Mode, TcpProxy};
 use common::{eventually, fast_policy};
 use keel::{Runtime, RuntimeHandle};
-use keel_actors::resource::pg::{PgClient, PgError, Postgres, PostgresConfig, Retained};
+use keel_actors::resource::pg::{
+    NewOrder, OrderUpdate, PgClient, PgError, Postgres, PostgresConfig, Retained,
+};
 use keel_actors::resource::Status;
 use keel_core::delay::BackoffConfig;
 use keel_core::supervisor::{ChildSpec, Strategy};
@@ -170,6 +172,103 @@ async fn exercise_whole_api_with(port: u16, tls: impl FnOnce(&mut PostgresConfig
             .unwrap(),
         2
     );
+
+    // The executor's orders: a batch in one commit (each new or not), one
+    // alone, state changes in order (only forward), sends counted.
+    let order = |label: &str, state: &str| NewOrder {
+        label: label.into(),
+        instrument: "BTC-PERPETUAL".into(),
+        side: "buy".into(),
+        order_type: "limit".into(),
+        amount: 10.0,
+        price: Some(50_000.0),
+        time_in_force: "good_til_cancelled".into(),
+        post_only: false,
+        reduce_only: false,
+        state: state.into(),
+        rank: if state == "rejected" { 7 } else { 0 },
+        reason: (state == "rejected").then(|| "limit max_amount".into()),
+        valid_until_ms: 1_700_000_010_000,
+        intent_id: format!("0-{label}"),
+    };
+    assert_eq!(
+        pg.record_orders(vec![
+            (order("o-1", "pending"), true),
+            (order("o-2", "pending"), false),
+            (order("o-3", "rejected"), false),
+        ])
+        .await
+        .unwrap(),
+        [None, None, None]
+    );
+    assert_eq!(
+        pg.record_orders(vec![(order("o-1", "pending"), true)])
+            .await
+            .unwrap(),
+        [Some("sent".to_owned())],
+        "a label recorded before answers its state"
+    );
+    assert_eq!(
+        pg.record_orders(vec![
+            (order("o-4", "pending"), true),
+            (order("o-2", "pending"), true),
+        ])
+        .await
+        .unwrap(),
+        [None, Some("pending".to_owned())]
+    );
+    let update = |label: &str, state: &str, rank: i16| OrderUpdate {
+        label: label.into(),
+        state: state.into(),
+        rank,
+        order_id: Some(format!("id-{label}")),
+        filled_amount: 0.0,
+        average_price: None,
+        last_update_ms: 1_700_000_000_000 + i64::from(rank),
+        reject_code: None,
+        reason: None,
+    };
+    pg.update_orders(vec![
+        update("o-1", "open", 3),
+        update("o-1", "cancelled", 6),
+        update("o-1", "open", 3),
+    ])
+    .await
+    .unwrap();
+    pg.mark_sent("o-2", 1_700_000_020_000, 1).await.unwrap();
+    let history: Vec<String> = db
+        .client()
+        .await
+        .query(
+            "SELECT label || ':' || state FROM order_history ORDER BY recorded_at, label",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let of = |label: &str| {
+        history
+            .iter()
+            .filter(|h| h.starts_with(&format!("{label}:")))
+            .map(|h| h[label.len() + 1..].to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(of("o-1"), ["pending", "sent", "open", "cancelled"]);
+    assert_eq!(of("o-2"), ["pending", "sent"]);
+    assert_eq!(of("o-3"), ["rejected"]);
+    assert_eq!(of("o-4"), ["pending", "sent"]);
+    let live: Vec<String> = pg
+        .live_orders()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| format!("{}:{}:{}", o.order.label, o.state, o.sends))
+        .collect();
+    assert_eq!(live.len(), 2, "{live:?}");
+    assert!(live.contains(&"o-2:sent:1".to_owned()), "{live:?}");
+    assert!(live.contains(&"o-4:sent:1".to_owned()), "{live:?}");
 
     assert!(pg.ping().await.is_ok());
     let health = pg.health().await.unwrap();

@@ -133,7 +133,26 @@ impl Resource for Postgres {
     }
 
     async fn check(shared: &PgShared) -> Result<(), Unreachable> {
-        super::pool::check(&shared.pool).await
+        let mut conn = shared.pool.get().await.map_err(|e| match e {
+            bb8::RunError::User(e) => Unreachable::Said(super::describe(&e)),
+            bb8::RunError::TimedOut => Unreachable::CheckoutTimedOut,
+        })?;
+        // A round trip always: the checkout skips it for a connection
+        // handed back moments ago.
+        match tokio::time::timeout(shared.attempt_limit(), conn.simple_query("")).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => {
+                conn.poison();
+                Err(Unreachable::Said(super::describe(&e)))
+            }
+            Err(_) => {
+                conn.poison();
+                Err(Unreachable::Said(format!(
+                    "no answer within {}",
+                    humantime::format_duration(shared.attempt_limit())
+                )))
+            }
+        }
     }
 
     async fn connect(shared: &PgShared) -> Result<(), ConnectError> {
