@@ -1077,6 +1077,14 @@ async fn a_burst_of_intents_is_handled_in_the_order_written() {
             && e.get("label").map(String::as_str) == Some("b-2")
     });
     assert!(!refused, "the amend of b-2 was refused");
+    let duplicates = events(&mut conn, &prefix)
+        .into_iter()
+        .filter(|e| {
+            e.get("event").map(String::as_str) == Some("duplicate")
+                && e.get("label").map(String::as_str) == Some("b-2")
+        })
+        .count();
+    assert_eq!(duplicates, 1, "the strategy hears of its label used twice");
     let reason: String = client
         .query_one("SELECT reason FROM orders WHERE label = 'b-3'", &[])
         .await
@@ -1111,5 +1119,53 @@ async fn a_burst_of_intents_is_handled_in_the_order_written() {
         (pending.first() == Some(&redis::Value::Int(0))).then_some(())
     })
     .await;
+    handle.shutdown().await;
+}
+
+/// An order the exchange refuses for now (10047) on every send never
+/// reached the book: after `max_sends` it is `expired`, with the last code,
+/// not `rejected`.
+#[tokio::test]
+async fn an_order_refused_for_now_on_every_send_expires() {
+    let sim = daemon::sim(0.0).await;
+    let db = TestDb::create().await;
+    let prefix = TestPrefix::new();
+    let config = executor_only(daemon::config(&db, &prefix, Some(&sim)), &sim);
+    let max_sends = config.executor.max_sends;
+    let mut ws = exchange(&sim).await;
+    let low = best(&mut ws).await.0 - 1000.0;
+    let mut conn = prefix.connection();
+    let intents = format!("{}orders:intents", prefix.prefix);
+    let client = db.client().await;
+    let handle = Runtime::from_config(&config).start().await.unwrap();
+    sim.inject(&Fault::RejectOrders {
+        code: codes::MATCHING_ENGINE_QUEUE_FULL,
+        count: 1000,
+    })
+    .unwrap();
+    xadd(
+        &mut conn,
+        &intents,
+        &place("e-1", "buy", 10.0, low, "good_til_cancelled"),
+    );
+    let row = eventually_some("e-1 ended", WAIT, || async {
+        let row = client
+            .query_opt(
+                "SELECT state, reject_code, sends, reason FROM orders WHERE label = 'e-1'",
+                &[],
+            )
+            .await
+            .ok()??;
+        let state: String = row.get(0);
+        rank_terminal(&state).then_some(row)
+    })
+    .await;
+    assert_eq!(row.get::<_, String>(0), "expired");
+    assert_eq!(
+        row.get::<_, Option<i64>>(1),
+        Some(codes::MATCHING_ENGINE_QUEUE_FULL)
+    );
+    assert_eq!(row.get::<_, i32>(2), i32::try_from(max_sends).unwrap());
+    assert!(!sim.ledger().orders.contains_key("e-1"));
     handle.shutdown().await;
 }

@@ -117,6 +117,30 @@ mod tests {
     }
 
     #[test]
+    fn executor_instruments_can_be_named_in_the_environment() {
+        // Environment keys are lower-cased; Deribit's names are upper case.
+        let prefix = "KEEL__EXECUTOR__INSTRUMENTS__BTC-PERPETUAL__";
+        let vars = [
+            (format!("{prefix}MAX_AMOUNT"), "1000"),
+            (format!("{prefix}MAX_POSITION"), "5000"),
+            (format!("{prefix}PRICE_BAND"), "0.05"),
+        ];
+        let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        let config = parse("", &vars).unwrap();
+        let names: Vec<&str> = config
+            .executor
+            .instruments
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(names, ["BTC-PERPETUAL"]);
+        assert_eq!(
+            config.executor.instruments["BTC-PERPETUAL"].max_amount,
+            1000.0
+        );
+    }
+
+    #[test]
     fn values_from_the_file_and_the_environment() {
         let config = parse(
             "[supervisor]\nstrategy = \"rest_for_one\"\nperiod = \"2m\"",

@@ -60,8 +60,10 @@ pub struct ExecutorConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_secret: Option<Secret>,
     /// Instruments it may trade, each with its limits; an intent for any other
-    /// is rejected.
-    #[serde(default)]
+    /// is rejected. Names are Deribit's, upper case: a name read in lower
+    /// case (environment keys are lower-cased, `KEEL__EXECUTOR__INSTRUMENTS__
+    /// BTC-PERPETUAL__MAX_AMOUNT` included) is taken in upper case.
+    #[serde(default, deserialize_with = "upper_case_names")]
     pub instruments: BTreeMap<String, InstrumentLimits>,
     /// Open orders at most, across instruments.
     #[serde(default = "default_max_open")]
@@ -228,4 +230,14 @@ impl ExecutorConfig {
     pub fn consumer_name(&self) -> String {
         crate::service::consumer::consumer_name(&self.consumer)
     }
+}
+
+fn upper_case_names<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<String, InstrumentLimits>, D::Error> {
+    let named: BTreeMap<String, InstrumentLimits> = serde::Deserialize::deserialize(deserializer)?;
+    Ok(named
+        .into_iter()
+        .map(|(name, limits)| (name.to_uppercase(), limits))
+        .collect())
 }

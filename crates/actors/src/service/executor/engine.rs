@@ -151,8 +151,11 @@ pub struct Counters {
     pub stale: AtomicU64,
     /// Fills stored.
     pub fills: AtomicU64,
-    /// Orders on the exchange Keel did not place (reported, never touched).
+    /// Orders on the exchange Keel did not place (reported, never touched),
+    /// each counted once across sessions.
     pub foreign: AtomicU64,
+    /// Their order ids (bounded: counting starts again past `FOREIGN_KEPT`).
+    foreign_seen: parking_lot::Mutex<std::collections::HashSet<String>>,
     /// Labels the exchange holds more than one order for (must stay 0).
     pub doubled: AtomicU64,
     /// Orders not terminal now.
@@ -386,7 +389,7 @@ impl Waiting {
 #[derive(Debug)]
 enum Prepared {
     /// Its label is an order followed already: nothing to record.
-    Known(String),
+    Known { intent_id: String, label: String },
     /// To record (as refused by Keel's limits, or to send).
     New {
         order: Box<NewOrder>,
@@ -394,6 +397,9 @@ enum Prepared {
         refusal: Option<String>,
     },
 }
+
+/// Foreign order ids remembered to count each once (then counting restarts).
+const FOREIGN_KEPT: usize = 100_000;
 
 /// Intents handled in one batch at most (their new orders one commit).
 const INTAKE_BATCH: usize = 64;
@@ -926,6 +932,16 @@ impl Engine {
     }
 
     fn foreign(&mut self, order: &Order) {
+        {
+            let mut seen = self.counters.foreign_seen.lock();
+            if seen.len() >= FOREIGN_KEPT {
+                seen.clear();
+            }
+            if !seen.insert(order.order_id.clone()) {
+                // Counted when first seen (each reconnect shows it again).
+                return;
+            }
+        }
         self.counters.foreign.fetch_add(1, Ordering::Relaxed);
         let (id, instrument) = (&order.order_id, &order.instrument_name);
         self.foreign_log.warn(|suppressed| {
@@ -1175,7 +1191,10 @@ impl Engine {
     fn prepare_place(&mut self, p: Place, intent_id: &str, group: &mut Vec<Prepared>) {
         if self.orders.contains_key(&p.label) {
             self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
-            group.push(Prepared::Known(intent_id.to_owned()));
+            group.push(Prepared::Known {
+                intent_id: intent_id.to_owned(),
+                label: p.label,
+            });
             return;
         }
         let refusal = self.refusal(&p);
@@ -1250,7 +1269,7 @@ impl Engine {
                 Prepared::New {
                     order, send_now, ..
                 } => Some(((**order).clone(), *send_now)),
-                Prepared::Known(_) => None,
+                Prepared::Known { .. } => None,
             })
             .collect();
         let mut existing = if orders.is_empty() {
@@ -1261,8 +1280,17 @@ impl Engine {
         .into_iter();
         for prepared in group {
             let (order, send_now, refusal) = match prepared {
-                Prepared::Known(intent_id) => {
+                Prepared::Known { intent_id, label } => {
                     self.ack(&intent_id).await?;
+                    self.event(vec![
+                        ("event", "duplicate".into()),
+                        ("label", label),
+                        (
+                            "reason",
+                            "an order with this label is open; nothing sent".into(),
+                        ),
+                    ])
+                    .await?;
                     continue;
                 }
                 Prepared::New {
@@ -1282,6 +1310,16 @@ impl Engine {
                     self.orders.remove(&label);
                 }
                 tracing::info!(%label, %state, "Intent for a known label; not sent again.");
+                self.event(vec![
+                    ("event", "duplicate".into()),
+                    ("label", label),
+                    ("state", state.clone()),
+                    (
+                        "reason",
+                        format!("the label was used before (its order is {state}); nothing sent"),
+                    ),
+                ])
+                .await?;
                 continue;
             }
             if let Some(reason) = refusal {
@@ -1745,6 +1783,18 @@ impl Engine {
             Some(data) => format!("{}: {data}", error.message),
             None => error.message.clone(),
         };
+        if retryable(error.code) {
+            // Refused for now every time: it never reached the book.
+            let sends = t.sends;
+            return self
+                .finish(
+                    label,
+                    "expired",
+                    Some(error.code),
+                    Some(format!("refused {sends} times for now ({reason})")),
+                )
+                .await;
+        }
         self.finish(label, "rejected", Some(error.code), Some(reason))
             .await
     }

@@ -332,11 +332,25 @@ impl PgOp for UpdateOrders {
         pg: &PgShared,
     ) -> Result<(), tokio_postgres::Error> {
         let client = &*client;
-        // Pipelined: each statement goes out before the one before it is
-        // answered, in order (`try_join_all` polls up to 30 futures in
-        // order; beyond that it makes no such promise, so chunks of 30).
-        if self.0.len() <= PIPELINED {
-            in_one_trip(client, pg.timeout_ms(), update_all(client, &self.0)).await?;
+        if let [one] = &*self.0 {
+            in_one_trip(client, pg.timeout_ms(), update_order(client, one)).await?;
+            return Ok(());
+        }
+        // One statement per round: the first update of each label, then the
+        // second, ...; a row changes once per statement, and each label's
+        // updates apply in the order given. The rounds go out together.
+        let mut rounds: Vec<Vec<&OrderUpdate>> = Vec::new();
+        let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        for u in self.0.iter() {
+            let round = seen.entry(u.label.as_str()).or_insert(0);
+            if rounds.len() <= *round {
+                rounds.push(Vec::new());
+            }
+            rounds[*round].push(u);
+            *round += 1;
+        }
+        if rounds.len() <= PIPELINED {
+            in_one_trip(client, pg.timeout_ms(), update_rounds(client, &rounds)).await?;
             return Ok(());
         }
         client
@@ -345,20 +359,81 @@ impl PgOp for UpdateOrders {
                 pg.timeout_ms()
             ))
             .await?;
-        for chunk in self.0.chunks(PIPELINED) {
-            update_all(client, chunk).await?;
+        for chunk in rounds.chunks(PIPELINED) {
+            update_rounds(client, chunk).await?;
         }
         client.batch_execute("COMMIT").await
     }
 }
 
-/// Statements sent together at most.
+/// Statements sent together at most (`try_join_all` polls up to 30 futures
+/// in order at its first poll; beyond that it makes no such promise).
 const PIPELINED: usize = 30;
 
-/// `chunk`'s updates, all sent at the first poll, in order.
-async fn update_all(client: &Client, chunk: &[OrderUpdate]) -> Result<(), tokio_postgres::Error> {
-    futures::future::try_join_all(chunk.iter().map(|u| update_order(client, u))).await?;
+/// The same as `UPDATE_ORDER` for many labels (each once) in one statement.
+const UPDATE_ORDERS: &str = "WITH input AS (
+         SELECT * FROM unnest($1::text[], $2::text[], $3::int2[], $4::text[],
+             $5::float8[], $6::float8[], $7::int8[], $8::int8[], $9::text[])
+             AS u(label, state, rank, order_id, filled_amount, average_price,
+                 last_update_ms, reject_code, reason)),
+     up AS (
+         UPDATE orders o SET state = u.state, state_rank = u.rank,
+             order_id = COALESCE(u.order_id, o.order_id),
+             filled_amount = GREATEST(o.filled_amount, u.filled_amount),
+             average_price = COALESCE(u.average_price, o.average_price),
+             last_update_ms = GREATEST(o.last_update_ms, u.last_update_ms),
+             reject_code = COALESCE(u.reject_code, o.reject_code),
+             reason = COALESCE(u.reason, o.reason),
+             updated_at = now()
+         FROM input u
+         WHERE o.label = u.label AND (o.state_rank < u.rank
+             OR (o.state_rank = u.rank AND u.rank < 5
+                 AND (o.last_update_ms < u.last_update_ms
+                     OR o.filled_amount < u.filled_amount)))
+         RETURNING o.label, o.state, o.filled_amount, o.last_update_ms, o.reason)
+     INSERT INTO order_history (label, state, filled_amount, last_update_ms, reason,
+         recorded_at)
+     SELECT up.*, clock_timestamp() FROM up";
+
+/// One statement per round, all sent at the first poll, in order.
+async fn update_rounds(
+    client: &Client,
+    rounds: &[Vec<&OrderUpdate>],
+) -> Result<(), tokio_postgres::Error> {
+    futures::future::try_join_all(rounds.iter().map(|round| update_round(client, round))).await?;
     Ok(())
+}
+
+/// The updates of one round (distinct labels), in one statement.
+async fn update_round(
+    client: &Client,
+    round: &[&OrderUpdate],
+) -> Result<u64, tokio_postgres::Error> {
+    let labels: Vec<&str> = round.iter().map(|u| u.label.as_str()).collect();
+    let states: Vec<&str> = round.iter().map(|u| u.state.as_str()).collect();
+    let ranks: Vec<i16> = round.iter().map(|u| u.rank).collect();
+    let ids: Vec<Option<&str>> = round.iter().map(|u| u.order_id.as_deref()).collect();
+    let filled: Vec<f64> = round.iter().map(|u| u.filled_amount).collect();
+    let average: Vec<Option<f64>> = round.iter().map(|u| u.average_price).collect();
+    let updated: Vec<i64> = round.iter().map(|u| u.last_update_ms).collect();
+    let codes: Vec<Option<i64>> = round.iter().map(|u| u.reject_code).collect();
+    let reasons: Vec<Option<&str>> = round.iter().map(|u| u.reason.as_deref()).collect();
+    client
+        .execute_typed(
+            UPDATE_ORDERS,
+            &[
+                (&labels, Type::TEXT_ARRAY),
+                (&states, Type::TEXT_ARRAY),
+                (&ranks, Type::INT2_ARRAY),
+                (&ids, Type::TEXT_ARRAY),
+                (&filled, Type::FLOAT8_ARRAY),
+                (&average, Type::FLOAT8_ARRAY),
+                (&updated, Type::INT8_ARRAY),
+                (&codes, Type::INT8_ARRAY),
+                (&reasons, Type::TEXT_ARRAY),
+            ],
+        )
+        .await
 }
 
 /// Records an amend the exchange accepted: the order's new amount and price.
