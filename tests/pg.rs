@@ -12,7 +12,7 @@ use common::proxy::{Mode, TcpProxy};
 use common::{eventually, fast_policy};
 use keel::{Runtime, RuntimeHandle};
 use keel_actors::resource::pg::{
-    NewOrder, OrderUpdate, PgClient, PgError, Postgres, PostgresConfig, Retained,
+    FillRow, NewOrder, OrderUpdate, PgClient, PgError, Postgres, PostgresConfig, Retained,
 };
 use keel_actors::resource::Status;
 use keel_core::delay::BackoffConfig;
@@ -269,6 +269,38 @@ async fn exercise_whole_api_with(port: u16, tls: impl FnOnce(&mut PostgresConfig
     assert_eq!(live.len(), 2, "{live:?}");
     assert!(live.contains(&"o-2:sent:1".to_owned()), "{live:?}");
     assert!(live.contains(&"o-4:sent:1".to_owned()), "{live:?}");
+
+    // Fills: once each by trade id; one whose id is stored for another order
+    // is reported, not stored.
+    let fill = |trade_id: &str, order_id: &str| FillRow {
+        trade_id: trade_id.into(),
+        label: None,
+        order_id: order_id.into(),
+        instrument: "BTC-PERPETUAL".into(),
+        side: "buy".into(),
+        amount: 10.0,
+        price: 50_000.0,
+        fee: 0.0,
+        fee_currency: "BTC".into(),
+        liquidity: "T".into(),
+        trade_seq: 1,
+        exchange_ms: 1_700_000_000_000,
+    };
+    let stored = pg
+        .insert_fills(vec![fill("t-1", "id-a"), fill("t-2", "id-a")])
+        .await
+        .unwrap();
+    assert_eq!(stored.new, ["t-1", "t-2"]);
+    let stored = pg
+        .insert_fills(vec![
+            fill("t-1", "id-a"),
+            fill("t-2", "id-b"),
+            fill("t-3", "id-b"),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(stored.new, ["t-3"]);
+    assert_eq!(stored.conflicting, [("t-2".to_owned(), "id-a".to_owned())]);
 
     assert!(pg.ping().await.is_ok());
     let health = pg.health().await.unwrap();

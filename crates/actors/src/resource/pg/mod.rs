@@ -11,7 +11,7 @@ mod tls;
 pub use config::{PostgresConfig, SslMode};
 pub use error::PgError;
 pub use migrate::{migrate, MigrateError, Migration, MIGRATIONS};
-pub use op::{FillRow, LiveOrder, NewOrder, OrderUpdate, PgOp, Retained};
+pub use op::{FillRow, LiveOrder, NewOrder, OrderUpdate, PgOp, Retained, StoredFills};
 pub use tls::connector as tls_connector;
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -158,13 +158,16 @@ pub struct Counters {
     foreign_seen: parking_lot::Mutex<std::collections::HashSet<String>>,
     /// Labels the exchange holds more than one order for (must stay 0).
     pub doubled: AtomicU64,
+    /// Fills whose trade id is stored already for another order (must stay
+    /// 0: the exchange reused an id; the fill is not stored, loudly).
+    pub conflicting: AtomicU64,
     /// Orders not terminal now.
     pub open: AtomicU64,
     /// The kill switch is on: no intake, open orders cancelled.
     pub halted: std::sync::atomic::AtomicBool,
 }
 
-const FAMILIES: [(&str, &str); 11] = [
+const FAMILIES: [(&str, &str); 12] = [
     ("intents", "Intents read."),
     ("invalid", "Intents dead-lettered."),
     ("refused", "Intents refused by a limit."),
@@ -179,6 +182,10 @@ const FAMILIES: [(&str, &str); 11] = [
         "doubled",
         "Labels with more than one order on the exchange.",
     ),
+    (
+        "conflicting",
+        "Fills whose trade id is stored for another order.",
+    ),
 ];
 
 const OPEN: keel_core::stats::Family =
@@ -186,7 +193,7 @@ const OPEN: keel_core::stats::Family =
 const HALTED: keel_core::stats::Family =
     keel_core::stats::Family::gauge("keel_executor_halted", "1 while the kill switch is on.");
 
-const COUNTERS: [keel_core::stats::Family; 11] = [
+const COUNTERS: [keel_core::stats::Family; 12] = [
     keel_core::stats::Family::counter("keel_executor_intents_total", "Intents read."),
     keel_core::stats::Family::counter("keel_executor_invalid_total", "Intents dead-lettered."),
     keel_core::stats::Family::counter(
@@ -218,6 +225,10 @@ const COUNTERS: [keel_core::stats::Family; 11] = [
     keel_core::stats::Family::counter(
         "keel_executor_doubled_total",
         "Labels with more than one order on the exchange (must stay 0).",
+    ),
+    keel_core::stats::Family::counter(
+        "keel_executor_conflicting_fills_total",
+        "Fills whose trade id is stored already for another order, not stored (must stay 0).",
     ),
 ];
 
@@ -251,7 +262,8 @@ impl Counters {
             "sends": n(&self.sends), "ambiguous": n(&self.ambiguous),
             "lookups": n(&self.lookups), "stale": n(&self.stale),
             "fills": n(&self.fills), "foreign": n(&self.foreign),
-            "doubled": n(&self.doubled), "open": n(&self.open),
+            "doubled": n(&self.doubled), "conflicting": n(&self.conflicting),
+            "open": n(&self.open),
             "halted": self.halted.load(Ordering::Relaxed),
         })
     }
@@ -2015,7 +2027,15 @@ impl Engine {
                 exchange_ms: t.timestamp as i64,
             })
             .collect();
-        let new = self.pg.insert_fills(rows.clone()).await?;
+        let stored = self.pg.insert_fills(rows.clone()).await?;
+        for (trade_id, order_id) in &stored.conflicting {
+            self.counters.conflicting.fetch_add(1, Ordering::Relaxed);
+            let incoming = rows.iter().find(|r| &r.trade_id == trade_id);
+            tracing::error!(%trade_id, stored_for = %order_id,
+                order_id = incoming.map_or("", |r| r.order_id.as_str()),
+                "A fill's trade id is stored already for another order: the exchange reused it; not stored.");
+        }
+        let new = stored.new;
         for row in rows.into_iter().filter(|r| new.contains(&r.trade_id)) {
             self.counters.fills.fetch_add(1, Ordering::Relaxed);
             if live {

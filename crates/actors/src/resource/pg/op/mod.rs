@@ -32,7 +32,7 @@ pub use list_gaps::ListGaps;
 pub use max_seq::MaxSeq;
 pub use orders::{
     AmendOrder, FillRow, FillsFrom, InsertFills, LiveOrder, LiveOrders, MarkSent, NewOrder,
-    OrderUpdate, RecordOrders, UpdateOrders,
+    OrderUpdate, RecordOrders, StoredFills, UpdateOrders,
 };
 pub use ping::Ping;
 pub use recompute_candles::RecomputeCandles;

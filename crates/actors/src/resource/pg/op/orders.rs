@@ -533,12 +533,23 @@ impl PgOp for MarkSent {
     }
 }
 
-/// Stores fills once each; answers the trade ids that were new.
+/// Stores fills once each; answers the trade ids that were new, and those
+/// stored already for another order.
 #[derive(Clone, Debug)]
 pub struct InsertFills(pub Arc<[FillRow]>);
 
+/// What storing fills found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoredFills {
+    /// Trade ids stored now.
+    pub new: Vec<String>,
+    /// `(trade id, order id stored)` of fills whose trade id was stored
+    /// already for another order: not stored.
+    pub conflicting: Vec<(String, String)>,
+}
+
 impl Operation for InsertFills {
-    type Output = Vec<String>;
+    type Output = StoredFills;
     const NAME: &'static str = "insert_fills";
 
     fn summary(&self) -> String {
@@ -551,9 +562,10 @@ impl PgOp for InsertFills {
         &self,
         client: &mut Client,
         pg: &PgShared,
-    ) -> Result<Vec<String>, tokio_postgres::Error> {
+    ) -> Result<StoredFills, tokio_postgres::Error> {
         let tx = begin(client, pg.timeout_ms()).await?;
         let mut new = Vec::new();
+        let mut known = Vec::new();
         for f in self.0.iter() {
             let params: [(&(dyn ToSql + Sync), Type); 12] = [
                 (&f.trade_id, Type::TEXT),
@@ -578,12 +590,29 @@ impl PgOp for InsertFills {
                     &params,
                 )
                 .await?;
-            if !rows.is_empty() {
+            if rows.is_empty() {
+                known.push(f);
+            } else {
                 new.push(f.trade_id.clone());
             }
         }
+        let mut conflicting = Vec::new();
+        for f in known {
+            let stored = tx
+                .query_typed(
+                    "SELECT order_id FROM fills WHERE trade_id = $1",
+                    &[(&f.trade_id, Type::TEXT)],
+                )
+                .await?;
+            if let Some(row) = stored.first() {
+                let order_id: String = row.try_get(0)?;
+                if order_id != f.order_id {
+                    conflicting.push((f.trade_id.clone(), order_id));
+                }
+            }
+        }
         tx.commit().await?;
-        Ok(new)
+        Ok(StoredFills { new, conflicting })
     }
 }
 
@@ -742,8 +771,9 @@ impl PgClient {
         .await
     }
 
-    /// Stores fills once each; the trade ids that were new.
-    pub async fn insert_fills(&self, fills: Vec<FillRow>) -> Result<Vec<String>, PgError> {
+    /// Stores fills once each; the trade ids that were new, and those stored
+    /// already for another order.
+    pub async fn insert_fills(&self, fills: Vec<FillRow>) -> Result<StoredFills, PgError> {
         self.run(InsertFills(fills.into())).await
     }
 
