@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::db::TestDb;
@@ -698,19 +698,6 @@ async fn redis_and_postgres_outages_lose_and_double_no_order() {
         .get(0);
     assert_eq!(fills as usize, page.trades.len(), "every fill stored once");
     handle.shutdown().await;
-}
-
-fn events(conn: &mut redis::Connection, prefix: &TestPrefix) -> Vec<BTreeMap<String, String>> {
-    let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
-        .arg(format!("{}orders:events", prefix.prefix))
-        .arg("-")
-        .arg("+")
-        .query(conn)
-        .unwrap_or_default();
-    entries
-        .into_iter()
-        .map(|(_, fields)| fields.into_iter().collect())
-        .collect()
 }
 
 #[tokio::test]

@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-
 use common::db::TestDb;
 use common::executor::*;
 use common::redis::TestPrefix;
@@ -14,19 +12,6 @@ use common::{daemon, eventually_some};
 use keel::Runtime;
 use keel_deribit::codes;
 use keel_deribit::sim::Fault;
-
-fn events(conn: &mut redis::Connection, prefix: &TestPrefix) -> Vec<BTreeMap<String, String>> {
-    let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
-        .arg(format!("{}orders:events", prefix.prefix))
-        .arg("-")
-        .arg("+")
-        .query(conn)
-        .unwrap_or_default();
-    entries
-        .into_iter()
-        .map(|(_, fields)| fields.into_iter().collect())
-        .collect()
-}
 
 /// Intents waiting when the executor starts come in as one batch, whose new
 /// orders are recorded in one commit: each is still handled in the order

@@ -143,3 +143,20 @@ pub async fn settled(pg: &super::pg_cluster::PrivatePg, labels: &[String]) {
     })
     .await;
 }
+
+/// Every event on `orders:events` so far, as field maps.
+pub fn events(
+    conn: &mut redis::Connection,
+    prefix: &super::redis::TestPrefix,
+) -> Vec<BTreeMap<String, String>> {
+    let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg(format!("{}orders:events", prefix.prefix))
+        .arg("-")
+        .arg("+")
+        .query(conn)
+        .unwrap_or_default();
+    entries
+        .into_iter()
+        .map(|(_, fields)| fields.into_iter().collect())
+        .collect()
+}

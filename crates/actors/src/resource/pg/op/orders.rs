@@ -331,8 +331,8 @@ impl PgOp for UpdateOrders {
         client: &mut Client,
         pg: &PgShared,
     ) -> Result<(), tokio_postgres::Error> {
-        let client = &*client;
         if let [one] = &*self.0 {
+            let client = &*client;
             in_one_trip(client, pg.timeout_ms(), update_order(client, one)).await?;
             return Ok(());
         }
@@ -350,19 +350,16 @@ impl PgOp for UpdateOrders {
             *round += 1;
         }
         if rounds.len() <= PIPELINED {
+            let client = &*client;
             in_one_trip(client, pg.timeout_ms(), update_rounds(client, &rounds)).await?;
             return Ok(());
         }
-        client
-            .batch_execute(&format!(
-                "BEGIN; SET LOCAL statement_timeout = {}",
-                pg.timeout_ms()
-            ))
-            .await?;
+        // More rounds than go out together: chunks of them, one transaction.
+        let tx = begin(client, pg.timeout_ms()).await?;
         for chunk in rounds.chunks(PIPELINED) {
-            update_rounds(client, chunk).await?;
+            update_rounds(tx.client(), chunk).await?;
         }
-        client.batch_execute("COMMIT").await
+        tx.commit().await
     }
 }
 
