@@ -336,6 +336,161 @@ async fn a_shutdown_cancels_open_orders_and_a_restart_resolves_ambiguous_ones_by
 }
 
 #[tokio::test]
+async fn an_order_that_ended_long_before_a_restart_is_read_from_the_order_history_not_sent_again() {
+    // Deribit's recent views of orders (get_order_state_by_label among them)
+    // hold what closed in the last 30 minutes; this exchange's, 2 s, so the
+    // restart below comes "long" after the orders ended.
+    let sim = sim::start(sim::SimConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        instruments: vec![BTC.into()],
+        trades_per_sec: 0.0,
+        client_id: Some("k".into()),
+        client_secret: Some(Secret::new("s")),
+        min_heartbeat: Duration::from_secs(1),
+        recent_orders: Duration::from_secs(2),
+        ..sim::SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let db = TestDb::create().await;
+    let prefix = TestPrefix::new();
+    let config = executor_only(daemon::config(&db, &prefix, Some(&sim)), &sim);
+    let mut ws = exchange(&sim).await;
+    let (bid, ask) = best(&mut ws).await;
+    let client = db.client().await;
+    // A first run makes the tables.
+    let first = Runtime::from_config(&config).start().await.unwrap();
+    eventually_some("ready", WAIT, || async {
+        first.not_ready().is_empty().then_some(())
+    })
+    .await;
+    first.shutdown().await;
+
+    // What a crash leaves, as in the test above: filled-1 sent, placed and
+    // filled, its answer never heard; cancelled-1 acknowledged, then
+    // cancelled on the exchange while Keel was down; gone-2 sent, never on
+    // the exchange.
+    let filled: Value = ws
+        .request(
+            "private/buy",
+            json!({"instrument_name": BTC, "amount": 10, "price": ask + 100.0, "label": "filled-1"}),
+        )
+        .await
+        .result()
+        .unwrap();
+    assert_eq!(filled["order"]["order_state"], "filled");
+    let open: Value = ws
+        .request(
+            "private/buy",
+            json!({"instrument_name": BTC, "amount": 10, "price": bid - 1000.0, "label": "cancelled-1"}),
+        )
+        .await
+        .result()
+        .unwrap();
+    let cancelled_id = open["order"]["order_id"].as_str().unwrap().to_owned();
+    let _: Value = ws
+        .request("private/cancel", json!({"order_id": cancelled_id}))
+        .await
+        .result()
+        .unwrap();
+    let now = to_ms(std::time::SystemTime::now()) as i64;
+    let intent_id = format!("{}-0", now - 10_000);
+    for (label, state, rank, price, order_id) in [
+        ("filled-1", "sent", 1i16, ask + 100.0, None),
+        (
+            "cancelled-1",
+            "open",
+            3i16,
+            bid - 1000.0,
+            Some(cancelled_id.clone()),
+        ),
+        ("gone-2", "sent", 1i16, bid - 1000.0, None),
+    ] {
+        client
+            .execute(
+                "INSERT INTO orders (label, instrument_name, side, order_type, amount, price,
+                     time_in_force, post_only, reduce_only, state, state_rank, order_id,
+                     valid_until_ms, sends, intent_id)
+                 VALUES ($1, $2, 'buy', 'limit', 10, $3, 'good_til_cancelled', false, false,
+                     $4, $5, $6, $7, 1, $8)",
+                &[
+                    &label,
+                    &BTC,
+                    &price,
+                    &state,
+                    &rank,
+                    &order_id,
+                    &(now - 60_000),
+                    &intent_id,
+                ],
+            )
+            .await
+            .unwrap();
+    }
+    // Until both have left the recent view and reached the historical one.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let mut recent = 0;
+        for label in ["filled-1", "cancelled-1"] {
+            let found: Vec<Order> = ws
+                .request(
+                    "private/get_order_state_by_label",
+                    json!({"currency": "BTC", "label": label}),
+                )
+                .await
+                .result()
+                .unwrap();
+            recent += found.len();
+        }
+        let historical: Vec<Order> = ws
+            .request(
+                "private/get_order_history_by_instrument",
+                json!({"instrument_name": BTC, "include_unfilled": true, "historical": true}),
+            )
+            .await
+            .result()
+            .unwrap();
+        if recent == 0 && historical.len() == 2 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still in the recent view: {recent}, in the historical one: {}",
+            historical.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let handle = Runtime::from_config(&config).start().await.unwrap();
+    let state_of = |label: &'static str| {
+        let client = &client;
+        async move { stored(client).await.get(label).cloned() }
+    };
+    eventually_some("gone-2 sent again and open", WAIT, || async {
+        (state_of("gone-2").await.map(|(s, _)| s).as_deref() == Some("open")).then_some(())
+    })
+    .await;
+    assert_eq!(
+        state_of("filled-1").await,
+        Some(("filled".to_owned(), 10.0)),
+        "filled-1 takes the state the history holds"
+    );
+    assert_eq!(
+        state_of("cancelled-1").await.map(|(s, _)| s).as_deref(),
+        Some("cancelled")
+    );
+    let ledger = sim.ledger();
+    for label in ["filled-1", "cancelled-1", "gone-2"] {
+        assert_eq!(
+            ledger.orders.get(label).map(Vec::len),
+            Some(1),
+            "{label}: one order on the exchange"
+        );
+    }
+    handle.shutdown().await;
+}
+
+#[tokio::test]
 async fn the_kill_switch_cancels_open_orders_stops_intake_and_holds_until_resumed() {
     let sim = daemon::sim(0.0).await;
     let db = TestDb::create().await;

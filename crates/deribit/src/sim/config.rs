@@ -127,6 +127,15 @@ pub struct SimConfig {
     /// the connection takes it.
     #[serde(default = "default_replay_speed")]
     pub replay_speed: f64,
+    /// How long a closed order stays in the recent views of orders
+    /// (`get_order_state_by_label`, `get_order_history_by_instrument` without
+    /// `historical`); older ones only the historical view holds. Deribit: 30 min.
+    #[serde(with = "humantime_serde", default = "default_recent_orders")]
+    pub recent_orders: Duration,
+}
+
+fn default_recent_orders() -> Duration {
+    Duration::from_secs(30 * 60)
 }
 
 fn default_replay_speed() -> f64 {
@@ -166,6 +175,7 @@ impl Default for SimConfig {
             tls_key: None,
             replay: None,
             replay_speed: default_replay_speed(),
+            recent_orders: default_recent_orders(),
         }
     }
 }
@@ -186,6 +196,12 @@ impl SimConfig {
                     self.min_heartbeat,
                     keel_core::bounds::SECOND,
                     10 * keel_core::bounds::MINUTE,
+                )
+                .duration(
+                    "recent_orders",
+                    self.recent_orders,
+                    keel_core::bounds::SECOND,
+                    keel_core::bounds::DAY,
                 )
                 .finish(),
         );

@@ -29,12 +29,35 @@ fn bad(reason: impl Into<String>, param: &str) -> RpcError {
 
 /// How far back the recent view of user trades reaches (Deribit: 24 h).
 const RECENT_TRADES_MS: u64 = 24 * 3_600_000;
+/// Order history leaves out orders older than this without `include_old` (Deribit: 2 days).
+const OLD_ORDERS_MS: u64 = 2 * 24 * 3_600_000;
 /// How long a trade takes to appear in the historical view (Deribit indexes
 /// with a delay; the simulator's is short enough for tests to meet it).
 const HISTORY_INDEX_DELAY_MS: u64 = 5_000;
 
 fn now_ms() -> u64 {
     to_ms(std::time::SystemTime::now())
+}
+
+/// Orders closed before this time (ms since the epoch) have left the recent
+/// views of orders; only the historical view holds them.
+fn recent_from(exchange: &Exchange) -> u64 {
+    now_ms().saturating_sub(to_ms_duration(exchange.config.recent_orders))
+}
+
+/// How long a closed order takes to reach the historical view: the usual
+/// indexing delay, never so long that an order is in neither view.
+fn order_index_delay(exchange: &Exchange) -> u64 {
+    HISTORY_INDEX_DELAY_MS.min(to_ms_duration(exchange.config.recent_orders) / 2)
+}
+
+fn to_ms_duration(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Whether `order` is in the recent views of orders: open, or closed lately.
+fn recent(order: &crate::private::Order, from: u64) -> bool {
+    !order.order_state.is_terminal() || order.last_update_timestamp >= from
 }
 
 /// Methods that go through the matching engine (and its faults).
@@ -117,10 +140,14 @@ pub(super) fn call(
         }),
         "private/get_order_state_by_label" => p.str("label").map(|label| {
             let currency = currency(&p).ok().flatten();
+            let from = recent_from(exchange);
             let account = exchange.account.lock();
+            // Recent orders only, as Deribit's: an order closed long ago is
+            // found in the historical order history.
             let orders: Vec<_> = account
                 .by_label(label)
                 .into_iter()
+                .filter(|o| recent(o, from))
                 .filter(|o| currency_matches(exchange, &o.instrument_name, currency.as_deref()))
                 .collect();
             to_value(orders)
@@ -378,9 +405,31 @@ fn order_history(exchange: &Exchange, p: &Params<'_>) -> Result<Value, RpcError>
     }
     let offset = p.opt_u64("offset")?.unwrap_or(0) as usize;
     let unfilled = p.opt_bool("include_unfilled")?.unwrap_or(false);
+    // Deribit's two views: the recent one holds what closed in the last
+    // `recent_orders` (30 min); the historical one what is indexed, which is
+    // all but what closed in the last few seconds.
+    let from = recent_from(exchange);
+    let historical = p.opt_bool("historical")?.unwrap_or(false);
+    let indexed = now_ms().saturating_sub(order_index_delay(exchange));
+    // Orders older than two days only with `include_old`.
+    let old = if p.opt_bool("include_old")?.unwrap_or(false) {
+        0
+    } else {
+        now_ms().saturating_sub(OLD_ORDERS_MS)
+    };
+    let in_view = |o: &crate::private::Order| {
+        if o.last_update_timestamp < old {
+            false
+        } else if historical {
+            o.last_update_timestamp <= indexed
+        } else {
+            o.last_update_timestamp >= from
+        }
+    };
     let account = exchange.account.lock();
     let orders: Vec<_> = account
         .closed_orders(i)
+        .filter(|o| in_view(o))
         .filter(|o| unfilled || o.filled() > 0.0)
         .skip(offset)
         .take(count as usize)

@@ -410,6 +410,30 @@ enum Prepared {
     },
 }
 
+/// What the order history says of a label the recent views do not show.
+#[derive(Debug)]
+enum History {
+    Found(Box<Order>),
+    /// Read back past the time its intent was written: never placed.
+    Absent,
+    /// Not read back far enough.
+    Unsure,
+}
+
+/// Orders per page of order history (Deribit's most).
+const HISTORY_PAGE: usize = 1000;
+/// Pages of order history read per view before giving up for now.
+const MAX_HISTORY_PAGES: usize = 20;
+/// When an unfinished read of the order history is tried again.
+const HISTORY_RETRY: Duration = Duration::from_secs(30);
+/// Allowed difference between Redis's clock (intent ids) and the exchange's.
+const CLOCK_MARGIN_MS: i64 = 5 * 60_000;
+
+/// The milliseconds part of a Redis stream id (`1700000000000-0`).
+fn stream_id_ms(id: &str) -> Option<i64> {
+    id.split_once('-').map_or(id, |(ms, _)| ms).parse().ok()
+}
+
 /// Foreign order ids remembered to count each once (then counting restarts).
 const FOREIGN_KEPT: usize = 100_000;
 
@@ -821,7 +845,8 @@ impl Engine {
     }
 
     /// Brings PostgreSQL and the exchange into agreement before any intent:
-    /// each order not terminal is looked up by label; fills are read back;
+    /// each order not terminal is looked up by label (and in the order
+    /// history when the recent view does not hold it); fills are read back;
     /// positions are read; open orders Keel did not place are reported.
     async fn reconcile(&mut self) -> Result<(), Ended> {
         let live = self.pg.live_orders().await?;
@@ -855,6 +880,7 @@ impl Engine {
                 continue;
             };
             self.counters.lookups.fetch_add(1, Ordering::Relaxed);
+            self.paced().await;
             let found: Vec<Order> = self
                 .call_as(
                     "private/get_order_state_by_label",
@@ -1856,6 +1882,56 @@ impl Engine {
     }
 
     /// What a lookup by label found.
+    /// Looks for `label` in its instrument's order history, the recent view
+    /// and then the historical one, newest first, back to when its intent was
+    /// written (no order of it can have closed before).
+    async fn in_history(&mut self, label: &str) -> Result<History, Ended> {
+        let Some(t) = self.orders.get(label) else {
+            return Ok(History::Absent);
+        };
+        let instrument = t.order.instrument.clone();
+        let since = stream_id_ms(&t.order.intent_id).map(|ms| ms - CLOCK_MARGIN_MS);
+        'views: for historical in [false, true] {
+            let mut offset = 0;
+            for _ in 0..MAX_HISTORY_PAGES {
+                self.paced().await;
+                let page: Vec<Order> = self
+                    .call_as(
+                        "private/get_order_history_by_instrument",
+                        json!({"instrument_name": instrument, "count": HISTORY_PAGE,
+                               "offset": offset, "include_old": true,
+                               "include_unfilled": true, "historical": historical}),
+                    )
+                    .await?;
+                if let Some(order) = page
+                    .iter()
+                    .filter(|o| o.label == label)
+                    .max_by_key(|o| o.creation_timestamp)
+                {
+                    return Ok(History::Found(Box::new(order.clone())));
+                }
+                let older = since.is_some_and(|since| {
+                    page.iter()
+                        .any(|o| (o.last_update_timestamp as i64) < since)
+                });
+                if page.len() < HISTORY_PAGE || older {
+                    continue 'views;
+                }
+                offset += page.len();
+            }
+            return Ok(History::Unsure);
+        }
+        Ok(History::Absent)
+    }
+
+    /// Waits, if need be, until the budget of non-matching-engine calls
+    /// allows one more.
+    async fn paced(&mut self) {
+        while let Err(wait) = self.other.take(0.0) {
+            tokio::time::sleep(wait).await;
+        }
+    }
+
     async fn on_lookup(&mut self, label: &str, found: Vec<Order>) -> Result<(), Ended> {
         if found.len() > 1 {
             self.counters.doubled.fetch_add(1, Ordering::Relaxed);
@@ -1864,6 +1940,38 @@ impl Engine {
         }
         if let Some(latest) = found.iter().max_by_key(|o| o.creation_timestamp) {
             return self.apply(latest).await;
+        }
+        let Some(t) = self.orders.get_mut(label) else {
+            return Ok(());
+        };
+        let now = now_ms();
+        if t.rank < rank("open") && t.sends == 0 {
+            // Recorded, never sent (a crash in between): send it now.
+            return self.send_place(label).await;
+        }
+        if t.rank < rank("open") && now <= t.order.valid_until_ms + VALID_UNTIL_MARGIN_MS {
+            // The request may still start: look again once it cannot.
+            let wait = (t.order.valid_until_ms + VALID_UNTIL_MARGIN_MS - now).max(0) as u64;
+            t.lookup_at = Some(Instant::now() + Duration::from_millis(wait));
+            return Ok(());
+        }
+        // Not in the recent views: an order that closed long ago (Deribit:
+        // more than 30 min) is only in the order history. Nothing is sent
+        // again, and nothing closed, before the history has been read.
+        match self.in_history(label).await? {
+            History::Found(order) => {
+                tracing::info!(%label, state = order.order_state.as_str(),
+                    "Found in the exchange's order history.");
+                return self.apply(&order).await;
+            }
+            History::Unsure => {
+                tracing::warn!(%label, "The order history was not read back to this order; looked up again later.");
+                if let Some(t) = self.orders.get_mut(label) {
+                    t.lookup_at = Some(Instant::now() + HISTORY_RETRY);
+                }
+                return Ok(());
+            }
+            History::Absent => {}
         }
         let Some(t) = self.orders.get_mut(label) else {
             return Ok(());
@@ -1882,17 +1990,6 @@ impl Engine {
                     Some("the exchange no longer knows this order".into()),
                 )
                 .await;
-        }
-        let now = now_ms();
-        if t.sends == 0 {
-            // Recorded, never sent (a crash in between): send it now.
-            return self.send_place(label).await;
-        }
-        if now <= t.order.valid_until_ms + VALID_UNTIL_MARGIN_MS {
-            // The request may still start: look again once it cannot.
-            let wait = (t.order.valid_until_ms + VALID_UNTIL_MARGIN_MS - now).max(0) as u64;
-            t.lookup_at = Some(Instant::now() + Duration::from_millis(wait));
-            return Ok(());
         }
         if t.sends < self.cfg.max_sends {
             // Nothing on the exchange, and the last request can no longer start.
