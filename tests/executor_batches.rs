@@ -1,7 +1,7 @@
 //! The executor's batches, in a binary of their own (their load beside the
 //! shutdown test's time bounds made it flaky): intents waiting together are
-//! handled in the order written, and an order refused for now on every send
-//! expires.
+//! handled in the order written, an order refused for now on every send
+//! expires, and no order is sent after its intent's `valid_until`.
 
 mod common;
 
@@ -176,5 +176,98 @@ async fn an_order_refused_for_now_on_every_send_expires() {
     );
     assert_eq!(row.get::<_, i32>(2), i32::try_from(max_sends).unwrap());
     assert!(!sim.ledger().orders.contains_key("e-1"));
+    handle.shutdown().await;
+}
+
+/// A strategy bounds an order with `valid_until`: an intent whose bound
+/// passed before it was taken (written while the executor was down) is
+/// `expired` and never sent; one refused for now on every send stops being
+/// sent once its bound passes; one with time to spare is placed.
+#[tokio::test]
+async fn an_order_is_not_sent_after_its_intents_valid_until() {
+    let sim = daemon::sim(0.0).await;
+    let db = TestDb::create().await;
+    let prefix = TestPrefix::new();
+    let config = executor_only(daemon::config(&db, &prefix, Some(&sim)), &sim);
+    let max_sends = config.executor.max_sends;
+    let mut ws = exchange(&sim).await;
+    let low = best(&mut ws).await.0 - 1000.0;
+    let mut conn = prefix.connection();
+    let intents = format!("{}orders:intents", prefix.prefix);
+    let client = db.client().await;
+    let now = keel_deribit::model::to_ms(std::time::SystemTime::now());
+    let with_bound = |label: &str, valid_until: u64| {
+        let mut fields = place(label, "buy", 10.0, low, "good_til_cancelled");
+        fields.push(("valid_until", valid_until.to_string()));
+        fields
+    };
+    // Written with a bound of a second that passed before the executor ran.
+    xadd(&mut conn, &intents, &with_bound("late-1", now - 500));
+    xadd(&mut conn, &intents, &with_bound("spare-1", now + 120_000));
+    let handle = Runtime::from_config(&config).start().await.unwrap();
+    let row_of = |label: &'static str| {
+        let client = &client;
+        async move {
+            let row = client
+                .query_opt(
+                    "SELECT state, reason, sends FROM orders WHERE label = $1",
+                    &[&label],
+                )
+                .await
+                .ok()??;
+            Some((
+                row.get::<_, String>(0),
+                row.get::<_, Option<String>>(1),
+                row.get::<_, i32>(2),
+            ))
+        }
+    };
+    eventually_some("spare-1 open", WAIT, || async {
+        row_of("spare-1")
+            .await
+            .filter(|(s, _, _)| s == "open")
+            .map(|_| ())
+    })
+    .await;
+    let (state, reason, sends) = row_of("late-1").await.unwrap();
+    assert_eq!(state, "expired");
+    assert_eq!(
+        reason.as_deref(),
+        Some("its valid_until passed before it was sent")
+    );
+    assert_eq!(sends, 0);
+    let expired: Vec<_> = events(&mut conn, &prefix)
+        .into_iter()
+        .filter(|e| e.get("label").map(String::as_str) == Some("late-1"))
+        .collect();
+    assert_eq!(expired.len(), 1, "{expired:?}");
+    assert_eq!(expired[0].get("event").map(String::as_str), Some("expired"));
+
+    // Refused for now on every send: resent with backoff until the bound
+    // passes, not until max_sends.
+    sim.inject(&Fault::RejectOrders {
+        code: codes::MATCHING_ENGINE_QUEUE_FULL,
+        count: 1000,
+    })
+    .unwrap();
+    let now = keel_deribit::model::to_ms(std::time::SystemTime::now());
+    xadd(&mut conn, &intents, &with_bound("late-2", now + 1_000));
+    let (state, reason, sends) = eventually_some("late-2 ended", WAIT, || async {
+        row_of("late-2").await.filter(|(s, _, _)| rank_terminal(s))
+    })
+    .await;
+    assert_eq!(state, "expired");
+    assert_eq!(
+        reason.as_deref(),
+        Some("its valid_until passed before it was sent")
+    );
+    assert!(
+        (1..i32::try_from(max_sends).unwrap()).contains(&sends),
+        "{sends} sends"
+    );
+    let ledger = sim.ledger();
+    assert!(!ledger.orders.contains_key("late-1"));
+    assert!(!ledger.orders.contains_key("late-2"));
+    assert_eq!(ledger.orders.get("spare-1").map(Vec::len), Some(1));
     handle.shutdown().await;
 }

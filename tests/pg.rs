@@ -189,6 +189,7 @@ async fn exercise_whole_api_with(port: u16, tls: impl FnOnce(&mut PostgresConfig
         rank: if state == "rejected" { 7 } else { 0 },
         reason: (state == "rejected").then(|| "limit max_amount".into()),
         valid_until_ms: 1_700_000_010_000,
+        deadline_ms: (label == "o-2" || label == "o-4").then_some(1_700_000_020_000),
         intent_id: format!("0-{label}"),
     };
     assert_eq!(
@@ -264,11 +265,22 @@ async fn exercise_whole_api_with(port: u16, tls: impl FnOnce(&mut PostgresConfig
         .await
         .unwrap()
         .into_iter()
-        .map(|o| format!("{}:{}:{}", o.order.label, o.state, o.sends))
+        .map(|o| {
+            format!(
+                "{}:{}:{}:{:?}",
+                o.order.label, o.state, o.sends, o.order.deadline_ms
+            )
+        })
         .collect();
     assert_eq!(live.len(), 2, "{live:?}");
-    assert!(live.contains(&"o-2:sent:1".to_owned()), "{live:?}");
-    assert!(live.contains(&"o-4:sent:1".to_owned()), "{live:?}");
+    assert!(
+        live.contains(&"o-2:sent:1:Some(1700000020000)".to_owned()),
+        "{live:?}"
+    );
+    assert!(
+        live.contains(&"o-4:sent:1:Some(1700000020000)".to_owned()),
+        "{live:?}"
+    );
 
     // Fills: once each by trade id; one whose id is stored for another order
     // is reported, not stored.

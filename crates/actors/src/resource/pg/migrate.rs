@@ -45,6 +45,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "orders",
         sql: include_str!("migrations/V005__orders.sql"),
     },
+    Migration {
+        version: 6,
+        name: "intent_deadline",
+        sql: include_str!("migrations/V006__intent_deadline.sql"),
+    },
 ];
 
 /// Any constant works; it only has to be the same for every Keel.

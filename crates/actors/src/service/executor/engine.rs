@@ -161,13 +161,15 @@ pub struct Counters {
     /// Fills whose trade id is stored already for another order (must stay
     /// 0: the exchange reused an id; the fill is not stored, loudly).
     pub conflicting: AtomicU64,
+    /// Orders whose intent's `valid_until` passed before they were sent.
+    pub late: AtomicU64,
     /// Orders not terminal now.
     pub open: AtomicU64,
     /// The kill switch is on: no intake, open orders cancelled.
     pub halted: std::sync::atomic::AtomicBool,
 }
 
-const FAMILIES: [(&str, &str); 12] = [
+const FAMILIES: [(&str, &str); 13] = [
     ("intents", "Intents read."),
     ("invalid", "Intents dead-lettered."),
     ("refused", "Intents refused by a limit."),
@@ -186,6 +188,10 @@ const FAMILIES: [(&str, &str); 12] = [
         "conflicting",
         "Fills whose trade id is stored for another order.",
     ),
+    (
+        "late",
+        "Orders whose valid_until passed before they were sent.",
+    ),
 ];
 
 const OPEN: keel_core::stats::Family =
@@ -193,7 +199,7 @@ const OPEN: keel_core::stats::Family =
 const HALTED: keel_core::stats::Family =
     keel_core::stats::Family::gauge("keel_executor_halted", "1 while the kill switch is on.");
 
-const COUNTERS: [keel_core::stats::Family; 12] = [
+const COUNTERS: [keel_core::stats::Family; 13] = [
     keel_core::stats::Family::counter("keel_executor_intents_total", "Intents read."),
     keel_core::stats::Family::counter("keel_executor_invalid_total", "Intents dead-lettered."),
     keel_core::stats::Family::counter(
@@ -230,6 +236,10 @@ const COUNTERS: [keel_core::stats::Family; 12] = [
         "keel_executor_conflicting_fills_total",
         "Fills whose trade id is stored already for another order, not stored (must stay 0).",
     ),
+    keel_core::stats::Family::counter(
+        "keel_executor_late_total",
+        "Orders whose intent's valid_until passed before they were sent, not sent.",
+    ),
 ];
 
 impl keel_core::stats::Stats for Counters {
@@ -263,7 +273,7 @@ impl Counters {
             "lookups": n(&self.lookups), "stale": n(&self.stale),
             "fills": n(&self.fills), "foreign": n(&self.foreign),
             "doubled": n(&self.doubled), "conflicting": n(&self.conflicting),
-            "open": n(&self.open),
+            "late": n(&self.late), "open": n(&self.open),
             "halted": self.halted.load(Ordering::Relaxed),
         })
     }
@@ -419,6 +429,9 @@ enum History {
     /// Not read back far enough.
     Unsure,
 }
+
+/// Why an order whose intent's `valid_until` passed is not sent.
+const LATE: &str = "its valid_until passed before it was sent";
 
 /// Orders per page of order history (Deribit's most).
 const HISTORY_PAGE: usize = 1000;
@@ -1236,12 +1249,17 @@ impl Engine {
             return;
         }
         let refusal = self.refusal(&p);
-        let valid_until_ms = now_ms() + self.cfg.valid_for.as_millis() as i64;
-        let state = if refusal.is_some() {
+        let valid_until_ms = self.valid_until(p.valid_until_ms);
+        let late = refusal.is_none() && valid_until_ms.is_none();
+        let state = if late {
+            "expired"
+        } else if refusal.is_some() {
             "rejected"
         } else {
             "pending"
         };
+        let refusal = if late { Some(LATE.to_owned()) } else { refusal };
+        let valid_until_ms = valid_until_ms.or(p.valid_until_ms).unwrap_or_default();
         let order = NewOrder {
             label: p.label.clone(),
             instrument: p.instrument.clone(),
@@ -1257,8 +1275,15 @@ impl Engine {
             reduce_only: p.reduce_only,
             state: state.into(),
             rank: rank(state),
-            reason: refusal.as_ref().map(|r| format!("limit {r}")),
+            reason: refusal.as_ref().map(|r| {
+                if late {
+                    r.clone()
+                } else {
+                    format!("limit {r}")
+                }
+            }),
             valid_until_ms,
+            deadline_ms: p.valid_until_ms,
             intent_id: intent_id.to_owned(),
         };
         // Recorded as sent in the same commit when the rate budget lets it
@@ -1360,6 +1385,17 @@ impl Engine {
                 .await?;
                 continue;
             }
+            if order.state == "expired" {
+                self.counters.late.fetch_add(1, Ordering::Relaxed);
+                self.event(vec![
+                    ("event", "expired".into()),
+                    ("label", label),
+                    ("instrument", order.instrument),
+                    ("reason", LATE.into()),
+                ])
+                .await?;
+                continue;
+            }
             if let Some(reason) = refusal {
                 self.counters.refused.fetch_add(1, Ordering::Relaxed);
                 self.event(vec![
@@ -1397,7 +1433,13 @@ impl Engine {
                 .finish(label, "cancelled", None, Some(NEVER_SENT.into()))
                 .await;
         }
-        let valid_until_ms = now_ms() + self.cfg.valid_for.as_millis() as i64;
+        let deadline = self.orders.get(label).and_then(|t| t.order.deadline_ms);
+        let Some(valid_until_ms) = self.valid_until(deadline) else {
+            // The strategy's valid_until passed while it waited (the rate
+            // budget, a retryable refusal, a lookup that found nothing).
+            self.counters.late.fetch_add(1, Ordering::Relaxed);
+            return self.finish(label, "expired", None, Some(LATE.into())).await;
+        };
         let keep = self.matching.burst * CANCEL_HEADROOM;
         let budget = self.matching.take(keep);
         let Some(t) = self.orders.get_mut(label) else {
@@ -1428,13 +1470,33 @@ impl Engine {
         mut valid_until_ms: i64,
         sends: u32,
     ) -> Result<i64, Ended> {
+        let deadline = self.orders.get(label).and_then(|t| t.order.deadline_ms);
         loop {
             self.pg.mark_sent(label, valid_until_ms, sends).await?;
             let left = valid_until_ms - now_ms();
-            if left > self.cfg.request_timeout.as_millis() as i64 {
+            if left > self.cfg.request_timeout.as_millis() as i64
+                || Some(valid_until_ms) == deadline
+            {
+                // Time enough, or as long as the strategy allows: a request
+                // that cannot start in time is refused by the exchange (13888).
                 return Ok(valid_until_ms);
             }
-            valid_until_ms = now_ms() + self.cfg.valid_for.as_millis() as i64;
+            match self.valid_until(deadline) {
+                Some(renewed) => valid_until_ms = renewed,
+                None => return Ok(valid_until_ms),
+            }
+        }
+    }
+
+    /// The `valid_until` of a request sent now: `valid_for` from now, never
+    /// later than the strategy's own (`deadline`); `None` once that passed.
+    fn valid_until(&self, deadline: Option<i64>) -> Option<i64> {
+        let now = now_ms();
+        let ours = now + self.cfg.valid_for.as_millis() as i64;
+        match deadline {
+            Some(d) if d <= now => None,
+            Some(d) => Some(ours.min(d)),
+            None => Some(ours),
         }
     }
 

@@ -3,7 +3,7 @@
 //!
 //! | action | fields |
 //! |---|---|
-//! | `place` | `label`, `instrument`, `side` (`buy`/`sell`), `amount`, `type` (`limit` default, `market`), `price` (limit), `time_in_force` (`good_til_cancelled` default, `good_til_day`, `fill_or_kill`, `immediate_or_cancel`), `post_only`, `reduce_only` (`true`/`false`) |
+//! | `place` | `label`, `instrument`, `side` (`buy`/`sell`), `amount`, `type` (`limit` default, `market`), `price` (limit), `time_in_force` (`good_til_cancelled` default, `good_til_day`, `fill_or_kill`, `immediate_or_cancel`), `post_only`, `reduce_only` (`true`/`false`), `valid_until` (ms since the epoch; optional) |
 //! | `amend` | `label`, `price` and/or `amount` |
 //! | `cancel` | `label` |
 //! | `cancel_all` | `instrument` (absent: every instrument) |
@@ -43,6 +43,10 @@ pub struct Place {
     pub post_only: bool,
     /// Only reduce a position.
     pub reduce_only: bool,
+    /// Not to reach the exchange after this (ms since the epoch): refused as
+    /// `expired` if it passed before the order was sent, and the exchange's
+    /// `valid_until` of every request for it.
+    pub valid_until_ms: Option<i64>,
 }
 
 /// One intent.
@@ -136,6 +140,20 @@ impl Fields<'_> {
         }
     }
 
+    /// A time in milliseconds since the epoch.
+    fn millis(&self, name: &'static str) -> Result<Option<i64>, IntentError> {
+        match self.text(name)? {
+            None | Some("") => Ok(None),
+            Some(text) => match text.parse::<i64>() {
+                Ok(ms) if ms > 0 => Ok(Some(ms)),
+                _ => Err(invalid(
+                    name,
+                    format!("`{text}` is not a time in milliseconds since the epoch"),
+                )),
+            },
+        }
+    }
+
     fn flag(&self, name: &'static str) -> Result<bool, IntentError> {
         match self.text(name)? {
             None | Some("false") | Some("0") => Ok(false),
@@ -204,6 +222,7 @@ pub fn parse(entry: &StreamEntry) -> Result<Intent, IntentError> {
                 "time_in_force",
                 "post_only",
                 "reduce_only",
+                "valid_until",
             ])?;
             let side = parse_enum(&f, "side", Side::Buy, "buy, sell")?;
             if f.text("side")?.is_none() {
@@ -244,6 +263,7 @@ pub fn parse(entry: &StreamEntry) -> Result<Intent, IntentError> {
                 time_in_force,
                 post_only,
                 reduce_only: f.flag("reduce_only")?,
+                valid_until_ms: f.millis("valid_until")?,
             }))
         }
         "amend" => {
@@ -311,6 +331,7 @@ mod tests {
         assert_eq!(p.time_in_force, TimeInForce::GoodTilCancelled);
         assert_eq!((p.amount, p.price), (10.0, Some(50000.5)));
         assert!(!p.post_only && !p.reduce_only);
+        assert_eq!(p.valid_until_ms, None);
     }
 
     #[test]
@@ -346,6 +367,8 @@ mod tests {
             ("post_only", "yes"),
             ("type", "stop_market"),
             ("action", "buy"),
+            ("valid_until", "soon"),
+            ("valid_until", "-5"),
         ] {
             assert!(
                 matches!(with(key, value), Err(IntentError::Invalid { .. })),

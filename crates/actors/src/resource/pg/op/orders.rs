@@ -39,6 +39,8 @@ pub struct NewOrder {
     pub reason: Option<String>,
     /// The request may not start after this (ms since the epoch).
     pub valid_until_ms: i64,
+    /// The intent's own `valid_until`: no request for it starts after this.
+    pub deadline_ms: Option<i64>,
     /// The stream entry it came from.
     pub intent_id: String,
 }
@@ -138,20 +140,21 @@ impl Operation for RecordOrders {
 const RECORD_ORDERS: &str = "WITH input AS (
          SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],
              $5::float8[], $6::float8[], $7::text[], $8::bool[], $9::bool[], $10::text[],
-             $11::int2[], $12::text[], $13::int8[], $14::text[], $15::bool[])
+             $11::int2[], $12::text[], $13::int8[], $14::text[], $15::bool[], $16::int8[])
              WITH ORDINALITY AS i(label, instrument_name, side, order_type, amount, price,
                  time_in_force, post_only, reduce_only, state, state_rank, reason,
-                 valid_until_ms, intent_id, sent, n)),
+                 valid_until_ms, intent_id, sent, deadline_ms, n)),
      ins AS (
          INSERT INTO orders (label, instrument_name, side, order_type, amount, price,
              time_in_force, post_only, reduce_only, state, state_rank, reason,
-             valid_until_ms, intent_id, reject_code, sends)
+             valid_until_ms, intent_id, reject_code, sends, deadline_ms)
          SELECT label, instrument_name, side, order_type, amount, price, time_in_force,
              post_only, reduce_only,
              CASE WHEN sent THEN 'sent' ELSE state END,
              CASE WHEN sent THEN GREATEST(state_rank, 1::int2) ELSE state_rank END,
              reason, valid_until_ms, intent_id,
-             CASE WHEN state = 'rejected' THEN 0 END, CASE WHEN sent THEN 1 ELSE 0 END
+             CASE WHEN state = 'rejected' THEN 0 END, CASE WHEN sent THEN 1 ELSE 0 END,
+             deadline_ms
          FROM input ORDER BY n
          ON CONFLICT (label) DO NOTHING
          RETURNING label),
@@ -173,11 +176,11 @@ const RECORD_ORDERS: &str = "WITH input AS (
 const RECORD_ORDER: &str = "WITH ins AS (
          INSERT INTO orders (label, instrument_name, side, order_type, amount, price,
              time_in_force, post_only, reduce_only, state, state_rank, reason,
-             valid_until_ms, intent_id, reject_code, sends)
+             valid_until_ms, intent_id, reject_code, sends, deadline_ms)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9,
              CASE WHEN $15 THEN 'sent' ELSE $10 END,
              CASE WHEN $15 THEN GREATEST($11, 1::int2) ELSE $11 END, $12, $13, $14,
-             CASE WHEN $10 = 'rejected' THEN 0 END, CASE WHEN $15 THEN 1 ELSE 0 END)
+             CASE WHEN $10 = 'rejected' THEN 0 END, CASE WHEN $15 THEN 1 ELSE 0 END, $16)
          ON CONFLICT (label) DO NOTHING
          RETURNING label),
      hist AS (
@@ -199,7 +202,7 @@ impl PgOp for RecordOrders {
         let orders = &*self.0;
         let client = &*client;
         if let [(o, sent)] = orders {
-            let params: [(&(dyn ToSql + Sync), Type); 15] = [
+            let params: [(&(dyn ToSql + Sync), Type); 16] = [
                 (&o.label, Type::TEXT),
                 (&o.instrument, Type::TEXT),
                 (&o.side, Type::TEXT),
@@ -215,6 +218,7 @@ impl PgOp for RecordOrders {
                 (&o.valid_until_ms, Type::INT8),
                 (&o.intent_id, Type::TEXT),
                 (sent, Type::BOOL),
+                (&o.deadline_ms, Type::INT8),
             ];
             let rows = in_one_trip(
                 client,
@@ -240,7 +244,8 @@ impl PgOp for RecordOrders {
         let valid: Vec<i64> = orders.iter().map(|(o, _)| o.valid_until_ms).collect();
         let intents = col(|o| o.intent_id.clone());
         let sent: Vec<bool> = orders.iter().map(|(_, sent)| *sent).collect();
-        let params: [(&(dyn ToSql + Sync), Type); 15] = [
+        let deadlines: Vec<Option<i64>> = orders.iter().map(|(o, _)| o.deadline_ms).collect();
+        let params: [(&(dyn ToSql + Sync), Type); 16] = [
             (&labels, Type::TEXT_ARRAY),
             (&instruments, Type::TEXT_ARRAY),
             (&sides, Type::TEXT_ARRAY),
@@ -256,6 +261,7 @@ impl PgOp for RecordOrders {
             (&valid, Type::INT8_ARRAY),
             (&intents, Type::TEXT_ARRAY),
             (&sent, Type::BOOL_ARRAY),
+            (&deadlines, Type::INT8_ARRAY),
         ];
         let rows = in_one_trip(
             client,
@@ -636,7 +642,8 @@ impl PgOp for LiveOrders {
             .query_typed(
                 "SELECT label, instrument_name, side, order_type, amount, price, time_in_force,
                      post_only, reduce_only, state, state_rank, reason, valid_until_ms,
-                     COALESCE(intent_id, ''), order_id, filled_amount, last_update_ms, sends
+                     COALESCE(intent_id, ''), order_id, filled_amount, last_update_ms, sends,
+                     deadline_ms
                  FROM orders WHERE state_rank < 5 ORDER BY created_at",
                 &[],
             )
@@ -660,6 +667,7 @@ impl PgOp for LiveOrders {
                         reason: r.try_get(11)?,
                         valid_until_ms: r.try_get(12)?,
                         intent_id: r.try_get(13)?,
+                        deadline_ms: r.try_get(18)?,
                     },
                     state,
                     order_id: r.try_get(14)?,
