@@ -277,3 +277,82 @@ async fn the_dashboard_stays_usable_with_hundreds_of_actors() {
         .await;
     handle.shutdown().await;
 }
+
+/// The executor's row: its session and counters while it trades; `HALTED`,
+/// marked as needing attention and kept by the "problems only" filter, while
+/// the kill switch is on; back to its session once resumed.
+#[tokio::test]
+async fn the_dashboard_shows_the_executor_trading_and_halted() {
+    let db = TestDb::create().await;
+    let prefix = TestPrefix::new();
+    let sim = daemon::sim(0.0).await;
+    let config = executor::executor_only(daemon::config(&db, &prefix, Some(&sim)), &sim);
+    let handle = Arc::new(Runtime::from_config(&config).start().await.unwrap());
+    let admin = admin(&handle).await;
+    let mut ws = executor::exchange(&sim).await;
+    let low = executor::best(&mut ws).await.0 - 1000.0;
+    executor::xadd(
+        &mut prefix.connection(),
+        &format!("{}orders:intents", prefix.prefix),
+        &executor::place("d-1", "buy", 10.0, low, "good_til_cancelled"),
+    );
+    let Some(mut browser) = Browser::open(&format!("http://{}/#token={TOKEN}", admin.addr())).await
+    else {
+        handle.shutdown().await;
+        return;
+    };
+    let status = cell(tree::EXECUTOR, "status");
+    let bad = format!(
+        "document.querySelector('#tree tbody tr[data-actor=\"{}\"] td.status').classList.contains('bad')",
+        tree::EXECUTOR
+    );
+    browser
+        .until("the order open and sent", WAIT, &status, |v| {
+            v.as_str()
+                .is_some_and(|s| s.contains("1 open · 1 sent") && !s.contains("HALTED"))
+        })
+        .await;
+    assert_eq!(browser.eval(&bad).await, false);
+
+    let http = reqwest::Client::new();
+    let post = |path: &str| {
+        http.post(format!("http://{}{path}", admin.addr()))
+            .bearer_auth(TOKEN)
+            .send()
+    };
+    assert!(post("/api/executor/halt")
+        .await
+        .unwrap()
+        .status()
+        .is_success());
+    browser
+        .until("HALTED, the order cancelled", WAIT, &status, |v| {
+            v.as_str()
+                .is_some_and(|s| s.starts_with("HALTED") && s.contains("0 open"))
+        })
+        .await;
+    assert_eq!(browser.eval(&bad).await, true);
+    let visible = "[...document.querySelectorAll('#tree tbody tr')].filter(r => !r.hidden).map(r => r.dataset.actor)";
+    browser
+        .eval("const p = document.getElementById('problems'); p.checked = true; p.dispatchEvent(new Event('change'))")
+        .await;
+    let shown = browser
+        .until("only the problem is listed", WAIT, visible, |v| {
+            v.as_array().is_some_and(|a| a.len() == 1)
+        })
+        .await;
+    assert_eq!(shown, serde_json::json!([tree::EXECUTOR]));
+
+    assert!(post("/api/executor/resume")
+        .await
+        .unwrap()
+        .status()
+        .is_success());
+    browser
+        .until("trading again", WAIT, &status, |v| {
+            v.as_str().is_some_and(|s| !s.contains("HALTED"))
+        })
+        .await;
+    assert_eq!(browser.eval(&bad).await, false);
+    handle.shutdown().await;
+}
