@@ -358,3 +358,59 @@ async fn it_starts_while_redis_is_down_and_becomes_ready_when_it_is_up() {
     redis.ping().await.unwrap();
     handle.shutdown().await;
 }
+
+fn command_calls(conn: &mut redis::Connection, command: &str) -> u64 {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(conn).unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// No PING before every command: a connection handed back moments ago goes
+/// out again untested. One the server dropped fails its call once, is
+/// replaced, and the next call succeeds.
+#[tokio::test]
+async fn commands_go_without_a_ping_each_and_a_dropped_connection_is_replaced() {
+    let server = PrivateRedis::start();
+    let prefix = TestPrefix::on(server.port);
+    let config = RedisConfig {
+        url: format!("redis://127.0.0.1:{}/0", server.port),
+        key_prefix: prefix.prefix.clone(),
+        ..RedisConfig::default()
+    };
+    let (handle, redis) = start(config).await;
+    let mut admin = server.client().get_connection().unwrap();
+    eventually("ready", WAIT, || redis.is_ready()).await;
+    redis.xadd_bulk("s", entries(1).into()).await.unwrap();
+    let (pings, xadds) = (
+        command_calls(&mut admin, "ping"),
+        command_calls(&mut admin, "xadd"),
+    );
+    for _ in 0..100 {
+        redis.xadd_bulk("s", entries(1).into()).await.unwrap();
+    }
+    assert_eq!(command_calls(&mut admin, "xadd") - xadds, 100);
+    let pinged = command_calls(&mut admin, "ping") - pings;
+    assert!(pinged < 10, "{pinged} PINGs for 100 commands");
+
+    // The server drops every client connection but this one.
+    let _: redis::Value = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .arg("SKIPME")
+        .arg("yes")
+        .query(&mut admin)
+        .unwrap();
+    let mut failed = 0;
+    for _ in 0..3 {
+        if redis.xadd_bulk("s", entries(1).into()).await.is_err() {
+            failed += 1;
+        }
+    }
+    assert!(failed <= 1, "{failed} of 3 calls failed after the drop");
+    redis.xadd_bulk("s", entries(1).into()).await.unwrap();
+    handle.shutdown().await;
+}

@@ -2,12 +2,14 @@
 //! breaker.
 //!
 //! No ping before each command: a broken pooled connection is caught by bb8's
-//! `test_on_check_out` (one PING per checkout; bb8-redis never marks a connection
-//! broken itself), and each checkout carries a whole pipelined batch.
+//! `test_on_check_out` (one PING per checkout of a connection idle 500 ms or
+//! more, see `manager`; one whose call failed for a connection's reason is
+//! dropped), and each checkout carries a whole pipelined batch.
 
 pub mod breaker;
 mod config;
 mod error;
+mod manager;
 pub mod op;
 mod replies;
 
@@ -22,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use bb8::{Pool, RunError};
 use bb8_redis::RedisConnectionManager;
+use manager::RedisManager;
 use parking_lot::Mutex;
 use ractor::{ActorCell, ActorProcessingErr, SpawnErr};
 use tokio::sync::Semaphore;
@@ -38,7 +41,7 @@ use breaker::{BreakerView, Outcome};
 /// Everything a RedisActor call needs.
 #[derive(Clone, Debug)]
 pub struct RedisShared {
-    pool: Pool<RedisConnectionManager>,
+    pool: Pool<RedisManager>,
     config: Arc<RedisConfig>,
     breaker: Arc<Mutex<Breaker>>,
     writes: Arc<Semaphore>,
@@ -96,10 +99,17 @@ impl RedisShared {
         };
         let timed_out = matches!(checkout, Err(RunError::TimedOut));
         let result = match checkout {
-            Ok(mut conn) => work
-                .attempt(&mut conn, self)
-                .await
-                .map_err(|e| RedisError::from_driver(op, &e)),
+            Ok(mut conn) => {
+                let result = work
+                    .attempt(&mut conn, self)
+                    .await
+                    .map_err(|e| RedisError::from_driver(op, &e));
+                if matches!(result, Err(RedisError::Connection { .. })) {
+                    // It may be mid-reply or dead: the pool replaces it.
+                    conn.poison();
+                }
+                result
+            }
             Err(RunError::TimedOut) => Err(RedisError::Connection {
                 op,
                 cause: crate::resource::availability::CHECKOUT_TIMED_OUT.into(),
@@ -156,7 +166,7 @@ impl Resource for Redis {
         availability: Availability,
         _stop: CancellationToken,
     ) -> Result<RedisShared, ActorProcessingErr> {
-        let manager = RedisConnectionManager::new(self.config.connection_info()?)?;
+        let manager = RedisManager(RedisConnectionManager::new(self.config.connection_info()?)?);
         let pool = super::pool::build(
             manager,
             self.config.max_size,

@@ -442,6 +442,16 @@ const HISTORY_RETRY: Duration = Duration::from_secs(30);
 /// Allowed difference between Redis's clock (intent ids) and the exchange's.
 const CLOCK_MARGIN_MS: i64 = 5 * 60_000;
 
+/// An event's stream entry, stamped with the time it was queued.
+fn event_entry(fields: Vec<(&str, String)>) -> Fields {
+    let mut entry: Fields = fields
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.into_bytes()))
+        .collect();
+    entry.push(("at_ms".into(), now_ms().to_string().into_bytes()));
+    entry
+}
+
 /// The milliseconds part of a Redis stream id (`1700000000000-0`).
 fn stream_id_ms(id: &str) -> Option<i64> {
     id.split_once('-').map_or(id, |(ms, _)| ms).parse().ok()
@@ -509,6 +519,9 @@ pub(super) struct Engine {
 struct Outbox {
     updates: Vec<OrderUpdate>,
     events: Vec<Fields>,
+    /// How many of `events`, from the first, only pass the exchange's word
+    /// on: they may be written beside the state changes instead of after.
+    announced: usize,
     acks: Vec<String>,
 }
 
@@ -1002,15 +1015,24 @@ impl Engine {
     }
 
     /// Queues an event; `flush` writes it after the state changes queued
-    /// before it, so an event never announces a state not stored.
+    /// before it, so an event of Keel's own decision (expired, a limit's
+    /// refusal, ...) never announces a state not stored.
     async fn event(&mut self, fields: Vec<(&str, String)>) -> Result<(), Ended> {
-        let mut entry: Fields = fields
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v.into_bytes()))
-            .collect();
-        entry.push(("at_ms".into(), now_ms().to_string().into_bytes()));
-        self.out.events.push(entry);
+        self.out.events.push(event_entry(fields));
         Ok(())
+    }
+
+    /// Queues an event that passes the exchange's word on (an order's state,
+    /// a fill): `flush` writes it beside the state changes, unless an event
+    /// of Keel's own is queued before it (the stream keeps their order). A
+    /// crash before the state is stored costs nothing: the next start reads
+    /// the state back from the exchange and announces it again.
+    fn announce(&mut self, fields: Vec<(&str, String)>) {
+        let first = self.out.announced == self.out.events.len();
+        self.out.events.push(event_entry(fields));
+        if first {
+            self.out.announced += 1;
+        }
     }
 
     /// Queues the acknowledgement of a handled intent.
@@ -1029,7 +1051,8 @@ impl Engine {
     /// are waiting or `all`.
     async fn flush(&mut self, all: bool) -> Result<(), Ended> {
         let updates = std::mem::take(&mut self.out.updates);
-        let events = std::mem::take(&mut self.out.events);
+        let mut events = std::mem::take(&mut self.out.events);
+        let after = events.split_off(std::mem::take(&mut self.out.announced).min(events.len()));
         let acks = if all || self.out.acks.len() >= ACK_BATCH {
             std::mem::take(&mut self.out.acks)
         } else {
@@ -1037,11 +1060,22 @@ impl Engine {
         };
         let (pg, redis) = (&self.pg, &self.redis);
         let stored = async {
-            if !updates.is_empty() {
-                pg.update_orders(updates).await?;
-            }
-            if !events.is_empty() {
-                redis.xadd_bulk(EVENTS_STREAM, Arc::from(events)).await?;
+            let beside = async {
+                if !events.is_empty() {
+                    redis.xadd_bulk(EVENTS_STREAM, Arc::from(events)).await?;
+                }
+                Ok::<(), Ended>(())
+            };
+            let state = async {
+                if !updates.is_empty() {
+                    pg.update_orders(updates).await?;
+                }
+                Ok::<(), Ended>(())
+            };
+            let (beside, state) = tokio::join!(beside, state);
+            beside.and(state)?;
+            if !after.is_empty() {
+                redis.xadd_bulk(EVENTS_STREAM, Arc::from(after)).await?;
             }
             Ok::<(), Ended>(())
         };
@@ -2116,7 +2150,7 @@ impl Engine {
             "open" => "accepted",
             other => other,
         };
-        self.event(vec![
+        self.announce(vec![
             ("event", event.into()),
             ("label", label.clone()),
             ("order_id", order.order_id.clone()),
@@ -2128,8 +2162,7 @@ impl Engine {
                 order.average_price.unwrap_or(0.0).to_string(),
             ),
             ("reason", order.cancel_reason.clone().unwrap_or_default()),
-        ])
-        .await?;
+        ]);
         if r >= 5 {
             if let Some(t) = self.orders.remove(&label) {
                 if t.amend_requested.is_some() {
@@ -2201,7 +2234,7 @@ impl Engine {
                 let sign = if row.side == "buy" { 1.0 } else { -1.0 };
                 *self.positions.entry(row.instrument.clone()).or_default() += sign * row.amount;
             }
-            self.event(vec![
+            self.announce(vec![
                 ("event", "fill".into()),
                 ("label", row.label.unwrap_or_default()),
                 ("order_id", row.order_id),
@@ -2211,8 +2244,7 @@ impl Engine {
                 ("price", row.price.to_string()),
                 ("amount", row.amount.to_string()),
                 ("liquidity", row.liquidity),
-            ])
-            .await?;
+            ]);
         }
         Ok(())
     }
