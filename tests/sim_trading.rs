@@ -751,3 +751,68 @@ async fn the_private_api_over_http_takes_a_signed_request_or_a_token_and_nothing
         assert_eq!(response.status().as_u16(), expected);
     }
 }
+
+/// At the trading day's end (Deribit: 08:00 UTC, here set two seconds ahead)
+/// resting `good_til_day` orders are cancelled, with cancel_reason
+/// `settlement`, and notified; good-til-cancelled ones rest on.
+#[tokio::test]
+async fn good_til_day_orders_are_cancelled_at_the_days_end() {
+    let day_ms = 86_400_000;
+    let now = to_ms(std::time::SystemTime::now());
+    let end = (now % day_ms + 2_000) % day_ms;
+    let sim = sim::start(SimConfig {
+        day_end: Duration::from_millis(end),
+        ..config(0.0)
+    })
+    .await
+    .unwrap();
+    let mut ws = trader(&sim).await;
+    let (bid, _) = best(&mut ws, BTC).await;
+    let subscribed = ws
+        .request(
+            "private/subscribe",
+            json!({"channels": ["user.orders.any.any.raw"]}),
+        )
+        .await;
+    assert!(subscribed.outcome.is_ok());
+    let place = |label: &'static str, tif: &'static str| {
+        json!({"instrument_name": BTC, "amount": 10, "price": bid - 1000.0,
+               "label": label, "time_in_force": tif})
+    };
+    let day: Value = buy(&mut ws, place("day-1", "good_til_day"))
+        .await
+        .result()
+        .unwrap();
+    assert_eq!(day["order"]["order_state"], "open");
+    let gtc: Value = buy(&mut ws, place("gtc-1", "good_til_cancelled"))
+        .await
+        .result()
+        .unwrap();
+    assert_eq!(gtc["order"]["order_state"], "open");
+
+    let deadline = tokio::time::Instant::now() + 30 * SECOND;
+    let cancelled = loop {
+        let text = ws
+            .next_on(
+                "user.orders.any.any.raw",
+                deadline - tokio::time::Instant::now(),
+            )
+            .await
+            .expect("a notification of the day's end within 30 s");
+        let order: Order = serde_json::from_str(&text).unwrap();
+        if order.label == "day-1" && order.order_state == OrderState::Cancelled {
+            break order;
+        }
+    };
+    assert_eq!(cancelled.cancel_reason.as_deref(), Some("settlement"));
+    let open: Vec<Order> = ws
+        .request(
+            "private/get_open_orders_by_instrument",
+            json!({"instrument_name": BTC}),
+        )
+        .await
+        .result()
+        .unwrap();
+    let labels: Vec<&str> = open.iter().map(|o| o.label.as_str()).collect();
+    assert_eq!(labels, ["gtc-1"]);
+}

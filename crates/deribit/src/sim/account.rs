@@ -84,6 +84,8 @@ pub(super) struct Selection {
     pub(super) kind: Option<String>,
     pub(super) label: Option<String>,
     pub(super) connection: Option<u64>,
+    /// Only `good_til_day` orders.
+    pub(super) day_orders: bool,
 }
 
 /// The account's state.
@@ -610,6 +612,8 @@ impl Account {
                     .as_ref()
                     .is_some_and(|l| l != &entry.order.label)
                     || selection.connection.is_some_and(|c| c != entry.connection)
+                    || (selection.day_orders
+                        && entry.order.time_in_force != TimeInForce::GoodTilDay)
                 {
                     continue;
                 }

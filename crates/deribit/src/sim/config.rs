@@ -132,6 +132,15 @@ pub struct SimConfig {
     /// `historical`); older ones only the historical view holds. Deribit: 30 min.
     #[serde(with = "humantime_serde", default = "default_recent_orders")]
     pub recent_orders: Duration,
+    /// When the trading day ends, after midnight UTC: resting `good_til_day`
+    /// orders are cancelled then (cancel_reason `settlement`). Deribit: 8h,
+    /// its daily settlement at 08:00 UTC.
+    #[serde(with = "humantime_serde", default = "default_day_end")]
+    pub day_end: Duration,
+}
+
+fn default_day_end() -> Duration {
+    Duration::from_secs(8 * 3600)
 }
 
 fn default_recent_orders() -> Duration {
@@ -176,6 +185,7 @@ impl Default for SimConfig {
             replay: None,
             replay_speed: default_replay_speed(),
             recent_orders: default_recent_orders(),
+            day_end: default_day_end(),
         }
     }
 }
@@ -196,6 +206,12 @@ impl SimConfig {
                     self.min_heartbeat,
                     keel_core::bounds::SECOND,
                     10 * keel_core::bounds::MINUTE,
+                )
+                .duration(
+                    "day_end",
+                    self.day_end,
+                    Duration::ZERO,
+                    keel_core::bounds::DAY - Duration::from_millis(1),
                 )
                 .duration(
                     "recent_orders",

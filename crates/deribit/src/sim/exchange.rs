@@ -471,12 +471,42 @@ impl Exchange {
 pub(super) async fn run_engine(exchange: Arc<Exchange>, stop: CancellationToken) {
     let mut next_instrument = 0;
     let mut last_slot = 0;
+    let mut day = exchange.trading_day(to_ms(SystemTime::now()));
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(exchange.tick_period()) => {
                 exchange.tick(&mut next_instrument, &mut last_slot);
+                let today = exchange.trading_day(to_ms(SystemTime::now()));
+                if today != day {
+                    day = today;
+                    exchange.end_day();
+                }
             }
+        }
+    }
+}
+
+impl Exchange {
+    /// The trading day `now_ms` falls in (days end at `day_end` after
+    /// midnight UTC).
+    fn trading_day(&self, now_ms: u64) -> u64 {
+        let end = u64::try_from(self.config.day_end.as_millis()).unwrap_or(0);
+        (now_ms + 86_400_000 - end) / 86_400_000
+    }
+
+    /// The day's end: resting `good_til_day` orders are cancelled.
+    fn end_day(&self) {
+        let selection = super::account::Selection {
+            day_orders: true,
+            ..super::account::Selection::default()
+        };
+        let cancelled = self.cancel_selected(&selection, "settlement");
+        if cancelled > 0 {
+            tracing::info!(
+                cancelled,
+                "Trading day ended: good_til_day orders cancelled."
+            );
         }
     }
 }
