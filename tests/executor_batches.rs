@@ -271,3 +271,42 @@ async fn an_order_is_not_sent_after_its_intents_valid_until() {
     assert_eq!(ledger.orders.get("spare-1").map(Vec::len), Some(1));
     handle.shutdown().await;
 }
+
+/// A stop while the executor still reconciles (PostgreSQL down, so its
+/// reconciliation rides the outage out) ends it at once: nothing of this
+/// session is on the book to drain, and the shutdown must not wait for the
+/// supervisor to kill it.
+#[tokio::test]
+async fn a_stop_while_reconciling_through_an_outage_drains_at_once() {
+    use common::pg_cluster::PrivatePg;
+    let mut pg = PrivatePg::start();
+    pg.stop();
+    let sim = daemon::sim(0.0).await;
+    let prefix = TestPrefix::new();
+    let mut config = keel::config::Config {
+        postgres: keel_actors::resource::pg::PostgresConfig {
+            url: pg.url(),
+            ..Default::default()
+        },
+        redis: keel_actors::resource::redis::RedisConfig {
+            key_prefix: prefix.prefix.clone(),
+            ..Default::default()
+        },
+        ..keel::config::Config::default()
+    };
+    config.sim.in_daemon = false;
+    let config = executor_only(config, &sim);
+    let handle = Runtime::from_config(&config).start().await.unwrap();
+    eventually_some("the executor reconciling", WAIT, || async {
+        let tree = handle.tree();
+        let session = tree
+            .actor(keel::tree::EXECUTOR)?
+            .details
+            .get("session")?
+            .clone();
+        (session == "reconciling").then_some(())
+    })
+    .await;
+    let report = handle.shutdown().await;
+    assert!(report.drained(), "{report:?}");
+}

@@ -638,6 +638,27 @@ impl Engine {
     }
 
     async fn session(&mut self, mut intake: mpsc::Receiver<StreamEntry>) -> Result<(), Ended> {
+        // Until it trades, a stop ends the session at once: it has placed
+        // nothing to drain, and what it sent again while reconciling is
+        // cancelled by cancel on disconnect as the socket closes. Without
+        // this, a reconciliation riding out a PostgreSQL outage held the
+        // shutdown until the supervisor killed the executor.
+        let stop = self.stop.clone();
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => {
+                tracing::info!("Executor stopped before it traded.");
+                return Ok(());
+            }
+            ready = self.prepare() => ready?,
+        }
+        self.probe.set_detail("session", "trading");
+        tracing::info!(orders = self.orders.len(), "Executor trading.");
+        self.trade(&mut intake).await
+    }
+
+    /// Connects, authenticates and reconciles: everything before trading.
+    async fn prepare(&mut self) -> Result<(), Ended> {
         self.probe.set_detail("session", "connecting");
         let socket = Socket::connect(
             &self.cfg.url,
@@ -653,9 +674,11 @@ impl Engine {
         self.socket = Some(socket);
         self.setup().await?;
         self.probe.set_detail("session", "reconciling");
-        self.reconcile().await?;
-        self.probe.set_detail("session", "trading");
-        tracing::info!(orders = self.orders.len(), "Executor trading.");
+        self.reconcile().await
+    }
+
+    /// Trades until the session is lost or `stop` fires; then drains.
+    async fn trade(&mut self, intake: &mut mpsc::Receiver<StreamEntry>) -> Result<(), Ended> {
         let backlog: Vec<ServerFrame> = self.buffered.drain(..).collect();
         for frame in backlog {
             self.on_frame(frame).await?;
@@ -734,7 +757,7 @@ impl Engine {
                 .open
                 .store(self.orders.len() as u64, Ordering::Relaxed);
         }
-        drop(intake);
+        intake.close();
         self.shutdown().await;
         Ok(())
     }
@@ -1425,6 +1448,7 @@ impl Engine {
                     ("event", "expired".into()),
                     ("label", label),
                     ("instrument", order.instrument),
+                    ("state", "expired".into()),
                     ("reason", LATE.into()),
                 ])
                 .await?;
@@ -1959,6 +1983,7 @@ impl Engine {
             ("event", state.to_owned()),
             ("label", label.to_owned()),
             ("instrument", t.order.instrument),
+            ("state", state.to_owned()),
             ("code", code.map(|c| c.to_string()).unwrap_or_default()),
             ("reason", reason.unwrap_or_default()),
         ])
