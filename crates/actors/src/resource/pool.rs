@@ -2,12 +2,74 @@
 //! records the real cause of a failed connect, the health check, and the pool
 //! figures shown in health.
 
-use std::time::Duration;
+use std::ops::{Deref, DerefMut};
+use std::time::{Duration, Instant};
 
 use bb8::{ErrorSink, ManageConnection, Pool, RunError, State};
 
 use super::availability::Unreachable;
 use super::{Availability, PoolStats};
+
+/// A pooled connection as both managers hand it out: one a failed call
+/// condemned is never returned, and one handed back whole within `FRESH` goes
+/// out again without the checkout's test round trip (as HikariCP's
+/// `aliveBypassWindowMs`): the drivers' managers report no connection broken
+/// by themselves, so bb8 tests every checkout, a round trip before each call.
+#[derive(Debug)]
+pub(super) struct Pooled<C> {
+    conn: C,
+    poisoned: bool,
+    /// When it last came back to the pool whole.
+    returned: Option<Instant>,
+}
+
+/// A connection handed back this recently is not tested again on checkout.
+const FRESH: Duration = Duration::from_millis(500);
+
+impl<C> Pooled<C> {
+    pub(super) fn new(conn: C) -> Self {
+        Self {
+            conn,
+            poisoned: false,
+            returned: None,
+        }
+    }
+
+    /// Never return this connection to the pool.
+    pub(super) fn poison(&mut self) {
+        self.poisoned = true;
+    }
+
+    /// For `is_valid`: whether it came back whole moments ago (asked once
+    /// per checkout).
+    pub(super) fn fresh(&mut self) -> bool {
+        self.returned.take().is_some_and(|at| at.elapsed() < FRESH)
+    }
+
+    /// For `has_broken`: whether it must be dropped (poisoned, or `closed`
+    /// as its driver sees it); else it is stamped as returned now.
+    pub(super) fn broken(&mut self, closed: bool) -> bool {
+        let broken = self.poisoned || closed;
+        if !broken {
+            self.returned = Some(Instant::now());
+        }
+        broken
+    }
+}
+
+impl<C> Deref for Pooled<C> {
+    type Target = C;
+
+    fn deref(&self) -> &C {
+        &self.conn
+    }
+}
+
+impl<C> DerefMut for Pooled<C> {
+    fn deref_mut(&mut self) -> &mut C {
+        &mut self.conn
+    }
+}
 
 /// Sends bb8's connection errors (refused, authentication failed, DNS) to the
 /// registry and the log, instead of leaving callers with a bare "timed out";
