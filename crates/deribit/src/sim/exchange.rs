@@ -491,7 +491,7 @@ impl Exchange {
     /// The trading day `now_ms` falls in (days end at `day_end` after
     /// midnight UTC).
     fn trading_day(&self, now_ms: u64) -> u64 {
-        let end = u64::try_from(self.config.day_end.as_millis()).unwrap_or(0);
+        let end = super::trading::to_ms_duration(self.config.day_end);
         (now_ms + 86_400_000 - end) / 86_400_000
     }
 

@@ -51,7 +51,8 @@ fn order_index_delay(exchange: &Exchange) -> u64 {
     HISTORY_INDEX_DELAY_MS.min(to_ms_duration(exchange.config.recent_orders) / 2)
 }
 
-fn to_ms_duration(d: std::time::Duration) -> u64 {
+/// A duration in whole milliseconds.
+pub(super) fn to_ms_duration(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
@@ -410,12 +411,13 @@ fn order_history(exchange: &Exchange, p: &Params<'_>) -> Result<Value, RpcError>
     // all but what closed in the last few seconds.
     let from = recent_from(exchange);
     let historical = p.opt_bool("historical")?.unwrap_or(false);
-    let indexed = now_ms().saturating_sub(order_index_delay(exchange));
+    let now = now_ms();
+    let indexed = now.saturating_sub(order_index_delay(exchange));
     // Orders older than two days only with `include_old`.
     let old = if p.opt_bool("include_old")?.unwrap_or(false) {
         0
     } else {
-        now_ms().saturating_sub(OLD_ORDERS_MS)
+        now.saturating_sub(OLD_ORDERS_MS)
     };
     let in_view = |o: &crate::private::Order| {
         if o.last_update_timestamp < old {
@@ -423,7 +425,7 @@ fn order_history(exchange: &Exchange, p: &Params<'_>) -> Result<Value, RpcError>
         } else if historical {
             o.last_update_timestamp <= indexed
         } else {
-            o.last_update_timestamp >= from
+            recent(o, from)
         }
     };
     let account = exchange.account.lock();

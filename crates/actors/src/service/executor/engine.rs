@@ -1306,17 +1306,15 @@ impl Engine {
             return;
         }
         let refusal = self.refusal(&p);
-        let valid_until_ms = self.valid_until(p.valid_until_ms);
-        let late = refusal.is_none() && valid_until_ms.is_none();
-        let state = if late {
-            "expired"
-        } else if refusal.is_some() {
-            "rejected"
-        } else {
-            "pending"
+        let valid_until = self.valid_until(p.valid_until_ms);
+        let (state, reason) = match (&refusal, valid_until) {
+            (Some(limit), _) => ("rejected", Some(format!("limit {limit}"))),
+            (None, None) => ("expired", Some(LATE.to_owned())),
+            (None, Some(_)) => ("pending", None),
         };
-        let refusal = if late { Some(LATE.to_owned()) } else { refusal };
-        let valid_until_ms = valid_until_ms.or(p.valid_until_ms).unwrap_or_default();
+        // A late order is not sent either (`record_group` reports it).
+        let refusal = refusal.or_else(|| valid_until.is_none().then(|| LATE.to_owned()));
+        let valid_until_ms = valid_until.or(p.valid_until_ms).unwrap_or_default();
         let order = NewOrder {
             label: p.label.clone(),
             instrument: p.instrument.clone(),
@@ -1332,13 +1330,7 @@ impl Engine {
             reduce_only: p.reduce_only,
             state: state.into(),
             rank: rank(state),
-            reason: refusal.as_ref().map(|r| {
-                if late {
-                    r.clone()
-                } else {
-                    format!("limit {r}")
-                }
-            }),
+            reason,
             valid_until_ms,
             deadline_ms: p.valid_until_ms,
             intent_id: intent_id.to_owned(),
@@ -2002,7 +1994,6 @@ impl Engine {
         Ok(())
     }
 
-    /// What a lookup by label found.
     /// Looks for `label` in its instrument's order history, the recent view
     /// and then the historical one, newest first, back to when its intent was
     /// written (no order of it can have closed before).
@@ -2053,6 +2044,7 @@ impl Engine {
         }
     }
 
+    /// What a lookup by label found.
     async fn on_lookup(&mut self, label: &str, found: Vec<Order>) -> Result<(), Ended> {
         if found.len() > 1 {
             self.counters.doubled.fetch_add(1, Ordering::Relaxed);
