@@ -4,6 +4,7 @@ use keel_actors::resource::pg::{PgClient, Postgres};
 use keel_actors::resource::redis::{Redis, RedisClient};
 use keel_actors::service::analyzer::{Analyzer, FoldCandles};
 use keel_actors::service::candles::CandleBackfill;
+use keel_actors::service::cluster::{Cluster, ClusterArgs, TaskSlots};
 use keel_actors::service::consumer::{ConsumerArgs, ConsumerConfig, TradeSink};
 use keel_actors::service::distributor::{Distributor, StoreTrades};
 use keel_actors::service::executor::{Executor, ExecutorArgs};
@@ -12,7 +13,7 @@ use keel_actors::service::instruments::InstrumentSync;
 use keel_actors::service::janitor::Janitor;
 use keel_actors::service::receiver::{Receiver, ReceiverArgs};
 use keel_actors::service::task::{RunOnce, TaskWork};
-use keel_core::scheduler::{Job, Scheduler, SchedulerArgs};
+use keel_core::scheduler::{Gate, Job, Scheduler, SchedulerArgs};
 use keel_deribit::sim::SimActor;
 use keel_market::{NotAResolution, Resolution};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -46,6 +47,8 @@ pub const INSTRUMENTS: &str = "instruments";
 pub const JANITOR: &str = "janitor";
 /// The scheduler's registry name.
 pub const SCHEDULER: &str = "scheduler";
+/// The cluster membership actor's registry name.
+pub const CLUSTER: &str = "cluster";
 
 /// A run-once task, as `keel task` names it.
 #[derive(Clone, Debug, PartialEq, Eq, clap::Subcommand)]
@@ -155,6 +158,12 @@ pub fn children(config: &Config, registry: &Registry) -> Vec<ChildSpec> {
             SimActor::spawn(sim.clone(), ctx)
         }));
     }
+    if config.cluster.enabled {
+        let args = cluster_args(config, &clients);
+        children.push(ChildSpec::worker(CLUSTER, move |ctx| {
+            Cluster::spawn(args.clone(), ctx)
+        }));
+    }
     // The distributor starts before the receiver, so a shutdown stops the
     // producer first and the consumer last.
     if config.distributor.enabled {
@@ -227,16 +236,67 @@ pub fn children(config: &Config, registry: &Registry) -> Vec<ChildSpec> {
                 })
             })
             .collect();
+        // With several instances, one of them runs each interval.
+        let gate = config.cluster.enabled.then(|| {
+            let slots = TaskSlots::new(clients.redis.clone(), config.cluster.instance_id());
+            Gate(std::sync::Arc::new(slots))
+        });
         let args = SchedulerArgs {
             jobs,
             registry: registry.clone(),
             task_shutdown_timeout: schedule.task_shutdown_timeout,
+            gate,
         };
         children.push(
             ChildSpec::worker(SCHEDULER, move |ctx| Scheduler::spawn(args.clone(), ctx)).producer(),
         );
     }
     children
+}
+
+/// The cluster actor's arguments: the scheduled tasks and the consumer groups
+/// it reports on, and the services this instance runs.
+fn cluster_args(config: &Config, clients: &Clients) -> ClusterArgs {
+    let mut args = ClusterArgs::new(config.cluster.clone(), clients.redis.clone());
+    if config.schedule.enabled {
+        let schedule = &config.schedule;
+        args.tasks = [
+            (INSTRUMENTS, schedule.instruments_every),
+            (JANITOR, schedule.janitor_every),
+            (GAP_REPAIR, schedule.gap_repair_every),
+        ]
+        .map(|(task, every)| (task.to_owned(), every))
+        .to_vec();
+    }
+    for (consumer, service) in [
+        (&config.distributor, StoreTrades::NAME),
+        (&config.analyzer, FoldCandles::NAME),
+    ] {
+        let group = consumer.group_name(service);
+        for instrument in &config.receiver.instruments {
+            let stream = keel_actors::service::streams::trade_stream(instrument);
+            args.groups.push((stream, group.clone()));
+        }
+    }
+    if config.executor.enabled {
+        args.groups.push((
+            keel_actors::service::executor::intent::INTENTS_STREAM.to_owned(),
+            keel_actors::service::executor::GROUP.to_owned(),
+        ));
+    }
+    let services = [
+        (config.receiver.enabled, RECEIVER),
+        (config.distributor.enabled, DISTRIBUTOR),
+        (config.analyzer.enabled, ANALYZER),
+        (config.executor.enabled, EXECUTOR),
+        (config.schedule.enabled, SCHEDULER),
+    ];
+    args.services = services
+        .into_iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, name)| name.to_owned())
+        .collect();
+    args
 }
 
 /// What is wrong with a task request's values (the command line checked their

@@ -68,6 +68,7 @@ async fn every_route_needs_the_token_except_healthz() {
         ("POST", "/api/shutdown"),
         ("GET", "/metrics"),
         ("GET", "/api/actors/w/messages/stream"),
+        ("GET", "/api/cluster"),
     ] {
         for token in [None, Some("wrong")] {
             let (status, body) = call(&admin, method, path, token).await;
@@ -77,6 +78,13 @@ async fn every_route_needs_the_token_except_healthz() {
         }
     }
     assert_eq!(call(&admin, "GET", "/api/tree", Some(TOKEN)).await.0, 200);
+    // A tree without cluster mode says so.
+    let (status, body) = call(&admin, "GET", "/api/cluster", Some(TOKEN)).await;
+    assert_eq!(status, 404);
+    assert!(body["error"]
+        .as_str()
+        .unwrap()
+        .contains("cluster mode is off"));
     handle.shutdown().await;
 }
 
@@ -335,7 +343,7 @@ async fn the_openapi_document_lists_every_route() {
     let paths = doc["paths"].as_object().unwrap();
     // Generated from the router: exactly the routes it serves.
     let documented: usize = paths.values().map(|p| p.as_object().unwrap().len()).sum();
-    assert_eq!(documented, 14, "{:?}", paths.keys().collect::<Vec<_>>());
+    assert_eq!(documented, 15, "{:?}", paths.keys().collect::<Vec<_>>());
     // The bodies are typed, with their fields.
     let schemas = &doc["components"]["schemas"];
     for (schema, field) in [

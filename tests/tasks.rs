@@ -498,6 +498,7 @@ fn scheduler_with(job: Job) -> (Runtime, SchedulerArgs) {
         jobs: vec![job],
         registry: runtime.registry().clone(),
         task_shutdown_timeout: Duration::from_secs(5),
+        gate: None,
     };
     (runtime, args)
 }

@@ -86,6 +86,7 @@ fn protected() -> OpenApiRouter<App> {
         .routes(routes!(run_task))
         .routes(routes!(halt))
         .routes(routes!(resume))
+        .routes(routes!(cluster))
         .routes(routes!(metrics))
         .routes(routes!(openapi_json))
 }
@@ -402,6 +403,32 @@ async fn set_halted(app: &App, halt: bool) -> Response {
         Err(executor::HaltRefused::NoExecutor) => {
             error(StatusCode::NOT_FOUND, "no executor is running").into_response()
         }
+    }
+}
+
+/// The instances sharing this Redis, as this instance's last heartbeat saw
+/// them: each with its heartbeat's age and the leases it holds, which instance
+/// took each scheduled task's interval, and every consumer group's consumers
+/// with their pending entries.
+#[utoipa::path(get, path = "/api/cluster", tag = "inspection",
+    responses(
+        (status = 200, description = "The cluster", body = Object),
+        (status = 404, description = "Cluster mode is off", body = ErrorBody),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+    ))]
+async fn cluster(State(app): State<App>) -> Response {
+    let view = app
+        .handle
+        .tree()
+        .actor(crate::tree::CLUSTER)
+        .and_then(|a| a.details.get("cluster").cloned());
+    match view {
+        Some(view) => Json(view).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "cluster mode is off ([cluster] enabled = false)",
+        )
+        .into_response(),
     }
 }
 

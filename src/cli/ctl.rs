@@ -51,6 +51,9 @@ pub enum CtlAction {
     Halt,
     /// Turn the kill switch off: the executor takes intents again.
     Resume,
+    /// The instances sharing this Redis, who runs each scheduled task, and
+    /// every consumer group's consumers (`[cluster] enabled`).
+    Cluster,
 }
 
 /// The daemon cannot be reached (`EX_UNAVAILABLE`).
@@ -146,6 +149,10 @@ pub(super) async fn run(config: &Config, args: CtlArgs) -> u8 {
             .json(reqwest::Method::POST, "/api/executor/resume")
             .await
             .map(|_| println!("executor resumed")),
+        CtlAction::Cluster => client
+            .json(reqwest::Method::GET, "/api/cluster")
+            .await
+            .map(|view| println!("{}", draw_cluster(&view))),
     };
     match result {
         Ok(()) => exit_code::OK,
@@ -226,6 +233,75 @@ async fn tree(client: &Client) -> Result<(), u8> {
     }
     println!("{}", out.join("\n"));
     Ok(())
+}
+
+/// `GET /api/cluster` as text: members, task holders, consumers.
+fn draw_cluster(view: &Value) -> String {
+    let list = |key: &str| view[key].as_array().cloned().unwrap_or_default();
+    let seconds = |ms: &Value| format!("{:.1}s", ms.as_f64().unwrap_or(0.0) / 1000.0);
+    let mut out = vec![format!(
+        "instance {} (lease ttl {}, heartbeat {})",
+        view["instance"].as_str().unwrap_or("?"),
+        seconds(&view["lease_ttl_ms"]),
+        match &view["heartbeat"] {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        }
+    )];
+    out.push("members:".into());
+    for m in list("members") {
+        let leases: Vec<&str> = m["leases"]
+            .as_array()
+            .map_or(Vec::new(), |l| l.iter().filter_map(Value::as_str).collect());
+        out.push(format!(
+            "  {}{} {} heartbeat {} ago{}",
+            m["id"].as_str().unwrap_or("?"),
+            if m["self"] == true { " (this one)" } else { "" },
+            if m["live"] == true { "live" } else { "SILENT" },
+            seconds(&m["heartbeat_age_ms"]),
+            if leases.is_empty() {
+                String::new()
+            } else {
+                format!(", holds {}", leases.join(" "))
+            }
+        ));
+    }
+    out.push("scheduled tasks:".into());
+    for t in list("tasks") {
+        out.push(format!(
+            "  {}: {}",
+            t["task"].as_str().unwrap_or("?"),
+            t["instance"]
+                .as_str()
+                .map_or("not run yet".to_owned(), |i| {
+                    let started = t["interval_start_ms"].as_u64().unwrap_or(0);
+                    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(started);
+                    format!(
+                        "the interval from {} run by {i}",
+                        humantime::format_rfc3339_seconds(at)
+                    )
+                })
+        ));
+    }
+    out.push("consumer groups:".into());
+    for g in list("groups") {
+        let consumers = g["consumers"].as_array().cloned().unwrap_or_default();
+        out.push(format!(
+            "  {} on {}: {} consumers",
+            g["group"].as_str().unwrap_or("?"),
+            g["stream"].as_str().unwrap_or("?"),
+            consumers.len()
+        ));
+        for c in consumers {
+            out.push(format!(
+                "    {} pending {} idle {}",
+                c["name"].as_str().unwrap_or("?"),
+                c["pending"],
+                seconds(&c["idle_ms"])
+            ));
+        }
+    }
+    out.join("\n")
 }
 
 fn print_message(m: &Value) {

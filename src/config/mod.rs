@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use keel_actors::resource::pg::PostgresConfig;
 use keel_actors::resource::redis::RedisConfig;
 use keel_actors::service::analyzer::CandlesConfig;
+use keel_actors::service::cluster::ClusterConfig;
 use keel_actors::service::consumer::ConsumerConfig;
 use keel_actors::service::executor::ExecutorConfig;
 use keel_actors::service::instruments::InstrumentsConfig;
@@ -74,6 +75,9 @@ pub struct Config {
     /// When `keel run` runs the tasks.
     #[serde(default)]
     pub schedule: ScheduleConfig,
+    /// Several instances sharing one Redis.
+    #[serde(default)]
+    pub cluster: ClusterConfig,
     /// `[admin]`: the HTTP endpoint operators and `keel ctl` use.
     #[serde(default)]
     pub admin: AdminConfig,
@@ -204,6 +208,7 @@ impl Config {
             ("instruments", self.instruments.problems()),
             ("janitor", self.janitor.problems()),
             ("schedule", self.schedule.problems()),
+            ("cluster", self.cluster.problems()),
             ("log", self.log.problems()),
         ];
         let mut problems: Vec<(String, String)> = sections

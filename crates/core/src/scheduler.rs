@@ -7,6 +7,10 @@
 //! (an error, a panic, or a kill) re-arms that same timer once for the retry
 //! delay; the retry's own failure waits for the next interval. Its children
 //! live in the same [`ChildSlot`]s the root supervisor uses.
+//!
+//! With a [`RunGate`] (several instances sharing one Redis), a due run first
+//! asks the gate whether this instance takes the interval; one instance of the
+//! fleet does, the others count the interval as run elsewhere.
 use crate::mailbox::Tell;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +30,32 @@ use crate::stats::{Family, Samples, Stats};
 
 /// A failed run is tried again after this long (or its interval, if shorter).
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(30);
+
+/// How long the gate may take to answer before the interval is skipped.
+const GATE_WAIT: Duration = Duration::from_secs(2);
+
+/// Decides whether a due run happens in this instance, when several share
+/// the work: one of them takes each interval.
+pub trait RunGate: Send + Sync + 'static {
+    /// `Ok(None)`: run here. `Ok(Some(who))`: instance `who` took this
+    /// interval. `Err`: the gate cannot tell (its store is unreachable); the
+    /// interval is skipped here.
+    fn admit(
+        &self,
+        task: &str,
+        every: Duration,
+    ) -> futures::future::BoxFuture<'static, Result<Option<String>, String>>;
+}
+
+/// A shared [`RunGate`].
+#[derive(Clone)]
+pub struct Gate(pub Arc<dyn RunGate>);
+
+impl std::fmt::Debug for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Gate")
+    }
+}
 
 /// One scheduled task.
 #[derive(Clone)]
@@ -59,6 +89,9 @@ pub struct SchedulerArgs {
     pub registry: Registry,
     /// How long a running job may take to stop at shutdown.
     pub task_shutdown_timeout: Duration,
+    /// Asked before every due run (not a run an operator asks for); `None`:
+    /// every due run happens here.
+    pub gate: Option<Gate>,
 }
 
 /// Messages the scheduler handles.
@@ -150,6 +183,10 @@ impl Slot {
 struct RunStats {
     succeeded: u64,
     failed: u64,
+    /// Intervals another instance took.
+    elsewhere: u64,
+    /// Intervals skipped because the gate could not tell who takes them.
+    undecided: u64,
     total_seconds: f64,
     last_seconds: Option<f64>,
 }
@@ -167,6 +204,10 @@ impl RunStats {
 }
 
 const RUNS: Family = Family::counter("keel_task_runs_total", "Completed task runs by outcome.");
+const NOT_RUN: Family = Family::counter(
+    "keel_task_intervals_not_run_total",
+    "Due intervals not run here: another instance took them (elsewhere), or Redis could not say who does (undecided).",
+);
 const DURATION: Family =
     Family::histogram("keel_task_run_duration_seconds", "Time task runs took.");
 const LAST: Family = Family::gauge(
@@ -183,6 +224,9 @@ impl Stats for RunStats {
         for (outcome, n) in [("succeeded", self.succeeded), ("failed", self.failed)] {
             out.add(&RUNS, &[("task", task), ("outcome", outcome)], n as f64);
         }
+        for (reason, n) in [("elsewhere", self.elsewhere), ("undecided", self.undecided)] {
+            out.add(&NOT_RUN, &[("task", task), ("reason", reason)], n as f64);
+        }
         // Sum and count only: the +Inf bucket holds every run.
         let count = self.succeeded + self.failed;
         out.add_histogram(&DURATION, &[("task", task)], self.total_seconds, count, &[]);
@@ -198,6 +242,7 @@ pub struct SchedulerState {
     stop: CancellationToken,
     shutdown: CancellationToken,
     skip_drain: CancellationToken,
+    gate: Option<Gate>,
 }
 
 /// A killed scheduler skips `post_stop`; its runs must not outlive it.
@@ -265,6 +310,7 @@ impl Actor for Scheduler {
             stop: own.stop,
             shutdown: own.shutdown,
             skip_drain: CancellationToken::new(),
+            gate: args.gate,
         })
     }
 
@@ -274,7 +320,7 @@ impl Actor for Scheduler {
         message: SchedulerMsg,
         state: &mut SchedulerState,
     ) -> Result<(), ActorProcessingErr> {
-        let (n, retry) = match message {
+        let (n, retry, asked) = match message {
             SchedulerMsg::Due { n, armed, retry } => {
                 let Some(slot) = state.slots.get_mut(n) else {
                     return Ok(());
@@ -285,7 +331,7 @@ impl Actor for Scheduler {
                 // The chain goes on whatever this run does.
                 let every = slot.job.every;
                 slot.arm(&myself, n, every, false);
-                (n, retry)
+                (n, retry, false)
             }
             SchedulerMsg::RunNow(name, reply) => {
                 let Some(n) = state.slots.iter().position(|s| s.job.name == name) else {
@@ -297,7 +343,7 @@ impl Actor for Scheduler {
                     return Ok(());
                 }
                 let _ = reply.send(Ok(()));
-                (n, false)
+                (n, false, true)
             }
         };
         if state.stop.is_cancelled() {
@@ -309,6 +355,33 @@ impl Actor for Scheduler {
         if slot.child.is_running() {
             tracing::info!(task = %slot.job.name, "Previous run still going; skipping this one.");
             return Ok(());
+        }
+        // An operator's request runs here, whoever took the interval.
+        if let (Some(gate), false) = (&state.gate, asked) {
+            let admitted =
+                tokio::time::timeout(GATE_WAIT, gate.0.admit(&slot.job.name, slot.job.every)).await;
+            let not_here = match admitted {
+                Ok(Ok(None)) => None,
+                Ok(Ok(Some(who))) => {
+                    slot.runs.elsewhere += 1;
+                    tracing::debug!(task = %slot.job.name, instance = %who, "This interval runs elsewhere.");
+                    Some("elsewhere")
+                }
+                Ok(Err(reason)) => {
+                    slot.runs.undecided += 1;
+                    tracing::warn!(task = %slot.job.name, %reason, "Cannot tell which instance runs this interval; skipped here.");
+                    Some("undecided")
+                }
+                Err(_) => {
+                    slot.runs.undecided += 1;
+                    tracing::warn!(task = %slot.job.name, wait = ?GATE_WAIT, "No answer on which instance runs this interval; skipped here.");
+                    Some("undecided")
+                }
+            };
+            if not_here.is_some() {
+                slot.child.probe().set_stats("runs", slot.runs.clone());
+                return Ok(());
+            }
         }
         slot.retrying = retry;
         if let Err(error) = slot

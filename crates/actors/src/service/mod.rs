@@ -2,6 +2,7 @@
 
 pub mod analyzer;
 pub mod candles;
+pub mod cluster;
 pub mod consumer;
 pub mod distributor;
 pub mod executor;

@@ -5,6 +5,7 @@
 
 mod ack;
 mod autoclaim;
+pub mod cluster;
 mod create_group;
 mod group_progress;
 mod last_entry;

@@ -1,0 +1,314 @@
+//! Cluster membership and the scheduled tasks' slots: what several Keel
+//! instances sharing one Redis know of each other. Keys (logical):
+//!
+//! - `cluster:members`: a sorted set, each instance scored by its last heartbeat (ms);
+//! - `cluster:member:{id}`: what the instance says of itself, expiring with its lease TTL;
+//! - `cluster:task:{name}`: `{slot}:{id}`, which instance took the task's current interval.
+
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::{RedisError as DriverError, Value};
+
+use crate::resource::redis::{RedisClient, RedisError, RedisOp, RedisShared};
+use crate::resource::Operation;
+
+/// The sorted set of instances by last heartbeat.
+pub const MEMBERS: &str = "cluster:members";
+
+/// The key of one instance's description.
+pub fn member_key(id: &str) -> String {
+    format!("cluster:member:{id}")
+}
+
+/// The key that says which instance took a scheduled task's interval.
+pub fn task_key(task: &str) -> String {
+    format!("cluster:task:{task}")
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+/// One heartbeat: this instance says it is alive, and reads what the others said.
+#[derive(Clone, Debug)]
+pub struct Beat {
+    /// This instance's id.
+    pub instance: String,
+    /// What it says of itself (JSON), kept for `ttl`.
+    pub info: String,
+    /// How long its description lives without another heartbeat.
+    pub ttl: Duration,
+    /// Instances silent this long are dropped from the member set.
+    pub forget_after: Duration,
+    /// The clock of this heartbeat (ms since the epoch).
+    pub now_ms: i64,
+    /// Scheduled tasks whose holder to read.
+    pub tasks: Vec<String>,
+    /// `(stream, group)` pairs whose consumers to read.
+    pub groups: Vec<(String, String)>,
+}
+
+/// What one heartbeat read back.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Seen {
+    /// Every instance in the member set: id, last heartbeat (ms), and its
+    /// description while it lives.
+    pub members: Vec<(String, i64, Option<String>)>,
+    /// Per task: `{slot}:{id}` of the interval taken last, if any.
+    pub tasks: Vec<(String, Option<String>)>,
+    /// Per `(stream, group)`: each consumer's name, pending count and idle ms.
+    pub consumers: Vec<(String, String, Vec<ConsumerSeen>)>,
+}
+
+/// One consumer of a group, as `XINFO CONSUMERS` reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConsumerSeen {
+    /// Its name (`{hostname}-{pid}` unless configured).
+    pub name: String,
+    /// Entries delivered to it and not acknowledged.
+    pub pending: u64,
+    /// Since it last read or claimed, in ms.
+    pub idle_ms: u64,
+}
+
+impl Operation for Beat {
+    type Output = Seen;
+    const NAME: &'static str = "cluster_beat";
+
+    fn summary(&self) -> String {
+        self.instance.clone()
+    }
+}
+
+impl RedisOp for Beat {
+    async fn attempt(
+        &self,
+        conn: &mut MultiplexedConnection,
+        redis: &RedisShared,
+    ) -> Result<Seen, DriverError> {
+        let members_key = redis.key(MEMBERS);
+        let forget_before = self.now_ms - i64::try_from(millis(self.forget_after)).unwrap_or(0);
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET")
+            .arg(redis.key(&member_key(&self.instance)))
+            .arg(&self.info)
+            .arg("PX")
+            .arg(millis(self.ttl))
+            .ignore()
+            .cmd("ZADD")
+            .arg(&members_key)
+            .arg(self.now_ms)
+            .arg(&self.instance)
+            .ignore()
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(&members_key)
+            .arg("-inf")
+            .arg(format!("({forget_before}"))
+            .ignore()
+            .cmd("ZRANGE")
+            .arg(&members_key)
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES");
+        for task in &self.tasks {
+            pipe.cmd("GET").arg(redis.key(&task_key(task)));
+        }
+        let mut replies: Vec<Value> = pipe.query_async(conn).await?;
+        if replies.is_empty() {
+            return Err((redis::ErrorKind::Parse, "no reply to ZRANGE").into());
+        }
+        let scored: Vec<(String, f64)> = redis::from_redis_value(replies.remove(0))?;
+        let held: Vec<Option<String>> = replies
+            .into_iter()
+            .map(redis::from_redis_value)
+            .collect::<Result<_, _>>()?;
+        let infos: Vec<Option<String>> = if scored.is_empty() {
+            Vec::new()
+        } else {
+            let mut mget = redis::cmd("MGET");
+            for (id, _) in &scored {
+                mget.arg(redis.key(&member_key(id)));
+            }
+            mget.query_async(conn).await?
+        };
+        let members = scored
+            .into_iter()
+            .zip(infos.into_iter().chain(std::iter::repeat(None)))
+            .map(|((id, score), info)| (id, score as i64, info))
+            .collect();
+        let tasks = self.tasks.iter().cloned().zip(held).collect();
+        let mut consumers = Vec::new();
+        for (stream, group) in &self.groups {
+            consumers.push((
+                stream.clone(),
+                group.clone(),
+                group_consumers(conn, &redis.key(stream), group).await?,
+            ));
+        }
+        Ok(Seen {
+            members,
+            tasks,
+            consumers,
+        })
+    }
+}
+
+/// `XINFO CONSUMERS`; a stream or group not made yet has none.
+async fn group_consumers(
+    conn: &mut MultiplexedConnection,
+    key: &str,
+    group: &str,
+) -> Result<Vec<ConsumerSeen>, DriverError> {
+    let reply: Result<Vec<std::collections::HashMap<String, Value>>, DriverError> =
+        redis::cmd("XINFO")
+            .arg("CONSUMERS")
+            .arg(key)
+            .arg(group)
+            .query_async(conn)
+            .await;
+    let rows = match reply {
+        Ok(rows) => rows,
+        Err(e) if e.code() == Some("NOGROUP") || e.to_string().contains("no such key") => {
+            return Ok(Vec::new())
+        }
+        Err(e) => return Err(e),
+    };
+    let number = |v: Option<&Value>| match v {
+        Some(Value::Int(n)) => u64::try_from(*n).unwrap_or(0),
+        _ => 0,
+    };
+    Ok(rows
+        .into_iter()
+        .map(|row| ConsumerSeen {
+            name: row
+                .get("name")
+                .and_then(|v| redis::from_redis_value::<String>(v.clone()).ok())
+                .unwrap_or_default(),
+            pending: number(row.get("pending")),
+            idle_ms: number(row.get("idle")),
+        })
+        .collect())
+}
+
+/// An instance leaving: its description and its place in the member set go.
+#[derive(Clone, Debug)]
+pub struct Leave {
+    /// The instance's id.
+    pub instance: String,
+}
+
+impl Operation for Leave {
+    type Output = ();
+    const NAME: &'static str = "cluster_leave";
+
+    fn summary(&self) -> String {
+        self.instance.clone()
+    }
+}
+
+impl RedisOp for Leave {
+    async fn attempt(
+        &self,
+        conn: &mut MultiplexedConnection,
+        redis: &RedisShared,
+    ) -> Result<(), DriverError> {
+        redis::pipe()
+            .cmd("ZREM")
+            .arg(redis.key(MEMBERS))
+            .arg(&self.instance)
+            .ignore()
+            .cmd("DEL")
+            .arg(redis.key(&member_key(&self.instance)))
+            .ignore()
+            .query_async(conn)
+            .await
+    }
+}
+
+/// Takes a scheduled task's interval (`slot`) for an instance, unless another
+/// took it (or a later one) already. The same instance may take its own slot
+/// again: a retry of its failed run.
+#[derive(Clone, Debug)]
+pub struct TakeSlot {
+    /// The task's name.
+    pub task: String,
+    /// The interval's number: ms since the epoch divided by the interval.
+    pub slot: u64,
+    /// Who takes it.
+    pub instance: String,
+    /// How long the record lives (two intervals).
+    pub ttl: Duration,
+}
+
+impl Operation for TakeSlot {
+    /// `None`: taken here; else the instance that holds it.
+    type Output = Option<String>;
+    const NAME: &'static str = "task_slot";
+
+    fn summary(&self) -> String {
+        format!("{} slot {} by {}", self.task, self.slot, self.instance)
+    }
+}
+
+const TAKE_SLOT: &str = "\
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local sep = string.find(cur, ':', 1, true)
+  if sep then
+    local slot = tonumber(string.sub(cur, 1, sep - 1))
+    local owner = string.sub(cur, sep + 1)
+    if slot and slot >= tonumber(ARGV[1]) and owner ~= ARGV[2] then return owner end
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1] .. ':' .. ARGV[2], 'PX', ARGV[3])
+return false";
+
+impl RedisOp for TakeSlot {
+    async fn attempt(
+        &self,
+        conn: &mut MultiplexedConnection,
+        redis: &RedisShared,
+    ) -> Result<Option<String>, DriverError> {
+        redis::Script::new(TAKE_SLOT)
+            .key(redis.key(&task_key(&self.task)))
+            .arg(self.slot)
+            .arg(&self.instance)
+            .arg(millis(self.ttl))
+            .invoke_async(conn)
+            .await
+    }
+}
+
+impl RedisClient {
+    /// One heartbeat of `beat.instance`, and what the cluster looks like.
+    pub async fn cluster_beat(&self, beat: Beat) -> Result<Seen, RedisError> {
+        self.run(beat).await
+    }
+
+    /// Takes `instance` out of the member set.
+    pub async fn cluster_leave(&self, instance: &str) -> Result<(), RedisError> {
+        self.run(Leave {
+            instance: instance.to_owned(),
+        })
+        .await
+    }
+
+    /// Takes interval `slot` of `task` for `instance`: `None` when taken here,
+    /// else who has it.
+    pub async fn take_task_slot(
+        &self,
+        task: &str,
+        slot: u64,
+        instance: &str,
+        ttl: Duration,
+    ) -> Result<Option<String>, RedisError> {
+        self.run(TakeSlot {
+            task: task.to_owned(),
+            slot,
+            instance: instance.to_owned(),
+            ttl,
+        })
+        .await
+    }
+}
