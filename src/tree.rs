@@ -11,7 +11,7 @@ use keel_actors::service::executor::{Executor, ExecutorArgs};
 use keel_actors::service::gaps::GapRepair;
 use keel_actors::service::instruments::InstrumentSync;
 use keel_actors::service::janitor::Janitor;
-use keel_actors::service::receiver::{Receiver, ReceiverArgs};
+use keel_actors::service::receiver::{Leases, Receiver, ReceiverArgs};
 use keel_actors::service::task::{RunOnce, TaskWork};
 use keel_core::scheduler::{Gate, Job, Scheduler, SchedulerArgs};
 use keel_deribit::sim::SimActor;
@@ -202,8 +202,17 @@ pub fn children(config: &Config, registry: &Registry) -> Vec<ChildSpec> {
         .filter(|(consumer, _)| consumer.enabled)
         .map(|(consumer, service)| consumer.group_name(service))
         .collect();
-        let args =
+        let mut args =
             ReceiverArgs::new(config.receiver.clone(), redis, pg).with_backlog_groups(groups);
+        if config.cluster.enabled {
+            let cluster = &config.cluster;
+            args = args.with_leases(Leases::new(
+                cluster.instance_id(),
+                cluster.lease_ttl,
+                cluster.renew_every,
+                config.receiver.instruments.clone(),
+            ));
+        }
         children.push(
             ChildSpec::worker(RECEIVER, move |ctx| Receiver::spawn(args.clone(), ctx)).producer(),
         );
@@ -291,6 +300,9 @@ fn cluster_args(config: &Config, clients: &Clients) -> ClusterArgs {
         (config.executor.enabled, EXECUTOR),
         (config.schedule.enabled, SCHEDULER),
     ];
+    if config.receiver.enabled {
+        args.receives = config.receiver.instruments.clone();
+    }
     args.services = services
         .into_iter()
         .filter(|(on, _)| *on)

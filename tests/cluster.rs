@@ -243,3 +243,197 @@ async fn an_instance_that_stopped_heartbeating_is_shown_silent_and_an_operators_
     eventually("the requested run", WAIT, || janitor(&b).0 == 1).await;
     b.shutdown().await;
 }
+
+const INSTRUMENTS: [&str; 4] = [
+    "BTC-PERPETUAL",
+    "ETH-PERPETUAL",
+    "BTC-25JUN27-100000-C",
+    "BTC-25JUN27-110000-C",
+];
+
+/// Instruments whose receiver lease `handle` holds.
+fn held(handle: &RuntimeHandle) -> Vec<String> {
+    let leases = handle
+        .tree()
+        .actor(tree::RECEIVER)
+        .and_then(|a| a.details.get("leases").cloned())
+        .unwrap_or(Value::Null);
+    leases["held"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|h| h["releasing"] == false)
+        .filter_map(|h| h["instrument"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Every `trade_seq` in `instrument`'s stream, in stream order.
+async fn stream_seqs(prefix: &TestPrefix, instrument: &str) -> Vec<i64> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{REDIS_PORT}/0")).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    type Entry = (String, Vec<(String, String)>);
+    let entries: Vec<Entry> = redis::cmd("XRANGE")
+        .arg(format!("{}trades:{instrument}", prefix.prefix))
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut seqs = Vec::new();
+    for (_, fields) in entries {
+        for (name, value) in fields {
+            let parsed: Value = serde_json::from_str(&value).unwrap();
+            let trades = match name.as_str() {
+                "b" => parsed.as_array().cloned().unwrap_or_default(),
+                "t" => vec![parsed],
+                _ => continue,
+            };
+            seqs.extend(trades.iter().filter_map(|t| t["trade_seq"].as_i64()));
+        }
+    }
+    seqs
+}
+
+fn receiving(
+    db: &TestDb,
+    prefix: &TestPrefix,
+    sim: &keel_deribit::sim::SimHandle,
+    id: &str,
+) -> Config {
+    let mut config = config(db, prefix, Some(sim));
+    config.receiver.instruments = INSTRUMENTS.map(str::to_owned).to_vec();
+    config.analyzer.enabled = false;
+    config.cluster.enabled = true;
+    config.cluster.instance = id.into();
+    config.schedule.instruments_at_boot = false;
+    config
+}
+
+#[tokio::test]
+async fn each_instrument_is_received_by_one_instance_and_one_that_leaves_hands_its_instruments_over(
+) {
+    let db = TestDb::create().await;
+    let prefix = TestPrefix::new();
+    let sim = keel_deribit::sim::start(keel_deribit::sim::SimConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        instruments: INSTRUMENTS.map(str::to_owned).to_vec(),
+        trades_per_sec: 200.0,
+        client_id: Some("k".into()),
+        client_secret: Some(keel_core::secret::Secret::new("s")),
+        min_heartbeat: Duration::from_secs(1),
+        ..keel_deribit::sim::SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let a = Runtime::from_config(&receiving(&db, &prefix, &sim, "a"))
+        .start()
+        .await
+        .unwrap();
+    eventually("a alone receives every instrument", WAIT, || {
+        held(&a).len() == 4 && sim.stats().subscriptions == 4
+    })
+    .await;
+    let b = Runtime::from_config(&receiving(&db, &prefix, &sim, "b"))
+        .start()
+        .await
+        .unwrap();
+    // b joins: the instruments b is the choice for move to it, the rest stay.
+    eventually("the instruments split between a and b", WAIT, || {
+        let (on_a, on_b) = (held(&a), held(&b));
+        !on_a.is_empty()
+            && !on_b.is_empty()
+            && on_a.len() + on_b.len() == 4
+            && on_a.iter().all(|i| !on_b.contains(i))
+    })
+    .await;
+    eventually("one subscription per instrument across both", WAIT, || {
+        sim.stats().subscriptions == 4
+    })
+    .await;
+    let at_split = (held(&a), held(&b));
+    let before: Vec<usize> = {
+        let mut n = Vec::new();
+        for i in INSTRUMENTS {
+            n.push(stream_seqs(&prefix, i).await.len());
+        }
+        n
+    };
+    eventually_some("trades flow on every stream", WAIT, || {
+        let prefix = &prefix;
+        let before = before.clone();
+        async move {
+            for (i, n) in INSTRUMENTS.iter().zip(before) {
+                if stream_seqs(prefix, i).await.len() <= n + 10 {
+                    return None;
+                }
+            }
+            Some(())
+        }
+    })
+    .await;
+    assert_eq!((held(&a), held(&b)), at_split, "no flapping");
+
+    // a leaves: it releases its leases, and b takes them at its next round.
+    a.shutdown().await;
+    eventually("b receives every instrument", WAIT, || {
+        held(&b).len() == 4 && sim.stats().subscriptions == 4
+    })
+    .await;
+    let counts: Vec<usize> = {
+        let mut n = Vec::new();
+        for i in INSTRUMENTS {
+            n.push(stream_seqs(&prefix, i).await.len());
+        }
+        n
+    };
+    eventually_some("trades flow on every stream from b", WAIT, || {
+        let prefix = &prefix;
+        let counts = counts.clone();
+        async move {
+            for (i, n) in INSTRUMENTS.iter().zip(counts) {
+                if stream_seqs(prefix, i).await.len() <= n + 10 {
+                    return None;
+                }
+            }
+            Some(())
+        }
+    })
+    .await;
+
+    // Never written twice: each trade is in its stream once, in order.
+    for instrument in INSTRUMENTS {
+        let seqs = stream_seqs(&prefix, instrument).await;
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "{instrument}: a trade_seq repeated or went back: {seqs:?}"
+        );
+    }
+
+    // The handovers' holes were recorded; repaired, every stored sequence is whole.
+    keel_core::scheduler::run_now(b.registry(), tree::SCHEDULER, tree::GAP_REPAIR)
+        .await
+        .unwrap();
+    eventually_some("every instrument's stored sequence whole", WAIT, || {
+        let db = &db;
+        async move {
+            let rows = db
+                .client()
+                .await
+                .query(
+                    "SELECT instrument_name, count(*), max(trade_seq) - min(trade_seq) + 1
+                     FROM trades GROUP BY 1",
+                    &[],
+                )
+                .await
+                .ok()?;
+            let whole = rows.len() == 4
+                && rows
+                    .iter()
+                    .all(|r| r.get::<_, i64>(1) == r.get::<_, i64>(2));
+            whole.then_some(())
+        }
+    })
+    .await;
+    b.shutdown().await;
+    sim.stop().await;
+}

@@ -247,6 +247,54 @@ async fn leases_belong_to_one_owner_at_a_time() {
 }
 
 #[tokio::test]
+async fn a_receiver_lease_hands_out_growing_tokens_and_fences_every_write_of_a_former_holder() {
+    let prefix = TestPrefix::new();
+    let (handle, redis) = start(fast_config(REDIS_PORT, &prefix)).await;
+    let ttl = Duration::from_millis(300);
+    let lease = "cluster:lease:receiver:X";
+    let first = redis.take_receiver_lease("X", "a", ttl).await.unwrap();
+    assert_eq!(first, Some(1));
+    assert_eq!(
+        redis.take_receiver_lease("X", "b", ttl).await.unwrap(),
+        None
+    );
+    let written = redis
+        .xadd_fenced("s", entries(3).into(), 1, lease, "a:1")
+        .await
+        .unwrap();
+    assert_eq!(written, Some(3));
+    // a pauses past its TTL; b takes the lease with a higher token.
+    let taken = common::eventually_some("the lease expires", WAIT, || {
+        let redis = redis.clone();
+        async move { redis.take_receiver_lease("X", "b", ttl).await.unwrap() }
+    })
+    .await;
+    assert_eq!(taken, 2);
+    // a's late write goes nowhere, b's goes in.
+    let late = redis
+        .xadd_fenced("s", entries(2).into(), 1, lease, "a:1")
+        .await
+        .unwrap();
+    assert_eq!(late, None);
+    let stream = redis.last_entry("s").await.unwrap().unwrap();
+    assert_eq!(
+        stream.field("seq"),
+        Some(&b"2"[..]),
+        "nothing of a's after the handover"
+    );
+    let current = redis
+        .xadd_fenced("s", entries(2).into(), 1, lease, "b:2")
+        .await
+        .unwrap();
+    assert_eq!(current, Some(2));
+    // A former holder cannot renew or release what is b's now.
+    assert!(!redis.lease_renew(lease, "a:1", ttl).await.unwrap());
+    assert!(!redis.lease_release(lease, "a:1").await.unwrap());
+    assert!(redis.lease_release(lease, "b:2").await.unwrap());
+    handle.shutdown().await;
+}
+
+#[tokio::test]
 async fn the_breaker_opens_when_redis_stops_fails_fast_and_closes_when_it_returns() {
     let mut server = PrivateRedis::start();
     let prefix = TestPrefix::on(server.port);

@@ -155,6 +155,8 @@ pub struct ClusterArgs {
     pub groups: Vec<(String, String)>,
     /// The services this instance runs, as it describes itself.
     pub services: Vec<String>,
+    /// The instruments its receiver takes leases for.
+    pub receives: Vec<String>,
     /// Heartbeats that failed, across incarnations.
     pub failures: Arc<Mutex<Failures>>,
 }
@@ -168,6 +170,7 @@ impl ClusterArgs {
             tasks: Vec::new(),
             groups: Vec::new(),
             services: Vec::new(),
+            receives: Vec::new(),
             failures: Arc::default(),
         }
     }
@@ -272,6 +275,7 @@ impl ClusterState {
             forget_after: cfg.lease_ttl * 30,
             now_ms: now,
             tasks: self.args.tasks.iter().map(|(t, _)| t.clone()).collect(),
+            instruments: self.args.receives.clone(),
             groups: self.args.groups.clone(),
         };
         let bound = cfg.renew_every.max(Duration::from_secs(1));
@@ -326,6 +330,17 @@ fn describe(
             (task.clone(), holder)
         })
         .collect();
+    let receivers: Vec<(String, Option<(String, u64)>)> = seen
+        .receivers
+        .iter()
+        .map(|(instrument, held)| {
+            let holder = held.as_deref().and_then(|h| {
+                let (who, token) = h.rsplit_once(':')?;
+                Some((who.to_owned(), token.parse().ok()?))
+            });
+            (instrument.clone(), holder)
+        })
+        .collect();
     let (mut live, mut silent) = (0, 0);
     let members: Vec<Value> = seen
         .members
@@ -338,10 +353,16 @@ fn describe(
             } else {
                 silent += 1;
             }
-            let held: Vec<String> = tasks
+            let held: Vec<String> = receivers
                 .iter()
-                .filter(|(_, h)| h.as_ref().is_some_and(|(_, who)| who == id))
-                .map(|(task, _)| format!("task:{task}"))
+                .filter(|(_, h)| h.as_ref().is_some_and(|(who, _)| who == id))
+                .map(|(instrument, _)| format!("receiver:{instrument}"))
+                .chain(
+                    tasks
+                        .iter()
+                        .filter(|(_, h)| h.as_ref().is_some_and(|(_, who)| who == id))
+                        .map(|(task, _)| format!("task:{task}")),
+                )
                 .collect();
             json!({
                 "id": id,
@@ -370,6 +391,15 @@ fn describe(
             }
         })
         .collect();
+    let receivers: Vec<Value> = receivers
+        .iter()
+        .map(|(instrument, holder)| match holder {
+            Some((who, token)) => {
+                json!({"instrument": instrument, "instance": who, "token": token})
+            }
+            None => json!({"instrument": instrument, "instance": null, "token": null}),
+        })
+        .collect();
     let groups: Vec<Value> = seen
         .consumers
         .iter()
@@ -389,6 +419,7 @@ fn describe(
         "read_at_ms": now,
         "heartbeat": "ok",
         "members": members,
+        "receivers": receivers,
         "tasks": tasks,
         "groups": groups,
     });
@@ -415,11 +446,12 @@ impl Actor for Cluster {
             "started_ms": now_ms(),
             "version": env!("CARGO_PKG_VERSION"),
             "services": args.services,
+            "receives": args.receives,
         })
         .to_string();
         let view = Arc::new(Mutex::new(View {
             json: json!({"instance": instance, "heartbeat": "not yet", "members": [],
-                         "tasks": [], "groups": []}),
+                         "receivers": [], "tasks": [], "groups": []}),
             ..View::default()
         }));
         own.probe
@@ -504,6 +536,7 @@ mod tests {
                 ("janitor".into(), Some("27:b".into())),
                 ("instruments".into(), None),
             ],
+            receivers: vec![("X".into(), Some("a:7".into())), ("Y".into(), None)],
             consumers: vec![(
                 "trades:X".into(),
                 "distributor".into(),
@@ -525,5 +558,8 @@ mod tests {
         assert_eq!(view["tasks"][0]["interval_start_ms"], 27 * 3_600_000);
         assert_eq!(view["tasks"][1]["instance"], Value::Null);
         assert_eq!(view["groups"][0]["consumers"][0]["pending"], 3);
+        assert_eq!(view["members"][0]["leases"][0], "receiver:X");
+        assert_eq!(view["receivers"][0]["token"], 7);
+        assert_eq!(view["receivers"][1]["instance"], Value::Null);
     }
 }

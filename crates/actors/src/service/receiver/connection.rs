@@ -2,7 +2,7 @@
 //! that never waits on downstream work. It returns why it ended; the receiver
 //! then fails and the supervisor reconnects with backoff.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep_until, timeout, Instant};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
@@ -101,6 +101,20 @@ pub(super) struct Connection {
     pub(super) counters: Arc<Counters>,
     pub(super) logs: Arc<Logs>,
     pub(super) probe: Probe,
+    /// Cluster mode: the instruments this instance holds leases for, which
+    /// are the ones it subscribes to; `None`: every configured instrument.
+    pub(super) owned: Option<watch::Receiver<BTreeSet<String>>>,
+}
+
+/// Resolves when the owned instruments change; never without a lease set.
+async fn owned_changed(owned: &mut Option<watch::Receiver<BTreeSet<String>>>) {
+    let changed = match owned {
+        Some(rx) => rx.changed().await.is_ok(),
+        None => false,
+    };
+    if !changed {
+        std::future::pending::<()>().await;
+    }
 }
 
 fn request(id: u64, method: &str, params: Value) -> String {
@@ -108,8 +122,7 @@ fn request(id: u64, method: &str, params: Value) -> String {
 }
 
 impl Connection {
-    fn channels(&self) -> Vec<String> {
-        let instruments = &self.config.instruments;
+    fn channels(&self, instruments: &[String]) -> Vec<String> {
         let trades = instruments.iter().map(|instrument| Channel::Trades {
             instrument: instrument.clone(),
             interval: self.config.interval,
@@ -208,14 +221,20 @@ impl Connection {
                 &mut expect,
             )?;
         }
-        let subscribe = if cfg.client_id.is_some() {
-            "private/subscribe"
+        let (subscribe, unsubscribe) = if cfg.client_id.is_some() {
+            ("private/subscribe", "private/unsubscribe")
         } else {
-            "public/subscribe"
+            ("public/subscribe", "public/unsubscribe")
         };
-        for channels in subscribe_batches(self.channels()) {
+        let mut owned = self.owned.clone();
+        let mut subscribed: Vec<String> = match &mut owned {
+            Some(rx) => rx.borrow_and_update().iter().cloned().collect(),
+            None => cfg.instruments.clone(),
+        };
+        for channels in subscribe_batches(self.channels(&subscribed)) {
             ask(subscribe, json!({ "channels": channels }), &mut expect)?;
         }
+        self.probe.set_detail("subscriptions", subscribed.len());
         self.probe.set_detail("connection", "subscribing");
 
         let now = Instant::now();
@@ -229,8 +248,39 @@ impl Connection {
         loop {
             let frame = tokio::select! {
                 () = stop.cancelled() => return Ok(()),
-                () = sleep_until(data_deadline) => return Err(format!("no data for {:?}", cfg.stall_timeout).into()),
+                // Nothing subscribed (cluster mode, every lease elsewhere): no data is due.
+                () = sleep_until(data_deadline), if !subscribed.is_empty() => return Err(format!("no data for {:?}", cfg.stall_timeout).into()),
                 () = sleep_until(beat_deadline) => return Err("missed heartbeats".into()),
+                () = owned_changed(&mut owned) => {
+                    let now: Vec<String> = owned
+                        .as_mut()
+                        .map(|rx| rx.borrow_and_update().iter().cloned().collect())
+                        .unwrap_or_default();
+                    let gone: Vec<String> =
+                        subscribed.iter().filter(|i| !now.contains(i)).cloned().collect();
+                    let new: Vec<String> =
+                        now.iter().filter(|i| !subscribed.contains(i)).cloned().collect();
+                    if !gone.is_empty() {
+                        for channels in subscribe_batches(self.channels(&gone)) {
+                            ask(unsubscribe, json!({ "channels": channels }), &mut expect)?;
+                        }
+                    }
+                    if !new.is_empty() {
+                        if subscribed.is_empty() {
+                            data_deadline = later(
+                                Instant::now(),
+                                cfg.connect_timeout.saturating_add(cfg.stall_timeout),
+                            );
+                        }
+                        for channels in subscribe_batches(self.channels(&new)) {
+                            ask(subscribe, json!({ "channels": channels }), &mut expect)?;
+                        }
+                    }
+                    tracing::info!(subscribed = ?now, dropped = ?gone, added = ?new, "Receiving the instruments whose leases this instance holds.");
+                    subscribed = now;
+                    self.probe.set_detail("subscriptions", subscribed.len());
+                    continue;
+                }
                 frame = source.next() => frame,
             };
             let text = match frame {

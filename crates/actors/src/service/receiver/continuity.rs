@@ -35,6 +35,21 @@ impl Continuity {
             .or_insert(last_seq);
     }
 
+    /// Starts an instrument over from `last_seq` (the newest entry of its
+    /// stream, written by another instance), or from its next trade when the
+    /// stream is empty: what this instance saw of it before no longer counts.
+    pub(super) fn restart_from(&self, instrument: &str, last_seq: Option<i64>) {
+        let mut last = self.0.lock();
+        match last_seq {
+            Some(seq) => {
+                last.insert(instrument.to_owned(), seq);
+            }
+            None => {
+                last.remove(instrument);
+            }
+        }
+    }
+
     /// Held for a frame's trades: one lock for all of them.
     pub(super) fn held(&self) -> Held<'_> {
         Held(self.0.lock())

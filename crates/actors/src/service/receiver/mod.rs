@@ -10,6 +10,7 @@
 mod config;
 mod connection;
 mod continuity;
+mod leases;
 mod outbox;
 mod publisher;
 mod stats;
@@ -17,6 +18,7 @@ mod validate;
 
 pub use config::ReceiverConfig;
 pub use continuity::Continuity;
+pub use leases::Leases;
 pub use validate::{check_values, Rejected, Rejection};
 
 use std::sync::Arc;
@@ -37,7 +39,7 @@ pub use connection::Ended;
 use connection::{Connection, Counters, Logs};
 use outbox::Outbox;
 use publisher::{Backlog, Publisher};
-use stats::{ReceiverStats, RejectedStats};
+use stats::{LeaseStats, ReceiverStats, RejectedStats};
 use validate::Gate;
 
 /// What a receiver is started with.
@@ -60,6 +62,8 @@ pub struct ReceiverArgs {
     logs: Arc<Logs>,
     /// The consumer groups whose backlog bounds publishing (`max_backlog`).
     backlog_groups: Vec<String>,
+    /// Cluster mode: the instruments' leases, kept across incarnations.
+    leases: Option<Arc<Leases>>,
 }
 
 impl ReceiverArgs {
@@ -80,7 +84,15 @@ impl ReceiverArgs {
             continuity: Continuity::default(),
             outbox,
             backlog_groups: Vec::new(),
+            leases: None,
         }
+    }
+
+    /// Cluster mode: receives only the instruments whose lease this instance
+    /// holds, and writes their streams only under it.
+    pub fn with_leases(mut self, leases: Leases) -> Self {
+        self.leases = Some(Arc::new(leases));
+        self
     }
 
     /// Bounds publishing by these consumer groups' backlog: when one has
@@ -131,6 +143,11 @@ pub struct ReceiverState {
     connection: Option<OwnedTask>,
     publisher_stop: CancellationToken,
     publisher: Option<OwnedTask>,
+    /// Cluster mode: the lease rounds, and the leases they keep.
+    leases: Option<(Arc<Leases>, CancellationToken, OwnedTask)>,
+    redis: RedisClient,
+    /// The tree is shutting down (leases are released then, kept across restarts).
+    shutdown: CancellationToken,
 }
 
 impl Receiver {
@@ -154,6 +171,7 @@ impl Actor for Receiver {
         let outbox = Arc::clone(&args.outbox);
         let counters = Arc::new(Counters::default());
         let redis = args.redis.clone();
+        let own_redis = args.redis.clone();
         // The publisher waits out a Redis outage until it is told to stop, which
         // happens only after the connection ended (see `post_stop`).
         let publisher_stop = CancellationToken::new();
@@ -178,6 +196,7 @@ impl Actor for Receiver {
                 args.config.trades_per_entry as u64,
                 Arc::clone(&counters),
             ),
+            leases: args.leases.clone(),
         };
         probe.set_stats("rejected", RejectedStats(Arc::downgrade(&args.gate)));
         let gate = Arc::downgrade(&args.gate);
@@ -187,6 +206,17 @@ impl Actor for Receiver {
             Some(ReceiverMsg::TaskFailed(end.unexpected("publisher")))
         });
 
+        let leases = args.leases.clone().map(|leases| {
+            let stop = CancellationToken::new();
+            let rounds =
+                Arc::clone(&leases).run(redis.clone(), args.continuity.clone(), stop.clone());
+            let task = OwnedTask::spawn(&myself, rounds, |end| {
+                Some(ReceiverMsg::TaskFailed(end.unexpected("lease rounds")))
+            });
+            probe.set_stats("leases", LeaseStats(Arc::downgrade(&leases)));
+            (leases, stop, task)
+        });
+        let owned = leases.as_ref().map(|(l, _, _)| l.owned());
         let connection_counters = Arc::clone(&counters);
         let connection_stop = own.stop.child_token();
         let stop = connection_stop.clone();
@@ -218,6 +248,7 @@ impl Actor for Receiver {
                 counters: connection_counters,
                 logs: args.logs,
                 probe: probe.clone(),
+                owned,
             };
             let ended = connection.run(stop).await;
             probe.set_detail(
@@ -236,6 +267,9 @@ impl Actor for Receiver {
             connection: Some(connection),
             publisher_stop,
             publisher: Some(publisher),
+            leases,
+            redis: own_redis,
+            shutdown: own.shutdown.clone(),
         })
     }
 
@@ -272,6 +306,15 @@ impl Actor for Receiver {
         state.publisher_stop.cancel();
         if let Some(publisher) = state.publisher.take() {
             publisher.join().await;
+        }
+        // Leases outlive a restart; at a shutdown they go to the other
+        // instances at once, after what was received here is published.
+        if let Some((leases, stop, task)) = state.leases.take() {
+            stop.cancel();
+            task.join().await;
+            if state.shutdown.is_cancelled() {
+                leases.release_all(&state.redis).await;
+            }
         }
         Ok(())
     }

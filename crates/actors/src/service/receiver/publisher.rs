@@ -9,8 +9,10 @@ use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use super::connection::{Counters, PUBLISH_RETRY};
+use super::leases::Leases;
 use super::outbox::{Outbox, Pending};
 use crate::resource::pg::PgClient;
+use crate::resource::redis::op::cluster::receiver_lease_key;
 use crate::resource::redis::{Fields, RedisClient};
 use crate::service::streams;
 
@@ -29,6 +31,8 @@ pub(super) struct Publisher {
     pub(super) shutdown: CancellationToken,
     /// How far behind the consumer groups are; publishing waits while too far.
     pub(super) backlog: Backlog,
+    /// Cluster mode: an instrument's trades are written only under its lease.
+    pub(super) leases: Option<Arc<Leases>>,
 }
 
 /// How often the consumer groups' backlog is read while publishing.
@@ -215,15 +219,37 @@ impl Publisher {
                         streams::encode_texts(&texts)
                     })
                     .collect();
-                if let Err(error) = self
-                    .redis
-                    .xadd_packed(
-                        &streams::trade_stream(&instrument),
-                        entries,
-                        per_entry as u64,
-                    )
-                    .await
-                {
+                let stream = streams::trade_stream(&instrument);
+                let written = match &self.leases {
+                    None => self
+                        .redis
+                        .xadd_packed(&stream, entries, per_entry as u64)
+                        .await
+                        .map(drop),
+                    // Another instance receives it: its trades are not ours to write.
+                    Some(leases) => match leases.holder(&instrument) {
+                        None => {
+                            leases.unleased(group.len() as u64);
+                            continue;
+                        }
+                        Some(holder) => self
+                            .redis
+                            .xadd_fenced(
+                                &stream,
+                                entries,
+                                per_entry as u64,
+                                &receiver_lease_key(&instrument),
+                                &holder,
+                            )
+                            .await
+                            .map(|appended| {
+                                if appended.is_none() {
+                                    leases.fenced_out(&instrument, group.len() as u64);
+                                }
+                            }),
+                    },
+                };
+                if let Err(error) = written {
                     tracing::debug!(%error, "Publishing to Redis failed; keeping the batch.");
                     pass = Pass::Failed;
                     unsent.extend(group);

@@ -151,3 +151,52 @@ impl Stats for RejectedStats {
         }
     }
 }
+
+const LEASES_HELD: Family = Family::gauge(
+    "keel_receiver_leases_held",
+    "Cluster mode: instruments whose receiver lease this instance holds.",
+);
+const LEASE_CHANGES: Family = Family::counter(
+    "keel_receiver_lease_changes_total",
+    "Cluster mode: receiver leases taken, handed over, and lost (expired or taken by another instance).",
+);
+const FENCED: Family = Family::counter(
+    "keel_receiver_fenced_trades_total",
+    "Cluster mode: trades not written because the instrument's lease was not this instance's (another instance receives it).",
+);
+
+/// The receiver's leases in cluster mode (the `leases` detail).
+#[derive(Debug)]
+pub(super) struct LeaseStats(pub(super) Weak<super::leases::Leases>);
+
+impl Stats for LeaseStats {
+    fn show(&self) -> Option<serde_json::Value> {
+        Some(self.0.upgrade()?.show())
+    }
+
+    fn export(&self, actor: &str, out: &mut Samples) {
+        let Some(leases) = self.0.upgrade() else {
+            return;
+        };
+        let shown = leases.show();
+        let held = shown["held"].as_array().map_or(0, Vec::len);
+        out.add(&LEASES_HELD, &[("actor", actor)], held as f64);
+        let c = &leases.counters;
+        for (change, n) in [
+            ("acquired", &c.acquired),
+            ("released", &c.released),
+            ("lost", &c.lost),
+        ] {
+            out.add(
+                &LEASE_CHANGES,
+                &[("actor", actor), ("change", change)],
+                n.load(Ordering::Relaxed) as f64,
+            );
+        }
+        out.add(
+            &FENCED,
+            &[("actor", actor)],
+            c.fenced.load(Ordering::Relaxed) as f64,
+        );
+    }
+}

@@ -3,7 +3,10 @@
 //!
 //! - `cluster:members`: a sorted set, each instance scored by its last heartbeat (ms);
 //! - `cluster:member:{id}`: what the instance says of itself, expiring with its lease TTL;
-//! - `cluster:task:{name}`: `{slot}:{id}`, which instance took the task's current interval.
+//! - `cluster:task:{name}`: `{slot}:{id}`, which instance took the task's current interval;
+//! - `cluster:lease:receiver:{instrument}`: `{id}:{token}`, the instance that
+//!   receives the instrument, with the fencing token it took the lease with;
+//! - `cluster:fence:receiver:{instrument}`: the last token handed out (only grows).
 
 use std::time::Duration;
 
@@ -26,6 +29,16 @@ pub fn task_key(task: &str) -> String {
     format!("cluster:task:{task}")
 }
 
+/// The key of an instrument's receiver lease.
+pub fn receiver_lease_key(instrument: &str) -> String {
+    format!("cluster:lease:receiver:{instrument}")
+}
+
+/// The key of an instrument's fencing counter.
+pub fn receiver_fence_key(instrument: &str) -> String {
+    format!("cluster:fence:receiver:{instrument}")
+}
+
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
@@ -45,6 +58,8 @@ pub struct Beat {
     pub now_ms: i64,
     /// Scheduled tasks whose holder to read.
     pub tasks: Vec<String>,
+    /// Instruments whose receiver lease to read.
+    pub instruments: Vec<String>,
     /// `(stream, group)` pairs whose consumers to read.
     pub groups: Vec<(String, String)>,
 }
@@ -57,6 +72,8 @@ pub struct Seen {
     pub members: Vec<(String, i64, Option<String>)>,
     /// Per task: `{slot}:{id}` of the interval taken last, if any.
     pub tasks: Vec<(String, Option<String>)>,
+    /// Per instrument: `{id}:{token}` of its receiver lease, if held.
+    pub receivers: Vec<(String, Option<String>)>,
     /// Per `(stream, group)`: each consumer's name, pending count and idle ms.
     pub consumers: Vec<(String, String, Vec<ConsumerSeen>)>,
 }
@@ -114,15 +131,20 @@ impl RedisOp for Beat {
         for task in &self.tasks {
             pipe.cmd("GET").arg(redis.key(&task_key(task)));
         }
+        for instrument in &self.instruments {
+            pipe.cmd("GET")
+                .arg(redis.key(&receiver_lease_key(instrument)));
+        }
         let mut replies: Vec<Value> = pipe.query_async(conn).await?;
         if replies.is_empty() {
             return Err((redis::ErrorKind::Parse, "no reply to ZRANGE").into());
         }
         let scored: Vec<(String, f64)> = redis::from_redis_value(replies.remove(0))?;
-        let held: Vec<Option<String>> = replies
+        let mut held: Vec<Option<String>> = replies
             .into_iter()
             .map(redis::from_redis_value)
             .collect::<Result<_, _>>()?;
+        let receivers = held.split_off(self.tasks.len().min(held.len()));
         let infos: Vec<Option<String>> = if scored.is_empty() {
             Vec::new()
         } else {
@@ -138,6 +160,7 @@ impl RedisOp for Beat {
             .map(|((id, score), info)| (id, score as i64, info))
             .collect();
         let tasks = self.tasks.iter().cloned().zip(held).collect();
+        let receivers = self.instruments.iter().cloned().zip(receivers).collect();
         let mut consumers = Vec::new();
         for (stream, group) in &self.groups {
             consumers.push((
@@ -149,6 +172,7 @@ impl RedisOp for Beat {
         Ok(Seen {
             members,
             tasks,
+            receivers,
             consumers,
         })
     }
@@ -277,6 +301,141 @@ impl RedisOp for TakeSlot {
             .arg(millis(self.ttl))
             .invoke_async(conn)
             .await
+    }
+}
+
+/// What a receiver needs each lease round: the live members' descriptions
+/// and who holds each instrument's lease.
+#[derive(Clone, Debug)]
+pub struct ReadLeases {
+    /// Instruments whose leases to read.
+    pub instruments: Vec<String>,
+    /// Members whose last heartbeat is older than this (ms since the epoch) are left out.
+    pub live_since_ms: i64,
+}
+
+/// [`ReadLeases`]' answer.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Leases {
+    /// Live members: id and description (while it lives).
+    pub members: Vec<(String, Option<String>)>,
+    /// Per instrument (in the order asked): `{id}:{token}` of its lease.
+    pub held: Vec<Option<String>>,
+}
+
+impl Operation for ReadLeases {
+    type Output = Leases;
+    const NAME: &'static str = "read_leases";
+
+    fn summary(&self) -> String {
+        format!("{} instruments", self.instruments.len())
+    }
+}
+
+impl RedisOp for ReadLeases {
+    async fn attempt(
+        &self,
+        conn: &mut MultiplexedConnection,
+        redis: &RedisShared,
+    ) -> Result<Leases, DriverError> {
+        let ids: Vec<String> = redis::cmd("ZRANGE")
+            .arg(redis.key(MEMBERS))
+            .arg(self.live_since_ms)
+            .arg("+inf")
+            .arg("BYSCORE")
+            .query_async(conn)
+            .await?;
+        let mut mget = redis::cmd("MGET");
+        for id in &ids {
+            mget.arg(redis.key(&member_key(id)));
+        }
+        for instrument in &self.instruments {
+            mget.arg(redis.key(&receiver_lease_key(instrument)));
+        }
+        if ids.is_empty() && self.instruments.is_empty() {
+            return Ok(Leases::default());
+        }
+        let mut values: Vec<Option<String>> = mget.query_async(conn).await?;
+        let held = values.split_off(ids.len().min(values.len()));
+        Ok(Leases {
+            members: ids.into_iter().zip(values).collect(),
+            held,
+        })
+    }
+}
+
+/// Takes an instrument's receiver lease if it is free, with the next fencing
+/// token.
+#[derive(Clone, Debug)]
+pub struct TakeLease {
+    /// The instrument.
+    pub instrument: String,
+    /// Who takes it.
+    pub instance: String,
+    /// How long it lives without a renewal.
+    pub ttl: Duration,
+}
+
+impl Operation for TakeLease {
+    /// The token, or `None` when someone holds it.
+    type Output = Option<u64>;
+    const NAME: &'static str = "take_lease";
+
+    fn summary(&self) -> String {
+        format!("{} by {}", self.instrument, self.instance)
+    }
+}
+
+const TAKE_LEASE: &str = "\
+if redis.call('EXISTS', KEYS[1]) == 1 then return false end
+local token = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], ARGV[1] .. ':' .. token, 'PX', ARGV[2])
+return token";
+
+impl RedisOp for TakeLease {
+    async fn attempt(
+        &self,
+        conn: &mut MultiplexedConnection,
+        redis: &RedisShared,
+    ) -> Result<Option<u64>, DriverError> {
+        redis::Script::new(TAKE_LEASE)
+            .key(redis.key(&receiver_lease_key(&self.instrument)))
+            .key(redis.key(&receiver_fence_key(&self.instrument)))
+            .arg(&self.instance)
+            .arg(millis(self.ttl))
+            .invoke_async(conn)
+            .await
+    }
+}
+
+impl RedisClient {
+    /// The live members and who holds each of `instruments`' receiver leases.
+    pub async fn read_leases(
+        &self,
+        instruments: Vec<String>,
+        live_since_ms: i64,
+    ) -> Result<Leases, RedisError> {
+        self.run(ReadLeases {
+            instruments,
+            live_since_ms,
+        })
+        .await
+    }
+
+    /// Takes `instrument`'s receiver lease for `instance` if it is free: its
+    /// fencing token, or `None` when another holds it.
+    pub async fn take_receiver_lease(
+        &self,
+        instrument: &str,
+        instance: &str,
+        ttl: Duration,
+    ) -> Result<Option<u64>, RedisError> {
+        self.run(TakeLease {
+            instrument: instrument.to_owned(),
+            instance: instance.to_owned(),
+            ttl,
+        })
+        .await
     }
 }
 

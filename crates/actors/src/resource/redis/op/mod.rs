@@ -27,7 +27,7 @@ pub use ping::Ping;
 pub use read_group::ReadGroup;
 pub use read_own_pending::ReadOwnPending;
 pub use trim_min_id::TrimMinId;
-pub use xadd_bulk::XaddBulk;
+pub use xadd_bulk::{XaddBulk, XaddFenced};
 
 use std::future::Future;
 

@@ -99,3 +99,95 @@ async fn xadd_bulk(
     }
     pipe.query_async(conn).await
 }
+
+/// As [`XaddBulk`], only while a lease holds the given value: the check and
+/// the appends are one script, so a writer whose lease expired (and went to
+/// another instance) adds nothing, however late its write arrives.
+#[derive(Clone, Debug)]
+pub struct XaddFenced {
+    /// The appends.
+    pub add: XaddBulk,
+    /// The lease key (logical).
+    pub lease: String,
+    /// What it must hold: the writer's id and fencing token.
+    pub holder: String,
+}
+
+impl Operation for XaddFenced {
+    /// Entries appended, or `None`: the lease is not the writer's.
+    type Output = Option<u64>;
+    const NAME: &'static str = "xadd_fenced";
+
+    fn summary(&self) -> String {
+        format!(
+            "{} entries to {} under {}",
+            self.add.entries.len(),
+            self.add.stream,
+            self.holder
+        )
+    }
+}
+
+/// `ARGV`: the holder, the trim length, then per entry its field count and
+/// its fields and values.
+const XADD_FENCED: &str = "\
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return false end
+local i, n = 3, 0
+while i <= #ARGV do
+  local fields = tonumber(ARGV[i])
+  local args = {'XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*'}
+  for j = 1, fields * 2 do args[6 + j] = ARGV[i + j] end
+  redis.call(unpack(args))
+  i = i + 1 + fields * 2
+  n = n + 1
+end
+return n";
+
+impl RedisOp for XaddFenced {
+    const WRITES: bool = true;
+
+    async fn attempt(
+        &self,
+        conn: &mut MultiplexedConnection,
+        redis: &RedisShared,
+    ) -> Result<Option<u64>, DriverError> {
+        let maxlen = (redis.config.stream_maxlen / self.add.per_entry.max(1)).max(1);
+        let script = redis::Script::new(XADD_FENCED);
+        let mut call = script.prepare_invoke();
+        call.key(redis.key(&self.add.stream))
+            .key(redis.key(&self.lease))
+            .arg(&self.holder)
+            .arg(maxlen);
+        for fields in self.add.entries.iter() {
+            call.arg(fields.len());
+            for (name, value) in fields {
+                call.arg(name).arg(value.as_slice());
+            }
+        }
+        call.invoke_async(conn).await
+    }
+}
+
+impl RedisClient {
+    /// As [`xadd_packed`](Self::xadd_packed), only while `lease` holds
+    /// `holder`: `None` (nothing appended) once it does not.
+    pub async fn xadd_fenced(
+        &self,
+        stream: &str,
+        entries: Arc<[Fields]>,
+        per_entry: u64,
+        lease: &str,
+        holder: &str,
+    ) -> Result<Option<u64>, RedisError> {
+        self.run(XaddFenced {
+            add: XaddBulk {
+                stream: stream.to_owned(),
+                entries,
+                per_entry,
+            },
+            lease: lease.to_owned(),
+            holder: holder.to_owned(),
+        })
+        .await
+    }
+}

@@ -1,0 +1,432 @@
+//! Cluster mode: which instruments this instance receives. One instance of the
+//! fleet holds each instrument's lease (`cluster:lease:receiver:{instrument}`,
+//! `{id}:{token}`), takes it over within the lease TTL when its holder dies,
+//! and writes the instrument's stream only while the lease is its own: every
+//! append checks the lease in the same script ([`XaddFenced`]), so an instance
+//! that was paused or cut off past its lease writes nothing when it resumes.
+//!
+//! Instruments are spread by rendezvous hashing over the live members that
+//! receive them: each instrument goes to the member with the highest
+//! `fnv1a(id, instrument)`, so a join or a leave moves only the instruments it
+//! wins or held. A holder that is no longer the instrument's choice stops
+//! subscribing to it, keeps the lease for one more round while what it
+//! buffered is published, then releases it; the chosen member takes it at its
+//! next round. A lease free for two rounds is taken by whoever sees it, so
+//! members that disagree about the membership never leave one unreceived.
+//! The trades between the last one the old holder published and the first the
+//! new one receives are a gap: the new holder starts from the stream's last
+//! entry, records the gap, and gap repair fills it.
+//!
+//! [`XaddFenced`]: crate::resource::redis::op::XaddFenced
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+use serde_json::{json, Value};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::continuity::Continuity;
+use crate::resource::redis::op::cluster::receiver_lease_key;
+use crate::resource::redis::RedisClient;
+use crate::service::streams;
+
+/// What an instance holds of one instrument.
+#[derive(Clone, Debug)]
+struct Held {
+    /// `{id}:{token}`, what the lease key must hold for a write to go in.
+    holder: String,
+    /// When it was last renewed.
+    renewed: Instant,
+    /// Given up at the next round: it is no longer this instance's choice.
+    releasing: bool,
+}
+
+/// Counters of the lease rounds, for the registry and `/metrics`.
+#[derive(Debug, Default)]
+pub(super) struct LeaseCounters {
+    pub(super) acquired: AtomicU64,
+    pub(super) released: AtomicU64,
+    pub(super) lost: AtomicU64,
+    /// Trades not written: the lease was not this instance's (any more).
+    pub(super) fenced: AtomicU64,
+}
+
+/// The receiver's leases, kept across its incarnations (a restart keeps the
+/// leases it holds).
+#[derive(Debug)]
+pub struct Leases {
+    instance: String,
+    ttl: Duration,
+    every: Duration,
+    instruments: Vec<String>,
+    held: Mutex<HashMap<String, Held>>,
+    /// Rounds each instrument's lease was seen free while another member was
+    /// its choice.
+    free_rounds: Mutex<HashMap<String, u32>>,
+    /// The instruments to subscribe to.
+    owned: watch::Sender<BTreeSet<String>>,
+    pub(super) counters: LeaseCounters,
+}
+
+/// Rounds a lease may stay free, its choice not taking it, before any member takes it.
+const FREE_ROUNDS: u32 = 2;
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// FNV-1a over the member and the instrument: the same on every host and
+/// every build, so every member computes the same choice.
+fn score(member: &str, instrument: &str) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in member.bytes().chain([0xff]).chain(instrument.bytes()) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+/// The member that should receive `instrument`: the highest score (ties by id).
+fn choice<'a>(members: &'a [String], instrument: &str) -> Option<&'a str> {
+    members
+        .iter()
+        .max_by_key(|m| (score(m, instrument), m.as_str()))
+        .map(String::as_str)
+}
+
+impl Leases {
+    /// The leases of `instance` for `instruments`.
+    pub fn new(instance: String, ttl: Duration, every: Duration, instruments: Vec<String>) -> Self {
+        Self {
+            instance,
+            ttl,
+            every,
+            instruments,
+            held: Mutex::default(),
+            free_rounds: Mutex::default(),
+            owned: watch::channel(BTreeSet::new()).0,
+            counters: LeaseCounters::default(),
+        }
+    }
+
+    /// The instruments to subscribe to, as they change.
+    pub(super) fn owned(&self) -> watch::Receiver<BTreeSet<String>> {
+        self.owned.subscribe()
+    }
+
+    /// What the lease key must hold for this instance to write `instrument`'s
+    /// stream; `None`: it does not hold the lease.
+    pub(super) fn holder(&self, instrument: &str) -> Option<String> {
+        self.held.lock().get(instrument).map(|h| h.holder.clone())
+    }
+
+    /// A write found the lease gone: stop receiving `instrument`.
+    pub(super) fn fenced_out(&self, instrument: &str, trades: u64) {
+        self.counters.fenced.fetch_add(trades, Ordering::Relaxed);
+        if self.held.lock().remove(instrument).is_some() {
+            self.counters.lost.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%instrument, "The receiver lease went to another instance; its writes were refused and it is no longer received here.");
+        }
+        self.publish();
+    }
+
+    /// Trades dropped because this instance holds no lease for them.
+    pub(super) fn unleased(&self, trades: u64) {
+        self.counters.fenced.fetch_add(trades, Ordering::Relaxed);
+    }
+
+    fn publish(&self) {
+        let owned: BTreeSet<String> = self
+            .held
+            .lock()
+            .iter()
+            .filter(|(_, h)| !h.releasing)
+            .map(|(i, _)| i.clone())
+            .collect();
+        self.owned.send_if_modified(|now| {
+            let changed = *now != owned;
+            *now = owned;
+            changed
+        });
+    }
+
+    /// The registry's view: held instruments with their tokens, and counters.
+    pub(super) fn show(&self) -> Value {
+        let held: Vec<Value> = {
+            let held = self.held.lock();
+            let mut rows: Vec<Value> = held
+                .iter()
+                .map(|(instrument, h)| {
+                    json!({"instrument": instrument, "holder": h.holder, "releasing": h.releasing})
+                })
+                .collect();
+            rows.sort_by(|a, b| a["instrument"].as_str().cmp(&b["instrument"].as_str()));
+            rows
+        };
+        let c = &self.counters;
+        json!({
+            "instance": self.instance,
+            "held": held,
+            "acquired": c.acquired.load(Ordering::Relaxed),
+            "released": c.released.load(Ordering::Relaxed),
+            "lost": c.lost.load(Ordering::Relaxed),
+            "fenced_trades": c.fenced.load(Ordering::Relaxed),
+        })
+    }
+
+    /// Lease rounds every `renew_every` until `stop`, then gives every lease up
+    /// (once the publisher has flushed: see the receiver's `post_stop`).
+    pub(super) async fn run(
+        self: Arc<Self>,
+        redis: RedisClient,
+        continuity: Continuity,
+        stop: CancellationToken,
+    ) {
+        loop {
+            let bound = self.every.max(Duration::from_secs(1));
+            if tokio::time::timeout(bound, self.round(&redis, &continuity))
+                .await
+                .is_err()
+            {
+                tracing::debug!("A lease round took longer than {bound:?}; the next one follows.");
+            }
+            self.expire_unrenewed();
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(self.every) => {}
+            }
+        }
+    }
+
+    /// Leases not renewed within their TTL (Redis unreachable) may be someone
+    /// else's now: stop receiving them (writes were fenced anyway).
+    fn expire_unrenewed(&self) {
+        let expired: Vec<String> = self
+            .held
+            .lock()
+            .iter()
+            .filter(|(_, h)| h.renewed.elapsed() >= self.ttl)
+            .map(|(i, _)| i.clone())
+            .collect();
+        if expired.is_empty() {
+            return;
+        }
+        let mut held = self.held.lock();
+        for instrument in expired {
+            held.remove(&instrument);
+            self.counters.lost.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%instrument, ttl = ?self.ttl, "Receiver lease not renewed within its TTL; no longer received here.");
+        }
+        drop(held);
+        self.publish();
+    }
+
+    async fn round(&self, redis: &RedisClient, continuity: &Continuity) {
+        let live_since = now_ms() - i64::try_from(self.ttl.as_millis()).unwrap_or(0);
+        let seen = match redis
+            .read_leases(self.instruments.clone(), live_since)
+            .await
+        {
+            Ok(seen) => seen,
+            Err(error) => {
+                tracing::debug!(%error, "Cannot read the receiver leases; renewing what is held.");
+                self.renew_all(redis).await;
+                return;
+            }
+        };
+        // Members that receive each instrument, this one always among them.
+        let receives = |info: &Option<String>, instrument: &str| {
+            info.as_deref()
+                .and_then(|i| serde_json::from_str::<Value>(i).ok())
+                .is_some_and(|v| {
+                    v["receives"]
+                        .as_array()
+                        .is_some_and(|r| r.iter().any(|x| x == instrument))
+                })
+        };
+        for (instrument, lease) in self.instruments.iter().zip(&seen.held) {
+            let mut candidates: Vec<String> = seen
+                .members
+                .iter()
+                .filter(|(_, info)| receives(info, instrument))
+                .map(|(id, _)| id.clone())
+                .collect();
+            if !candidates.contains(&self.instance) {
+                candidates.push(self.instance.clone());
+            }
+            let chosen = choice(&candidates, instrument) == Some(self.instance.as_str());
+            self.step(redis, continuity, instrument, lease.as_deref(), chosen)
+                .await;
+        }
+        self.publish();
+    }
+
+    /// One instrument's round.
+    async fn step(
+        &self,
+        redis: &RedisClient,
+        continuity: &Continuity,
+        instrument: &str,
+        lease: Option<&str>,
+        chosen: bool,
+    ) {
+        let key = receiver_lease_key(instrument);
+        let mine = self.held.lock().get(instrument).cloned();
+        if let Some(h) = mine {
+            if h.releasing {
+                if let Err(error) = redis.lease_release(&key, &h.holder).await {
+                    tracing::debug!(%error, %instrument, "Could not release the receiver lease; it expires.");
+                }
+                self.held.lock().remove(instrument);
+                self.counters.released.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(%instrument, "Receiver lease handed over to the instance that is now its choice.");
+                return;
+            }
+            match redis.lease_renew(&key, &h.holder, self.ttl).await {
+                Ok(true) => {
+                    if let Some(h) = self.held.lock().get_mut(instrument) {
+                        h.renewed = Instant::now();
+                        // Another member is the choice now: stop subscribing,
+                        // release at the next round.
+                        h.releasing = !chosen;
+                    }
+                }
+                Ok(false) => {
+                    self.held.lock().remove(instrument);
+                    self.counters.lost.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%instrument, "Receiver lease lost to another instance; no longer received here.");
+                }
+                Err(error) => {
+                    tracing::debug!(%error, %instrument, "Receiver lease renewal failed; tried again next round.");
+                }
+            }
+            return;
+        }
+        let free = lease.is_none();
+        let rounds = {
+            let mut free_rounds = self.free_rounds.lock();
+            let n = free_rounds.entry(instrument.to_owned()).or_default();
+            *n = if free { *n + 1 } else { 0 };
+            *n
+        };
+        if !free || !(chosen || rounds > FREE_ROUNDS) {
+            return;
+        }
+        let token = match redis
+            .take_receiver_lease(instrument, &self.instance, self.ttl)
+            .await
+        {
+            Ok(Some(token)) => token,
+            Ok(None) => return,
+            Err(error) => {
+                tracing::debug!(%error, %instrument, "Could not take the receiver lease; tried again next round.");
+                return;
+            }
+        };
+        // Start from where the stream ends: the trades between it and the first
+        // one received here are a gap, recorded for repair.
+        let stream = streams::trade_stream(instrument);
+        let last = match redis.last_entry(&stream).await {
+            Ok(entry) => entry.and_then(|entry| {
+                streams::decode(&entry)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|t| t.trade_seq)
+                    .max()
+            }),
+            Err(_) => None,
+        };
+        continuity.restart_from(instrument, last);
+        self.free_rounds.lock().remove(instrument);
+        self.held.lock().insert(
+            instrument.to_owned(),
+            Held {
+                holder: format!("{}:{token}", self.instance),
+                renewed: Instant::now(),
+                releasing: false,
+            },
+        );
+        self.counters.acquired.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(%instrument, token, last_seq = ?last, "Receiver lease taken; receiving it here.");
+    }
+
+    /// Renews every held lease (the membership could not be read).
+    async fn renew_all(&self, redis: &RedisClient) {
+        let held: Vec<(String, String)> = self
+            .held
+            .lock()
+            .iter()
+            .map(|(i, h)| (i.clone(), h.holder.clone()))
+            .collect();
+        for (instrument, holder) in held {
+            let key = receiver_lease_key(&instrument);
+            if let Ok(true) = redis.lease_renew(&key, &holder, self.ttl).await {
+                if let Some(h) = self.held.lock().get_mut(&instrument) {
+                    h.renewed = Instant::now();
+                }
+            }
+        }
+    }
+
+    /// Gives every held lease up, so another member takes them at once.
+    pub(super) async fn release_all(&self, redis: &RedisClient) {
+        let held: Vec<(String, String)> = self
+            .held
+            .lock()
+            .drain()
+            .map(|(i, h)| (i, h.holder))
+            .collect();
+        for (instrument, holder) in held {
+            let key = receiver_lease_key(&instrument);
+            let release = redis.lease_release(&key, &holder);
+            match tokio::time::timeout(Duration::from_secs(1), release).await {
+                Ok(Ok(_)) => {
+                    self.counters.released.fetch_add(1, Ordering::Relaxed);
+                }
+                _ => {
+                    tracing::debug!(%instrument, "Could not release the receiver lease; it expires.");
+                }
+            }
+        }
+        self.publish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_member_computes_the_same_choice_and_a_join_moves_only_what_it_wins() {
+        let instruments: Vec<String> = (0..200).map(|i| format!("I-{i}")).collect();
+        let two = ["a".to_owned(), "b".to_owned()];
+        let three = ["a".to_owned(), "b".to_owned(), "c".to_owned()];
+        let mut moved = 0;
+        let mut per = HashMap::new();
+        for i in &instruments {
+            let before = choice(&two, i).unwrap();
+            let after = choice(&three, i).unwrap();
+            if before != after {
+                assert_eq!(after, "c", "{i} moved between the old members");
+                moved += 1;
+            }
+            *per.entry(after).or_insert(0) += 1;
+        }
+        // About a third moves to the new member, and the spread is even.
+        assert!((40..=95).contains(&moved), "{moved} of 200 moved");
+        for m in ["a", "b", "c"] {
+            assert!((40..=95).contains(&per[m]), "{per:?}");
+        }
+        // Fixed values: the hash is the same on every build.
+        assert_eq!(score("a", "BTC-PERPETUAL"), score("a", "BTC-PERPETUAL"));
+        assert_ne!(score("ab", "c"), score("a", "bc"));
+        assert_eq!(score("", ""), 0xaf64_724c_8602_eb6e);
+    }
+}
