@@ -11,11 +11,13 @@ use keel_actors::service::executor::{Executor, ExecutorArgs};
 use keel_actors::service::gaps::GapRepair;
 use keel_actors::service::instruments::InstrumentSync;
 use keel_actors::service::janitor::Janitor;
-use keel_actors::service::receiver::{Leases, Receiver, ReceiverArgs};
+use keel_actors::service::leases::{Kind, Leases};
+use keel_actors::service::receiver::{Receiver, ReceiverArgs};
 use keel_actors::service::task::{RunOnce, TaskWork};
 use keel_core::scheduler::{Gate, Job, Scheduler, SchedulerArgs};
 use keel_deribit::sim::SimActor;
 use keel_market::{NotAResolution, Resolution};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use keel_core::registry::Registry;
@@ -173,8 +175,17 @@ pub fn children(config: &Config, registry: &Registry) -> Vec<ChildSpec> {
         }));
     }
     if config.analyzer.enabled {
-        let sink = FoldCandles::new(config.candles.minutes());
-        let args = consumer(config, &config.analyzer, sink, &clients);
+        let mut sink = FoldCandles::new(config.candles.minutes());
+        // With several instances, one folds each instrument, under its lease.
+        let leases = config
+            .cluster
+            .enabled
+            .then(|| Arc::new(leases(config, Kind::Analyzer)));
+        if let Some(leases) = &leases {
+            sink = sink.with_leases(Arc::clone(leases));
+        }
+        let mut args = consumer(config, &config.analyzer, sink, &clients);
+        args.leases = leases;
         children.push(ChildSpec::worker(ANALYZER, move |ctx| {
             Analyzer::spawn(args.clone(), ctx)
         }));
@@ -205,13 +216,7 @@ pub fn children(config: &Config, registry: &Registry) -> Vec<ChildSpec> {
         let mut args =
             ReceiverArgs::new(config.receiver.clone(), redis, pg).with_backlog_groups(groups);
         if config.cluster.enabled {
-            let cluster = &config.cluster;
-            args = args.with_leases(Leases::new(
-                cluster.instance_id(),
-                cluster.lease_ttl,
-                cluster.renew_every,
-                config.receiver.instruments.clone(),
-            ));
+            args = args.with_leases(leases(config, Kind::Receiver));
         }
         children.push(
             ChildSpec::worker(RECEIVER, move |ctx| Receiver::spawn(args.clone(), ctx)).producer(),
@@ -248,7 +253,7 @@ pub fn children(config: &Config, registry: &Registry) -> Vec<ChildSpec> {
         // With several instances, one of them runs each interval.
         let gate = config.cluster.enabled.then(|| {
             let slots = TaskSlots::new(clients.redis.clone(), config.cluster.instance_id());
-            Gate(std::sync::Arc::new(slots))
+            Gate(Arc::new(slots))
         });
         let args = SchedulerArgs {
             jobs,
@@ -302,6 +307,9 @@ fn cluster_args(config: &Config, clients: &Clients) -> ClusterArgs {
     ];
     if config.receiver.enabled {
         args.receives = config.receiver.instruments.clone();
+    }
+    if config.analyzer.enabled {
+        args.analyzes = config.receiver.instruments.clone();
     }
     args.services = services
         .into_iter()
@@ -357,7 +365,20 @@ fn consumer<S>(
         instruments: config.receiver.instruments.clone(),
         redis: clients.redis.clone(),
         pg: clients.pg.clone(),
+        leases: None,
     }
+}
+
+/// Cluster mode: `kind`'s leases of this instance on the configured instruments.
+fn leases(config: &Config, kind: Kind) -> Leases {
+    let cluster = &config.cluster;
+    Leases::new(
+        kind,
+        cluster.instance_id(),
+        cluster.lease_ttl,
+        cluster.renew_every,
+        config.receiver.instruments.clone(),
+    )
 }
 
 /// A run-once task doing `work`, registered as `name`.

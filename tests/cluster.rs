@@ -6,6 +6,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use common::conservation;
 use common::daemon::config;
 use common::db::TestDb;
 use common::redis::{TestPrefix, REDIS_PORT};
@@ -267,6 +268,22 @@ fn held(handle: &RuntimeHandle) -> Vec<String> {
         .collect()
 }
 
+/// Instruments whose analyzer lease `handle` holds.
+fn analyzed(handle: &RuntimeHandle) -> Vec<String> {
+    let leases = handle
+        .tree()
+        .actor(tree::ANALYZER)
+        .and_then(|a| a.details.get("leases").cloned())
+        .unwrap_or(Value::Null);
+    leases["held"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|h| h["releasing"] == false)
+        .filter_map(|h| h["instrument"].as_str().map(str::to_owned))
+        .collect()
+}
+
 /// Every `trade_seq` in `instrument`'s stream, in stream order.
 async fn stream_seqs(prefix: &TestPrefix, instrument: &str) -> Vec<i64> {
     let client = redis::Client::open(format!("redis://127.0.0.1:{REDIS_PORT}/0")).unwrap();
@@ -302,7 +319,9 @@ fn receiving(
 ) -> Config {
     let mut config = config(db, prefix, Some(sim));
     config.receiver.instruments = INSTRUMENTS.map(str::to_owned).to_vec();
-    config.analyzer.enabled = false;
+    // Two hosts: two consumers in each group.
+    config.distributor.consumer = id.into();
+    config.analyzer.consumer = id.into();
     config.cluster.enabled = true;
     config.cluster.instance = id.into();
     config.schedule.instruments_at_boot = false;
@@ -310,14 +329,16 @@ fn receiving(
 }
 
 #[tokio::test]
-async fn each_instrument_is_received_by_one_instance_and_one_that_leaves_hands_its_instruments_over(
-) {
+async fn each_instrument_is_received_and_folded_by_one_instance_and_one_that_leaves_hands_it_over()
+{
     let db = TestDb::create().await;
     let prefix = TestPrefix::new();
     let sim = keel_deribit::sim::start(keel_deribit::sim::SimConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         instruments: INSTRUMENTS.map(str::to_owned).to_vec(),
-        trades_per_sec: 200.0,
+        // Trading starts once the first instance listens: what an exchange
+        // traded before Keel ever subscribed is not Keel's to store.
+        trades_per_sec: 0.0,
         client_id: Some("k".into()),
         client_secret: Some(keel_core::secret::Secret::new("s")),
         min_heartbeat: Duration::from_secs(1),
@@ -329,10 +350,11 @@ async fn each_instrument_is_received_by_one_instance_and_one_that_leaves_hands_i
         .start()
         .await
         .unwrap();
-    eventually("a alone receives every instrument", WAIT, || {
-        held(&a).len() == 4 && sim.stats().subscriptions == 4
+    eventually("a alone receives and folds every instrument", WAIT, || {
+        held(&a).len() == 4 && analyzed(&a).len() == 4 && sim.stats().subscriptions == 4
     })
     .await;
+    sim.set_rate(200.0);
     let b = Runtime::from_config(&receiving(&db, &prefix, &sim, "b"))
         .start()
         .await
@@ -348,6 +370,11 @@ async fn each_instrument_is_received_by_one_instance_and_one_that_leaves_hands_i
     .await;
     eventually("one subscription per instrument across both", WAIT, || {
         sim.stats().subscriptions == 4
+    })
+    .await;
+    eventually("the folding splits too", WAIT, || {
+        let (on_a, on_b) = (analyzed(&a), analyzed(&b));
+        !on_b.is_empty() && on_a.len() + on_b.len() == 4 && on_a.iter().all(|i| !on_b.contains(i))
     })
     .await;
     let at_split = (held(&a), held(&b));
@@ -409,31 +436,44 @@ async fn each_instrument_is_received_by_one_instance_and_one_that_leaves_hands_i
         );
     }
 
-    // The handovers' holes were recorded; repaired, every stored sequence is whole.
-    keel_core::scheduler::run_now(b.registry(), tree::SCHEDULER, tree::GAP_REPAIR)
-        .await
-        .unwrap();
-    eventually_some("every instrument's stored sequence whole", WAIT, || {
-        let db = &db;
-        async move {
-            let rows = db
-                .client()
-                .await
-                .query(
-                    "SELECT instrument_name, count(*), max(trade_seq) - min(trade_seq) + 1
-                     FROM trades GROUP BY 1",
-                    &[],
-                )
-                .await
-                .ok()?;
-            let whole = rows.len() == 4
-                && rows
-                    .iter()
-                    .all(|r| r.get::<_, i64>(1) == r.get::<_, i64>(2));
-            whole.then_some(())
-        }
-    })
-    .await;
-    b.shutdown().await;
+    // The analyzer's leases went the same way: b folds every instrument now.
+    eventually("b folds every instrument", WAIT, || analyzed(&b).len() == 4).await;
+
+    // The handovers' holes were recorded; once repaired, every trade the
+    // exchange made is stored once, and every candle equals the SQL aggregate
+    // of the stored trades: no instrument was folded by two analyzers out of
+    // order.
+    sim.set_rate(0.0);
+    let client = db.client().await;
+    let mut last = -1;
+    let mut quiet = 0;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while quiet < 3 {
+        let now = conservation::total(&client, &INSTRUMENTS).await;
+        quiet = if now == last { quiet + 1 } else { 0 };
+        last = now;
+        assert!(tokio::time::Instant::now() < deadline, "never settled");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Before any repair: every candle holds exactly the trades stored.
+    assert_eq!(
+        conservation::candles_mismatched(&client).await,
+        0,
+        "candles folded by the two analyzers equal the SQL aggregate of the stored trades"
+    );
+    let report = b.shutdown().await;
+    assert!(report.drained(), "{report:?}");
+    let config_b = receiving(&db, &prefix, &sim, "b");
+    assert_eq!(
+        conservation::repair(&config_b, WAIT).await,
+        keel::TaskOutcome::Succeeded
+    );
+    let total = conservation::assert_exactly_once(&client, &sim, &INSTRUMENTS).await;
+    assert!(total > 400, "enough trades ({total})");
+    assert_eq!(
+        conservation::candles_mismatched(&client).await,
+        0,
+        "candles equal the SQL aggregate of the stored trades"
+    );
     sim.stop().await;
 }

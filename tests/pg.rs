@@ -553,6 +553,46 @@ async fn a_batch_holding_one_trade_twice_stores_it_once_even_when_nothing_is_sto
     handle.shutdown().await;
 }
 
+/// Cluster mode: once an analyzer that took the instrument over raised its
+/// fence, a fold under an older token writes nothing, and says so.
+#[tokio::test]
+async fn a_fold_under_a_token_older_than_the_fence_folds_nothing() {
+    let db = TestDb::create().await;
+    let (handle, pg) = start(pg_config(db.url(PG_PORT))).await;
+    wait_ready(&handle).await;
+    let all = trades("BTC-PERPETUAL", 0..100);
+    pg.insert_trades(all.clone().into()).await.unwrap();
+    let resolutions: Arc<[i32]> = Arc::from([1, 5, 60]);
+    let under = |token: i64, batch: &[keel_market::Trade]| {
+        pg.fold_candles_fenced(
+            batch.to_vec().into(),
+            Arc::clone(&resolutions),
+            Arc::from([("BTC-PERPETUAL".to_owned(), token)]),
+        )
+    };
+    assert!(under(1, &all[..50]).await.unwrap().is_some_and(|n| n > 0));
+    pg.raise_fold_fence("BTC-PERPETUAL", 2).await.unwrap();
+    assert_eq!(under(1, &all[50..]).await.unwrap(), None, "fenced out");
+    let folded: i64 = db
+        .client()
+        .await
+        .query_one(
+            "SELECT coalesce(sum(trades), 0)::bigint FROM candles WHERE resolution_minutes = 60",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(folded, 50, "nothing of the fenced fold was written");
+    // A fence never goes back down.
+    pg.raise_fold_fence("BTC-PERPETUAL", 1).await.unwrap();
+    assert_eq!(under(1, &all[50..]).await.unwrap(), None);
+    assert!(under(2, &all[50..]).await.unwrap().is_some());
+    let client = db.client().await;
+    assert_eq!(common::conservation::candles_mismatched(&client).await, 0);
+    handle.shutdown().await;
+}
+
 /// The analyzer's fold against the SQL aggregate of the same trades: batches
 /// that overlap (a redelivery after a crash), a batch delivered twice, a batch
 /// out of order and holding duplicates, across minute and hour buckets. Each

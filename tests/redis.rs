@@ -252,10 +252,10 @@ async fn a_receiver_lease_hands_out_growing_tokens_and_fences_every_write_of_a_f
     let (handle, redis) = start(fast_config(REDIS_PORT, &prefix)).await;
     let ttl = Duration::from_millis(300);
     let lease = "cluster:lease:receiver:X";
-    let first = redis.take_receiver_lease("X", "a", ttl).await.unwrap();
+    let first = redis.take_lease("receiver", "X", "a", ttl).await.unwrap();
     assert_eq!(first, Some(1));
     assert_eq!(
-        redis.take_receiver_lease("X", "b", ttl).await.unwrap(),
+        redis.take_lease("receiver", "X", "b", ttl).await.unwrap(),
         None
     );
     let written = redis
@@ -266,7 +266,7 @@ async fn a_receiver_lease_hands_out_growing_tokens_and_fences_every_write_of_a_f
     // a pauses past its TTL; b takes the lease with a higher token.
     let taken = common::eventually_some("the lease expires", WAIT, || {
         let redis = redis.clone();
-        async move { redis.take_receiver_lease("X", "b", ttl).await.unwrap() }
+        async move { redis.take_lease("receiver", "X", "b", ttl).await.unwrap() }
     })
     .await;
     assert_eq!(taken, 2);

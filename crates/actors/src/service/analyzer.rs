@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::consumer::{TradeConsumer, TradeSink};
 use crate::resource::pg::PgClient;
+use crate::service::leases::Leases;
 use keel_market::{Gap, Resolution, Trade};
 
 /// The `[candles]` section: which candles the analyzer and gap repair maintain.
@@ -74,7 +75,15 @@ pub struct FoldCandles {
     /// The last `trade_seq` folded per instrument, shared by the analyzer's
     /// incarnations in this process.
     pub folded: Arc<Mutex<HashMap<String, i64>>>,
+    /// Cluster mode: folds carry the token each instrument's lease is held with.
+    pub leases: Option<Arc<Leases>>,
 }
+
+/// A fold refused: another analyzer took these instruments over. Nothing was
+/// folded or acknowledged; the new holder folds those entries.
+#[derive(Debug, thiserror::Error)]
+#[error("fenced: another analyzer holds {0:?} now")]
+pub struct Fenced(pub Vec<String>);
 
 impl FoldCandles {
     /// Folds candles of `resolutions`, with no trade folded yet.
@@ -82,7 +91,14 @@ impl FoldCandles {
         Self {
             resolutions,
             folded: Arc::default(),
+            leases: None,
         }
+    }
+
+    /// Cluster mode: folds only under `leases`, each fold fenced by its tokens.
+    pub fn with_leases(mut self, leases: Arc<Leases>) -> Self {
+        self.leases = Some(leases);
+        self
     }
 
     /// The trades this batch skips over: what the analyzer never saw although
@@ -123,6 +139,29 @@ impl TradeSink for FoldCandles {
 
     async fn store(&self, pg: &PgClient, trades: Arc<[Trade]>) -> Result<u64, ActorProcessingErr> {
         let count = trades.len() as u64;
+        let fences: Option<Vec<(String, i64)>> = match &self.leases {
+            None => None,
+            Some(leases) => {
+                let mut names: Vec<&str> =
+                    trades.iter().map(|t| t.instrument_name.as_str()).collect();
+                names.sort_unstable();
+                names.dedup();
+                let mut fences = Vec::with_capacity(names.len());
+                let mut unheld = Vec::new();
+                for name in names {
+                    match leases.token(name) {
+                        Some(token) => {
+                            fences.push((name.to_owned(), i64::try_from(token).unwrap_or(i64::MAX)))
+                        }
+                        None => unheld.push(name.to_owned()),
+                    }
+                }
+                if !unheld.is_empty() {
+                    return Err(Fenced(unheld).into());
+                }
+                Some(fences)
+            }
+        };
         let unseen = self.unseen(&trades);
         if !unseen.is_empty() {
             pg.record_gaps(unseen.into()).await?;
@@ -131,8 +170,21 @@ impl TradeSink for FoldCandles {
             .iter()
             .map(|t| (t.instrument_name.clone(), t.trade_seq))
             .collect();
-        pg.fold_candles(trades, Arc::clone(&self.resolutions))
-            .await?;
+        match fences {
+            None => {
+                pg.fold_candles(trades, Arc::clone(&self.resolutions))
+                    .await?;
+            }
+            Some(fences) => {
+                let names: Vec<String> = fences.iter().map(|(n, _)| n.clone()).collect();
+                let folded = pg
+                    .fold_candles_fenced(trades, Arc::clone(&self.resolutions), fences.into())
+                    .await?;
+                if folded.is_none() {
+                    return Err(Fenced(names).into());
+                }
+            }
+        }
         let mut folded = self.folded.lock();
         for (instrument, seq) in highest {
             let last = folded.entry(instrument).or_insert(seq);

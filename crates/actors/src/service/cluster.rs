@@ -157,6 +157,8 @@ pub struct ClusterArgs {
     pub services: Vec<String>,
     /// The instruments its receiver takes leases for.
     pub receives: Vec<String>,
+    /// The instruments its analyzer takes leases for.
+    pub analyzes: Vec<String>,
     /// Heartbeats that failed, across incarnations.
     pub failures: Arc<Mutex<Failures>>,
 }
@@ -171,6 +173,7 @@ impl ClusterArgs {
             groups: Vec::new(),
             services: Vec::new(),
             receives: Vec::new(),
+            analyzes: Vec::new(),
             failures: Arc::default(),
         }
     }
@@ -276,6 +279,7 @@ impl ClusterState {
             now_ms: now,
             tasks: self.args.tasks.iter().map(|(t, _)| t.clone()).collect(),
             instruments: self.args.receives.clone(),
+            analyzed: self.args.analyzes.clone(),
             groups: self.args.groups.clone(),
         };
         let bound = cfg.renew_every.max(Duration::from_secs(1));
@@ -330,17 +334,20 @@ fn describe(
             (task.clone(), holder)
         })
         .collect();
-    let receivers: Vec<(String, Option<(String, u64)>)> = seen
-        .receivers
-        .iter()
-        .map(|(instrument, held)| {
-            let holder = held.as_deref().and_then(|h| {
-                let (who, token) = h.rsplit_once(':')?;
-                Some((who.to_owned(), token.parse().ok()?))
-            });
-            (instrument.clone(), holder)
-        })
-        .collect();
+    let holders = |leases: &[(String, Option<String>)]| -> Vec<(String, Option<(String, u64)>)> {
+        leases
+            .iter()
+            .map(|(instrument, held)| {
+                let holder = held.as_deref().and_then(|h| {
+                    let (who, token) = h.rsplit_once(':')?;
+                    Some((who.to_owned(), token.parse().ok()?))
+                });
+                (instrument.clone(), holder)
+            })
+            .collect()
+    };
+    let receivers = holders(&seen.receivers);
+    let analyzers = holders(&seen.analyzers);
     let (mut live, mut silent) = (0, 0);
     let members: Vec<Value> = seen
         .members
@@ -353,10 +360,16 @@ fn describe(
             } else {
                 silent += 1;
             }
-            let held: Vec<String> = receivers
-                .iter()
-                .filter(|(_, h)| h.as_ref().is_some_and(|(who, _)| who == id))
-                .map(|(instrument, _)| format!("receiver:{instrument}"))
+            let of = |kind: &'static str, leases: &'_ [(String, Option<(String, u64)>)]| {
+                leases
+                    .iter()
+                    .filter(|(_, h)| h.as_ref().is_some_and(|(who, _)| who == id))
+                    .map(move |(instrument, _)| format!("{kind}:{instrument}"))
+                    .collect::<Vec<_>>()
+            };
+            let held: Vec<String> = of("receiver", &receivers)
+                .into_iter()
+                .chain(of("analyzer", &analyzers))
                 .chain(
                     tasks
                         .iter()
@@ -391,15 +404,17 @@ fn describe(
             }
         })
         .collect();
-    let receivers: Vec<Value> = receivers
-        .iter()
-        .map(|(instrument, holder)| match holder {
-            Some((who, token)) => {
-                json!({"instrument": instrument, "instance": who, "token": token})
-            }
-            None => json!({"instrument": instrument, "instance": null, "token": null}),
-        })
-        .collect();
+    let rows = |leases: &[(String, Option<(String, u64)>)]| -> Vec<Value> {
+        leases
+            .iter()
+            .map(|(instrument, holder)| match holder {
+                Some((who, token)) => {
+                    json!({"instrument": instrument, "instance": who, "token": token})
+                }
+                None => json!({"instrument": instrument, "instance": null, "token": null}),
+            })
+            .collect()
+    };
     let groups: Vec<Value> = seen
         .consumers
         .iter()
@@ -419,7 +434,8 @@ fn describe(
         "read_at_ms": now,
         "heartbeat": "ok",
         "members": members,
-        "receivers": receivers,
+        "receivers": rows(&receivers),
+        "analyzers": rows(&analyzers),
         "tasks": tasks,
         "groups": groups,
     });
@@ -447,11 +463,12 @@ impl Actor for Cluster {
             "version": env!("CARGO_PKG_VERSION"),
             "services": args.services,
             "receives": args.receives,
+            "analyzes": args.analyzes,
         })
         .to_string();
         let view = Arc::new(Mutex::new(View {
             json: json!({"instance": instance, "heartbeat": "not yet", "members": [],
-                         "receivers": [], "tasks": [], "groups": []}),
+                         "receivers": [], "analyzers": [], "tasks": [], "groups": []}),
             ..View::default()
         }));
         own.probe
@@ -537,6 +554,7 @@ mod tests {
                 ("instruments".into(), None),
             ],
             receivers: vec![("X".into(), Some("a:7".into())), ("Y".into(), None)],
+            analyzers: vec![("X".into(), Some("b:3".into()))],
             consumers: vec![(
                 "trades:X".into(),
                 "distributor".into(),
@@ -561,5 +579,6 @@ mod tests {
         assert_eq!(view["members"][0]["leases"][0], "receiver:X");
         assert_eq!(view["receivers"][0]["token"], 7);
         assert_eq!(view["receivers"][1]["instance"], Value::Null);
+        assert_eq!(view["members"][1]["leases"][0], "analyzer:X");
     }
 }

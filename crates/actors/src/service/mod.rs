@@ -9,6 +9,7 @@ pub mod executor;
 pub mod gaps;
 pub mod instruments;
 pub mod janitor;
+pub mod leases;
 pub mod receiver;
 pub mod streams;
 pub mod task;

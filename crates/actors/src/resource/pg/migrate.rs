@@ -50,6 +50,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "intent_deadline",
         sql: include_str!("migrations/V006__intent_deadline.sql"),
     },
+    Migration {
+        version: 7,
+        name: "fold_fences",
+        sql: include_str!("migrations/V007__fold_fences.sql"),
+    },
 ];
 
 /// Any constant works; it only has to be the same for every Keel.

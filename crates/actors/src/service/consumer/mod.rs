@@ -30,11 +30,15 @@ use serde::{Deserialize, Serialize};
 use crate::resource::pg::PgClient;
 use crate::resource::redis::{Fields, RedisClient, StreamEntry};
 use crate::resource::RideOut;
+use crate::service::analyzer::Fenced;
+use crate::service::leases::{LeaseStats, Leases, Takeover};
 use crate::service::streams;
 use keel_core::child::{spawn_with_probe, Incarnation, StartContext};
 use keel_core::logs::Repeats;
 use keel_core::recorded::Recordable;
+use keel_core::tasks::OwnedTask;
 use keel_market::Trade;
+use tokio_util::sync::CancellationToken;
 
 /// The `[distributor]` and `[analyzer]` sections.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -178,6 +182,9 @@ pub struct ConsumerArgs<S> {
     pub redis: RedisClient,
     /// PgActor, reached by name in the tree's registry.
     pub pg: PgClient,
+    /// Cluster mode (the analyzer): reads only the streams of the instruments
+    /// whose lease this instance holds; kept across incarnations.
+    pub leases: Option<Arc<Leases>>,
 }
 
 /// Messages a consumer handles.
@@ -185,15 +192,23 @@ pub struct ConsumerArgs<S> {
 pub enum ConsumerMsg {
     /// Read, store and acknowledge one batch, then poll again.
     Poll,
+    /// A task of its own (the lease rounds) ended when it should not have.
+    TaskFailed(String),
 }
 
 impl Recordable for ConsumerMsg {
     fn kind(&self) -> &'static str {
-        "Poll"
+        match self {
+            ConsumerMsg::Poll => "Poll",
+            ConsumerMsg::TaskFailed(_) => "TaskFailed",
+        }
     }
 
     fn summary(&self) -> String {
-        "read, store, acknowledge one batch".into()
+        match self {
+            ConsumerMsg::Poll => "read, store, acknowledge one batch".into(),
+            ConsumerMsg::TaskFailed(reason) => reason.clone(),
+        }
     }
 }
 
@@ -234,6 +249,15 @@ pub struct ConsumerState<S> {
     dead_log: Repeats,
     counts: Arc<Counts>,
     progress: Arc<ProgressStats>,
+    /// Cluster mode: the leases, their rounds and their stop.
+    leases: Option<(Arc<Leases>, CancellationToken, OwnedTask)>,
+    /// Streams taken over and not yet cleared of what the group holds
+    /// pending for other consumers, with the claim cursor.
+    takeover: BTreeMap<String, String>,
+    /// The tree is shutting down: leases are given up then.
+    shutdown: CancellationToken,
+    /// Redis without riding out, for giving leases up within a bound.
+    plain_redis: RedisClient,
 }
 
 impl<S: TradeSink> TradeConsumer<S> {
@@ -261,6 +285,19 @@ impl<S: TradeSink> Actor for TradeConsumer<S> {
         let (counts, progress) = (Arc::<Counts>::default(), Arc::<ProgressStats>::default());
         probe.set_stats(S::NAME, Arc::clone(&counts));
         probe.set_stats("group_progress", Arc::clone(&progress));
+        let leases = args.leases.clone().map(|leases| {
+            let stop = CancellationToken::new();
+            let rounds = Arc::clone(&leases).run(
+                args.redis.clone(),
+                Takeover::Analyzer(args.pg.clone()),
+                stop.clone(),
+            );
+            let task = OwnedTask::spawn(&myself, rounds, |end| {
+                Some(ConsumerMsg::TaskFailed(end.unexpected("lease rounds")))
+            });
+            probe.set_stats("leases", LeaseStats(Arc::downgrade(&leases)));
+            (leases, stop, task)
+        });
         myself.tell(ConsumerMsg::Poll)?;
         Ok(ConsumerState {
             sink: args.sink,
@@ -269,10 +306,14 @@ impl<S: TradeSink> Actor for TradeConsumer<S> {
                 .iter()
                 .map(|i| streams::trade_stream(i))
                 .collect(),
+            plain_redis: args.redis.clone(),
             redis: args.redis.riding_out(RideOut::new(&own)),
             pg: args.pg.riding_out(RideOut::new(&own)),
             config: args.config,
             consumer,
+            leases,
+            takeover: BTreeMap::new(),
+            shutdown: own.shutdown.clone(),
             stop: own.stop,
             missing_groups: 0,
             own_pending_done: false,
@@ -290,11 +331,27 @@ impl<S: TradeSink> Actor for TradeConsumer<S> {
     async fn handle(
         &self,
         myself: ActorRef<ConsumerMsg>,
-        ConsumerMsg::Poll: ConsumerMsg,
+        message: ConsumerMsg,
         state: &mut ConsumerState<S>,
     ) -> Result<(), ActorProcessingErr> {
+        if let ConsumerMsg::TaskFailed(reason) = message {
+            return Err(reason.into());
+        }
         match state.poll().await {
             Ok(()) => state.missing_groups = 0,
+            // Another instance took these instruments over: nothing of the
+            // batch was stored or acknowledged, and their streams are no
+            // longer read here.
+            Err(error) if error.downcast_ref::<Fenced>().is_some() => {
+                if let (Some(Fenced(instruments)), Some((leases, _, _))) =
+                    (error.downcast_ref::<Fenced>(), &state.leases)
+                {
+                    for instrument in instruments {
+                        leases.fenced_out(instrument, 0);
+                    }
+                }
+                tracing::warn!(%error, "Fold refused: another analyzer took the instrument over.");
+            }
             Err(error) if missing_group(&error) => {
                 // Redis lost the group (restarted without persistence, or
                 // flushed): what it held is gone, and gap repair finds those
@@ -328,6 +385,23 @@ impl<S: TradeSink> Actor for TradeConsumer<S> {
         let _ = myself.tell(ConsumerMsg::Poll);
         Ok(())
     }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<ConsumerMsg>,
+        state: &mut ConsumerState<S>,
+    ) -> Result<(), ActorProcessingErr> {
+        // Leases outlive a restart; at a shutdown they go to the other
+        // instances at once (the batch in hand was acknowledged).
+        if let Some((leases, stop, task)) = state.leases.take() {
+            stop.cancel();
+            task.join().await;
+            if state.shutdown.is_cancelled() {
+                leases.release_all(&state.plain_redis).await;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The reason PostgreSQL gave for rejecting a batch because of its data (a value
@@ -356,6 +430,9 @@ fn missing_group(error: &ActorProcessingErr) -> bool {
         == Some("NOGROUP")
 }
 
+/// How long a consumer holding no lease waits before looking again.
+const NOTHING_HELD: Duration = Duration::from_millis(250);
+
 /// An entry and how often it has been delivered (0: unknown, first read).
 type Delivery = (String, StreamEntry, u64);
 
@@ -365,6 +442,31 @@ type Place = (usize, Option<usize>);
 
 impl<S: TradeSink> ConsumerState<S> {
     async fn poll(&mut self) -> Result<(), ActorProcessingErr> {
+        if let Some((leases, _, _)) = &self.leases {
+            // Only the streams of instruments held, and held still by this
+            // instance's clock (one paused past its lease reads nothing).
+            let held: Vec<String> = leases
+                .owned_now()
+                .into_iter()
+                .filter(|i| leases.token(i).is_some())
+                .map(|i| streams::trade_stream(&i))
+                .collect();
+            for stream in &held {
+                if !self.streams.contains(stream) {
+                    self.takeover.insert(stream.clone(), "0-0".into());
+                    self.groups_created = false;
+                }
+            }
+            self.takeover.retain(|stream, _| held.contains(stream));
+            self.streams = held;
+            if self.streams.is_empty() {
+                tokio::select! {
+                    () = self.stop.cancelled() => {}
+                    () = tokio::time::sleep(NOTHING_HELD) => {}
+                }
+                return Ok(());
+            }
+        }
         if !self.groups_created {
             for stream in &self.streams {
                 self.redis.create_group(stream, &self.config.group).await?;
@@ -560,6 +662,42 @@ impl<S: TradeSink> ConsumerState<S> {
                 self.own_pending_done = true;
             } else {
                 return Ok(batch);
+            }
+        }
+        // A stream taken over: first every entry the group holds pending for
+        // another consumer (the previous holder's), whatever its idle time, so
+        // its trades are folded before any newer one.
+        let taken: Vec<(String, String)> = self
+            .takeover
+            .iter()
+            .map(|(s, c)| (s.clone(), c.clone()))
+            .collect();
+        for (stream, cursor) in taken {
+            let result = self
+                .redis
+                .autoclaim(
+                    &stream,
+                    &group,
+                    &self.consumer,
+                    Duration::ZERO,
+                    &cursor,
+                    count,
+                )
+                .await?;
+            let done = result.next_start == "0-0";
+            if done {
+                self.takeover.remove(&stream);
+            } else {
+                self.takeover.insert(stream.clone(), result.next_start);
+            }
+            if !result.entries.is_empty() {
+                tracing::info!(%stream, claimed = result.entries.len(),
+                    "Taken over: claimed what the previous holder left pending.");
+                return Ok(result
+                    .entries
+                    .into_iter()
+                    .map(|d| (stream.clone(), d.entry, d.deliveries))
+                    .collect());
             }
         }
         let due = self

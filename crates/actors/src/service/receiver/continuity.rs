@@ -38,7 +38,7 @@ impl Continuity {
     /// Starts an instrument over from `last_seq` (the newest entry of its
     /// stream, written by another instance), or from its next trade when the
     /// stream is empty: what this instance saw of it before no longer counts.
-    pub(super) fn restart_from(&self, instrument: &str, last_seq: Option<i64>) {
+    pub(crate) fn restart_from(&self, instrument: &str, last_seq: Option<i64>) {
         let mut last = self.0.lock();
         match last_seq {
             Some(seq) => {

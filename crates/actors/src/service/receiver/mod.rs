@@ -10,7 +10,6 @@
 mod config;
 mod connection;
 mod continuity;
-mod leases;
 mod outbox;
 mod publisher;
 mod stats;
@@ -18,7 +17,6 @@ mod validate;
 
 pub use config::ReceiverConfig;
 pub use continuity::Continuity;
-pub use leases::Leases;
 pub use validate::{check_values, Rejected, Rejection};
 
 use std::sync::Arc;
@@ -30,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use crate::resource::pg::PgClient;
 use crate::resource::redis::RedisClient;
 use crate::resource::RideOut;
+use crate::service::leases::{LeaseStats, Leases, Takeover};
 use crate::service::streams;
 use keel_core::child::{spawn_with_probe, Incarnation, Outage, StartContext};
 use keel_core::recorded::Recordable;
@@ -39,7 +38,7 @@ pub use connection::Ended;
 use connection::{Connection, Counters, Logs};
 use outbox::Outbox;
 use publisher::{Backlog, Publisher};
-use stats::{LeaseStats, ReceiverStats, RejectedStats};
+use stats::{ReceiverStats, RejectedStats};
 use validate::Gate;
 
 /// What a receiver is started with.
@@ -208,8 +207,11 @@ impl Actor for Receiver {
 
         let leases = args.leases.clone().map(|leases| {
             let stop = CancellationToken::new();
-            let rounds =
-                Arc::clone(&leases).run(redis.clone(), args.continuity.clone(), stop.clone());
+            let rounds = Arc::clone(&leases).run(
+                redis.clone(),
+                Takeover::Receiver(args.continuity.clone()),
+                stop.clone(),
+            );
             let task = OwnedTask::spawn(&myself, rounds, |end| {
                 Some(ReceiverMsg::TaskFailed(end.unexpected("lease rounds")))
             });

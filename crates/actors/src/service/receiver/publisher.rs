@@ -9,11 +9,11 @@ use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use super::connection::{Counters, PUBLISH_RETRY};
-use super::leases::Leases;
 use super::outbox::{Outbox, Pending};
 use crate::resource::pg::PgClient;
-use crate::resource::redis::op::cluster::receiver_lease_key;
+use crate::resource::redis::op::cluster::lease_key;
 use crate::resource::redis::{Fields, RedisClient};
+use crate::service::leases::Leases;
 use crate::service::streams;
 
 pub(super) struct Publisher {
@@ -238,7 +238,7 @@ impl Publisher {
                                 &stream,
                                 entries,
                                 per_entry as u64,
-                                &receiver_lease_key(&instrument),
+                                &lease_key("receiver", &instrument),
                                 &holder,
                             )
                             .await

@@ -22,10 +22,15 @@ pub struct FoldCandles {
     pub trades: Arc<[Trade]>,
     /// Resolutions in minutes.
     pub resolutions: Arc<[i32]>,
+    /// Cluster mode: the fencing token this analyzer holds each instrument of
+    /// the batch with; empty: no fence.
+    pub fences: Arc<[(String, i64)]>,
 }
 
 impl Operation for FoldCandles {
-    type Output = u64;
+    /// Candle rows changed; `None`: a later analyzer took an instrument of the
+    /// batch over, and nothing was folded.
+    type Output = Option<u64>;
     const NAME: &'static str = "fold_candles";
 
     fn summary(&self) -> String {
@@ -38,8 +43,15 @@ impl PgOp for FoldCandles {
         &self,
         client: &mut Client,
         pg: &PgShared,
-    ) -> Result<u64, tokio_postgres::Error> {
-        fold_candles(client, pg.timeout_ms(), &self.trades, &self.resolutions).await
+    ) -> Result<Option<u64>, tokio_postgres::Error> {
+        fold_candles(
+            client,
+            pg.timeout_ms(),
+            &self.trades,
+            &self.resolutions,
+            &self.fences,
+        )
+        .await
     }
 }
 
@@ -50,13 +62,92 @@ impl PgClient {
         trades: Arc<[Trade]>,
         resolutions: Arc<[i32]>,
     ) -> Result<u64, PgError> {
+        let folded = self
+            .run(FoldCandles {
+                trades,
+                resolutions,
+                fences: Arc::from([]),
+            })
+            .await?;
+        Ok(folded.unwrap_or(0))
+    }
+
+    /// As [`fold_candles`](Self::fold_candles), under `fences` (each
+    /// instrument's token): `None`, nothing folded, once a later token is
+    /// stored for any of them.
+    pub async fn fold_candles_fenced(
+        &self,
+        trades: Arc<[Trade]>,
+        resolutions: Arc<[i32]>,
+        fences: Arc<[(String, i64)]>,
+    ) -> Result<Option<u64>, PgError> {
         self.run(FoldCandles {
             trades,
             resolutions,
+            fences,
+        })
+        .await
+    }
+
+    /// Refuses, from now on, every fold of `instrument` under a token below
+    /// `token`; waits for a fold in flight (the fold lock).
+    pub async fn raise_fold_fence(&self, instrument: &str, token: i64) -> Result<(), PgError> {
+        self.run(RaiseFence {
+            instrument: instrument.to_owned(),
+            token,
         })
         .await
     }
 }
+
+/// Raises an instrument's fold fence.
+#[derive(Clone, Debug)]
+pub struct RaiseFence {
+    /// The instrument.
+    pub instrument: String,
+    /// The new taker's token.
+    pub token: i64,
+}
+
+impl Operation for RaiseFence {
+    type Output = ();
+    const NAME: &'static str = "raise_fold_fence";
+
+    fn summary(&self) -> String {
+        format!("{} to {}", self.instrument, self.token)
+    }
+}
+
+const RAISE_FENCE: &str = "\
+INSERT INTO fold_fences (instrument_name, token) VALUES ($1, $2)
+ON CONFLICT (instrument_name) DO UPDATE SET
+    token = greatest(fold_fences.token, excluded.token),
+    raised_at = now()";
+
+impl PgOp for RaiseFence {
+    async fn attempt(
+        &self,
+        client: &mut Client,
+        pg: &PgShared,
+    ) -> Result<(), tokio_postgres::Error> {
+        let instruments = [self.instrument.as_str()];
+        write_candles(
+            client,
+            pg.timeout_ms(),
+            &instruments,
+            RAISE_FENCE,
+            &[(&self.instrument, Type::TEXT), (&self.token, Type::INT8)],
+        )
+        .await
+        .map(drop)
+    }
+}
+
+/// The instruments of a batch whose fence is above the batch's token.
+const FENCED: &str = "\
+SELECT x.name FROM unnest($1::text[], $2::int8[]) AS x(name, token)
+JOIN fold_fences f ON f.instrument_name = x.name
+WHERE f.token > x.token";
 
 /// The candles a batch touches that exist already, with the last trade each
 /// holds: trades at or before it were folded by an earlier delivery. `$4`
@@ -166,7 +257,8 @@ async fn fold_candles(
     timeout_ms: u128,
     trades: &[Trade],
     resolutions: &[i32],
-) -> Result<u64, tokio_postgres::Error> {
+    fences: &[(String, i64)],
+) -> Result<Option<u64>, tokio_postgres::Error> {
     let mut seen = HashSet::with_capacity(trades.len());
     let unique: Vec<&Trade> = trades
         .iter()
@@ -189,7 +281,7 @@ async fn fold_candles(
         .into_iter()
         .collect();
     if touched.is_empty() {
-        return Ok(0);
+        return Ok(Some(0));
     }
     let names: Vec<&str> = touched.iter().map(|k| k.0).collect();
     let minutes: Vec<i32> = touched.iter().map(|k| k.1).collect();
@@ -197,6 +289,23 @@ async fn fold_candles(
     let times: Vec<SystemTime> = unique.iter().map(|t| t.timestamp).collect();
     let tx = begin(client, timeout_ms).await?;
     lock_fold(&tx, &names).await?;
+    if !fences.is_empty() {
+        let (fenced_names, tokens): (Vec<&str>, Vec<i64>) =
+            fences.iter().map(|(n, t)| (n.as_str(), *t)).unzip();
+        let fenced = tx
+            .query_typed(
+                FENCED,
+                &[
+                    (&fenced_names, Type::TEXT_ARRAY),
+                    (&tokens, Type::INT8_ARRAY),
+                ],
+            )
+            .await?;
+        if !fenced.is_empty() {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+    }
     let rows = tx
         .query_typed(
             FOLDED_UP_TO,
@@ -281,5 +390,5 @@ async fn fold_candles(
         .await?
     };
     tx.commit().await?;
-    Ok(n)
+    Ok(Some(n))
 }

@@ -26,7 +26,7 @@ pub use clear_gap::ClearGap;
 pub use deactivate_instruments::DeactivateInstruments;
 pub use delete_older_than::{DeleteOlderThan, Retained};
 pub use find_holes::FindHoles;
-pub use fold_candles::FoldCandles;
+pub use fold_candles::{FoldCandles, RaiseFence};
 pub use insert_trades::{copy_trades, InsertTrades};
 pub use list_gaps::ListGaps;
 pub use max_seq::MaxSeq;

@@ -4,9 +4,10 @@
 //! - `cluster:members`: a sorted set, each instance scored by its last heartbeat (ms);
 //! - `cluster:member:{id}`: what the instance says of itself, expiring with its lease TTL;
 //! - `cluster:task:{name}`: `{slot}:{id}`, which instance took the task's current interval;
-//! - `cluster:lease:receiver:{instrument}`: `{id}:{token}`, the instance that
-//!   receives the instrument, with the fencing token it took the lease with;
-//! - `cluster:fence:receiver:{instrument}`: the last token handed out (only grows).
+//! - `cluster:lease:{kind}:{instrument}`: `{id}:{token}`, the instance that
+//!   receives (`receiver`) or folds (`analyzer`) the instrument, with the
+//!   fencing token it took the lease with;
+//! - `cluster:fence:{kind}:{instrument}`: the last token handed out (only grows).
 
 use std::time::Duration;
 
@@ -29,14 +30,14 @@ pub fn task_key(task: &str) -> String {
     format!("cluster:task:{task}")
 }
 
-/// The key of an instrument's receiver lease.
-pub fn receiver_lease_key(instrument: &str) -> String {
-    format!("cluster:lease:receiver:{instrument}")
+/// The key of an instrument's lease for a service (`receiver`, `analyzer`).
+pub fn lease_key(kind: &str, instrument: &str) -> String {
+    format!("cluster:lease:{kind}:{instrument}")
 }
 
-/// The key of an instrument's fencing counter.
-pub fn receiver_fence_key(instrument: &str) -> String {
-    format!("cluster:fence:receiver:{instrument}")
+/// The key of an instrument's fencing counter for a service.
+pub fn fence_key(kind: &str, instrument: &str) -> String {
+    format!("cluster:fence:{kind}:{instrument}")
 }
 
 fn millis(d: Duration) -> u64 {
@@ -60,6 +61,8 @@ pub struct Beat {
     pub tasks: Vec<String>,
     /// Instruments whose receiver lease to read.
     pub instruments: Vec<String>,
+    /// Instruments whose analyzer lease to read.
+    pub analyzed: Vec<String>,
     /// `(stream, group)` pairs whose consumers to read.
     pub groups: Vec<(String, String)>,
 }
@@ -74,6 +77,8 @@ pub struct Seen {
     pub tasks: Vec<(String, Option<String>)>,
     /// Per instrument: `{id}:{token}` of its receiver lease, if held.
     pub receivers: Vec<(String, Option<String>)>,
+    /// Per instrument: `{id}:{token}` of its analyzer lease, if held.
+    pub analyzers: Vec<(String, Option<String>)>,
     /// Per `(stream, group)`: each consumer's name, pending count and idle ms.
     pub consumers: Vec<(String, String, Vec<ConsumerSeen>)>,
 }
@@ -133,7 +138,11 @@ impl RedisOp for Beat {
         }
         for instrument in &self.instruments {
             pipe.cmd("GET")
-                .arg(redis.key(&receiver_lease_key(instrument)));
+                .arg(redis.key(&lease_key("receiver", instrument)));
+        }
+        for instrument in &self.analyzed {
+            pipe.cmd("GET")
+                .arg(redis.key(&lease_key("analyzer", instrument)));
         }
         let mut replies: Vec<Value> = pipe.query_async(conn).await?;
         if replies.is_empty() {
@@ -144,7 +153,8 @@ impl RedisOp for Beat {
             .into_iter()
             .map(redis::from_redis_value)
             .collect::<Result<_, _>>()?;
-        let receivers = held.split_off(self.tasks.len().min(held.len()));
+        let mut receivers = held.split_off(self.tasks.len().min(held.len()));
+        let analyzers = receivers.split_off(self.instruments.len().min(receivers.len()));
         let infos: Vec<Option<String>> = if scored.is_empty() {
             Vec::new()
         } else {
@@ -161,6 +171,7 @@ impl RedisOp for Beat {
             .collect();
         let tasks = self.tasks.iter().cloned().zip(held).collect();
         let receivers = self.instruments.iter().cloned().zip(receivers).collect();
+        let analyzers = self.analyzed.iter().cloned().zip(analyzers).collect();
         let mut consumers = Vec::new();
         for (stream, group) in &self.groups {
             consumers.push((
@@ -173,6 +184,7 @@ impl RedisOp for Beat {
             members,
             tasks,
             receivers,
+            analyzers,
             consumers,
         })
     }
@@ -308,6 +320,8 @@ impl RedisOp for TakeSlot {
 /// and who holds each instrument's lease.
 #[derive(Clone, Debug)]
 pub struct ReadLeases {
+    /// Whose leases: `receiver` or `analyzer`.
+    pub kind: String,
     /// Instruments whose leases to read.
     pub instruments: Vec<String>,
     /// Members whose last heartbeat is older than this (ms since the epoch) are left out.
@@ -350,7 +364,7 @@ impl RedisOp for ReadLeases {
             mget.arg(redis.key(&member_key(id)));
         }
         for instrument in &self.instruments {
-            mget.arg(redis.key(&receiver_lease_key(instrument)));
+            mget.arg(redis.key(&lease_key(&self.kind, instrument)));
         }
         if ids.is_empty() && self.instruments.is_empty() {
             return Ok(Leases::default());
@@ -364,10 +378,12 @@ impl RedisOp for ReadLeases {
     }
 }
 
-/// Takes an instrument's receiver lease if it is free, with the next fencing
-/// token.
+/// Takes an instrument's lease for a service if it is free, with the next
+/// fencing token.
 #[derive(Clone, Debug)]
 pub struct TakeLease {
+    /// Whose lease: `receiver` or `analyzer`.
+    pub kind: String,
     /// The instrument.
     pub instrument: String,
     /// Who takes it.
@@ -382,7 +398,7 @@ impl Operation for TakeLease {
     const NAME: &'static str = "take_lease";
 
     fn summary(&self) -> String {
-        format!("{} by {}", self.instrument, self.instance)
+        format!("{} {} by {}", self.kind, self.instrument, self.instance)
     }
 }
 
@@ -399,8 +415,8 @@ impl RedisOp for TakeLease {
         redis: &RedisShared,
     ) -> Result<Option<u64>, DriverError> {
         redis::Script::new(TAKE_LEASE)
-            .key(redis.key(&receiver_lease_key(&self.instrument)))
-            .key(redis.key(&receiver_fence_key(&self.instrument)))
+            .key(redis.key(&lease_key(&self.kind, &self.instrument)))
+            .key(redis.key(&fence_key(&self.kind, &self.instrument)))
             .arg(&self.instance)
             .arg(millis(self.ttl))
             .invoke_async(conn)
@@ -409,28 +425,32 @@ impl RedisOp for TakeLease {
 }
 
 impl RedisClient {
-    /// The live members and who holds each of `instruments`' receiver leases.
+    /// The live members and who holds each of `instruments`' `kind` leases.
     pub async fn read_leases(
         &self,
+        kind: &str,
         instruments: Vec<String>,
         live_since_ms: i64,
     ) -> Result<Leases, RedisError> {
         self.run(ReadLeases {
+            kind: kind.to_owned(),
             instruments,
             live_since_ms,
         })
         .await
     }
 
-    /// Takes `instrument`'s receiver lease for `instance` if it is free: its
+    /// Takes `instrument`'s `kind` lease for `instance` if it is free: its
     /// fencing token, or `None` when another holds it.
-    pub async fn take_receiver_lease(
+    pub async fn take_lease(
         &self,
+        kind: &str,
         instrument: &str,
         instance: &str,
         ttl: Duration,
     ) -> Result<Option<u64>, RedisError> {
         self.run(TakeLease {
+            kind: kind.to_owned(),
             instrument: instrument.to_owned(),
             instance: instance.to_owned(),
             ttl,

@@ -1,9 +1,12 @@
-//! Cluster mode: which instruments this instance receives. One instance of the
-//! fleet holds each instrument's lease (`cluster:lease:receiver:{instrument}`,
-//! `{id}:{token}`), takes it over within the lease TTL when its holder dies,
-//! and writes the instrument's stream only while the lease is its own: every
-//! append checks the lease in the same script ([`XaddFenced`]), so an instance
-//! that was paused or cut off past its lease writes nothing when it resumes.
+//! Cluster mode: which instruments this instance receives, or folds into
+//! candles. For each service ([`Kind`]) one instance of the fleet holds each
+//! instrument's lease (`cluster:lease:{kind}:{instrument}`, `{id}:{token}`),
+//! takes it over within the lease TTL when its holder dies, and writes only
+//! while the lease is its own. The receiver's appends check the lease in the
+//! same script ([`XaddFenced`]); the analyzer's folds check the token against
+//! the one the last taker raised in PostgreSQL (`fold_fences`), in the fold's
+//! own transaction. So an instance that was paused or cut off past its lease
+//! writes nothing when it resumes.
 //!
 //! Instruments are spread by rendezvous hashing over the live members that
 //! receive them: each instrument goes to the member with the highest
@@ -13,9 +16,13 @@
 //! buffered is published, then releases it; the chosen member takes it at its
 //! next round. A lease free for two rounds is taken by whoever sees it, so
 //! members that disagree about the membership never leave one unreceived.
-//! The trades between the last one the old holder published and the first the
-//! new one receives are a gap: the new holder starts from the stream's last
-//! entry, records the gap, and gap repair fills it.
+//! For the receiver, the trades between the last one the old holder published
+//! and the first the new one receives are a gap: the new holder starts from the
+//! stream's last entry, records the gap, and gap repair fills it. The analyzer
+//! that takes an instrument over raises its fence first, then claims every
+//! entry the group holds pending for other consumers on that stream and folds
+//! those before reading new ones, so the instrument's trades are folded in
+//! stream order.
 //!
 //! [`XaddFenced`]: crate::resource::redis::op::XaddFenced
 
@@ -24,15 +31,55 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use keel_core::stats::{Family, Samples, Stats};
 use parking_lot::Mutex;
 use serde_json::{json, Value};
+use std::sync::Weak;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::continuity::Continuity;
-use crate::resource::redis::op::cluster::receiver_lease_key;
+use crate::resource::pg::PgClient;
+use crate::resource::redis::op::cluster::lease_key;
 use crate::resource::redis::RedisClient;
+use crate::service::receiver::Continuity;
 use crate::service::streams;
+
+/// Which service's leases.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// One subscription per instrument.
+    Receiver,
+    /// One folder of candles per instrument.
+    Analyzer,
+}
+
+impl Kind {
+    /// Its name in the lease keys.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Receiver => "receiver",
+            Kind::Analyzer => "analyzer",
+        }
+    }
+
+    /// The list in a member's description naming the instruments it takes
+    /// these leases for.
+    pub fn members_key(self) -> &'static str {
+        match self {
+            Kind::Receiver => "receives",
+            Kind::Analyzer => "analyzes",
+        }
+    }
+}
+
+/// What taking an instrument over needs before it counts as held.
+#[derive(Clone, Debug)]
+pub enum Takeover {
+    /// The receiver: start its sequence from the stream's last entry.
+    Receiver(Continuity),
+    /// The analyzer: raise the instrument's fold fence to the new token.
+    Analyzer(PgClient),
+}
 
 /// What an instance holds of one instrument.
 #[derive(Clone, Debug)]
@@ -47,18 +94,19 @@ struct Held {
 
 /// Counters of the lease rounds, for the registry and `/metrics`.
 #[derive(Debug, Default)]
-pub(super) struct LeaseCounters {
-    pub(super) acquired: AtomicU64,
-    pub(super) released: AtomicU64,
-    pub(super) lost: AtomicU64,
+pub(crate) struct LeaseCounters {
+    pub(crate) acquired: AtomicU64,
+    pub(crate) released: AtomicU64,
+    pub(crate) lost: AtomicU64,
     /// Trades not written: the lease was not this instance's (any more).
-    pub(super) fenced: AtomicU64,
+    pub(crate) fenced: AtomicU64,
 }
 
-/// The receiver's leases, kept across its incarnations (a restart keeps the
+/// A service's leases, kept across its incarnations (a restart keeps the
 /// leases it holds).
 #[derive(Debug)]
 pub struct Leases {
+    kind: Kind,
     instance: String,
     ttl: Duration,
     every: Duration,
@@ -69,7 +117,7 @@ pub struct Leases {
     free_rounds: Mutex<HashMap<String, u32>>,
     /// The instruments to subscribe to.
     owned: watch::Sender<BTreeSet<String>>,
-    pub(super) counters: LeaseCounters,
+    pub(crate) counters: LeaseCounters,
 }
 
 /// Rounds a lease may stay free, its choice not taking it, before any member takes it.
@@ -101,9 +149,16 @@ fn choice<'a>(members: &'a [String], instrument: &str) -> Option<&'a str> {
 }
 
 impl Leases {
-    /// The leases of `instance` for `instruments`.
-    pub fn new(instance: String, ttl: Duration, every: Duration, instruments: Vec<String>) -> Self {
+    /// `kind`'s leases of `instance` for `instruments`.
+    pub fn new(
+        kind: Kind,
+        instance: String,
+        ttl: Duration,
+        every: Duration,
+        instruments: Vec<String>,
+    ) -> Self {
         Self {
+            kind,
             instance,
             ttl,
             every,
@@ -116,28 +171,44 @@ impl Leases {
     }
 
     /// The instruments to subscribe to, as they change.
-    pub(super) fn owned(&self) -> watch::Receiver<BTreeSet<String>> {
+    pub(crate) fn owned(&self) -> watch::Receiver<BTreeSet<String>> {
         self.owned.subscribe()
     }
 
     /// What the lease key must hold for this instance to write `instrument`'s
     /// stream; `None`: it does not hold the lease.
-    pub(super) fn holder(&self, instrument: &str) -> Option<String> {
+    pub(crate) fn holder(&self, instrument: &str) -> Option<String> {
         self.held.lock().get(instrument).map(|h| h.holder.clone())
     }
 
+    /// The instruments held now (not being handed over).
+    pub(crate) fn owned_now(&self) -> BTreeSet<String> {
+        self.owned.borrow().clone()
+    }
+
+    /// The token `instrument` is held with, while its lease is not older than
+    /// its TTL by this instance's clock.
+    pub(crate) fn token(&self, instrument: &str) -> Option<u64> {
+        let held = self.held.lock();
+        let h = held.get(instrument)?;
+        if h.releasing || h.renewed.elapsed() >= self.ttl {
+            return None;
+        }
+        h.holder.rsplit_once(':')?.1.parse().ok()
+    }
+
     /// A write found the lease gone: stop receiving `instrument`.
-    pub(super) fn fenced_out(&self, instrument: &str, trades: u64) {
+    pub(crate) fn fenced_out(&self, instrument: &str, trades: u64) {
         self.counters.fenced.fetch_add(trades, Ordering::Relaxed);
         if self.held.lock().remove(instrument).is_some() {
             self.counters.lost.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(%instrument, "The receiver lease went to another instance; its writes were refused and it is no longer received here.");
+            tracing::warn!(%instrument, kind = self.kind.as_str(), "The lease went to another instance; its writes were refused and it is no longer taken here.");
         }
         self.publish();
     }
 
     /// Trades dropped because this instance holds no lease for them.
-    pub(super) fn unleased(&self, trades: u64) {
+    pub(crate) fn unleased(&self, trades: u64) {
         self.counters.fenced.fetch_add(trades, Ordering::Relaxed);
     }
 
@@ -157,7 +228,7 @@ impl Leases {
     }
 
     /// The registry's view: held instruments with their tokens, and counters.
-    pub(super) fn show(&self) -> Value {
+    pub(crate) fn show(&self) -> Value {
         let held: Vec<Value> = {
             let held = self.held.lock();
             let mut rows: Vec<Value> = held
@@ -171,6 +242,7 @@ impl Leases {
         };
         let c = &self.counters;
         json!({
+            "kind": self.kind.as_str(),
             "instance": self.instance,
             "held": held,
             "acquired": c.acquired.load(Ordering::Relaxed),
@@ -182,15 +254,15 @@ impl Leases {
 
     /// Lease rounds every `renew_every` until `stop`, then gives every lease up
     /// (once the publisher has flushed: see the receiver's `post_stop`).
-    pub(super) async fn run(
+    pub(crate) async fn run(
         self: Arc<Self>,
         redis: RedisClient,
-        continuity: Continuity,
+        takeover: Takeover,
         stop: CancellationToken,
     ) {
         loop {
             let bound = self.every.max(Duration::from_secs(1));
-            if tokio::time::timeout(bound, self.round(&redis, &continuity))
+            if tokio::time::timeout(bound, self.round(&redis, &takeover))
                 .await
                 .is_err()
             {
@@ -221,31 +293,32 @@ impl Leases {
         for instrument in expired {
             held.remove(&instrument);
             self.counters.lost.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(%instrument, ttl = ?self.ttl, "Receiver lease not renewed within its TTL; no longer received here.");
+            tracing::warn!(%instrument, kind = self.kind.as_str(), ttl = ?self.ttl, "Lease not renewed within its TTL; no longer taken here.");
         }
         drop(held);
         self.publish();
     }
 
-    async fn round(&self, redis: &RedisClient, continuity: &Continuity) {
+    async fn round(&self, redis: &RedisClient, takeover: &Takeover) {
         let live_since = now_ms() - i64::try_from(self.ttl.as_millis()).unwrap_or(0);
         let seen = match redis
-            .read_leases(self.instruments.clone(), live_since)
+            .read_leases(self.kind.as_str(), self.instruments.clone(), live_since)
             .await
         {
             Ok(seen) => seen,
             Err(error) => {
-                tracing::debug!(%error, "Cannot read the receiver leases; renewing what is held.");
+                tracing::debug!(%error, kind = self.kind.as_str(), "Cannot read the leases; renewing what is held.");
                 self.renew_all(redis).await;
                 return;
             }
         };
-        // Members that receive each instrument, this one always among them.
+        // Members that take each instrument, this one always among them.
+        let list = self.kind.members_key();
         let receives = |info: &Option<String>, instrument: &str| {
             info.as_deref()
                 .and_then(|i| serde_json::from_str::<Value>(i).ok())
                 .is_some_and(|v| {
-                    v["receives"]
+                    v[list]
                         .as_array()
                         .is_some_and(|r| r.iter().any(|x| x == instrument))
                 })
@@ -261,7 +334,7 @@ impl Leases {
                 candidates.push(self.instance.clone());
             }
             let chosen = choice(&candidates, instrument) == Some(self.instance.as_str());
-            self.step(redis, continuity, instrument, lease.as_deref(), chosen)
+            self.step(redis, takeover, instrument, lease.as_deref(), chosen)
                 .await;
         }
         self.publish();
@@ -271,21 +344,22 @@ impl Leases {
     async fn step(
         &self,
         redis: &RedisClient,
-        continuity: &Continuity,
+        takeover: &Takeover,
         instrument: &str,
         lease: Option<&str>,
         chosen: bool,
     ) {
-        let key = receiver_lease_key(instrument);
+        let kind = self.kind.as_str();
+        let key = lease_key(kind, instrument);
         let mine = self.held.lock().get(instrument).cloned();
         if let Some(h) = mine {
             if h.releasing {
                 if let Err(error) = redis.lease_release(&key, &h.holder).await {
-                    tracing::debug!(%error, %instrument, "Could not release the receiver lease; it expires.");
+                    tracing::debug!(%error, %instrument, kind, "Could not release the lease; it expires.");
                 }
                 self.held.lock().remove(instrument);
                 self.counters.released.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(%instrument, "Receiver lease handed over to the instance that is now its choice.");
+                tracing::info!(%instrument, kind, "Lease handed over to the instance that is now its choice.");
                 return;
             }
             match redis.lease_renew(&key, &h.holder, self.ttl).await {
@@ -300,10 +374,10 @@ impl Leases {
                 Ok(false) => {
                     self.held.lock().remove(instrument);
                     self.counters.lost.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(%instrument, "Receiver lease lost to another instance; no longer received here.");
+                    tracing::warn!(%instrument, kind, "Lease lost to another instance; no longer taken here.");
                 }
                 Err(error) => {
-                    tracing::debug!(%error, %instrument, "Receiver lease renewal failed; tried again next round.");
+                    tracing::debug!(%error, %instrument, kind, "Lease renewal failed; tried again next round.");
                 }
             }
             return;
@@ -319,42 +393,57 @@ impl Leases {
             return;
         }
         let token = match redis
-            .take_receiver_lease(instrument, &self.instance, self.ttl)
+            .take_lease(kind, instrument, &self.instance, self.ttl)
             .await
         {
             Ok(Some(token)) => token,
             Ok(None) => return,
             Err(error) => {
-                tracing::debug!(%error, %instrument, "Could not take the receiver lease; tried again next round.");
+                tracing::debug!(%error, %instrument, kind, "Could not take the lease; tried again next round.");
                 return;
             }
         };
-        // Start from where the stream ends: the trades between it and the first
-        // one received here are a gap, recorded for repair.
-        let stream = streams::trade_stream(instrument);
-        let last = match redis.last_entry(&stream).await {
-            Ok(entry) => entry.and_then(|entry| {
-                streams::decode(&entry)
-                    .into_iter()
-                    .flatten()
-                    .flatten()
-                    .map(|t| t.trade_seq)
-                    .max()
-            }),
-            Err(_) => None,
-        };
-        continuity.restart_from(instrument, last);
+        let holder = format!("{}:{token}", self.instance);
+        match takeover {
+            // Start from where the stream ends: the trades between it and the
+            // first one received here are a gap, recorded for repair.
+            Takeover::Receiver(continuity) => {
+                let stream = streams::trade_stream(instrument);
+                let last = match redis.last_entry(&stream).await {
+                    Ok(entry) => entry.and_then(|entry| {
+                        streams::decode(&entry)
+                            .into_iter()
+                            .flatten()
+                            .flatten()
+                            .map(|t| t.trade_seq)
+                            .max()
+                    }),
+                    Err(_) => None,
+                };
+                continuity.restart_from(instrument, last);
+            }
+            // Folds under an older token are refused from now on; one in
+            // flight finishes first (the fence waits for the fold lock).
+            Takeover::Analyzer(pg) => {
+                let token = i64::try_from(token).unwrap_or(i64::MAX);
+                if let Err(error) = pg.raise_fold_fence(instrument, token).await {
+                    tracing::warn!(%error, %instrument, "Could not raise the fold fence; giving the lease back to try again.");
+                    let _ = redis.lease_release(&key, &holder).await;
+                    return;
+                }
+            }
+        }
         self.free_rounds.lock().remove(instrument);
         self.held.lock().insert(
             instrument.to_owned(),
             Held {
-                holder: format!("{}:{token}", self.instance),
+                holder,
                 renewed: Instant::now(),
                 releasing: false,
             },
         );
         self.counters.acquired.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(%instrument, token, last_seq = ?last, "Receiver lease taken; receiving it here.");
+        tracing::info!(%instrument, kind, token, "Lease taken; this instance takes the instrument now.");
     }
 
     /// Renews every held lease (the membership could not be read).
@@ -366,7 +455,7 @@ impl Leases {
             .map(|(i, h)| (i.clone(), h.holder.clone()))
             .collect();
         for (instrument, holder) in held {
-            let key = receiver_lease_key(&instrument);
+            let key = lease_key(self.kind.as_str(), &instrument);
             if let Ok(true) = redis.lease_renew(&key, &holder, self.ttl).await {
                 if let Some(h) = self.held.lock().get_mut(&instrument) {
                     h.renewed = Instant::now();
@@ -376,7 +465,7 @@ impl Leases {
     }
 
     /// Gives every held lease up, so another member takes them at once.
-    pub(super) async fn release_all(&self, redis: &RedisClient) {
+    pub(crate) async fn release_all(&self, redis: &RedisClient) {
         let held: Vec<(String, String)> = self
             .held
             .lock()
@@ -384,18 +473,67 @@ impl Leases {
             .map(|(i, h)| (i, h.holder))
             .collect();
         for (instrument, holder) in held {
-            let key = receiver_lease_key(&instrument);
+            let key = lease_key(self.kind.as_str(), &instrument);
             let release = redis.lease_release(&key, &holder);
             match tokio::time::timeout(Duration::from_secs(1), release).await {
                 Ok(Ok(_)) => {
                     self.counters.released.fetch_add(1, Ordering::Relaxed);
                 }
                 _ => {
-                    tracing::debug!(%instrument, "Could not release the receiver lease; it expires.");
+                    tracing::debug!(%instrument, kind = self.kind.as_str(), "Could not release the lease; it expires.");
                 }
             }
         }
         self.publish();
+    }
+}
+
+const LEASES_HELD: Family = Family::gauge(
+    "keel_leases_held",
+    "Cluster mode: instruments whose lease (receiver or analyzer, by actor) this instance holds.",
+);
+const LEASE_CHANGES: Family = Family::counter(
+    "keel_lease_changes_total",
+    "Cluster mode: leases taken, handed over, and lost (expired or taken by another instance).",
+);
+const FENCED: Family = Family::counter(
+    "keel_fenced_trades_total",
+    "Cluster mode: trades not written (receiver) or not folded (analyzer) because the instrument's lease was not this instance's.",
+);
+
+/// A service's leases in cluster mode (its `leases` detail).
+#[derive(Debug)]
+pub(crate) struct LeaseStats(pub(crate) Weak<Leases>);
+
+impl Stats for LeaseStats {
+    fn show(&self) -> Option<serde_json::Value> {
+        Some(self.0.upgrade()?.show())
+    }
+
+    fn export(&self, actor: &str, out: &mut Samples) {
+        let Some(leases) = self.0.upgrade() else {
+            return;
+        };
+        let shown = leases.show();
+        let held = shown["held"].as_array().map_or(0, Vec::len);
+        out.add(&LEASES_HELD, &[("actor", actor)], held as f64);
+        let c = &leases.counters;
+        for (change, n) in [
+            ("acquired", &c.acquired),
+            ("released", &c.released),
+            ("lost", &c.lost),
+        ] {
+            out.add(
+                &LEASE_CHANGES,
+                &[("actor", actor), ("change", change)],
+                n.load(Ordering::Relaxed) as f64,
+            );
+        }
+        out.add(
+            &FENCED,
+            &[("actor", actor)],
+            c.fenced.load(Ordering::Relaxed) as f64,
+        );
     }
 }
 
