@@ -286,6 +286,12 @@ fn analyzed(handle: &RuntimeHandle) -> Vec<String> {
 
 /// Every `trade_seq` in `instrument`'s stream, in stream order.
 async fn stream_seqs(prefix: &TestPrefix, instrument: &str) -> Vec<i64> {
+    stream(prefix, instrument).await.0
+}
+
+/// `instrument`'s stream: every `trade_seq`, and every entry's fencing token,
+/// in stream order.
+async fn stream(prefix: &TestPrefix, instrument: &str) -> (Vec<i64>, Vec<u64>) {
     let client = redis::Client::open(format!("redis://127.0.0.1:{REDIS_PORT}/0")).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     type Entry = (String, Vec<(String, String)>);
@@ -297,8 +303,13 @@ async fn stream_seqs(prefix: &TestPrefix, instrument: &str) -> Vec<i64> {
         .await
         .unwrap();
     let mut seqs = Vec::new();
+    let mut tokens = Vec::new();
     for (_, fields) in entries {
         for (name, value) in fields {
+            if name == "k" {
+                tokens.push(value.parse().unwrap());
+                continue;
+            }
             let parsed: Value = serde_json::from_str(&value).unwrap();
             let trades = match name.as_str() {
                 "b" => parsed.as_array().cloned().unwrap_or_default(),
@@ -308,7 +319,7 @@ async fn stream_seqs(prefix: &TestPrefix, instrument: &str) -> Vec<i64> {
             seqs.extend(trades.iter().filter_map(|t| t["trade_seq"].as_i64()));
         }
     }
-    seqs
+    (seqs, tokens)
 }
 
 fn receiving(
@@ -369,7 +380,8 @@ async fn each_instrument_is_received_and_folded_by_one_instance_and_one_that_lea
     })
     .await;
     eventually("one subscription per instrument across both", WAIT, || {
-        sim.stats().subscriptions == 4
+        let stats = sim.stats();
+        stats.subscriptions == 4 && stats.subscribers.values().all(|&n| n == 1)
     })
     .await;
     eventually("the folding splits too", WAIT, || {
@@ -427,12 +439,17 @@ async fn each_instrument_is_received_and_folded_by_one_instance_and_one_that_lea
     })
     .await;
 
-    // Never written twice: each trade is in its stream once, in order.
+    // Never written twice: each trade is in its stream once, in order, and
+    // every entry under a lease, its token never going back.
     for instrument in INSTRUMENTS {
-        let seqs = stream_seqs(&prefix, instrument).await;
+        let (seqs, tokens) = stream(&prefix, instrument).await;
         assert!(
             seqs.windows(2).all(|w| w[0] < w[1]),
             "{instrument}: a trade_seq repeated or went back: {seqs:?}"
+        );
+        assert!(
+            !tokens.is_empty() && tokens.windows(2).all(|w| w[0] <= w[1]),
+            "{instrument}: {tokens:?}"
         );
     }
 

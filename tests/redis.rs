@@ -282,11 +282,18 @@ async fn a_receiver_lease_hands_out_growing_tokens_and_fences_every_write_of_a_f
         Some(&b"2"[..]),
         "nothing of a's after the handover"
     );
+    assert_eq!(
+        stream.field("k"),
+        Some(&b"1"[..]),
+        "each entry names its token"
+    );
     let current = redis
         .xadd_fenced("s", entries(2).into(), 1, lease, "b:2")
         .await
         .unwrap();
     assert_eq!(current, Some(2));
+    let stream = redis.last_entry("s").await.unwrap().unwrap();
+    assert_eq!(stream.field("k"), Some(&b"2"[..]));
     // A former holder cannot renew or release what is b's now.
     assert!(!redis.lease_renew(lease, "a:1", ttl).await.unwrap());
     assert!(!redis.lease_release(lease, "a:1").await.unwrap());

@@ -78,6 +78,26 @@ pub(super) struct Counters {
     pub(super) closed_slow: AtomicU64,
     pub(super) rate_limited: AtomicU64,
     faults: Mutex<BTreeMap<&'static str, u64>>,
+    /// Connections subscribed to each public channel.
+    channels: Mutex<BTreeMap<String, usize>>,
+}
+
+impl Counters {
+    /// One more connection follows `channel`.
+    pub(super) fn followed(&self, channel: String) {
+        *self.channels.lock().entry(channel).or_default() += 1;
+    }
+
+    /// One connection fewer follows `channel`.
+    pub(super) fn unfollowed(&self, channel: &str) {
+        let mut channels = self.channels.lock();
+        if let Some(n) = channels.get_mut(channel) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                channels.remove(channel);
+            }
+        }
+    }
 }
 
 /// Everything sessions and the engine share.
@@ -159,6 +179,8 @@ pub struct SimStats {
     pub connections: usize,
     /// Channel subscriptions across connections.
     pub subscriptions: usize,
+    /// Connections subscribed to each public channel (those followed by any).
+    pub subscribers: BTreeMap<String, usize>,
     /// Subscription notifications written, across connections.
     pub notifications: u64,
     /// Connections closed for falling behind.
@@ -377,6 +399,7 @@ impl Exchange {
             instruments,
             connections: self.counters.connections.load(Ordering::Relaxed),
             subscriptions: self.counters.subscriptions.load(Ordering::Relaxed),
+            subscribers: self.counters.channels.lock().clone(),
             notifications: self.counters.notifications.load(Ordering::Relaxed),
             closed_slow: self.counters.closed_slow.load(Ordering::Relaxed),
             rate_limited: self.counters.rate_limited.load(Ordering::Relaxed),

@@ -199,6 +199,9 @@ pub(super) async fn run(socket: WebSocket, exchange: Arc<Exchange>, stop: Cancel
         session.subs.len() + session.user_subs.len(),
         Ordering::Relaxed,
     );
+    for channel in &session.subs {
+        counters.unfollowed(&channel.to_string());
+    }
     if let (Some(scope), false) = (session.cancel_on_disconnect, session.logged_out) {
         let selection = Selection {
             connection: (scope == "connection").then_some(session.id),
@@ -394,6 +397,7 @@ impl Session {
                         }
                     } else if let Ok(channel) = name.parse::<Channel>() {
                         if self.subs.remove(&channel) {
+                            self.exchange.counters.unfollowed(&channel.to_string());
                             self.pending.remove(&name);
                             self.book_sent.remove(&name);
                             removed.push(name);
@@ -411,6 +415,9 @@ impl Session {
                     .counters
                     .subscriptions
                     .fetch_sub(self.subs.len() + self.user_subs.len(), Ordering::Relaxed);
+                for channel in &self.subs {
+                    self.exchange.counters.unfollowed(&channel.to_string());
+                }
                 self.subs.clear();
                 self.user_subs.clear();
                 self.user_pending.clear();
@@ -668,7 +675,9 @@ impl Session {
         }
         let mut added = 0;
         for channel in channels {
+            let name = channel.to_string();
             if self.subs.insert(channel) {
+                self.exchange.counters.followed(name);
                 added += 1;
             }
         }

@@ -128,15 +128,19 @@ impl Operation for XaddFenced {
     }
 }
 
-/// `ARGV`: the holder, the trim length, then per entry its field count and
-/// its fields and values.
+/// `ARGV`: the holder, the trim length, the holder's fencing token, then per
+/// entry its field count and its fields and values. Each entry also gets field
+/// `k`, the token it was written under, so a reader can check that a stream's
+/// tokens never go back.
 const XADD_FENCED: &str = "\
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return false end
-local i, n = 3, 0
+local i, n = 4, 0
 while i <= #ARGV do
   local fields = tonumber(ARGV[i])
   local args = {'XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*'}
   for j = 1, fields * 2 do args[6 + j] = ARGV[i + j] end
+  args[#args + 1] = 'k'
+  args[#args + 1] = ARGV[3]
   redis.call(unpack(args))
   i = i + 1 + fields * 2
   n = n + 1
@@ -157,7 +161,8 @@ impl RedisOp for XaddFenced {
         call.key(redis.key(&self.add.stream))
             .key(redis.key(&self.lease))
             .arg(&self.holder)
-            .arg(maxlen);
+            .arg(maxlen)
+            .arg(self.holder.rsplit_once(':').map_or("", |(_, token)| token));
         for fields in self.add.entries.iter() {
             call.arg(fields.len());
             for (name, value) in fields {
