@@ -279,6 +279,7 @@ pub mod daemon;
 pub mod db;
 pub mod deribit;
 pub mod executor;
+pub mod hosts;
 pub mod market;
 pub mod pg_cluster;
 pub mod pgbouncer;

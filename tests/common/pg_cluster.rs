@@ -16,7 +16,7 @@ pub struct PrivatePg {
 }
 
 /// Where Debian keeps the server's programs (`/usr/lib/postgresql/NN/bin`).
-fn server_bin() -> PathBuf {
+pub fn server_bin() -> PathBuf {
     let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
         .expect("PostgreSQL server installed (scripts/up)")
         .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
@@ -38,7 +38,7 @@ pub fn is_root() -> bool {
 }
 
 /// Runs a server program, as `postgres` when we are root (initdb refuses root).
-fn run(program: &Path, args: &[&str]) {
+pub fn run(program: &Path, args: &[&str]) {
     let status = if is_root() {
         Command::new("runuser")
             .args(["-u", "postgres", "--"])
