@@ -1,7 +1,8 @@
 //! Keel on hosts of its own: three instances in network namespaces sharing one
 //! Redis and one PostgreSQL on a fourth, the exchange reachable from all.
 //! While trades flow, one instance is killed with SIGKILL, one is cut from
-//! Redis and PostgreSQL for 30 s and comes back, and a fourth joins. Then every
+//! Redis and PostgreSQL for 30 s and comes back, a fourth joins, and one is
+//! paused (SIGSTOP) past its leases' TTL and resumed. Then every
 //! trade the exchange made is stored once, candles equal the SQL aggregate, no
 //! instrument was subscribed by two instances for longer than one lease TTL,
 //! and no stream entry was written under an older token than one before it.
@@ -245,6 +246,15 @@ async fn three_hosts_share_the_work_and_losing_one_loses_nothing() {
     .await;
     tokio::time::sleep(Duration::from_secs(5)).await;
 
+    // Pause node 3 (SIGSTOP) past its leases' TTL: the others take its
+    // instruments over; resumed, it writes nothing under the tokens it had.
+    if let Some(three) = nodes.get(&3) {
+        common::process::signal(three, "STOP");
+        tokio::time::sleep(LEASE_TTL + Duration::from_secs(5)).await;
+        common::process::signal(three, "CONT");
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+
     // Stop trading, let the pipeline settle, stop every instance.
     sim.set_rate(0.0);
     let keel_db = {
@@ -322,10 +332,14 @@ async fn three_hosts_share_the_work_and_losing_one_loses_nothing() {
         }
     }
     assert!(taken_over >= 1, "some instrument changed hands");
-    let log = std::fs::read_to_string(hosts.dir.path().join("node2.log")).unwrap_or_default();
+    let log = |n: usize| {
+        std::fs::read_to_string(hosts.dir.path().join(format!("node{n}.log"))).unwrap_or_default()
+    };
     eprintln!(
-        "node2 after the cut: {} lost leases logged; longest double subscription {longest:?}",
-        log.matches("no longer").count()
+        "node2 after the cut: {} lost leases logged; node3 after the pause: {} fenced writes; \
+         longest double subscription {longest:?}",
+        log(2).matches("no longer").count(),
+        log(3).matches("writes were refused").count(),
     );
     sim.stop().await;
 }

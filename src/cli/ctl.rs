@@ -266,18 +266,20 @@ fn draw_cluster(view: &Value) -> String {
             }
         ));
     }
-    out.push("receivers:".into());
-    for r in list("receivers") {
-        out.push(format!(
-            "  {}: {}",
-            r["instrument"].as_str().unwrap_or("?"),
-            r["instance"]
-                .as_str()
-                .map_or("no lease held".to_owned(), |i| format!(
-                    "{i} (token {})",
-                    r["token"]
-                ))
-        ));
+    for (title, key) in [("receivers:", "receivers"), ("analyzers:", "analyzers")] {
+        out.push(title.into());
+        for r in list(key) {
+            out.push(format!(
+                "  {}: {}",
+                r["instrument"].as_str().unwrap_or("?"),
+                r["instance"]
+                    .as_str()
+                    .map_or("no lease held".to_owned(), |i| format!(
+                        "{i} (token {})",
+                        r["token"]
+                    ))
+            ));
+        }
     }
     out.push("scheduled tasks:".into());
     for t in list("tasks") {
