@@ -193,11 +193,11 @@ pub fn children(config: &Config, registry: &Registry) -> Vec<ChildSpec> {
     // A producer: a shutdown stops it first, so it cancels its orders while
     // PostgreSQL and Redis still run.
     if config.executor.enabled {
-        let args = ExecutorArgs::new(
-            config.executor.clone(),
-            clients.redis.clone(),
-            clients.pg.clone(),
-        );
+        let mut executor = config.executor.clone();
+        if config.cluster.enabled && executor.consumer.is_empty() {
+            executor.consumer = config.cluster.instance_id();
+        }
+        let args = ExecutorArgs::new(executor, clients.redis.clone(), clients.pg.clone());
         children.push(
             ChildSpec::worker(EXECUTOR, move |ctx| Executor::spawn(args.clone(), ctx)).producer(),
         );
@@ -359,8 +359,13 @@ fn consumer<S>(
     sink: S,
     clients: &Clients,
 ) -> ConsumerArgs<S> {
+    let mut consumer = consumer.clone();
+    // In a cluster the instance id names this instance's consumers too.
+    if config.cluster.enabled && consumer.consumer.is_empty() {
+        consumer.consumer = config.cluster.instance_id();
+    }
     ConsumerArgs {
-        config: consumer.clone(),
+        config: consumer,
         sink,
         instruments: config.receiver.instruments.clone(),
         redis: clients.redis.clone(),

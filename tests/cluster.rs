@@ -149,10 +149,16 @@ async fn two_instances_see_each_other_and_run_each_interval_of_a_task_once() {
         .iter()
         .find(|g| g["group"] == "distributor" && g["stream"] == "trades:BTC-PERPETUAL")
         .unwrap_or_else(|| panic!("no distributor group in {body}"));
+    let names: Vec<&str> = distributor["consumers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
     assert_eq!(
-        distributor["consumers"].as_array().map(Vec::len),
-        Some(1),
-        "both instances are one process here, so one consumer name: {body}"
+        names,
+        ["a", "b"],
+        "each instance's consumer goes by its instance id: {body}"
     );
     let missing = http
         .get(format!("http://{}/api/clusters", server.addr()))

@@ -302,6 +302,46 @@ async fn a_receiver_lease_hands_out_growing_tokens_and_fences_every_write_of_a_f
 }
 
 #[tokio::test]
+async fn a_consumer_that_left_is_forgotten_only_with_nothing_pending() {
+    let prefix = TestPrefix::new();
+    let (handle, redis) = start(fast_config(REDIS_PORT, &prefix)).await;
+    redis.create_group("s", "g").await.unwrap();
+    redis.xadd_bulk("s", entries(2).into()).await.unwrap();
+    let read = redis
+        .read_group("g", "holding", &["s".to_owned()], 1)
+        .await
+        .unwrap();
+    assert_eq!(read[0].1.len(), 1);
+    redis
+        .read_group("g", "empty", &["s".to_owned()], 1)
+        .await
+        .unwrap();
+    let ids: Vec<String> = redis
+        .read_own_pending("g", "empty", &["s".to_owned()], 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .flat_map(|(_, e)| e.into_iter().map(|d| d.entry.id))
+        .collect();
+    redis.ack("s", "g", ids).await.unwrap();
+    redis.forget_consumer("s", "g", "holding").await.unwrap();
+    redis.forget_consumer("s", "g", "empty").await.unwrap();
+    let mut conn = prefix.connection();
+    let consumers: Vec<std::collections::HashMap<String, redis::Value>> = redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg(format!("{}s", prefix.prefix))
+        .arg("g")
+        .query(&mut conn)
+        .unwrap();
+    let names: Vec<String> = consumers
+        .iter()
+        .filter_map(|c| redis::from_redis_value(c.get("name")?.clone()).ok())
+        .collect();
+    assert_eq!(names, ["holding"], "what a consumer holds is never dropped");
+    handle.shutdown().await;
+}
+
+#[tokio::test]
 async fn the_breaker_opens_when_redis_stops_fails_fast_and_closes_when_it_returns() {
     let mut server = PrivateRedis::start();
     let prefix = TestPrefix::on(server.port);

@@ -2,6 +2,14 @@
 
 use serde_json::Value;
 
+/// `println!` that a closed pipe (`keel ctl tree | head`) ends quietly.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 use crate::config::Config;
 use crate::exit_code;
 
@@ -132,27 +140,27 @@ pub(super) async fn run(config: &Config, args: CtlArgs) -> u8 {
                 &format!("/api/actors/{name}/restart"),
             )
             .await
-            .map(|_| println!("restarted {name}")),
+            .map(|_| out!("restarted {name}")),
         CtlAction::Run { task } => client
             .json(reqwest::Method::POST, &format!("/api/tasks/{task}/run"))
             .await
-            .map(|_| println!("started {task}")),
+            .map(|_| out!("started {task}")),
         CtlAction::Shutdown => client
             .json(reqwest::Method::POST, "/api/shutdown")
             .await
-            .map(|_| println!("shutting down")),
+            .map(|_| out!("shutting down")),
         CtlAction::Halt => client
             .json(reqwest::Method::POST, "/api/executor/halt")
             .await
-            .map(|_| println!("executor halted: intake stopped, open orders cancelled")),
+            .map(|_| out!("executor halted: intake stopped, open orders cancelled")),
         CtlAction::Resume => client
             .json(reqwest::Method::POST, "/api/executor/resume")
             .await
-            .map(|_| println!("executor resumed")),
+            .map(|_| out!("executor resumed")),
         CtlAction::Cluster => client
             .json(reqwest::Method::GET, "/api/cluster")
             .await
-            .map(|view| println!("{}", draw_cluster(&view))),
+            .map(|view| out!("{}", draw_cluster(&view))),
     };
     match result {
         Ok(()) => exit_code::OK,
@@ -231,7 +239,7 @@ async fn tree(client: &Client) -> Result<(), u8> {
         out.push(line(root));
         draw(root, "", &mut out, &actors);
     }
-    println!("{}", out.join("\n"));
+    out!("{}", out.join("\n"));
     Ok(())
 }
 
@@ -320,7 +328,7 @@ fn draw_cluster(view: &Value) -> String {
 }
 
 fn print_message(m: &Value) {
-    println!(
+    out!(
         "{} {} {}",
         m["at"].as_str().unwrap_or("?"),
         m["kind"].as_str().unwrap_or("?"),

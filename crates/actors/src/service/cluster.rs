@@ -82,7 +82,7 @@ impl ClusterConfig {
                 Duration::from_millis(100),
                 10 * MINUTE,
             );
-        if self.renew_every * 2 > self.lease_ttl {
+        if self.renew_every * 2 > self.lease_ttl && self.lease_ttl >= SECOND {
             check.push(
                 "renew_every",
                 format!(
@@ -215,6 +215,8 @@ pub struct ClusterState {
     own: Incarnation,
     timer: Option<AbortOnDropHandle<Result<(), ractor::MessagingErr<ClusterMsg>>>>,
     view: Arc<Mutex<View>>,
+    /// The last heartbeat found another process's description under this id.
+    duplicate: bool,
 }
 
 /// What the last heartbeat saw, as `/api/cluster` and `/metrics` show it.
@@ -288,11 +290,30 @@ impl ClusterState {
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err(format!("no answer within {bound:?}")),
         };
+        if let Ok(seen) = &outcome {
+            let gone = gone_consumers(seen, now, cfg.lease_ttl);
+            let forget = self.forget(gone);
+            if tokio::time::timeout(bound, forget).await.is_err() {
+                tracing::debug!("Removing consumers that left took longer than {bound:?}.");
+            }
+        }
         let mut view = self.view.lock();
         match outcome {
             Ok(seen) => {
-                let (json, live, silent) =
+                let (mut json, live, silent) =
                     describe(&self.instance, cfg.lease_ttl, now, &self.args.tasks, &seen);
+                // Another process that heartbeats under this id overwrites the
+                // description between our write and our read, sooner or later.
+                let duplicate = seen.members.iter().any(|(id, _, info)| {
+                    *id == self.instance && info.as_ref().is_some_and(|i| *i != self.info)
+                });
+                if duplicate && !self.duplicate {
+                    tracing::error!(instance = %self.instance, "Another process heartbeats under this instance id: give each instance its own [cluster] instance.");
+                }
+                self.duplicate = duplicate;
+                if let Value::Object(map) = &mut json {
+                    map.insert("duplicate_id".into(), Value::Bool(duplicate));
+                }
                 view.json = json;
                 view.live = live;
                 view.silent = silent;
@@ -311,6 +332,50 @@ impl ClusterState {
             }
         }
         view.failures = self.args.failures.lock().total;
+    }
+}
+
+/// Consumers of the groups that left: nothing pending, idle longer than an
+/// instance is remembered (30 lease TTLs), and no live member of that name.
+/// Without removing them, every restart (a new `{hostname}-{pid}`) would add
+/// one for good.
+fn gone_consumers(seen: &Seen, now: i64, ttl: Duration) -> Vec<(String, String, String)> {
+    let forget_ms = u64::try_from((ttl * 30).as_millis()).unwrap_or(u64::MAX);
+    let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+    let live = |name: &str| {
+        seen.members
+            .iter()
+            .any(|(id, beat, _)| id == name && now.saturating_sub(*beat) <= ttl_ms)
+    };
+    seen.consumers
+        .iter()
+        .flat_map(|(stream, group, consumers)| {
+            consumers
+                .iter()
+                .filter(|c| c.pending == 0 && c.idle_ms >= forget_ms && !live(&c.name))
+                .map(move |c| (stream.clone(), group.clone(), c.name.clone()))
+        })
+        .collect()
+}
+
+impl ClusterState {
+    /// Removes consumers that left (each only while it has nothing pending).
+    async fn forget(&self, gone: Vec<(String, String, String)>) {
+        for (stream, group, consumer) in gone {
+            match self
+                .args
+                .redis
+                .forget_consumer(&stream, &group, &consumer)
+                .await
+            {
+                Ok(()) => {
+                    tracing::info!(%consumer, %group, %stream, "Removed a consumer that left the group.")
+                }
+                Err(error) => {
+                    tracing::debug!(%error, %consumer, "Could not remove a consumer that left.")
+                }
+            }
+        }
     }
 }
 
@@ -481,6 +546,7 @@ impl Actor for Cluster {
             own,
             timer: None,
             view,
+            duplicate: false,
         };
         state.arm(&myself, Duration::ZERO);
         Ok(state)
@@ -543,6 +609,33 @@ mod tests {
     }
 
     #[test]
+    fn a_consumer_is_forgotten_only_idle_empty_and_without_a_live_member() {
+        let ttl = Duration::from_secs(10);
+        let old = 300_001;
+        let consumer = |name: &str, pending, idle_ms| ConsumerSeen {
+            name: name.into(),
+            pending,
+            idle_ms,
+        };
+        let seen = Seen {
+            members: vec![("live".into(), 99_000, None), ("dead".into(), 1_000, None)],
+            consumers: vec![(
+                "s".into(),
+                "g".into(),
+                vec![
+                    consumer("dead", 0, old),
+                    consumer("dead-holding", 3, old),
+                    consumer("recent", 0, 1_000),
+                    consumer("live", 0, old),
+                ],
+            )],
+            ..Seen::default()
+        };
+        let gone = gone_consumers(&seen, 100_000, ttl);
+        assert_eq!(gone, [("s".into(), "g".into(), "dead".into())]);
+    }
+
+    #[test]
     fn the_view_marks_silent_members_and_names_who_took_each_interval() {
         let seen = Seen {
             members: vec![
@@ -572,13 +665,15 @@ mod tests {
         assert_eq!(view["members"][0]["about"]["pid"], 1);
         assert_eq!(view["members"][1]["live"], false);
         assert_eq!(view["members"][1]["heartbeat_age_ms"], 20_000);
-        assert_eq!(view["members"][1]["leases"][0], "task:janitor");
+        assert_eq!(
+            view["members"][1]["leases"],
+            json!(["analyzer:X", "task:janitor"])
+        );
         assert_eq!(view["tasks"][0]["interval_start_ms"], 27 * 3_600_000);
         assert_eq!(view["tasks"][1]["instance"], Value::Null);
         assert_eq!(view["groups"][0]["consumers"][0]["pending"], 3);
         assert_eq!(view["members"][0]["leases"][0], "receiver:X");
         assert_eq!(view["receivers"][0]["token"], 7);
         assert_eq!(view["receivers"][1]["instance"], Value::Null);
-        assert_eq!(view["members"][1]["leases"][0], "analyzer:X");
     }
 }

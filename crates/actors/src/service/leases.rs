@@ -117,11 +117,18 @@ pub struct Leases {
     free_rounds: Mutex<HashMap<String, u32>>,
     /// The instruments to subscribe to.
     owned: watch::Sender<BTreeSet<String>>,
+    /// The last round saw an instrument this instance is the choice for held
+    /// by another.
+    awaiting: std::sync::atomic::AtomicBool,
     pub(crate) counters: LeaseCounters,
 }
 
 /// Rounds a lease may stay free, its choice not taking it, before any member takes it.
 const FREE_ROUNDS: u32 = 2;
+
+/// Time between rounds while a lease changes hands: what the old holder
+/// buffered is published within it, and the new one takes it after about it.
+const HANDOVER_ROUND: Duration = Duration::from_millis(500);
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -129,15 +136,21 @@ fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// FNV-1a over the member and the instrument: the same on every host and
-/// every build, so every member computes the same choice.
+/// FNV-1a over the member and the instrument, then MurmurHash3's 64-bit
+/// finalizer (FNV alone leaves ids that differ in one character too close):
+/// the same on every host and every build, so every member computes the same
+/// choice.
 fn score(member: &str, instrument: &str) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in member.bytes().chain([0xff]).chain(instrument.bytes()) {
         hash ^= u64::from(byte);
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
-    hash
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    hash ^ (hash >> 33)
 }
 
 /// The member that should receive `instrument`: the highest score (ties by id).
@@ -166,6 +179,7 @@ impl Leases {
             held: Mutex::default(),
             free_rounds: Mutex::default(),
             owned: watch::channel(BTreeSet::new()).0,
+            awaiting: std::sync::atomic::AtomicBool::new(false),
             counters: LeaseCounters::default(),
         }
     }
@@ -269,11 +283,24 @@ impl Leases {
                 tracing::debug!("A lease round took longer than {bound:?}; the next one follows.");
             }
             self.expire_unrenewed();
+            // A handover under way (one of ours being given up, or one that is
+            // ours to take still held by another) goes on at once, not a round later.
+            let next = if self.handing_over() {
+                self.every.min(HANDOVER_ROUND)
+            } else {
+                self.every
+            };
             tokio::select! {
                 () = stop.cancelled() => return,
-                () = tokio::time::sleep(self.every) => {}
+                () = tokio::time::sleep(next) => {}
             }
         }
+    }
+
+    /// Whether a lease is changing hands: one being given up here, or one
+    /// that is this instance's choice and not (yet) its own.
+    fn handing_over(&self) -> bool {
+        self.held.lock().values().any(|h| h.releasing) || self.awaiting.load(Ordering::Relaxed)
     }
 
     /// Leases not renewed within their TTL (Redis unreachable) may be someone
@@ -323,6 +350,7 @@ impl Leases {
                         .is_some_and(|r| r.iter().any(|x| x == instrument))
                 })
         };
+        let mut awaiting = false;
         for (instrument, lease) in self.instruments.iter().zip(&seen.held) {
             let mut candidates: Vec<String> = seen
                 .members
@@ -334,9 +362,15 @@ impl Leases {
                 candidates.push(self.instance.clone());
             }
             let chosen = choice(&candidates, instrument) == Some(self.instance.as_str());
+            let mine = lease.as_deref().is_some_and(|l| {
+                l.rsplit_once(':')
+                    .is_some_and(|(who, _)| who == self.instance)
+            });
+            awaiting |= chosen && !mine;
             self.step(redis, takeover, instrument, lease.as_deref(), chosen)
                 .await;
         }
+        self.awaiting.store(awaiting, Ordering::Relaxed);
         self.publish();
     }
 
@@ -565,6 +599,24 @@ mod tests {
         // Fixed values: the hash is the same on every build.
         assert_eq!(score("a", "BTC-PERPETUAL"), score("a", "BTC-PERPETUAL"));
         assert_ne!(score("ab", "c"), score("a", "bc"));
-        assert_eq!(score("", ""), 0xaf64_724c_8602_eb6e);
+        let mut per: HashMap<&str, usize> = HashMap::new();
+        let close = ["a".to_owned(), "b".to_owned(), "c".to_owned()];
+        for i in [
+            "BTC-PERPETUAL",
+            "ETH-PERPETUAL",
+            "SOL-PERPETUAL",
+            "XRP-PERPETUAL",
+            "BTC-27MAR26",
+            "ETH-27MAR26",
+            "BTC-26JUN26",
+            "ETH-26JUN26",
+            "BTC-25SEP26",
+        ] {
+            *per.entry(choice(&close, i).unwrap()).or_default() += 1;
+        }
+        assert!(
+            per.values().all(|&n| n >= 1),
+            "ids one letter apart spread too: {per:?}"
+        );
     }
 }

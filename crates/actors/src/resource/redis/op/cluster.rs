@@ -424,6 +424,66 @@ impl RedisOp for TakeLease {
     }
 }
 
+/// Removes a consumer that left a group: one with nothing pending, idle long
+/// after its instance stopped heartbeating.
+#[derive(Clone, Debug)]
+pub struct ForgetConsumer {
+    /// The stream.
+    pub stream: String,
+    /// The group.
+    pub group: String,
+    /// The consumer.
+    pub consumer: String,
+}
+
+impl Operation for ForgetConsumer {
+    type Output = ();
+    const NAME: &'static str = "forget_consumer";
+
+    fn summary(&self) -> String {
+        format!("{} of {} on {}", self.consumer, self.group, self.stream)
+    }
+}
+
+/// Only while it still has nothing pending: what a consumer holds is never dropped.
+const FORGET_CONSUMER: &str = "\
+local pending = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2])
+if #pending > 0 then return 0 end
+return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])";
+
+impl RedisOp for ForgetConsumer {
+    async fn attempt(
+        &self,
+        conn: &mut MultiplexedConnection,
+        redis: &RedisShared,
+    ) -> Result<(), DriverError> {
+        redis::Script::new(FORGET_CONSUMER)
+            .key(redis.key(&self.stream))
+            .arg(&self.group)
+            .arg(&self.consumer)
+            .invoke_async::<i64>(conn)
+            .await
+            .map(drop)
+    }
+}
+
+impl RedisClient {
+    /// Removes `consumer` from `group` on `stream` if it has nothing pending.
+    pub async fn forget_consumer(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+    ) -> Result<(), RedisError> {
+        self.run(ForgetConsumer {
+            stream: stream.to_owned(),
+            group: group.to_owned(),
+            consumer: consumer.to_owned(),
+        })
+        .await
+    }
+}
+
 impl RedisClient {
     /// The live members and who holds each of `instruments`' `kind` leases.
     pub async fn read_leases(
