@@ -89,6 +89,16 @@ impl Daemon {
             .env("KEEL__SCHEDULE__ENABLED", "false")
             .stdout(Stdio::null())
             .stderr(Stdio::null());
+        // KEEL_BENCH_LOGS=DIR keeps each daemon's log there.
+        if let Ok(dir) = std::env::var("KEEL_BENCH_LOGS") {
+            let name = env
+                .iter()
+                .find(|(k, _)| *k == "KEEL__CLUSTER__INSTANCE")
+                .map_or("keel".to_owned(), |(_, v)| v.clone());
+            if let Ok(file) = std::fs::File::create(format!("{dir}/{prefix}{name}.log")) {
+                command.stderr(file).env("RUST_LOG", "info");
+            }
+        }
         for (key, value) in env {
             command.env(key, value);
         }
@@ -204,6 +214,7 @@ async fn main() {
          draining {BACKLOG} trades ({PER_ENTRY} per entry, {} streams)",
         INSTRUMENTS.len()
     );
+    let instruments = format!("[{}]", INSTRUMENTS.map(|i| format!("\"{i}\"")).join(","));
     let mut rates = Vec::new();
     for n in 1..=3usize {
         pg.batch_execute("TRUNCATE trades").await.expect("truncate");
@@ -216,6 +227,7 @@ async fn main() {
                     &prefix,
                     &[
                         ("KEEL__RECEIVER__ENABLED", "false".into()),
+                        ("KEEL__RECEIVER__INSTRUMENTS", instruments.clone()),
                         ("KEEL__ANALYZER__ENABLED", "false".into()),
                         ("KEEL__CLUSTER__ENABLED", "true".into()),
                         ("KEEL__CLUSTER__INSTANCE", format!("d{k}")),

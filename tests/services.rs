@@ -540,3 +540,83 @@ async fn a_consumer_far_behind_holds_the_receiver_back_and_what_it_sheds_becomes
     handle.shutdown().await;
     sim.stop().await;
 }
+
+/// A read whose reply was lost (a timeout after Redis delivered) leaves the
+/// entries pending with the consumer itself: it reads them again at its next
+/// claim tick (`claim_every`, 10 s), not only when a claim would take them
+/// (`claim_min_idle`, 30 s).
+#[tokio::test]
+async fn entries_delivered_in_a_lost_reply_are_read_again_within_a_claim_tick() {
+    let db = TestDb::create().await;
+    let prefix = TestPrefix::new();
+    let mut config = daemon::config(&db, &prefix, None);
+    config.receiver.enabled = false;
+    config.analyzer.enabled = false;
+    config.schedule.enabled = false;
+    config.distributor.consumer = "d".into();
+    let handle = Runtime::from_config(&config).start().await.unwrap();
+    let mut conn = prefix.connection();
+    let key = format!("{}trades:BTC-PERPETUAL", prefix.prefix);
+    eventually("the group exists", WAIT, || {
+        redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(&key)
+            .query::<Vec<redis::Value>>(&mut conn)
+            .is_ok_and(|g| !g.is_empty())
+    })
+    .await;
+    // Delivered to `d` in the same transaction as written, so the daemon's own
+    // blocked read never sees them: as if its reply had been lost.
+    let trades: Vec<PublicTrade> = (1..=5)
+        .map(|seq| {
+            PublicTrade::buy(
+                "BTC-PERPETUAL",
+                seq,
+                1_700_000_000_000 + seq as u64,
+                100.0,
+                1.0,
+            )
+        })
+        .collect();
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    for t in &trades {
+        let fields = streams::encode(t).unwrap();
+        let cmd = pipe.cmd("XADD").arg(&key).arg("*");
+        for (name, value) in fields {
+            cmd.arg(name).arg(value);
+        }
+        cmd.ignore();
+    }
+    pipe.cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("distributor")
+        .arg("d")
+        .arg("COUNT")
+        .arg(100)
+        .arg("STREAMS")
+        .arg(&key)
+        .arg(">")
+        .ignore();
+    let () = pipe.query(&mut conn).unwrap();
+    let started = std::time::Instant::now();
+    let client = db.client().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(25);
+    loop {
+        let stored: i64 = client
+            .query_one("SELECT count(*) FROM trades", &[])
+            .await
+            .map(|r| r.get(0))
+            .unwrap_or(0);
+        if stored == 5 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still not stored after {:?}: waited for a claim",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    handle.shutdown().await;
+}

@@ -10,9 +10,11 @@ use super::breaker::BreakerConfig;
 use keel_core::delay::BackoffConfig;
 use keel_core::secret::Secret;
 
-/// The redis crate times out a reply after this long on its async connections;
-/// bb8-redis keeps that default.
-pub const RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
+/// Every pooled connection times a reply out after this long (set on each;
+/// the redis crate's default is 500 ms). A read of a full batch can be several
+/// MB: on a loaded 2-core machine 500 ms ran out on it, the connection was
+/// dropped, and the entries it had delivered waited for a claim.
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The longest `XREADGROUP BLOCK` allowed: it must return (empty) before the
 /// response timeout, with room for the network and a busy client (100 ms of

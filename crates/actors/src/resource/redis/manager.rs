@@ -24,7 +24,9 @@ impl ManageConnection for RedisManager {
     type Error = RedisError;
 
     async fn connect(&self) -> Result<RedisConnection, RedisError> {
-        Ok(Pooled::new(self.0.connect().await?))
+        let mut conn = self.0.connect().await?;
+        conn.set_response_timeout(super::config::RESPONSE_TIMEOUT);
+        Ok(Pooled::new(conn))
     }
 
     async fn is_valid(&self, conn: &mut RedisConnection) -> Result<(), RedisError> {

@@ -705,6 +705,11 @@ impl<S: TradeSink> ConsumerState<S> {
             .is_none_or(|at| at.elapsed() >= self.config.claim_every);
         if due {
             self.last_claim = Some(Instant::now());
+            // Between polls nothing is delivered to this consumer and not yet
+            // handled, unless a reply was lost (a read that timed out after
+            // Redis delivered): the next poll reads those again, rather than
+            // leaving them for another consumer's claim `claim_min_idle` later.
+            self.own_pending_done = false;
             let mut claimed = Vec::new();
             for stream in &self.streams {
                 let cursor = self
