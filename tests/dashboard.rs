@@ -356,3 +356,47 @@ async fn the_dashboard_shows_the_executor_trading_and_halted() {
     assert_eq!(browser.eval(&bad).await, false);
     handle.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_dashboard_shows_the_cluster_and_the_leases_each_service_holds() {
+    let db = TestDb::create().await;
+    let prefix = TestPrefix::new();
+    let sim = daemon::sim(20.0).await;
+    let mut config = daemon::config(&db, &prefix, Some(&sim));
+    config.cluster.enabled = true;
+    config.cluster.instance = "dash-1".into();
+    config.schedule.enabled = false;
+    let handle = Arc::new(Runtime::from_config(&config).start().await.unwrap());
+    let admin = admin(&handle).await;
+    let Some(mut browser) = Browser::open(&format!("http://{}/#token={TOKEN}", admin.addr())).await
+    else {
+        handle.shutdown().await;
+        return;
+    };
+    browser
+        .until(
+            "one live member holding both leases",
+            WAIT,
+            &cell(tree::CLUSTER, "status"),
+            |v| {
+                v.as_str()
+                    .is_some_and(|s| s.contains("1 live · 0 silent · holds 2 leases"))
+            },
+        )
+        .await;
+    for service in [tree::RECEIVER, tree::ANALYZER] {
+        browser
+            .until(
+                "the service's leases",
+                WAIT,
+                &cell(service, "status"),
+                |v| {
+                    v.as_str()
+                        .is_some_and(|s| s.contains("leases BTC-PERPETUAL"))
+                },
+            )
+            .await;
+    }
+    handle.shutdown().await;
+    sim.stop().await;
+}
