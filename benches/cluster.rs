@@ -70,6 +70,16 @@ struct Daemon {
     admin: SocketAddr,
 }
 
+/// A bench that panics must not leave its daemons running.
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 impl Daemon {
     fn start(db: &str, prefix: &str, env: &[(&str, String)]) -> Self {
         let admin = free_port();

@@ -310,10 +310,11 @@ fn draw_cluster(view: &Value) -> String {
     for g in list("groups") {
         let consumers = g["consumers"].as_array().cloned().unwrap_or_default();
         out.push(format!(
-            "  {} on {}: {} consumers",
+            "  {} on {}: {} consumer{}",
             g["group"].as_str().unwrap_or("?"),
             g["stream"].as_str().unwrap_or("?"),
-            consumers.len()
+            consumers.len(),
+            if consumers.len() == 1 { "" } else { "s" }
         ));
         for c in consumers {
             out.push(format!(

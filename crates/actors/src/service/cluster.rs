@@ -217,6 +217,8 @@ pub struct ClusterState {
     view: Arc<Mutex<View>>,
     /// The last heartbeat found another process's description under this id.
     duplicate: bool,
+    /// Heartbeats written by this incarnation.
+    beats: u64,
 }
 
 /// What the last heartbeat saw, as `/api/cluster` and `/metrics` show it.
@@ -302,11 +304,12 @@ impl ClusterState {
             Ok(seen) => {
                 let (mut json, live, silent) =
                     describe(&self.instance, cfg.lease_ttl, now, &self.args.tasks, &seen);
-                // Another process that heartbeats under this id overwrites the
-                // description between our write and our read, sooner or later.
-                let duplicate = seen.members.iter().any(|(id, _, info)| {
-                    *id == self.instance && info.as_ref().is_some_and(|i| *i != self.info)
-                });
+                // Another process heartbeating under this id overwrote our
+                // description since our last beat. (At the first beat it may
+                // be a predecessor's, restarted under a configured id.)
+                let duplicate =
+                    self.beats > 0 && seen.previous.as_ref().is_some_and(|p| *p != self.info);
+                self.beats += 1;
                 if duplicate && !self.duplicate {
                     tracing::error!(instance = %self.instance, "Another process heartbeats under this instance id: give each instance its own [cluster] instance.");
                 }
@@ -547,6 +550,7 @@ impl Actor for Cluster {
             timer: None,
             view,
             duplicate: false,
+            beats: 0,
         };
         state.arm(&myself, Duration::ZERO);
         Ok(state)
@@ -638,6 +642,7 @@ mod tests {
     #[test]
     fn the_view_marks_silent_members_and_names_who_took_each_interval() {
         let seen = Seen {
+            previous: None,
             members: vec![
                 ("a".into(), 99_000, Some(r#"{"pid":1}"#.into())),
                 ("b".into(), 80_000, None),

@@ -81,6 +81,9 @@ pub struct Seen {
     pub analyzers: Vec<(String, Option<String>)>,
     /// Per `(stream, group)`: each consumer's name, pending count and idle ms.
     pub consumers: Vec<(String, String, Vec<ConsumerSeen>)>,
+    /// This instance's description as Redis held it just before this
+    /// heartbeat wrote it: another process's, if one heartbeats under the same id.
+    pub previous: Option<String>,
 }
 
 /// One consumer of a group, as `XINFO CONSUMERS` reports it.
@@ -112,7 +115,9 @@ impl RedisOp for Beat {
         let members_key = redis.key(MEMBERS);
         let forget_before = self.now_ms - i64::try_from(millis(self.forget_after)).unwrap_or(0);
         let mut pipe = redis::pipe();
-        pipe.cmd("SET")
+        pipe.cmd("GET")
+            .arg(redis.key(&member_key(&self.instance)))
+            .cmd("SET")
             .arg(redis.key(&member_key(&self.instance)))
             .arg(&self.info)
             .arg("PX")
@@ -145,9 +150,10 @@ impl RedisOp for Beat {
                 .arg(redis.key(&lease_key("analyzer", instrument)));
         }
         let mut replies: Vec<Value> = pipe.query_async(conn).await?;
-        if replies.is_empty() {
+        if replies.len() < 2 {
             return Err((redis::ErrorKind::Parse, "no reply to ZRANGE").into());
         }
+        let previous: Option<String> = redis::from_redis_value(replies.remove(0))?;
         let scored: Vec<(String, f64)> = redis::from_redis_value(replies.remove(0))?;
         let mut held: Vec<Option<String>> = replies
             .into_iter()
@@ -186,6 +192,7 @@ impl RedisOp for Beat {
             receivers,
             analyzers,
             consumers,
+            previous,
         })
     }
 }
