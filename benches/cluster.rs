@@ -20,9 +20,9 @@ mod common;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use common::{connect, cpu_seconds, last_trade_seq, raw_copy, trades};
+use common::{connect, cpu_seconds, free_port, last_trade_seq, metric, now_ms, raw_copy, trades};
 use keel_actors::resource::redis::Fields;
 use keel_deribit::sim::{self, SimConfig, SimHandle};
 
@@ -38,31 +38,6 @@ const BACKLOG: usize = 1_200_000;
 const PER_ENTRY: usize = 16;
 /// The default `[cluster] lease_ttl`.
 const LEASE_TTL: Duration = Duration::from_secs(10);
-
-fn free_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
-/// Sums every sample of metric `name` in `/metrics` of `admin`.
-async fn metric(admin: SocketAddr, name: &str) -> f64 {
-    let url = format!("http://{admin}/metrics");
-    let Ok(response) = reqwest::get(&url).await else {
-        return 0.0;
-    };
-    let text = response.text().await.unwrap_or_default();
-    text.lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum()
-}
 
 /// One Keel process on `conf/keel.toml`.
 struct Daemon {

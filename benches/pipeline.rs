@@ -34,9 +34,12 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use common::{connect, cpu_seconds, last_trade_seq, raw_copy, raw_xadd, rss_kib, trades};
+use common::{
+    connect, cpu_seconds, free_port, last_trade_seq, metric, now_ms, raw_copy, raw_xadd, rss_kib,
+    trades,
+};
 use keel_actors::resource::redis::Fields;
 use keel_deribit::sim::{self, SimConfig, SimHandle};
 
@@ -414,21 +417,6 @@ impl Ramp {
     }
 }
 
-/// The sum of a counter over its label sets, from the daemon's `/metrics`.
-async fn metric(admin: SocketAddr, name: &str) -> f64 {
-    let Ok(response) = reqwest::get(format!("http://{admin}/metrics")).await else {
-        return 0.0;
-    };
-    let text = response.text().await.unwrap_or_default();
-    text.lines()
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// Messages handled so far by every actor of the daemon, from its admin API.
 async fn messages_handled(admin: SocketAddr) -> u64 {
     let tree: serde_json::Value = match reqwest::get(format!("http://{admin}/api/tree")).await {
@@ -443,18 +431,6 @@ async fn messages_handled(admin: SocketAddr) -> u64 {
         .flatten()
         .filter_map(|a| a["messages_handled"].as_u64())
         .sum()
-}
-
-fn free_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 #[tokio::main(flavor = "multi_thread")]

@@ -287,6 +287,26 @@ fn held(handle: &RuntimeHandle) -> Vec<String> {
         .collect()
 }
 
+/// Waits until every instrument's stream holds 60 more trades than now.
+async fn trades_flow(prefix: &TestPrefix, what: &str) {
+    let mut before = Vec::new();
+    for i in INSTRUMENTS {
+        before.push(stream_seqs(prefix, i).await.len());
+    }
+    eventually_some(what, WAIT, || {
+        let before = before.clone();
+        async move {
+            for (i, n) in INSTRUMENTS.iter().zip(before) {
+                if stream_seqs(prefix, i).await.len() <= n + 60 {
+                    return None;
+                }
+            }
+            Some(())
+        }
+    })
+    .await;
+}
+
 /// Instruments whose analyzer lease `handle` holds.
 fn analyzed(handle: &RuntimeHandle) -> Vec<String> {
     let leases = handle
@@ -409,26 +429,7 @@ async fn each_instrument_is_received_and_folded_by_one_instance_and_one_that_lea
     })
     .await;
     let at_split = (held(&a), held(&b));
-    let before: Vec<usize> = {
-        let mut n = Vec::new();
-        for i in INSTRUMENTS {
-            n.push(stream_seqs(&prefix, i).await.len());
-        }
-        n
-    };
-    eventually_some("trades flow on every stream", WAIT, || {
-        let prefix = &prefix;
-        let before = before.clone();
-        async move {
-            for (i, n) in INSTRUMENTS.iter().zip(before) {
-                if stream_seqs(prefix, i).await.len() <= n + 60 {
-                    return None;
-                }
-            }
-            Some(())
-        }
-    })
-    .await;
+    trades_flow(&prefix, "trades flow on every stream").await;
     assert_eq!((held(&a), held(&b)), at_split, "no flapping");
 
     // a leaves: it releases its leases, and b takes them at its next round.
@@ -437,26 +438,7 @@ async fn each_instrument_is_received_and_folded_by_one_instance_and_one_that_lea
         held(&b).len() == 4 && sim.stats().subscriptions == 4
     })
     .await;
-    let counts: Vec<usize> = {
-        let mut n = Vec::new();
-        for i in INSTRUMENTS {
-            n.push(stream_seqs(&prefix, i).await.len());
-        }
-        n
-    };
-    eventually_some("trades flow on every stream from b", WAIT, || {
-        let prefix = &prefix;
-        let counts = counts.clone();
-        async move {
-            for (i, n) in INSTRUMENTS.iter().zip(counts) {
-                if stream_seqs(prefix, i).await.len() <= n + 60 {
-                    return None;
-                }
-            }
-            Some(())
-        }
-    })
-    .await;
+    trades_flow(&prefix, "trades flow on every stream from b").await;
 
     // Never written twice: each trade is in its stream once, in order, and
     // every entry under a lease, its token never going back.

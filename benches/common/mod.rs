@@ -2,7 +2,8 @@
 //! in the same run as Keel's figures.
 #![allow(dead_code)]
 
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use keel_actors::resource::pg::op::copy_trades;
 use keel_actors::resource::redis::Fields;
@@ -145,4 +146,33 @@ pub async fn last_trade_seq(redis: &mut redis::aio::MultiplexedConnection, strea
     trade
         .and_then(|t| t.get("trade_seq").and_then(serde_json::Value::as_i64))
         .unwrap_or(0)
+}
+
+/// The sum of a counter over its label sets, from a daemon's `/metrics`.
+pub async fn metric(admin: SocketAddr, name: &str) -> f64 {
+    let Ok(response) = reqwest::get(format!("http://{admin}/metrics")).await else {
+        return 0.0;
+    };
+    let text = response.text().await.unwrap_or_default();
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A loopback address nothing listens on (for the moment).
+pub fn free_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+}
+
+/// Now, in ms since the epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
