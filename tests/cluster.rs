@@ -271,11 +271,11 @@ const INSTRUMENTS: [&str; 4] = [
     "BTC-25JUN27-110000-C",
 ];
 
-/// Instruments whose receiver lease `handle` holds.
-fn held(handle: &RuntimeHandle) -> Vec<String> {
+/// Instruments whose lease `actor` (the receiver or the analyzer) holds.
+fn holding(handle: &RuntimeHandle, actor: &str) -> Vec<String> {
     let leases = handle
         .tree()
-        .actor(tree::RECEIVER)
+        .actor(actor)
         .and_then(|a| a.details.get("leases").cloned())
         .unwrap_or(Value::Null);
     leases["held"]
@@ -285,6 +285,11 @@ fn held(handle: &RuntimeHandle) -> Vec<String> {
         .filter(|h| h["releasing"] == false)
         .filter_map(|h| h["instrument"].as_str().map(str::to_owned))
         .collect()
+}
+
+/// Instruments whose receiver lease `handle` holds.
+fn held(handle: &RuntimeHandle) -> Vec<String> {
+    holding(handle, tree::RECEIVER)
 }
 
 /// Waits until every instrument's stream holds 60 more trades than now.
@@ -309,18 +314,7 @@ async fn trades_flow(prefix: &TestPrefix, what: &str) {
 
 /// Instruments whose analyzer lease `handle` holds.
 fn analyzed(handle: &RuntimeHandle) -> Vec<String> {
-    let leases = handle
-        .tree()
-        .actor(tree::ANALYZER)
-        .and_then(|a| a.details.get("leases").cloned())
-        .unwrap_or(Value::Null);
-    leases["held"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|h| h["releasing"] == false)
-        .filter_map(|h| h["instrument"].as_str().map(str::to_owned))
-        .collect()
+    holding(handle, tree::ANALYZER)
 }
 
 /// Every `trade_seq` in `instrument`'s stream, in stream order.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::db::{TestDb, PG_PORT};
 use common::proxy::{Mode, TcpProxy};
 use common::redis::TestPrefix;
-use common::{daemon, eventually};
+use common::{daemon, eventually, eventually_some};
 use keel::{tree, Runtime, RuntimeHandle};
 use keel_actors::resource::redis::{Fields, RedisClient};
 use keel_actors::service::streams;
@@ -599,24 +599,23 @@ async fn entries_delivered_in_a_lost_reply_are_read_again_within_a_claim_tick() 
         .arg(">")
         .ignore();
     let () = pipe.query(&mut conn).unwrap();
-    let started = std::time::Instant::now();
     let client = db.client().await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(25);
-    loop {
-        let stored: i64 = client
-            .query_one("SELECT count(*) FROM trades", &[])
-            .await
-            .map(|r| r.get(0))
-            .unwrap_or(0);
-        if stored == 5 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "still not stored after {:?}: waited for a claim",
-            started.elapsed()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let within_a_tick = Duration::from_secs(25);
+    eventually_some(
+        "stored before a claim would take them (30 s)",
+        within_a_tick,
+        || {
+            let client = &client;
+            async move {
+                let stored: i64 = client
+                    .query_one("SELECT count(*) FROM trades", &[])
+                    .await
+                    .map(|r| r.get(0))
+                    .unwrap_or(0);
+                (stored == 5).then_some(())
+            }
+        },
+    )
+    .await;
     handle.shutdown().await;
 }

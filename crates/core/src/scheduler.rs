@@ -360,25 +360,22 @@ impl Actor for Scheduler {
         if let (Some(gate), false) = (&state.gate, asked) {
             let admitted =
                 tokio::time::timeout(GATE_WAIT, gate.0.admit(&slot.job.name, slot.job.every)).await;
-            let not_here = match admitted {
-                Ok(Ok(None)) => None,
+            match &admitted {
+                Ok(Ok(None)) => {}
                 Ok(Ok(Some(who))) => {
                     slot.runs.elsewhere += 1;
                     tracing::debug!(task = %slot.job.name, instance = %who, "This interval runs elsewhere.");
-                    Some("elsewhere")
                 }
                 Ok(Err(reason)) => {
                     slot.runs.undecided += 1;
                     tracing::warn!(task = %slot.job.name, %reason, "Cannot tell which instance runs this interval; skipped here.");
-                    Some("undecided")
                 }
                 Err(_) => {
                     slot.runs.undecided += 1;
                     tracing::warn!(task = %slot.job.name, wait = ?GATE_WAIT, "No answer on which instance runs this interval; skipped here.");
-                    Some("undecided")
                 }
-            };
-            if not_here.is_some() {
+            }
+            if !matches!(admitted, Ok(Ok(None))) {
                 slot.child.probe().set_stats("runs", slot.runs.clone());
                 return Ok(());
             }

@@ -15,7 +15,7 @@
 //! exists), so one instance of the fleet runs it.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SpawnErr};
@@ -26,6 +26,7 @@ use tokio_util::task::AbortOnDropHandle;
 use crate::resource::redis::op::cluster::{Beat, Seen};
 use crate::resource::redis::RedisClient;
 use crate::service::consumer::consumer_name;
+use crate::service::now_ms;
 use keel_core::child::{spawn_with_probe, Incarnation, StartContext};
 use keel_core::mailbox::Tell;
 use keel_core::recorded::Recordable;
@@ -101,12 +102,6 @@ impl ClusterConfig {
     pub fn instance_id(&self) -> String {
         consumer_name(&self.instance)
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// The scheduler's gate across the fleet: one instance takes each interval.

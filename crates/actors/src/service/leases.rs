@@ -29,9 +29,11 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use keel_core::registry::Probe;
 use keel_core::stats::{Family, Samples, Stats};
+use keel_core::tasks::OwnedTask;
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 use std::sync::Weak;
@@ -42,7 +44,7 @@ use crate::resource::pg::PgClient;
 use crate::resource::redis::op::cluster::lease_key;
 use crate::resource::redis::RedisClient;
 use crate::service::receiver::Continuity;
-use crate::service::streams;
+use crate::service::{now_ms, streams};
 
 /// Which service's leases.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -129,12 +131,6 @@ const FREE_ROUNDS: u32 = 2;
 /// Time between rounds while a lease changes hands: what the old holder
 /// buffered is published within it, and the new one takes it after about it.
 const HANDOVER_ROUND: Duration = Duration::from_millis(500);
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
 
 /// FNV-1a over the member and the instrument, then MurmurHash3's 64-bit
 /// finalizer (FNV alone leaves ids that differ in one character too close):
@@ -306,23 +302,21 @@ impl Leases {
     /// Leases not renewed within their TTL (Redis unreachable) may be someone
     /// else's now: stop receiving them (writes were fenced anyway).
     fn expire_unrenewed(&self) {
-        let expired: Vec<String> = self
-            .held
-            .lock()
-            .iter()
-            .filter(|(_, h)| h.renewed.elapsed() >= self.ttl)
-            .map(|(i, _)| i.clone())
-            .collect();
+        let mut expired = Vec::new();
+        self.held.lock().retain(|instrument, h| {
+            let live = h.renewed.elapsed() < self.ttl;
+            if !live {
+                expired.push(instrument.clone());
+            }
+            live
+        });
         if expired.is_empty() {
             return;
         }
-        let mut held = self.held.lock();
         for instrument in expired {
-            held.remove(&instrument);
             self.counters.lost.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(%instrument, kind = self.kind.as_str(), ttl = ?self.ttl, "Lease not renewed within its TTL; no longer taken here.");
         }
-        drop(held);
         self.publish();
     }
 
@@ -339,24 +333,27 @@ impl Leases {
                 return;
             }
         };
-        // Members that take each instrument, this one always among them.
+        // What each member takes, read once a round; this one always takes
+        // its own instruments.
         let list = self.kind.members_key();
-        let receives = |info: &Option<String>, instrument: &str| {
-            info.as_deref()
-                .and_then(|i| serde_json::from_str::<Value>(i).ok())
-                .is_some_and(|v| {
-                    v[list]
-                        .as_array()
-                        .is_some_and(|r| r.iter().any(|x| x == instrument))
-                })
-        };
+        let takes: Vec<(&str, Vec<String>)> = seen
+            .members
+            .iter()
+            .map(|(id, info)| {
+                let instruments = info
+                    .as_deref()
+                    .and_then(|i| serde_json::from_str::<Value>(i).ok())
+                    .and_then(|v| serde_json::from_value(v[list].clone()).ok())
+                    .unwrap_or_default();
+                (id.as_str(), instruments)
+            })
+            .collect();
         let mut awaiting = false;
         for (instrument, lease) in self.instruments.iter().zip(&seen.held) {
-            let mut candidates: Vec<String> = seen
-                .members
+            let mut candidates: Vec<String> = takes
                 .iter()
-                .filter(|(_, info)| receives(info, instrument))
-                .map(|(id, _)| id.clone())
+                .filter(|(_, instruments)| instruments.contains(instrument))
+                .map(|(id, _)| (*id).to_owned())
                 .collect();
             if !candidates.contains(&self.instance) {
                 candidates.push(self.instance.clone());
@@ -444,14 +441,7 @@ impl Leases {
             Takeover::Receiver(continuity) => {
                 let stream = streams::trade_stream(instrument);
                 let last = match redis.last_entry(&stream).await {
-                    Ok(entry) => entry.and_then(|entry| {
-                        streams::decode(&entry)
-                            .into_iter()
-                            .flatten()
-                            .flatten()
-                            .map(|t| t.trade_seq)
-                            .max()
-                    }),
+                    Ok(entry) => entry.as_ref().and_then(streams::last_trade_seq),
                     Err(_) => None,
                 };
                 continuity.restart_from(instrument, last);
@@ -522,6 +512,51 @@ impl Leases {
     }
 }
 
+/// A service's lease rounds, owned by its actor's incarnation: started with it
+/// and stopped with it. The leases outlive a restart (the next incarnation
+/// renews them); at a shutdown they are given up, so another instance takes
+/// them at once.
+#[derive(Debug)]
+pub(crate) struct LeaseRounds {
+    leases: Arc<Leases>,
+    stop: CancellationToken,
+    task: OwnedTask,
+}
+
+impl LeaseRounds {
+    /// Starts `leases`' rounds as a task of `actor` (which `failed` tells if
+    /// they end by themselves), and shows them as its `leases` detail.
+    pub(crate) fn start<M: ractor::Message>(
+        leases: &Arc<Leases>,
+        redis: RedisClient,
+        takeover: Takeover,
+        actor: &ractor::ActorRef<M>,
+        probe: &Probe,
+        failed: impl FnOnce(String) -> M + Send + 'static,
+    ) -> Self {
+        let stop = CancellationToken::new();
+        let rounds = Arc::clone(leases).run(redis, takeover, stop.clone());
+        let task = OwnedTask::spawn(actor, rounds, |end| {
+            Some(failed(end.unexpected("lease rounds")))
+        });
+        probe.set_stats("leases", LeaseStats(Arc::downgrade(leases)));
+        Self {
+            leases: Arc::clone(leases),
+            stop,
+            task,
+        }
+    }
+
+    /// Stops the rounds; at a shutdown (`release`), gives every lease up.
+    pub(crate) async fn stop(self, redis: &RedisClient, release: bool) {
+        self.stop.cancel();
+        self.task.join().await;
+        if release {
+            self.leases.release_all(redis).await;
+        }
+    }
+}
+
 const LEASES_HELD: Family = Family::gauge(
     "keel_leases_held",
     "Cluster mode: instruments whose lease (receiver or analyzer, by actor) this instance holds.",
@@ -537,7 +572,7 @@ const FENCED: Family = Family::counter(
 
 /// A service's leases in cluster mode (its `leases` detail).
 #[derive(Debug)]
-pub(crate) struct LeaseStats(pub(crate) Weak<Leases>);
+struct LeaseStats(Weak<Leases>);
 
 impl Stats for LeaseStats {
     fn show(&self) -> Option<serde_json::Value> {
@@ -548,8 +583,7 @@ impl Stats for LeaseStats {
         let Some(leases) = self.0.upgrade() else {
             return;
         };
-        let shown = leases.show();
-        let held = shown["held"].as_array().map_or(0, Vec::len);
+        let held = leases.held.lock().len();
         out.add(&LEASES_HELD, &[("actor", actor)], held as f64);
         let c = &leases.counters;
         for (change, n) in [

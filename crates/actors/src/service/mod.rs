@@ -14,6 +14,11 @@ pub mod receiver;
 pub mod streams;
 pub mod task;
 
+/// Now, in ms since the epoch.
+pub(crate) fn now_ms() -> i64 {
+    i64::try_from(keel_deribit::model::to_ms(std::time::SystemTime::now())).unwrap_or(i64::MAX)
+}
+
 /// The exchange's HTTP API as the tasks call it: each answer within 30 s.
 fn exchange_http(
     url: &str,

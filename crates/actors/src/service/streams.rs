@@ -93,6 +93,17 @@ pub enum EntryError {
 /// `Err` of the whole is an entry with nothing readable in it.
 pub type Decoded = Result<Vec<Result<Trade, EntryError>>, EntryError>;
 
+/// The highest `trade_seq` an entry holds, whatever its shape; `None` when
+/// none of it decodes.
+pub fn last_trade_seq(entry: &StreamEntry) -> Option<i64> {
+    decode(entry)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|t| t.trade_seq)
+        .max()
+}
+
 /// An entry back into the trades Keel can store. Its trades are read as
 /// views borrowing the entry's text (no copy of a string until the row).
 pub fn decode(entry: &StreamEntry) -> Decoded {

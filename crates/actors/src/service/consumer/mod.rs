@@ -31,12 +31,11 @@ use crate::resource::pg::PgClient;
 use crate::resource::redis::{Fields, RedisClient, StreamEntry};
 use crate::resource::RideOut;
 use crate::service::analyzer::Fenced;
-use crate::service::leases::{LeaseStats, Leases, Takeover};
+use crate::service::leases::{LeaseRounds, Leases, Takeover};
 use crate::service::streams;
 use keel_core::child::{spawn_with_probe, Incarnation, StartContext};
 use keel_core::logs::Repeats;
 use keel_core::recorded::Recordable;
-use keel_core::tasks::OwnedTask;
 use keel_market::Trade;
 use tokio_util::sync::CancellationToken;
 
@@ -249,8 +248,8 @@ pub struct ConsumerState<S> {
     dead_log: Repeats,
     counts: Arc<Counts>,
     progress: Arc<ProgressStats>,
-    /// Cluster mode: the leases, their rounds and their stop.
-    leases: Option<(Arc<Leases>, CancellationToken, OwnedTask)>,
+    /// Cluster mode: the leases and their rounds.
+    leases: Option<(Arc<Leases>, LeaseRounds)>,
     /// Streams taken over and not yet cleared of what the group holds
     /// pending for other consumers, with the claim cursor.
     takeover: BTreeMap<String, String>,
@@ -286,17 +285,16 @@ impl<S: TradeSink> Actor for TradeConsumer<S> {
         probe.set_stats(S::NAME, Arc::clone(&counts));
         probe.set_stats("group_progress", Arc::clone(&progress));
         let leases = args.leases.clone().map(|leases| {
-            let stop = CancellationToken::new();
-            let rounds = Arc::clone(&leases).run(
+            let takeover = Takeover::Analyzer(args.pg.clone());
+            let rounds = LeaseRounds::start(
+                &leases,
                 args.redis.clone(),
-                Takeover::Analyzer(args.pg.clone()),
-                stop.clone(),
+                takeover,
+                &myself,
+                &probe,
+                ConsumerMsg::TaskFailed,
             );
-            let task = OwnedTask::spawn(&myself, rounds, |end| {
-                Some(ConsumerMsg::TaskFailed(end.unexpected("lease rounds")))
-            });
-            probe.set_stats("leases", LeaseStats(Arc::downgrade(&leases)));
-            (leases, stop, task)
+            (leases, rounds)
         });
         myself.tell(ConsumerMsg::Poll)?;
         Ok(ConsumerState {
@@ -343,7 +341,7 @@ impl<S: TradeSink> Actor for TradeConsumer<S> {
             // batch was stored or acknowledged, and their streams are no
             // longer read here.
             Err(error) if error.downcast_ref::<Fenced>().is_some() => {
-                if let (Some(Fenced(instruments)), Some((leases, _, _))) =
+                if let (Some(Fenced(instruments)), Some((leases, _))) =
                     (error.downcast_ref::<Fenced>(), &state.leases)
                 {
                     for instrument in instruments {
@@ -393,12 +391,9 @@ impl<S: TradeSink> Actor for TradeConsumer<S> {
     ) -> Result<(), ActorProcessingErr> {
         // Leases outlive a restart; at a shutdown they go to the other
         // instances at once (the batch in hand was acknowledged).
-        if let Some((leases, stop, task)) = state.leases.take() {
-            stop.cancel();
-            task.join().await;
-            if state.shutdown.is_cancelled() {
-                leases.release_all(&state.plain_redis).await;
-            }
+        if let Some((_, rounds)) = state.leases.take() {
+            let release = state.shutdown.is_cancelled();
+            rounds.stop(&state.plain_redis, release).await;
         }
         Ok(())
     }
@@ -442,7 +437,7 @@ type Place = (usize, Option<usize>);
 
 impl<S: TradeSink> ConsumerState<S> {
     async fn poll(&mut self) -> Result<(), ActorProcessingErr> {
-        if let Some((leases, _, _)) = &self.leases {
+        if let Some((leases, _)) = &self.leases {
             // Only the streams of instruments held, and held still by this
             // instance's clock (one paused past its lease reads nothing).
             let held: Vec<String> = leases

@@ -33,6 +33,7 @@ use super::intent::{self, Intent, Place, DEAD_STREAM, EVENTS_STREAM, INTENTS_STR
 use super::session::{Inbound, Socket};
 use crate::resource::pg::{FillRow, NewOrder, OrderUpdate, PgClient, PgError};
 use crate::resource::redis::{Fields, RedisClient, RedisError, StreamEntry};
+use crate::service::now_ms;
 
 /// The consumer group of the intents stream.
 pub const GROUP: &str = "executor";
@@ -471,10 +472,6 @@ const FILL_PAGE: u32 = 1000;
 /// Pages of fills read back per instrument and view at most (a bound on one
 /// reconciliation: 100,000 fills).
 const MAX_FILL_PAGES: usize = 100;
-
-fn now_ms() -> i64 {
-    to_ms(SystemTime::now()) as i64
-}
 
 /// Everything one session's work needs.
 pub(super) struct Engine {

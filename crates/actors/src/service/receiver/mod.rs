@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use crate::resource::pg::PgClient;
 use crate::resource::redis::RedisClient;
 use crate::resource::RideOut;
-use crate::service::leases::{LeaseStats, Leases, Takeover};
+use crate::service::leases::{LeaseRounds, Leases, Takeover};
 use crate::service::streams;
 use keel_core::child::{spawn_with_probe, Incarnation, Outage, StartContext};
 use keel_core::recorded::Recordable;
@@ -142,8 +142,8 @@ pub struct ReceiverState {
     connection: Option<OwnedTask>,
     publisher_stop: CancellationToken,
     publisher: Option<OwnedTask>,
-    /// Cluster mode: the lease rounds, and the leases they keep.
-    leases: Option<(Arc<Leases>, CancellationToken, OwnedTask)>,
+    /// Cluster mode: the lease rounds.
+    leases: Option<LeaseRounds>,
     redis: RedisClient,
     /// The tree is shutting down (leases are released then, kept across restarts).
     shutdown: CancellationToken,
@@ -205,20 +205,18 @@ impl Actor for Receiver {
             Some(ReceiverMsg::TaskFailed(end.unexpected("publisher")))
         });
 
-        let leases = args.leases.clone().map(|leases| {
-            let stop = CancellationToken::new();
-            let rounds = Arc::clone(&leases).run(
+        let owned = args.leases.as_ref().map(|l| l.owned());
+        let leases = args.leases.as_ref().map(|leases| {
+            let takeover = Takeover::Receiver(args.continuity.clone());
+            LeaseRounds::start(
+                leases,
                 redis.clone(),
-                Takeover::Receiver(args.continuity.clone()),
-                stop.clone(),
-            );
-            let task = OwnedTask::spawn(&myself, rounds, |end| {
-                Some(ReceiverMsg::TaskFailed(end.unexpected("lease rounds")))
-            });
-            probe.set_stats("leases", LeaseStats(Arc::downgrade(&leases)));
-            (leases, stop, task)
+                takeover,
+                &myself,
+                &probe,
+                ReceiverMsg::TaskFailed,
+            )
         });
-        let owned = leases.as_ref().map(|(l, _, _)| l.owned());
         let connection_counters = Arc::clone(&counters);
         let connection_stop = own.stop.child_token();
         let stop = connection_stop.clone();
@@ -231,13 +229,7 @@ impl Actor for Receiver {
                 let last =
                     tokio::time::timeout(Duration::from_secs(2), redis.last_entry(&stream)).await;
                 if let Ok(Ok(Some(entry))) = last {
-                    let last_seq = streams::decode(&entry)
-                        .into_iter()
-                        .flatten()
-                        .flatten()
-                        .map(|t| t.trade_seq)
-                        .max();
-                    if let Some(seq) = last_seq {
+                    if let Some(seq) = streams::last_trade_seq(&entry) {
                         args.continuity.seed(instrument, seq);
                     }
                 }
@@ -311,12 +303,10 @@ impl Actor for Receiver {
         }
         // Leases outlive a restart; at a shutdown they go to the other
         // instances at once, after what was received here is published.
-        if let Some((leases, stop, task)) = state.leases.take() {
-            stop.cancel();
-            task.join().await;
-            if state.shutdown.is_cancelled() {
-                leases.release_all(&state.redis).await;
-            }
+        if let Some(rounds) = state.leases.take() {
+            rounds
+                .stop(&state.redis, state.shutdown.is_cancelled())
+                .await;
         }
         Ok(())
     }
