@@ -27,6 +27,10 @@
 //!   1.47-1.51 measured before issue 16).
 //! - **the cost of inspection**, saturated, recording on and off in ABBA rounds
 //!   (target: on loses < 5% of committed rows/s).
+//!
+//! `KEEL_BENCH_STAGES=1 cargo bench --bench pipeline` measures the CPU per
+//! stage alone (about a minute), to compare one change quickly; the figures
+//! to report come from a whole run.
 
 mod common;
 
@@ -479,6 +483,13 @@ async fn main() {
         .await;
     bench.db = connect(&db_name).await;
     bench.stop(first).await;
+    if std::env::var_os("KEEL_BENCH_STAGES").is_some() {
+        println!("CPU per stage only (KEEL_BENCH_STAGES), on conf/keel.toml, {} instruments, 100ms channels", INSTRUMENTS.len());
+        let stage_cpu = bench.stage_cpu().await;
+        print_stages(&stage_cpu);
+        bench.finish(admin).await;
+        return;
+    }
 
     println!(
         "end to end on conf/keel.toml: keel sim -> keel run (own process) -> Redis -> PostgreSQL, \
@@ -488,39 +499,7 @@ async fn main() {
     let off = bench.ramp(false).await;
     let on = bench.ramp(true).await;
 
-    // CPU per stage, each a fresh daemon at the same rate.
-    let mut stage_cpu = Vec::new();
-    for (name, stages) in [
-        (
-            "receiver alone",
-            Stages {
-                distributor: false,
-                analyzer: false,
-                raw: false,
-            },
-        ),
-        (
-            "and distributor",
-            Stages {
-                distributor: true,
-                analyzer: false,
-                raw: false,
-            },
-        ),
-        (
-            "and analyzer",
-            Stages {
-                distributor: true,
-                analyzer: true,
-                raw: false,
-            },
-        ),
-    ] {
-        let daemon = bench.keel(stages, true).await;
-        let step = bench.step(&daemon, STAGE_RATE).await;
-        bench.stop(daemon).await;
-        stage_cpu.push((name, step));
-    }
+    let stage_cpu = bench.stage_cpu().await;
 
     // Keel's own latency: raw channels, where the exchange sends each trade as
     // it happens instead of holding it for up to 100 ms.
@@ -649,23 +628,7 @@ async fn main() {
         raw_low.peak_rss_kib as f64 / 1024.0,
         verdict(raw_low.peak_rss_kib < 64 * 1024)
     );
-    println!("  CPU per stage at {STAGE_RATE:.0}/s (CPU s per 100k trades, a fresh daemon each):");
-    let mut before = 0.0;
-    for (name, step) in &stage_cpu {
-        println!(
-            "    {name:<16} {:.2} in all, this stage {:.2} (committed {:.0} rows/s, published {:.0}/s of {:.0}/s generated)",
-            step.cpu_per_100k,
-            step.cpu_per_100k - before,
-            step.rows,
-            step.published,
-            step.generated
-        );
-        before = step.cpu_per_100k;
-    }
-    println!(
-        "    everything on: {before:.2} (target <= 0.75, half of 1.47-1.51: {})",
-        verdict(before <= 0.75)
-    );
+    print_stages(&stage_cpu);
     let mean = |phases: &[Step], of: fn(&Step) -> f64| {
         phases.iter().map(of).sum::<f64>() / phases.len().max(1) as f64
     };
@@ -696,20 +659,88 @@ async fn main() {
         cpu_on / cpu_off
     );
 
-    bench.sim.stop().await;
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("keel-bench-e2e:{tag}:*"))
-        .query_async(&mut bench.redis)
-        .await
-        .unwrap_or_default();
-    if !keys.is_empty() {
-        let _: redis::RedisResult<()> = redis::cmd("DEL")
-            .arg(keys)
-            .query_async(&mut bench.redis)
+    bench.finish(admin).await;
+}
+
+impl Bench {
+    /// CPU per stage, each a fresh daemon at the same rate: the receiver
+    /// alone, then with the distributor, then with the analyzer too.
+    async fn stage_cpu(&mut self) -> Vec<(&'static str, Step)> {
+        let mut stage_cpu = Vec::new();
+        for (name, stages) in [
+            (
+                "receiver alone",
+                Stages {
+                    distributor: false,
+                    analyzer: false,
+                    raw: false,
+                },
+            ),
+            (
+                "and distributor",
+                Stages {
+                    distributor: true,
+                    analyzer: false,
+                    raw: false,
+                },
+            ),
+            (
+                "and analyzer",
+                Stages {
+                    distributor: true,
+                    analyzer: true,
+                    raw: false,
+                },
+            ),
+        ] {
+            let daemon = self.keel(stages, true).await;
+            let step = self.step(&daemon, STAGE_RATE).await;
+            self.stop(daemon).await;
+            stage_cpu.push((name, step));
+        }
+        stage_cpu
+    }
+
+    /// Stops the simulator, deletes the run's keys and drops its database.
+    async fn finish(mut self, admin: tokio_postgres::Client) {
+        self.sim.stop().await;
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("keel-bench-e2e:{}:*", self.tag))
+            .query_async(&mut self.redis)
+            .await
+            .unwrap_or_default();
+        if !keys.is_empty() {
+            let _: redis::RedisResult<()> = redis::cmd("DEL")
+                .arg(keys)
+                .query_async(&mut self.redis)
+                .await;
+        }
+        // The bench's own connection to the database goes first.
+        let Bench { db, db_name, .. } = self;
+        drop(db);
+        let _ = admin
+            .batch_execute(&format!("DROP DATABASE {db_name} WITH (FORCE)"))
             .await;
     }
-    drop(bench.db);
-    let _ = admin
-        .batch_execute(&format!("DROP DATABASE {db_name} WITH (FORCE)"))
-        .await;
+}
+
+fn print_stages(stage_cpu: &[(&str, Step)]) {
+    let verdict = |met: bool| if met { "met" } else { "NOT met" };
+    println!("  CPU per stage at {STAGE_RATE:.0}/s (CPU s per 100k trades, a fresh daemon each):");
+    let mut before = 0.0;
+    for (name, step) in stage_cpu {
+        println!(
+            "    {name:<16} {:.2} in all, this stage {:.2} (committed {:.0} rows/s, published {:.0}/s of {:.0}/s generated)",
+            step.cpu_per_100k,
+            step.cpu_per_100k - before,
+            step.rows,
+            step.published,
+            step.generated
+        );
+        before = step.cpu_per_100k;
+    }
+    println!(
+        "    everything on: {before:.2} (target <= 0.75, half of 1.47-1.51: {})",
+        verdict(before <= 0.75)
+    );
 }

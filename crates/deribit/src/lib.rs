@@ -11,6 +11,7 @@ mod jsonrpc;
 pub mod model;
 pub mod payload;
 pub mod private;
+mod scan;
 pub mod sim;
 pub mod tls;
 

@@ -104,6 +104,20 @@ pub struct TradeView<'a> {
     pub combo_trade_id: Option<Cow<'a, str>>,
 }
 
+impl<'a> TradeView<'a> {
+    /// Reads one trade's JSON text (whitespace around it allowed), as serde
+    /// reads it: the exchange's usual shape by hand, anything else by serde,
+    /// which also says what is wrong with a text that is not a trade.
+    pub fn read(text: &'a str) -> Result<Self, serde_json::Error> {
+        if let Some((view, end)) = crate::scan::trade(text) {
+            if crate::payload::skip_whitespace(text.as_bytes(), end) == text.len() {
+                return Ok(view);
+            }
+        }
+        serde_json::from_str(text)
+    }
+}
+
 impl TradeView<'_> {
     /// The owned trade.
     pub fn to_public(&self) -> PublicTrade {

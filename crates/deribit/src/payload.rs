@@ -116,7 +116,9 @@ fn trades_at(text: &str) -> Result<(Texts<'_>, usize), String> {
     }
     loop {
         let rest = &text[at..];
-        let (trade, end) = match value_at::<TradeView>(rest) {
+        // The exchange's usual shape by hand; anything else by serde.
+        let read = crate::scan::trade(rest).map(Ok);
+        let (trade, end) = match read.or_else(|| value_at::<TradeView>(rest)) {
             Some(Ok(read)) => read,
             Some(Err(e)) => return Err(e.to_string()),
             None => return Err("EOF while parsing a list".into()),

@@ -110,7 +110,7 @@ pub fn decode(entry: &StreamEntry) -> Decoded {
     let not_a_trade = |id: String| move |cause: String| EntryError::NotATrade { id, cause };
     if let Some(raw) = entry.field(TRADE_FIELD) {
         let trade: TradeView = utf8(raw)
-            .and_then(|text| serde_json::from_str(text).map_err(|e| e.to_string()))
+            .and_then(|text| TradeView::read(text).map_err(|e| e.to_string()))
             .map_err(not_a_trade(entry.id.clone()))?;
         return Ok(vec![checked(trade, || entry.id.clone())]);
     }
@@ -134,7 +134,7 @@ pub fn decode(entry: &StreamEntry) -> Decoded {
             .into_iter()
             .enumerate()
             .map(|(i, text)| {
-                serde_json::from_str::<TradeView>(text.get())
+                TradeView::read(text.get())
                     .map_err(|e| not_a_trade(at(i)())(e.to_string()))
                     .and_then(|trade| checked(trade, at(i)))
             })

@@ -1,17 +1,19 @@
 //! Per-instrument sequence tracking: which trades are new, which are repeats,
 //! and which ranges went missing.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use parking_lot::{Mutex, MutexGuard};
+use rustc_hash::FxHashMap;
 
 use keel_market::Gap;
 
 /// The last `trade_seq` seen per instrument. Shared by the receiver's
 /// incarnations in one process, so a restart still sees the gap it caused.
+/// Looked up for every trade, with a hash made for short keys (the names are
+/// the exchange's, and a process follows a few thousand at most).
 #[derive(Clone, Debug, Default)]
-pub struct Continuity(Arc<Mutex<HashMap<String, i64>>>);
+pub struct Continuity(Arc<Mutex<FxHashMap<String, i64>>>);
 
 /// What to do with one trade.
 #[derive(Debug, PartialEq, Eq)]
@@ -57,7 +59,7 @@ impl Continuity {
 }
 
 /// [`Continuity`] locked.
-pub(super) struct Held<'a>(MutexGuard<'a, HashMap<String, i64>>);
+pub(super) struct Held<'a>(MutexGuard<'a, FxHashMap<String, i64>>);
 
 impl Held<'_> {
     /// The last `trade_seq` seen for `instrument`.

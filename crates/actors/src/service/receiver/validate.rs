@@ -3,11 +3,12 @@
 //! What fails is counted by reason and kept in a bounded sample for the admin
 //! API; it never reaches Redis.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use rustc_hash::FxHashSet;
 use serde::Serialize;
 
 use keel_deribit::model::TradeView;
@@ -150,7 +151,8 @@ pub struct Rejected {
 /// incarnations' registry detail.
 #[derive(Debug)]
 pub(super) struct Gate {
-    subscribed: HashSet<String>,
+    /// Asked of every trade: a hash made for short keys.
+    subscribed: FxHashSet<String>,
     max_age: Duration,
     max_jump: i64,
     /// Per instrument, the `trade_seq` of a jump turned away: the next trade
