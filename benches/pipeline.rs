@@ -482,6 +482,20 @@ async fn main() {
         )
         .await;
     bench.db = connect(&db_name).await;
+    // It may subscribe before its migrations are done (the last one's table).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !bench
+        .db
+        .query_one("SELECT to_regclass('fold_fences') IS NOT NULL", &[])
+        .await
+        .is_ok_and(|row| row.get::<_, bool>(0))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "Keel never migrated the database"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     bench.stop(first).await;
     if std::env::var_os("KEEL_BENCH_STAGES").is_some() {
         println!("CPU per stage only (KEEL_BENCH_STAGES), on conf/keel.toml, {} instruments, 100ms channels", INSTRUMENTS.len());

@@ -263,6 +263,8 @@ fn float(b: &[u8], text: &str, at: &mut usize) -> Option<f64> {
         } else {
             value
         }
+    } else if let Some(value) = exact(&b[start..end]) {
+        value
     } else {
         text.get(start..end)?.parse::<f64>().ok()?
     };
@@ -271,6 +273,63 @@ fn float(b: &[u8], text: &str, at: &mut usize) -> Option<f64> {
     }
     *at = end;
     Some(value)
+}
+
+/// The powers of ten an `f64` holds exactly.
+const POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
+
+/// A JSON number with a fraction or an exponent (`lit`, well formed) whose
+/// digits fit 53 bits and whose power of ten is within 22: the digits and
+/// the power are both exact `f64`s, so one multiplication or division,
+/// rounded once, is the correctly rounded value (Clinger's fast path, as the
+/// exchange's prices are written). `None` otherwise: the full parse.
+fn exact(lit: &[u8]) -> Option<f64> {
+    let (negative, digits) = match lit.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, lit),
+    };
+    let mut mantissa: u64 = 0;
+    let mut scale: i32 = 0;
+    let mut fraction = false;
+    let mut at = 0;
+    while let Some(&c) = digits.get(at) {
+        match c {
+            b'0'..=b'9' => {
+                mantissa = mantissa.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
+                scale -= i32::from(fraction);
+            }
+            b'.' => fraction = true,
+            _ => break,
+        }
+        at += 1;
+    }
+    if at < digits.len() {
+        // `e` or `E`, a sign perhaps, digits.
+        at += 1;
+        let below = digits.get(at) == Some(&b'-');
+        at += usize::from(matches!(digits.get(at), Some(b'+' | b'-')));
+        let power = digits[at..].iter().try_fold(0i32, |p, c| {
+            p.checked_mul(10)?.checked_add(i32::from(c - b'0'))
+        })?;
+        scale = if below {
+            scale.checked_sub(power)?
+        } else {
+            scale.checked_add(power)?
+        };
+    }
+    if mantissa > 1 << 53 {
+        return None;
+    }
+    let m = mantissa as f64;
+    let value = if scale >= 0 {
+        m * POW10.get(usize::try_from(scale).ok()?)?
+    } else {
+        m / POW10.get(usize::try_from(-scale).ok()?)?
+    };
+    Some(if negative { -value } else { value })
 }
 
 #[cfg(test)]

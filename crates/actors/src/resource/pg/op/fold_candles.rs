@@ -1,8 +1,10 @@
 //! Trades folded into candles, each trade once (the analyzer).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use tokio_postgres::{Client, Transaction};
 
@@ -259,7 +261,8 @@ async fn fold_candles(
     resolutions: &[i32],
     fences: &[(String, i64)],
 ) -> Result<Option<u64>, tokio_postgres::Error> {
-    let mut seen = HashSet::with_capacity(trades.len());
+    // Per trade: a hash made for short keys.
+    let mut seen = FxHashSet::with_capacity_and_hasher(trades.len(), Default::default());
     let unique: Vec<&Trade> = trades
         .iter()
         .filter(|t| seen.insert((t.instrument_name.as_str(), t.trade_seq)))
@@ -318,7 +321,8 @@ async fn fold_candles(
         )
         .await?;
     // Each row names its key by position (from 1) in the arrays sent.
-    let mut folded: HashMap<Key<'_>, i64> = HashMap::with_capacity(rows.len());
+    let mut folded: FxHashMap<Key<'_>, i64> =
+        FxHashMap::with_capacity_and_hasher(rows.len(), Default::default());
     for row in &rows {
         let at: i64 = row.try_get(0)?;
         let key = usize::try_from(at - 1).ok().and_then(|i| touched.get(i));

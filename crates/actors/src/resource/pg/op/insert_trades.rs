@@ -134,7 +134,8 @@ async fn insert_trades(
     // A batch may hold one trade twice (an exchange that re-sent it, a Redis
     // write retried after a lost reply): COPY straight into `trades` would fail on
     // it, the merge takes it once.
-    let mut keys = std::collections::HashSet::with_capacity(trades.len());
+    let mut keys =
+        rustc_hash::FxHashSet::with_capacity_and_hasher(trades.len(), Default::default());
     let repeats = !trades
         .iter()
         .all(|t| keys.insert((t.instrument_name.as_str(), t.trade_seq)));
