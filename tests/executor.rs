@@ -1145,3 +1145,117 @@ async fn an_order_cancelled_while_waiting_to_be_resent_never_reaches_the_exchang
     }
     handle.shutdown().await;
 }
+
+/// A position the account took outside Keel (another client, a manual
+/// trade) counts toward `max_position` as soon as the exchange announces it
+/// on `user.changes`, not only at the next reconnect; it shows in the
+/// executor's `positions` detail; and a fill's events come before the state
+/// they complete.
+#[tokio::test]
+async fn a_position_taken_outside_keel_counts_toward_max_position() {
+    let sim = daemon::sim(0.0).await;
+    let db = TestDb::create().await;
+    let prefix = TestPrefix::new();
+    let mut config = executor_only(daemon::config(&db, &prefix, Some(&sim)), &sim);
+    if let Some(limits) = config.executor.instruments.get_mut(BTC) {
+        limits.max_position = 100.0;
+    }
+    let mut ws = exchange(&sim).await;
+    let (bid, ask) = best(&mut ws).await;
+    let low = bid - 1000.0;
+    let handle = Runtime::from_config(&config).start().await.unwrap();
+    let mut conn = prefix.connection();
+    let intents = format!("{}orders:intents", prefix.prefix);
+    let client = db.client().await;
+    let state_of = |label: &'static str| {
+        let client = &client;
+        async move { stored(client).await.get(label).map(|(s, _)| s.clone()) }
+    };
+    // Keel's own fill first: an IOC that crosses.
+    xadd(
+        &mut conn,
+        &intents,
+        &place("p-1", "buy", 20.0, ask + 50.0, "immediate_or_cancel"),
+    );
+    eventually_some("p-1 filled", WAIT, || async {
+        (state_of("p-1").await.as_deref() == Some("filled")).then_some(())
+    })
+    .await;
+    let positions = |handle: &keel::RuntimeHandle| {
+        handle
+            .tree()
+            .actor(tree::EXECUTOR)
+            .and_then(|a| a.details.get("positions").cloned())
+            .and_then(|p| p[BTC].as_f64())
+    };
+    eventually_some("the position after p-1", WAIT, || async {
+        (positions(&handle) == Some(20.0)).then_some(())
+    })
+    .await;
+    let mut conn2 = prefix.connection();
+    let seen = events(&mut conn2, &prefix);
+    let p1: Vec<&str> = seen
+        .iter()
+        .filter(|e| e.get("label").is_some_and(|l| l == "p-1"))
+        .map(|e| e["event"].as_str())
+        .collect();
+    let fill = p1.iter().position(|e| *e == "fill");
+    let filled = p1.iter().position(|e| *e == "filled");
+    assert!(
+        fill.is_some() && filled.is_some() && fill < filled,
+        "the fill before the state it completes: {p1:?}"
+    );
+
+    // Another client on the same account buys 70: 90 in all.
+    let outside = ws
+        .request(
+            "private/buy",
+            json!({"instrument_name": BTC, "amount": 70, "type": "market"}),
+        )
+        .await;
+    assert!(outside.outcome.is_ok(), "{:?}", outside.outcome);
+    eventually_some("the outside position seen", WAIT, || async {
+        (positions(&handle) == Some(90.0)).then_some(())
+    })
+    .await;
+    // 90 + 20 would pass the limit: refused, and nothing is sent.
+    xadd(
+        &mut conn,
+        &intents,
+        &place("p-2", "buy", 20.0, low, "good_til_cancelled"),
+    );
+    eventually_some("p-2 refused", WAIT, || async {
+        (state_of("p-2").await.as_deref() == Some("rejected")).then_some(())
+    })
+    .await;
+    let refused = events(&mut conn2, &prefix);
+    let reason = refused
+        .iter()
+        .find(|e| e.get("label").is_some_and(|l| l == "p-2") && e["event"] == "rejected")
+        .map(|e| e["reason"].clone())
+        .unwrap_or_default();
+    assert!(reason.contains("max_position"), "{reason}");
+    // A sell that reduces the position stays within it.
+    xadd(
+        &mut conn,
+        &intents,
+        &place("p-3", "sell", 20.0, ask + 1000.0, "good_til_cancelled"),
+    );
+    eventually_some("p-3 open", WAIT, || async {
+        (state_of("p-3").await.as_deref() == Some("open")).then_some(())
+    })
+    .await;
+    let found: Vec<Order> = ws
+        .request(
+            "private/get_order_state_by_label",
+            json!({"currency": "BTC", "label": "p-2"}),
+        )
+        .await
+        .result()
+        .unwrap();
+    assert!(
+        found.is_empty(),
+        "a refused order never reaches the exchange"
+    );
+    handle.shutdown().await;
+}

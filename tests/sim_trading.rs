@@ -752,6 +752,86 @@ async fn the_private_api_over_http_takes_a_signed_request_or_a_token_and_nothing
     }
 }
 
+/// Order entry over HTTP spends the matching engine's budget as it does over
+/// the WebSocket: past the burst an order or a cancel is refused with 10028
+/// (status 429) and places nothing, while other private calls still pass;
+/// the budget refills at its rate.
+#[tokio::test]
+async fn order_entry_over_http_keeps_to_the_matching_engines_budget() {
+    let mut cfg = config(0.0);
+    cfg.rate_limits.enabled = true;
+    cfg.rate_limits.matching_burst = 3;
+    cfg.rate_limits.matching_rate = 2;
+    let sim = sim::start(cfg).await.unwrap();
+    let mut ws = trader(&sim).await;
+    let (bid, _) = best(&mut ws, BTC).await;
+    let price = bid - 1000.0;
+    let http = reqwest::Client::new();
+    let get = |path: String| {
+        let request = http.get(format!("{}{path}", sim.http_url()));
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            let text = response.text().await.unwrap();
+            (status, serde_json::from_str::<Value>(&text).unwrap())
+        }
+    };
+    let (status, auth) = get(
+        "/api/v2/public/auth?grant_type=client_credentials&client_id=keel-exec&client_secret=s3cret"
+            .into(),
+    )
+    .await;
+    assert_eq!(status, 200, "{auth}");
+    let token = auth["result"]["access_token"].as_str().unwrap().to_owned();
+    let private = |method: &str, query: String| {
+        let request = http
+            .get(format!(
+                "{}/api/v2/private/{method}?{query}",
+                sim.http_url()
+            ))
+            .header("Authorization", format!("Bearer {token}"));
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            let text = response.text().await.unwrap();
+            (status, serde_json::from_str::<Value>(&text).unwrap())
+        }
+    };
+    let order = |label: &str| {
+        format!("instrument_name={BTC}&amount=10&type=limit&price={price}&label={label}")
+    };
+
+    for n in 0..3 {
+        let (status, body) = private("buy", order(&format!("m-{n}"))).await;
+        assert_eq!(status, 200, "order {n} within the burst: {body}");
+    }
+    let (status, body) = private("buy", order("m-over")).await;
+    assert_eq!(status, 429, "past the burst: {body}");
+    assert_eq!(body["error"]["code"], codes::TOO_MANY_REQUESTS);
+    let (status, body) = private("cancel_by_label", "label=m-0".into()).await;
+    assert_eq!(status, 429, "a cancel spends the same budget: {body}");
+    // Not order entry: the matching engine's budget does not apply.
+    let (status, body) = private("get_positions", "currency=BTC".into()).await;
+    assert_eq!(status, 200, "{body}");
+    let refused: Vec<Order> = ws
+        .request(
+            "private/get_order_state_by_label",
+            json!({"currency": "BTC", "label": "m-over"}),
+        )
+        .await
+        .result()
+        .unwrap();
+    assert!(refused.is_empty(), "a refused order is not placed");
+
+    // At 2 a second, a request is allowed again within a second.
+    common::eventually_some("the matching budget refilled", 5 * SECOND, || async {
+        let (status, body) = private("buy", order("m-later")).await;
+        assert!([200, 429].contains(&status), "{body}");
+        (status == 200).then_some(())
+    })
+    .await;
+}
+
 /// At the trading day's end (Deribit: 08:00 UTC, here set two seconds ahead)
 /// resting `good_til_day` orders are cancelled, with cancel_reason
 /// `settlement`, and notified; good-til-cancelled ones rest on.

@@ -100,6 +100,37 @@ impl Counters {
     }
 }
 
+/// A bucket of request credits, refilled at a rate up to its size: Deribit's
+/// rate limits, per connection or per HTTP pool.
+#[derive(Debug)]
+pub(super) struct Credits {
+    left: f64,
+    at: Instant,
+}
+
+impl Credits {
+    /// A bucket holding `size` credits.
+    pub(super) fn full(size: f64) -> Self {
+        Self {
+            left: size,
+            at: Instant::now(),
+        }
+    }
+
+    /// Takes `cost`, after refilling `rate` a second up to `size` since the
+    /// last call; false, taking nothing, when there is not enough.
+    pub(super) fn take(&mut self, cost: f64, rate: f64, size: f64) -> bool {
+        let now = Instant::now();
+        self.left = (self.left + now.duration_since(self.at).as_secs_f64() * rate).min(size);
+        self.at = now;
+        if self.left < cost {
+            return false;
+        }
+        self.left -= cost;
+        true
+    }
+}
+
 /// Everything sessions and the engine share.
 #[derive(Debug)]
 pub(super) struct Exchange {
@@ -118,7 +149,9 @@ pub(super) struct Exchange {
     /// Access tokens handed out by `public/auth`.
     pub(super) tokens: Mutex<HashMap<String, String>>,
     /// Credits of the HTTP API (one pool: the simulator's clients share an address).
-    http_credits: Mutex<(f64, Instant)>,
+    http_credits: Mutex<Credits>,
+    /// The matching engine's budget over HTTP, in requests (one pool, as above).
+    http_matching: Mutex<Credits>,
     pub(super) started: Instant,
     /// `--replay`: the recorded session served instead of generated data.
     pub(super) recording: Option<Arc<super::replay::Recording>>,
@@ -253,7 +286,8 @@ impl Exchange {
             stall_until_ms: AtomicU64::new(0),
             duplicates: AtomicU32::new(0),
             tokens: Mutex::new(HashMap::new()),
-            http_credits: Mutex::new((config.rate_limits.max_credits as f64, Instant::now())),
+            http_credits: Mutex::new(Credits::full(config.rate_limits.max_credits as f64)),
+            http_matching: Mutex::new(Credits::full(f64::from(config.rate_limits.matching_burst))),
             started: Instant::now(),
             recording,
             account: Mutex::new(Account::new(names.len())),
@@ -268,28 +302,33 @@ impl Exchange {
         })
     }
 
-    /// Takes an HTTP request's credits; false when the pool is exhausted.
+    /// Takes an HTTP request's credits, and for order entry and cancels one
+    /// request of the matching engine's budget too; false when either pool
+    /// is exhausted.
     pub(super) fn spend_http(&self, method: &str) -> bool {
         let limits = &self.config.rate_limits;
         if !limits.enabled {
             return true;
         }
-        let mut pool = self.http_credits.lock();
-        let now = Instant::now();
-        let refill = now.duration_since(pool.1).as_secs_f64() * limits.refill_per_sec as f64;
-        pool.0 = (pool.0 + refill).min(limits.max_credits as f64);
-        pool.1 = now;
         let cost = if method.ends_with("get_instruments") {
             limits.instruments_cost
         } else {
             limits.request_cost
-        } as f64;
-        if pool.0 < cost {
+        };
+        let allowed = self.http_credits.lock().take(
+            cost as f64,
+            limits.refill_per_sec as f64,
+            limits.max_credits as f64,
+        ) && (!super::trading::is_matching_engine(method)
+            || self.http_matching.lock().take(
+                1.0,
+                f64::from(limits.matching_rate),
+                f64::from(limits.matching_burst),
+            ));
+        if !allowed {
             self.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
-            return false;
         }
-        pool.0 -= cost;
-        true
+        allowed
     }
 
     pub(super) fn instrument(&self, name: &str) -> Option<usize> {

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket};
 use futures::stream::SplitSink;
@@ -13,7 +13,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
 use super::account::{Selection, UserEvent};
-use super::exchange::{Exchange, OrderFault, Tick};
+use super::exchange::{Credits, Exchange, OrderFault, Tick};
 use super::faults::{Control, GARBAGE};
 use super::methods;
 use super::params::Params;
@@ -29,11 +29,6 @@ type Sink = SplitSink<WebSocket, Message>;
 enum End {
     ClientLeft,
     Closed(&'static str),
-}
-
-struct Credits {
-    left: f64,
-    at: Instant,
 }
 
 /// Garbage frames sent at a time before the session looks at anything else.
@@ -100,14 +95,16 @@ pub(super) async fn run(socket: WebSocket, exchange: Arc<Exchange>, stop: Cancel
         cancel_on_disconnect: None,
         logged_out: false,
         delayed: std::collections::VecDeque::new(),
-        matching: exchange.config.rate_limits.enabled.then(|| Credits {
-            left: f64::from(exchange.config.rate_limits.matching_burst),
-            at: Instant::now(),
-        }),
-        credits: exchange.config.rate_limits.enabled.then(|| Credits {
-            left: exchange.config.rate_limits.max_credits as f64,
-            at: Instant::now(),
-        }),
+        matching: exchange
+            .config
+            .rate_limits
+            .enabled
+            .then(|| Credits::full(f64::from(exchange.config.rate_limits.matching_burst))),
+        credits: exchange
+            .config
+            .rate_limits
+            .enabled
+            .then(|| Credits::full(exchange.config.rate_limits.max_credits as f64)),
         exchange: Arc::clone(&exchange),
         authenticated: false,
         subs: BTreeSet::new(),
@@ -333,19 +330,13 @@ impl Session {
     /// Takes one request from the matching engine's budget; false when it is spent.
     fn spend_matching(&mut self) -> bool {
         let limits = &self.exchange.config.rate_limits;
-        let Some(credits) = self.matching.as_mut() else {
-            return true;
-        };
-        let now = Instant::now();
-        credits.left = (credits.left
-            + now.duration_since(credits.at).as_secs_f64() * f64::from(limits.matching_rate))
-        .min(f64::from(limits.matching_burst));
-        credits.at = now;
-        if credits.left < 1.0 {
-            return false;
-        }
-        credits.left -= 1.0;
-        true
+        self.matching.as_mut().is_none_or(|credits| {
+            credits.take(
+                1.0,
+                f64::from(limits.matching_rate),
+                f64::from(limits.matching_burst),
+            )
+        })
     }
 
     /// Whether a private request may run: the connection authenticated, or
@@ -362,24 +353,18 @@ impl Session {
     /// Takes the request's credits; false when there are not enough.
     fn spend(&mut self, method: &str) -> bool {
         let limits = &self.exchange.config.rate_limits;
-        let Some(credits) = self.credits.as_mut() else {
-            return true;
-        };
-        let now = Instant::now();
-        credits.left = (credits.left
-            + now.duration_since(credits.at).as_secs_f64() * limits.refill_per_sec as f64)
-            .min(limits.max_credits as f64);
-        credits.at = now;
         let cost = match method {
             "public/subscribe" | "private/subscribe" => limits.subscribe_cost,
             "public/get_instruments" => limits.instruments_cost,
             _ => limits.request_cost,
-        } as f64;
-        if credits.left < cost {
-            return false;
-        }
-        credits.left -= cost;
-        true
+        };
+        self.credits.as_mut().is_none_or(|credits| {
+            credits.take(
+                cost as f64,
+                limits.refill_per_sec as f64,
+                limits.max_credits as f64,
+            )
+        })
     }
 
     fn dispatch(&mut self, method: &str, params: &Value) -> Result<Value, RpcError> {

@@ -24,7 +24,7 @@ use keel_core::registry::Probe;
 use keel_deribit::model::{to_ms, AuthResult, InstrumentInfo, Ticker};
 use keel_deribit::private::{
     retryable, AccountSummary, CancelOnDisconnect, Limits, Order, OrderResult, OrderState,
-    Position, UserTrade, UserTradesPage,
+    Position, UserChanges, UserTrade, UserTradesPage,
 };
 use keel_deribit::{RpcError, ServerFrame};
 
@@ -164,13 +164,16 @@ pub struct Counters {
     pub conflicting: AtomicU64,
     /// Orders whose intent's `valid_until` passed before they were sent.
     pub late: AtomicU64,
+    /// Notifications on the account's channels that did not decode (ignored
+    /// and logged; the next reconciliation reads the state back).
+    pub undecoded: AtomicU64,
     /// Orders not terminal now.
     pub open: AtomicU64,
     /// The kill switch is on: no intake, open orders cancelled.
     pub halted: std::sync::atomic::AtomicBool,
 }
 
-const FAMILIES: [(&str, &str); 13] = [
+const FAMILIES: [(&str, &str); 14] = [
     ("intents", "Intents read."),
     ("invalid", "Intents dead-lettered."),
     ("refused", "Intents refused by a limit."),
@@ -193,6 +196,10 @@ const FAMILIES: [(&str, &str); 13] = [
         "late",
         "Orders whose valid_until passed before they were sent.",
     ),
+    (
+        "undecoded",
+        "Account notifications that did not decode, ignored.",
+    ),
 ];
 
 const OPEN: keel_core::stats::Family =
@@ -200,7 +207,7 @@ const OPEN: keel_core::stats::Family =
 const HALTED: keel_core::stats::Family =
     keel_core::stats::Family::gauge("keel_executor_halted", "1 while the kill switch is on.");
 
-const COUNTERS: [keel_core::stats::Family; 13] = [
+const COUNTERS: [keel_core::stats::Family; 14] = [
     keel_core::stats::Family::counter("keel_executor_intents_total", "Intents read."),
     keel_core::stats::Family::counter("keel_executor_invalid_total", "Intents dead-lettered."),
     keel_core::stats::Family::counter(
@@ -241,6 +248,10 @@ const COUNTERS: [keel_core::stats::Family; 13] = [
         "keel_executor_late_total",
         "Orders whose intent's valid_until passed before they were sent, not sent.",
     ),
+    keel_core::stats::Family::counter(
+        "keel_executor_undecoded_total",
+        "Notifications on the account's channels that did not decode, ignored (must stay 0).",
+    ),
 ];
 
 impl keel_core::stats::Stats for Counters {
@@ -274,7 +285,8 @@ impl Counters {
             "lookups": n(&self.lookups), "stale": n(&self.stale),
             "fills": n(&self.fills), "foreign": n(&self.foreign),
             "doubled": n(&self.doubled), "conflicting": n(&self.conflicting),
-            "late": n(&self.late), "open": n(&self.open),
+            "late": n(&self.late), "undecoded": n(&self.undecoded),
+            "open": n(&self.open),
             "halted": self.halted.load(Ordering::Relaxed),
         })
     }
@@ -451,6 +463,28 @@ fn event_entry(fields: Vec<(&str, String)>) -> Fields {
         .collect();
     entry.push(("at_ms".into(), now_ms().to_string().into_bytes()));
     entry
+}
+
+/// The data of a `user.changes` notification: one event's object (raw
+/// channels), or a list of them (as a client of aggregated channels may see),
+/// merged in order.
+fn decode_changes(text: &str) -> Result<UserChanges, serde_json::Error> {
+    if !text.trim_start().starts_with('[') {
+        return serde_json::from_str(text);
+    }
+    let parts: Vec<UserChanges> = serde_json::from_str(text)?;
+    let mut merged = UserChanges {
+        instrument_name: None,
+        orders: Vec::new(),
+        trades: Vec::new(),
+        positions: Vec::new(),
+    };
+    for part in parts {
+        merged.orders.extend(part.orders);
+        merged.trades.extend(part.trades);
+        merged.positions.extend(part.positions);
+    }
+    Ok(merged)
 }
 
 /// The milliseconds part of a Redis stream id (`1700000000000-0`).
@@ -851,10 +885,9 @@ impl Engine {
                 },
             );
         }
-        let mut channels = vec![
-            "user.orders.any.any.raw".to_owned(),
-            "user.trades.any.any.raw".to_owned(),
-        ];
+        // One frame per account event: its orders, fills and positions
+        // together, so the positions the limits check are the exchange's.
+        let mut channels = vec!["user.changes.any.any.raw".to_owned()];
         channels.extend(names.iter().map(|n| format!("ticker.{n}.100ms")));
         self.call_as::<Value>("private/subscribe", json!({ "channels": channels }))
             .await?;
@@ -953,6 +986,7 @@ impl Engine {
                 self.positions.insert(p.instrument_name, p.size);
             }
         }
+        self.show_positions();
         let open: Vec<Order> = self.call_as("private/get_open_orders", json!({})).await?;
         for order in open {
             if !self.orders.contains_key(&order.label) && !self.by_id.contains_key(&order.order_id)
@@ -1790,28 +1824,26 @@ impl Engine {
                 self.on_answer(waiting, outcome).await
             }
             ServerFrame::Subscription { channel, data } => {
-                if channel.starts_with("user.orders.") {
-                    let text = data.get();
-                    let orders: Vec<Order> = if text.trim_start().starts_with('[') {
-                        serde_json::from_str(text).unwrap_or_default()
-                    } else {
-                        serde_json::from_str(text)
-                            .map(|o| vec![o])
-                            .unwrap_or_default()
-                    };
-                    for order in orders {
-                        self.apply(&order).await?;
-                    }
-                } else if channel.starts_with("user.trades.") {
-                    if let Ok(trades) = serde_json::from_str::<Vec<UserTrade>>(data.get()) {
-                        self.store_fills(trades, true).await?;
+                if channel.starts_with("user.changes.") {
+                    match decode_changes(data.get()) {
+                        Ok(changes) => self.on_changes(changes).await?,
+                        Err(e) => {
+                            self.counters.undecoded.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(%channel, error = %e,
+                                "An account notification did not decode; ignored (the next reconciliation reads the state back).");
+                        }
                     }
                 } else if let Some(rest) = channel.strip_prefix("ticker.") {
-                    if let (Some(name), Ok(ticker)) = (
-                        rest.rsplit_once('.').map(|(n, _)| n),
-                        serde_json::from_str::<Ticker>(data.get()),
-                    ) {
-                        self.marks.insert(name.to_owned(), ticker.mark_price);
+                    let name = rest.rsplit_once('.').map(|(n, _)| n);
+                    match (name, serde_json::from_str::<Ticker>(data.get())) {
+                        (Some(name), Ok(ticker)) => {
+                            self.marks.insert(name.to_owned(), ticker.mark_price);
+                        }
+                        (_, Err(e)) => {
+                            self.counters.undecoded.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(%channel, error = %e, "A ticker did not decode; ignored.");
+                        }
+                        (None, Ok(_)) => {}
                     }
                 }
                 Ok(())
@@ -1832,9 +1864,10 @@ impl Engine {
                 }
                 match outcome {
                     Ok(value) => match serde_json::from_value::<OrderResult>(value) {
+                        // Fills before the state they complete, as on_changes.
                         Ok(result) => {
-                            self.apply(&result.order).await?;
                             self.store_fills(result.trades, true).await?;
+                            self.apply(&result.order).await?;
                         }
                         Err(_) => self.send_lookup(&label).await?,
                     },
@@ -1874,8 +1907,8 @@ impl Engine {
                         }
                         self.flush(false).await?;
                         self.pg.amend_order(&label, amount, price).await?;
-                        self.apply(&result.order).await?;
                         self.store_fills(result.trades, true).await?;
+                        self.apply(&result.order).await?;
                     }
                 }
                 Err(error) => {
@@ -2206,8 +2239,39 @@ impl Engine {
         Ok(())
     }
 
+    /// One account event (`user.changes`): its fills first, so a strategy
+    /// reads an order's fills before the state they complete, then its
+    /// orders, then its positions, which replace what the fills moved: the
+    /// exchange's word, which also counts what Keel did not trade (another
+    /// client on the account, a liquidation, a settlement).
+    async fn on_changes(&mut self, changes: UserChanges) -> Result<(), Ended> {
+        self.store_fills(changes.trades, true).await?;
+        for order in &changes.orders {
+            self.apply(order).await?;
+        }
+        if !changes.positions.is_empty() {
+            for p in changes.positions {
+                self.positions.insert(p.instrument_name, p.size);
+            }
+            self.show_positions();
+        }
+        Ok(())
+    }
+
+    /// The positions the limits check, in the registry detail `positions`.
+    fn show_positions(&self) {
+        let mut shown: Vec<(&String, &f64)> = self.positions.iter().collect();
+        shown.sort_by(|a, b| a.0.cmp(b.0));
+        let map: serde_json::Map<String, Value> = shown
+            .into_iter()
+            .map(|(name, size)| (name.clone(), json!(size)))
+            .collect();
+        self.probe.set_detail("positions", Value::Object(map));
+    }
+
     /// Stores fills once each; the new ones become events (and, when `live`,
-    /// move the positions the limits check).
+    /// move the positions the limits check until the exchange's own figure
+    /// arrives with the event).
     async fn store_fills(&mut self, trades: Vec<UserTrade>, live: bool) -> Result<(), Ended> {
         if trades.is_empty() {
             return Ok(());
