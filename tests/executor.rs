@@ -1259,3 +1259,132 @@ async fn a_position_taken_outside_keel_counts_toward_max_position() {
     );
     handle.shutdown().await;
 }
+
+/// An order that would trade against one of Keel's own resting orders (a
+/// wash trade) is refused with the limit named and never sent; one that
+/// crosses only the market's orders goes out; an amend into its own order is
+/// refused too; a market order is refused while its own order rests on the
+/// other side.
+#[tokio::test]
+async fn an_order_that_would_trade_against_keels_own_resting_order_is_refused() {
+    let sim = daemon::sim(0.0).await;
+    let db = TestDb::create().await;
+    let prefix = TestPrefix::new();
+    let config = executor_only(daemon::config(&db, &prefix, Some(&sim)), &sim);
+    let mut ws = exchange(&sim).await;
+    let (bid, ask) = best(&mut ws).await;
+    let handle = Runtime::from_config(&config).start().await.unwrap();
+    let mut conn = prefix.connection();
+    let mut conn2 = prefix.connection();
+    let intents = format!("{}orders:intents", prefix.prefix);
+    let client = db.client().await;
+    let state_of = |label: &'static str| {
+        let client = &client;
+        async move { stored(client).await.get(label).map(|(s, _)| s.clone()) }
+    };
+    let until = |label: &'static str, state: &'static str| {
+        let state_of = &state_of;
+        async move {
+            eventually_some(&format!("{label} {state}"), WAIT, || async {
+                (state_of(label).await.as_deref() == Some(state)).then_some(())
+            })
+            .await
+        }
+    };
+    // Its own sell rests above the market.
+    let own_sell = ask + 200.0;
+    xadd(
+        &mut conn,
+        &intents,
+        &place("w-1", "sell", 10.0, own_sell, "good_til_cancelled"),
+    );
+    until("w-1", "open").await;
+    // A buy at its price would trade with it: refused.
+    xadd(
+        &mut conn,
+        &intents,
+        &place("w-2", "buy", 10.0, own_sell + 10.0, "immediate_or_cancel"),
+    );
+    until("w-2", "rejected").await;
+    // A buy that crosses the market but stays under its own sell trades.
+    xadd(
+        &mut conn,
+        &intents,
+        &place("w-3", "buy", 10.0, ask + 100.0, "immediate_or_cancel"),
+    );
+    until("w-3", "filled").await;
+    // A market buy, while its own sell rests: refused.
+    let mut market = place("w-4", "buy", 10.0, 0.0, "immediate_or_cancel");
+    market.retain(|(k, _)| *k != "price");
+    market.push(("type", "market".into()));
+    xadd(&mut conn, &intents, &market);
+    until("w-4", "rejected").await;
+    // Its own buy rests below; amending it up into the sell is refused.
+    xadd(
+        &mut conn,
+        &intents,
+        &place("w-5", "buy", 10.0, bid - 200.0, "good_til_cancelled"),
+    );
+    until("w-5", "open").await;
+    xadd(
+        &mut conn,
+        &intents,
+        &[
+            ("action", "amend".into()),
+            ("label", "w-5".into()),
+            ("price", own_sell.to_string()),
+        ],
+    );
+    let seen = eventually_some("the amend refused", WAIT, || {
+        let found = events(&mut conn2, &prefix);
+        async move {
+            found
+                .iter()
+                .any(|e| e["event"] == "amend_rejected")
+                .then_some(found)
+        }
+    })
+    .await;
+    let reason = |label: &str, event: &str| {
+        seen.iter()
+            .find(|e| e.get("label").is_some_and(|l| l == label) && e["event"] == event)
+            .and_then(|e| e.get("reason").cloned())
+            .unwrap_or_default()
+    };
+    for (label, event) in [
+        ("w-2", "rejected"),
+        ("w-4", "rejected"),
+        ("w-5", "amend_rejected"),
+    ] {
+        let why = reason(label, event);
+        assert!(
+            why.contains("self_trade") && why.contains("w-1"),
+            "{label}: {why}"
+        );
+    }
+    for label in ["w-2", "w-4"] {
+        let found: Vec<Order> = ws
+            .request(
+                "private/get_order_state_by_label",
+                json!({"currency": "BTC", "label": label}),
+            )
+            .await
+            .result()
+            .unwrap();
+        assert!(found.is_empty(), "{label} never reaches the exchange");
+    }
+    let w5: Vec<Order> = ws
+        .request(
+            "private/get_order_state_by_label",
+            json!({"currency": "BTC", "label": "w-5"}),
+        )
+        .await
+        .result()
+        .unwrap();
+    assert_eq!(
+        w5[0].price.value(),
+        Some(bid - 200.0),
+        "the amend was not sent"
+    );
+    handle.shutdown().await;
+}

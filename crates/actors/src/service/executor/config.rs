@@ -99,6 +99,10 @@ pub struct ExecutorConfig {
     /// Open orders at shutdown: `cancel` (default) or `leave`.
     #[serde(default = "default_on_shutdown")]
     pub on_shutdown: OnShutdown,
+    /// Refuse an order that would trade against one of Keel's own orders
+    /// resting on the other side (a wash trade), instead of sending it.
+    #[serde(default = "default_prevent_self_trades")]
+    pub prevent_self_trades: bool,
 }
 
 fn default_url() -> String {
@@ -131,6 +135,9 @@ fn default_batch() -> usize {
 fn default_on_shutdown() -> OnShutdown {
     OnShutdown::Cancel
 }
+fn default_prevent_self_trades() -> bool {
+    true
+}
 
 impl Default for ExecutorConfig {
     fn default() -> Self {
@@ -151,6 +158,7 @@ impl Default for ExecutorConfig {
             batch: default_batch(),
             consumer: String::new(),
             on_shutdown: default_on_shutdown(),
+            prevent_self_trades: default_prevent_self_trades(),
         }
     }
 }

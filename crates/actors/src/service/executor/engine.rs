@@ -1321,7 +1321,40 @@ impl Engine {
                 ));
             }
         }
+        if self.cfg.prevent_self_trades {
+            if let Some((label, price)) = self.own_order_crossed(p) {
+                return Some(format!(
+                    "self_trade: it would trade against its own order {label} at {price}"
+                ));
+            }
+        }
         None
+    }
+
+    /// One of Keel's own orders that can rest on the book (a limit order,
+    /// good til cancelled or til the day's end, not yet ended) on the other
+    /// side of the same instrument, which `p` would trade against: a buy at
+    /// or above its price, a sell at or below it. A market order takes
+    /// whatever the book holds, so any such order counts against it.
+    fn own_order_crossed(&self, p: &Proposed<'_>) -> Option<(&str, f64)> {
+        let other_side = if p.buying { "sell" } else { "buy" };
+        self.orders
+            .iter()
+            .filter(|(label, t)| {
+                t.order.instrument == p.instrument
+                    && t.order.side == other_side
+                    && p.replacing != Some(label.as_str())
+                    && matches!(
+                        t.order.time_in_force.as_str(),
+                        "good_til_cancelled" | "good_til_day"
+                    )
+            })
+            .filter_map(|(label, t)| t.order.price.map(|price| (label.as_str(), price)))
+            .find(|&(_, resting)| match p.price {
+                None => true,
+                Some(price) if p.buying => price >= resting,
+                Some(price) => price <= resting,
+            })
     }
 
     /// Checks a new order against the limits and takes it into `group`, to
