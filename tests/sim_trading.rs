@@ -351,12 +351,24 @@ async fn a_resting_order_fills_from_the_trade_walk() {
         json!({"channels": ["trades.BTC-PERPETUAL.raw"]}),
     )
     .await;
-    let ticker: Ticker = ws
-        .request("public/ticker", json!({"instrument_name": BTC}))
-        .await
-        .result()
-        .unwrap();
-    let placed: OrderResult = buy(&mut ws, json!({"instrument_name": BTC, "amount": 1000, "price": ticker.last_price.unwrap(), "post_only": true, "label": "walk-1"}))
+    // A simulator just started may not have traded yet: wait for a last price.
+    let deadline = tokio::time::Instant::now() + 10 * SECOND;
+    let last_price = loop {
+        let ticker: Ticker = ws
+            .request("public/ticker", json!({"instrument_name": BTC}))
+            .await
+            .result()
+            .unwrap();
+        if let Some(price) = ticker.last_price {
+            break price;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no trade within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let placed: OrderResult = buy(&mut ws, json!({"instrument_name": BTC, "amount": 1000, "price": last_price, "post_only": true, "label": "walk-1"}))
         .await
         .result()
         .unwrap();
