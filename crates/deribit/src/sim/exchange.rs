@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::account::{Account, UserEvent};
 use super::catalog::{self, Spec};
+use super::config::RateLimits;
 use super::faults::{Control, Fault};
 use super::history::History;
 use super::market::Market;
@@ -106,22 +107,39 @@ impl Counters {
 pub(super) struct Credits {
     left: f64,
     at: Instant,
+    rate: f64,
+    size: f64,
 }
 
 impl Credits {
-    /// A bucket holding `size` credits.
-    pub(super) fn full(size: f64) -> Self {
+    /// The request credits of `limits`, full.
+    pub(super) fn requests(limits: &RateLimits) -> Self {
+        Self::full(limits.max_credits as f64, limits.refill_per_sec as f64)
+    }
+
+    /// The matching engine's budget of `limits`, in requests, full.
+    pub(super) fn matching(limits: &RateLimits) -> Self {
+        Self::full(
+            f64::from(limits.matching_burst),
+            f64::from(limits.matching_rate),
+        )
+    }
+
+    fn full(size: f64, rate: f64) -> Self {
         Self {
             left: size,
             at: Instant::now(),
+            rate,
+            size,
         }
     }
 
-    /// Takes `cost`, after refilling `rate` a second up to `size` since the
-    /// last call; false, taking nothing, when there is not enough.
-    pub(super) fn take(&mut self, cost: f64, rate: f64, size: f64) -> bool {
+    /// Takes `cost`, after refilling since the last call; false, taking
+    /// nothing, when there is not enough.
+    pub(super) fn take(&mut self, cost: f64) -> bool {
         let now = Instant::now();
-        self.left = (self.left + now.duration_since(self.at).as_secs_f64() * rate).min(size);
+        self.left =
+            (self.left + now.duration_since(self.at).as_secs_f64() * self.rate).min(self.size);
         self.at = now;
         if self.left < cost {
             return false;
@@ -286,8 +304,8 @@ impl Exchange {
             stall_until_ms: AtomicU64::new(0),
             duplicates: AtomicU32::new(0),
             tokens: Mutex::new(HashMap::new()),
-            http_credits: Mutex::new(Credits::full(config.rate_limits.max_credits as f64)),
-            http_matching: Mutex::new(Credits::full(f64::from(config.rate_limits.matching_burst))),
+            http_credits: Mutex::new(Credits::requests(&config.rate_limits)),
+            http_matching: Mutex::new(Credits::matching(&config.rate_limits)),
             started: Instant::now(),
             recording,
             account: Mutex::new(Account::new(names.len())),
@@ -315,16 +333,8 @@ impl Exchange {
         } else {
             limits.request_cost
         };
-        let allowed = self.http_credits.lock().take(
-            cost as f64,
-            limits.refill_per_sec as f64,
-            limits.max_credits as f64,
-        ) && (!super::trading::is_matching_engine(method)
-            || self.http_matching.lock().take(
-                1.0,
-                f64::from(limits.matching_rate),
-                f64::from(limits.matching_burst),
-            ));
+        let allowed = self.http_credits.lock().take(cost as f64)
+            && (!super::trading::is_matching_engine(method) || self.http_matching.lock().take(1.0));
         if !allowed {
             self.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
         }

@@ -86,6 +86,7 @@ pub(super) async fn run(socket: WebSocket, exchange: Arc<Exchange>, stop: Cancel
     let mut feed = exchange.feed.subscribe();
     let mut control = exchange.control.subscribe();
     let mut user_feed = exchange.user_feed.subscribe();
+    let limits = &exchange.config.rate_limits;
     let mut session = Session {
         id: exchange.next_connection.fetch_add(1, Ordering::Relaxed),
         garbage_left: 0,
@@ -95,16 +96,8 @@ pub(super) async fn run(socket: WebSocket, exchange: Arc<Exchange>, stop: Cancel
         cancel_on_disconnect: None,
         logged_out: false,
         delayed: std::collections::VecDeque::new(),
-        matching: exchange
-            .config
-            .rate_limits
-            .enabled
-            .then(|| Credits::full(f64::from(exchange.config.rate_limits.matching_burst))),
-        credits: exchange
-            .config
-            .rate_limits
-            .enabled
-            .then(|| Credits::full(exchange.config.rate_limits.max_credits as f64)),
+        matching: limits.enabled.then(|| Credits::matching(limits)),
+        credits: limits.enabled.then(|| Credits::requests(limits)),
         exchange: Arc::clone(&exchange),
         authenticated: false,
         subs: BTreeSet::new(),
@@ -329,14 +322,9 @@ impl Session {
 
     /// Takes one request from the matching engine's budget; false when it is spent.
     fn spend_matching(&mut self) -> bool {
-        let limits = &self.exchange.config.rate_limits;
-        self.matching.as_mut().is_none_or(|credits| {
-            credits.take(
-                1.0,
-                f64::from(limits.matching_rate),
-                f64::from(limits.matching_burst),
-            )
-        })
+        self.matching
+            .as_mut()
+            .is_none_or(|credits| credits.take(1.0))
     }
 
     /// Whether a private request may run: the connection authenticated, or
@@ -358,13 +346,9 @@ impl Session {
             "public/get_instruments" => limits.instruments_cost,
             _ => limits.request_cost,
         };
-        self.credits.as_mut().is_none_or(|credits| {
-            credits.take(
-                cost as f64,
-                limits.refill_per_sec as f64,
-                limits.max_credits as f64,
-            )
-        })
+        self.credits
+            .as_mut()
+            .is_none_or(|credits| credits.take(cost as f64))
     }
 
     fn dispatch(&mut self, method: &str, params: &Value) -> Result<Value, RpcError> {

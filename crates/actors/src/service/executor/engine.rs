@@ -465,28 +465,6 @@ fn event_entry(fields: Vec<(&str, String)>) -> Fields {
     entry
 }
 
-/// The data of a `user.changes` notification: one event's object (raw
-/// channels), or a list of them (as a client of aggregated channels may see),
-/// merged in order.
-fn decode_changes(text: &str) -> Result<UserChanges, serde_json::Error> {
-    if !text.trim_start().starts_with('[') {
-        return serde_json::from_str(text);
-    }
-    let parts: Vec<UserChanges> = serde_json::from_str(text)?;
-    let mut merged = UserChanges {
-        instrument_name: None,
-        orders: Vec::new(),
-        trades: Vec::new(),
-        positions: Vec::new(),
-    };
-    for part in parts {
-        merged.orders.extend(part.orders);
-        merged.trades.extend(part.trades);
-        merged.positions.extend(part.positions);
-    }
-    Ok(merged)
-}
-
 /// The milliseconds part of a Redis stream id (`1700000000000-0`).
 fn stream_id_ms(id: &str) -> Option<i64> {
     id.split_once('-').map_or(id, |(ms, _)| ms).parse().ok()
@@ -982,11 +960,8 @@ impl Engine {
             let positions: Vec<Position> = self
                 .call_as("private/get_positions", json!({"currency": currency}))
                 .await?;
-            for p in positions {
-                self.positions.insert(p.instrument_name, p.size);
-            }
+            self.take_positions(positions);
         }
-        self.show_positions();
         let open: Vec<Order> = self.call_as("private/get_open_orders", json!({})).await?;
         for order in open {
             if !self.orders.contains_key(&order.label) && !self.by_id.contains_key(&order.order_id)
@@ -1858,7 +1833,7 @@ impl Engine {
             }
             ServerFrame::Subscription { channel, data } => {
                 if channel.starts_with("user.changes.") {
-                    match decode_changes(data.get()) {
+                    match serde_json::from_str::<UserChanges>(data.get()) {
                         Ok(changes) => self.on_changes(changes).await?,
                         Err(e) => {
                             self.counters.undecoded.fetch_add(1, Ordering::Relaxed);
@@ -2283,23 +2258,23 @@ impl Engine {
             self.apply(order).await?;
         }
         if !changes.positions.is_empty() {
-            for p in changes.positions {
-                self.positions.insert(p.instrument_name, p.size);
-            }
-            self.show_positions();
+            self.take_positions(changes.positions);
         }
         Ok(())
     }
 
-    /// The positions the limits check, in the registry detail `positions`.
-    fn show_positions(&self) {
-        let mut shown: Vec<(&String, &f64)> = self.positions.iter().collect();
-        shown.sort_by(|a, b| a.0.cmp(b.0));
-        let map: serde_json::Map<String, Value> = shown
-            .into_iter()
+    /// Takes the exchange's positions as the ones the limits check, and
+    /// shows them all in the registry detail `positions` (sorted by name).
+    fn take_positions(&mut self, positions: Vec<Position>) {
+        for p in positions {
+            self.positions.insert(p.instrument_name, p.size);
+        }
+        let shown: serde_json::Map<String, Value> = self
+            .positions
+            .iter()
             .map(|(name, size)| (name.clone(), json!(size)))
             .collect();
-        self.probe.set_detail("positions", Value::Object(map));
+        self.probe.set_detail("positions", Value::Object(shown));
     }
 
     /// Stores fills once each; the new ones become events (and, when `live`,
