@@ -1167,20 +1167,13 @@ async fn a_position_taken_outside_keel_counts_toward_max_position() {
     let mut conn = prefix.connection();
     let intents = format!("{}orders:intents", prefix.prefix);
     let client = db.client().await;
-    let state_of = |label: &'static str| {
-        let client = &client;
-        async move { stored(client).await.get(label).map(|(s, _)| s.clone()) }
-    };
     // Keel's own fill first: an IOC that crosses.
     xadd(
         &mut conn,
         &intents,
         &place("p-1", "buy", 20.0, ask + 50.0, "immediate_or_cancel"),
     );
-    eventually_some("p-1 filled", WAIT, || async {
-        (state_of("p-1").await.as_deref() == Some("filled")).then_some(())
-    })
-    .await;
+    until_state(&client, "p-1", "filled").await;
     let positions = |handle: &keel::RuntimeHandle| {
         handle
             .tree()
@@ -1224,10 +1217,7 @@ async fn a_position_taken_outside_keel_counts_toward_max_position() {
         &intents,
         &place("p-2", "buy", 20.0, low, "good_til_cancelled"),
     );
-    eventually_some("p-2 refused", WAIT, || async {
-        (state_of("p-2").await.as_deref() == Some("rejected")).then_some(())
-    })
-    .await;
+    until_state(&client, "p-2", "rejected").await;
     let refused = events(&mut conn2, &prefix);
     let reason = refused
         .iter()
@@ -1241,18 +1231,8 @@ async fn a_position_taken_outside_keel_counts_toward_max_position() {
         &intents,
         &place("p-3", "sell", 20.0, ask + 1000.0, "good_til_cancelled"),
     );
-    eventually_some("p-3 open", WAIT, || async {
-        (state_of("p-3").await.as_deref() == Some("open")).then_some(())
-    })
-    .await;
-    let found: Vec<Order> = ws
-        .request(
-            "private/get_order_state_by_label",
-            json!({"currency": "BTC", "label": "p-2"}),
-        )
-        .await
-        .result()
-        .unwrap();
+    until_state(&client, "p-3", "open").await;
+    let found = on_exchange(&mut ws, "p-2").await;
     assert!(
         found.is_empty(),
         "a refused order never reaches the exchange"
@@ -1278,19 +1258,6 @@ async fn an_order_that_would_trade_against_keels_own_resting_order_is_refused() 
     let mut conn2 = prefix.connection();
     let intents = format!("{}orders:intents", prefix.prefix);
     let client = db.client().await;
-    let state_of = |label: &'static str| {
-        let client = &client;
-        async move { stored(client).await.get(label).map(|(s, _)| s.clone()) }
-    };
-    let until = |label: &'static str, state: &'static str| {
-        let state_of = &state_of;
-        async move {
-            eventually_some(&format!("{label} {state}"), WAIT, || async {
-                (state_of(label).await.as_deref() == Some(state)).then_some(())
-            })
-            .await
-        }
-    };
     // Its own sell rests above the market.
     let own_sell = ask + 200.0;
     xadd(
@@ -1298,34 +1265,34 @@ async fn an_order_that_would_trade_against_keels_own_resting_order_is_refused() 
         &intents,
         &place("w-1", "sell", 10.0, own_sell, "good_til_cancelled"),
     );
-    until("w-1", "open").await;
+    until_state(&client, "w-1", "open").await;
     // A buy at its price would trade with it: refused.
     xadd(
         &mut conn,
         &intents,
         &place("w-2", "buy", 10.0, own_sell + 10.0, "immediate_or_cancel"),
     );
-    until("w-2", "rejected").await;
+    until_state(&client, "w-2", "rejected").await;
     // A buy that crosses the market but stays under its own sell trades.
     xadd(
         &mut conn,
         &intents,
         &place("w-3", "buy", 10.0, ask + 100.0, "immediate_or_cancel"),
     );
-    until("w-3", "filled").await;
+    until_state(&client, "w-3", "filled").await;
     // A market buy, while its own sell rests: refused.
     let mut market = place("w-4", "buy", 10.0, 0.0, "immediate_or_cancel");
     market.retain(|(k, _)| *k != "price");
     market.push(("type", "market".into()));
     xadd(&mut conn, &intents, &market);
-    until("w-4", "rejected").await;
+    until_state(&client, "w-4", "rejected").await;
     // Its own buy rests below; amending it up into the sell is refused.
     xadd(
         &mut conn,
         &intents,
         &place("w-5", "buy", 10.0, bid - 200.0, "good_til_cancelled"),
     );
-    until("w-5", "open").await;
+    until_state(&client, "w-5", "open").await;
     xadd(
         &mut conn,
         &intents,
@@ -1363,24 +1330,10 @@ async fn an_order_that_would_trade_against_keels_own_resting_order_is_refused() 
         );
     }
     for label in ["w-2", "w-4"] {
-        let found: Vec<Order> = ws
-            .request(
-                "private/get_order_state_by_label",
-                json!({"currency": "BTC", "label": label}),
-            )
-            .await
-            .result()
-            .unwrap();
+        let found = on_exchange(&mut ws, label).await;
         assert!(found.is_empty(), "{label} never reaches the exchange");
     }
-    let w5: Vec<Order> = ws
-        .request(
-            "private/get_order_state_by_label",
-            json!({"currency": "BTC", "label": "w-5"}),
-        )
-        .await
-        .result()
-        .unwrap();
+    let w5 = on_exchange(&mut ws, "w-5").await;
     assert_eq!(
         w5[0].price.value(),
         Some(bid - 200.0),

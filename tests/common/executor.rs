@@ -160,3 +160,23 @@ pub fn events(
         .map(|(_, fields)| fields.into_iter().collect())
         .collect()
 }
+
+/// Waits until PostgreSQL holds `label` in `state`.
+pub async fn until_state(db: &tokio_postgres::Client, label: &str, state: &str) {
+    eventually_some(&format!("{label} {state}"), WAIT, || async {
+        let stored = stored(db).await;
+        (stored.get(label).map(|(s, _)| s.as_str()) == Some(state)).then_some(())
+    })
+    .await;
+}
+
+/// The orders the exchange holds for `label`.
+pub async fn on_exchange(ws: &mut WsClient, label: &str) -> Vec<keel_deribit::private::Order> {
+    ws.request(
+        "private/get_order_state_by_label",
+        json!({"currency": "BTC", "label": label}),
+    )
+    .await
+    .result()
+    .unwrap()
+}
